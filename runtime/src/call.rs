@@ -1,0 +1,307 @@
+//! The pipeline of one call, top to bottom:
+//! authenticate -> find the tool -> authorize -> check the input -> prepare the sandbox ->
+//! run under limits -> check the output -> report.
+
+use crate::engine::{CallContext, Prepared, ToolError};
+use crate::manifest::Limits;
+use crate::policy::{Decision, Outcome, decide_invoke};
+use crate::runtime::{LoadError, LoadedTool, Runtime};
+use crate::sandbox::http::EgressRecord;
+use crate::sandbox::{CallState, Observed};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+use wasmtime::{Store, Trap};
+
+/// What an orchestrator asks for.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub tool: String,
+    pub agent: String,
+    pub input: serde_json::Value,
+}
+
+/// How a call that did not succeed ended. Callers branch on this; the CLI maps it to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No such tool.
+    UnknownTool,
+    /// The tool exists but cannot be loaded (bad manifest, digest mismatch, unbound mount…).
+    InvalidTool,
+    /// The input does not satisfy the tool's input schema.
+    InvalidInput,
+    /// The decision point refused the call.
+    Denied,
+    /// The call ran out of wall-clock time (waiting on I/O included).
+    Timeout,
+    /// The tool's wasm ran out of CPU time.
+    CpuLimit,
+    MemoryLimit,
+    StackOverflow,
+    /// The tool's output is larger than its limit.
+    OutputLimit,
+    /// Any other trap (abort, unreachable, …).
+    Trap,
+    /// The tool returned its own error (or a command exited non-zero).
+    ToolError,
+    /// The tool's output is not JSON.
+    InvalidOutput,
+    /// Warden itself failed.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Exit code of `warden call`: 2 bad input, 3 denied, 5 the tool failed, 1 Warden failed.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::UnknownTool | ErrorKind::InvalidTool | ErrorKind::InvalidInput => 2,
+            ErrorKind::Denied => 3,
+            ErrorKind::Internal => 1,
+            _ => 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallFailure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Everything about one call: the `--json` envelope of `warden call`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    pub call_id: String,
+    pub tool: String,
+    pub agent: String,
+    pub tool_digest: Option<String>,
+    pub decision: Decision,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<CallFailure>,
+    pub egress: Vec<EgressRecord>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdio_truncated: bool,
+    pub duration_ms: f64,
+}
+
+impl CallReport {
+    pub fn exit_code(&self) -> i32 {
+        self.error.as_ref().map_or(0, |e| e.kind.exit_code())
+    }
+}
+
+/// The result of running the component, before it is put into a report.
+struct Ran {
+    result: Result<serde_json::Value, CallFailure>,
+    observed: Option<Observed>,
+}
+
+impl Runtime {
+    /// Runs one call through the whole pipeline. Never panics on bad input; every way a call
+    /// can end is in the report.
+    pub async fn call(&self, request: CallRequest) -> CallReport {
+        let call_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("call", call_id = %call_id, tool = %request.tool, agent = %request.agent);
+        async move {
+            let started = Instant::now();
+            let mut report = CallReport {
+                call_id: call_id.clone(),
+                tool: request.tool.clone(),
+                agent: request.agent.clone(),
+                tool_digest: None,
+                decision: Decision::deny("not decided".into()),
+                outcome: "error",
+                output: None,
+                error: None,
+                egress: vec![],
+                stdout: String::new(),
+                stderr: String::new(),
+                stdio_truncated: false,
+                duration_ms: 0.0,
+            };
+            let ran = self.pipeline(&request, &call_id, &mut report).await;
+            if let Some(observed) = ran.observed {
+                let (stdout, cut_out) = observed.stdout.contents();
+                let (stderr, cut_err) = observed.stderr.contents();
+                report.stdout = stdout;
+                report.stderr = stderr;
+                report.stdio_truncated = cut_out || cut_err;
+                report.egress = observed.egress.records();
+            }
+            match ran.result {
+                Ok(output) => {
+                    report.outcome = "ok";
+                    report.output = Some(output);
+                }
+                Err(failure) => report.error = Some(failure),
+            }
+            report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &report.error {
+                None => tracing::info!(duration_ms = report.duration_ms, egress = report.egress.len(), "call succeeded"),
+                Some(e) => tracing::info!(kind = ?e.kind, message = %e.message, duration_ms = report.duration_ms, "call failed"),
+            }
+            report
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn pipeline(&self, request: &CallRequest, call_id: &str, report: &mut CallReport) -> Ran {
+        let fail = |kind, message: String| Ran { result: Err(CallFailure { kind, message }), observed: None };
+
+        // An unknown tool is a usage error, not a policy decision.
+        if !self.has_tool(&request.tool) {
+            return fail(ErrorKind::UnknownTool, LoadError::Unknown(request.tool.clone()).to_string());
+        }
+
+        // Authenticate and authorize before anything of the tool is loaded or run.
+        report.decision = decide_invoke(self.deployment(), &request.agent, &request.tool);
+        tracing::info!(outcome = ?report.decision.outcome, reasons = ?report.decision.reasons, "decision");
+        if report.decision.outcome != Outcome::Allow {
+            return fail(ErrorKind::Denied, format!("denied: {}", report.decision.reasons.join("; ")));
+        }
+
+        let tool = match self.tool(&request.tool).await {
+            Ok(tool) => tool,
+            Err(e @ LoadError::Unknown(_)) => return fail(ErrorKind::UnknownTool, e.to_string()),
+            Err(e) => return fail(ErrorKind::InvalidTool, format!("tool `{}` cannot be loaded: {e}", request.tool)),
+        };
+        report.tool_digest = Some(tool.digest.to_string());
+
+        // Check the input against the tool's schema before anything runs.
+        if let Some(error) = tool.validator.iter_errors(&request.input).next() {
+            let at = error.instance_path.to_string();
+            let at = if at.is_empty() { "input".to_string() } else { format!("input{at}") };
+            return fail(ErrorKind::InvalidInput, format!("{at}: {error} (schema of tool `{}`)", request.tool));
+        }
+
+        let context = CallContext {
+            call_id: call_id.to_string(),
+            tool: request.tool.clone(),
+            agent: request.agent.clone(),
+            user: None,
+        };
+        run(&tool, context, &request.input).await
+    }
+}
+
+/// A fresh `Store` with the call's limits installed. Used for every instantiation.
+pub(crate) fn new_store(engine: &wasmtime::Engine, state: CallState, limits: &Limits) -> Store<CallState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // CPU: the deadline is counted in epoch ticks; without one the first instruction traps.
+    let ticks = limits.timeout.as_millis() / crate::engine::EPOCH_TICK.as_millis() + 1;
+    store.set_epoch_deadline(ticks as u64);
+    store.epoch_deadline_trap();
+    store
+}
+
+async fn run(tool: &LoadedTool, context: CallContext, input: &serde_json::Value) -> Ran {
+    let limits = &tool.grants.limits;
+    let input_text = input.to_string();
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let stdin = matches!(tool.prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
+    let (state, observed) = match CallState::new(&tool.grants, context, stdin, deadline) {
+        Ok(built) => built,
+        Err(e) => {
+            return Ran {
+                result: Err(CallFailure { kind: ErrorKind::Internal, message: format!("preparing the sandbox: {e:#}") }),
+                observed: None,
+            };
+        }
+    };
+    let mut store = new_store(tool.prepared_engine(), state, limits);
+
+    let outcome = match &tool.prepared {
+        Prepared::Tool(pre) => {
+            let invoke = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.call_invoke(&mut store, &input_text).await
+            };
+            match tokio::time::timeout(limits.timeout, invoke).await {
+                Err(_) => Err(timeout_failure(limits.timeout)),
+                Ok(Err(trap)) => Err(classify(&trap, &store)),
+                Ok(Ok(Err(ToolError::InvalidInput(m)))) => Err(failure(ErrorKind::InvalidInput, format!("the tool rejected its input: {m}"))),
+                Ok(Ok(Err(ToolError::Failed(m)))) => Err(failure(ErrorKind::ToolError, m)),
+                Ok(Ok(Ok(output))) => Ok(output),
+            }
+        }
+        Prepared::Command(pre) => {
+            let main = async {
+                let command = pre.instantiate_async(&mut store).await?;
+                command.wasi_cli_run().call_run(&mut store).await
+            };
+            let exit = match tokio::time::timeout(limits.timeout, main).await {
+                Err(_) => Err(timeout_failure(limits.timeout)),
+                Ok(Ok(Ok(()))) => Ok(0),
+                Ok(Ok(Err(()))) => Ok(1),
+                Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    Some(exit) => Ok(exit.0),
+                    None => Err(classify(&e, &store)),
+                },
+            };
+            match exit {
+                Ok(0) if observed.stdout.total() > limits.output.0 => Err(output_limit(limits)),
+                Ok(0) => Ok(observed.stdout.contents().0),
+                Ok(code) => {
+                    let (stderr, _) = observed.stderr.contents();
+                    let last = stderr.lines().last().unwrap_or("").to_string();
+                    Err(failure(ErrorKind::ToolError, format!("the command exited with status {code}: {last}")))
+                }
+                Err(f) => Err(f),
+            }
+        }
+    };
+    drop(store);
+
+    let result = outcome.and_then(|text| {
+        if text.len() as u64 > limits.output.0 {
+            return Err(output_limit(limits));
+        }
+        serde_json::from_str(&text).map_err(|e| failure(ErrorKind::InvalidOutput, format!("the tool's output is not JSON: {e}")))
+    });
+    let observed = Some(observed);
+    Ran { result, observed }
+}
+
+fn failure(kind: ErrorKind, message: String) -> CallFailure {
+    CallFailure { kind, message }
+}
+
+fn output_limit(limits: &Limits) -> CallFailure {
+    failure(ErrorKind::OutputLimit, format!("the output exceeds the limit of {}", limits.output))
+}
+
+fn timeout_failure(limit: Duration) -> CallFailure {
+    failure(ErrorKind::Timeout, format!("the call did not finish within its timeout of {}", crate::units::format_duration(limit)))
+}
+
+/// Names the limit or fault behind a trap.
+fn classify(error: &wasmtime::Error, store: &Store<CallState>) -> CallFailure {
+    if store.data().limiter.exceeded() {
+        return failure(ErrorKind::MemoryLimit, format!("the tool exceeded its memory limit: {error}"));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => failure(ErrorKind::CpuLimit, "the tool used up its CPU time and was stopped".into()),
+        Some(Trap::StackOverflow) => failure(ErrorKind::StackOverflow, "the tool overflowed its stack".into()),
+        Some(trap) => failure(ErrorKind::Trap, format!("the tool trapped: {trap}")),
+        None => failure(ErrorKind::Trap, format!("the tool failed: {}", one_line(error))),
+    }
+}
+
+fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}").replace('\n', " ")
+}
+
+impl LoadedTool {
+    fn prepared_engine(&self) -> &wasmtime::Engine {
+        match &self.prepared {
+            Prepared::Tool(pre) => pre.engine(),
+            Prepared::Command(pre) => pre.engine(),
+        }
+    }
+}

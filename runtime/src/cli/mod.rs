@@ -1,0 +1,95 @@
+//! The `warden` command line. One file per command group; each returns an exit code.
+//!
+//! Exit codes: 0 ok, 1 Warden itself failed, 2 bad usage or bad input (including manifests
+//! and configuration), 3 denied, 5 the tool failed.
+
+mod call;
+mod demo;
+mod tool;
+
+use crate::deployment::{DEPLOYMENT_FILE, Deployment};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Sandboxed tool execution for AI agents")]
+struct Cli {
+    /// The deployment file.
+    #[arg(long, global = true, env = "WARDEN_CONFIG", default_value = DEPLOYMENT_FILE)]
+    config: PathBuf,
+    /// Logs as JSON lines on stderr (filter with WARDEN_LOG, e.g. WARDEN_LOG=info).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register, list and inspect tools.
+    #[command(subcommand)]
+    Tool(tool::ToolCommand),
+    /// Call a tool as an agent.
+    Call(call::CallArgs),
+    /// Run the demo: an allowed file read, an allowed HTTP request, denied escapes.
+    Demo(demo::DemoArgs),
+}
+
+/// An error that is the caller's to fix (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_logging(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Tool(cmd) => tool::run(&cli.config, cmd).await,
+            Command::Call(args) => call::run(&cli.config, args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            exit_code_of(&e)
+        }
+    }
+}
+
+fn exit_code_of(e: &anyhow::Error) -> i32 {
+    let usage = e.chain().any(|c| {
+        c.is::<UsageError>() || c.is::<crate::manifest::ManifestError>() || c.is::<crate::runtime::LoadError>()
+    });
+    if usage { 2 } else { 1 }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_deployment(path: &std::path::Path) -> anyhow::Result<Deployment> {
+    Ok(Deployment::load(path)?)
+}

@@ -1,0 +1,85 @@
+//! A small HTTP server on 127.0.0.1 for the demo and the isolation tests: it records every
+//! request it receives (so a test can prove a request never arrived) and answers:
+//! `/slow` after 60 s, `/echo-headers` with the request's headers as JSON, anything else with
+//! a short JSON body naming the path.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+pub struct LoopbackServer {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackServer {
+    /// Binds a free port on 127.0.0.1 and serves until dropped.
+    pub async fn start() -> std::io::Result<LoopbackServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let log = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(req, &log).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(LoopbackServer { addr, received, task })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<Full<Bytes>> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let path = req.uri().path().to_string();
+    log.lock().unwrap().push(Received { method: req.method().to_string(), path: path.clone(), headers: headers.clone() });
+    let body = match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            "{}".to_string()
+        }
+        "/echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
+        _ => serde_json::json!({ "service": "warden-loopback", "path": path, "ok": true }).to_string(),
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response")
+}

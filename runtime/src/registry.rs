@@ -1,0 +1,115 @@
+//! Where tools live and how they are registered. File handling and digest pinning only; the
+//! engine-side checks (compiles, links, describes itself) are in `runtime.rs`.
+//!
+//! A tool is a directory with `tool.toml` and the component it names. Tools are found in the
+//! deployment's `tool_dirs` and in `<state>/tools`, where `warden tool add` puts them.
+
+use crate::deployment::Deployment;
+use crate::manifest::{Digest, MANIFEST_FILE, Manifest};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+
+/// A tool on disk whose component matches its pinned digest.
+#[derive(Debug, Clone)]
+pub struct ToolFiles {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads a tool directory and checks the component against the manifest's digest. With
+/// `require_digest`, a manifest without a pinned digest is refused.
+pub fn read_tool(dir: &Path, require_digest: bool) -> Result<ToolFiles, crate::manifest::ManifestError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest = Manifest::load(&manifest_path)?;
+    let file = manifest_path.display().to_string();
+    let error = |message: String| crate::manifest::ManifestError { file: file.clone(), message };
+    let component_path = dir.join(&manifest.component);
+    let bytes = std::fs::read(&component_path)
+        .map_err(|e| error(format!("field `component`: cannot read {}: {e}", component_path.display())))?;
+    let digest = Digest::of(&bytes);
+    match &manifest.digest {
+        Some(pinned) if *pinned != digest => {
+            return Err(error(format!(
+                "field `digest`: {} has digest {digest}, the manifest pins {pinned}",
+                manifest.component
+            )));
+        }
+        None if require_digest => {
+            return Err(error("field `digest` is missing: registered tools must pin their component's digest".into()));
+        }
+        _ => {}
+    }
+    Ok(ToolFiles { dir: dir.to_path_buf(), manifest, digest, bytes })
+}
+
+/// Every tool directory the deployment knows, in search order.
+pub fn tool_dirs(deployment: &Deployment) -> Vec<PathBuf> {
+    let mut roots = deployment.tool_dirs.clone();
+    roots.push(deployment.registered_tools_dir());
+    let mut dirs = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.join(MANIFEST_FILE).is_file())
+            .collect();
+        found.sort();
+        dirs.extend(found);
+    }
+    dirs
+}
+
+/// Finds the directory of the tool called `name`.
+pub fn find_tool(deployment: &Deployment, name: &str) -> Option<PathBuf> {
+    tool_dirs(deployment).into_iter().find(|dir| {
+        Manifest::load(&dir.join(MANIFEST_FILE)).is_ok_and(|m| m.name == name)
+    })
+}
+
+/// Copies a verified tool into `<state>/tools/<name>` with its digest pinned. The copy is
+/// assembled in a temporary directory and renamed into place, so a failure leaves nothing.
+pub fn install(deployment: &Deployment, tool: &ToolFiles) -> Result<PathBuf> {
+    let name = &tool.manifest.name;
+    if let Some(existing) = find_tool(deployment, name) {
+        bail!("a tool named `{name}` is already registered at {}", existing.display());
+    }
+    let root = deployment.registered_tools_dir();
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let staging = root.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
+    let result = (|| -> Result<()> {
+        std::fs::create_dir(&staging)?;
+        std::fs::write(staging.join(&tool.manifest.component), &tool.bytes)?;
+        let text = std::fs::read_to_string(tool.dir.join(MANIFEST_FILE))?;
+        std::fs::write(staging.join(MANIFEST_FILE), pin_digest(&text, &tool.digest))?;
+        // Re-read what was written: the copy must verify exactly like the original.
+        read_tool(&staging, true)?;
+        std::fs::rename(&staging, root.join(name))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e.context(format!("installing `{name}` into {}", root.display())));
+    }
+    Ok(root.join(name))
+}
+
+/// Adds `digest = "..."` to a manifest text that does not pin one yet.
+pub fn pin_digest(manifest_text: &str, digest: &Digest) -> String {
+    if manifest_text.lines().any(|l| l.trim_start().starts_with("digest")) {
+        return manifest_text.to_string();
+    }
+    let mut out = String::new();
+    let mut pinned = false;
+    for line in manifest_text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if !pinned && line.trim_start().starts_with("component") {
+            out.push_str(&format!("digest = \"{digest}\"\n"));
+            pinned = true;
+        }
+    }
+    out
+}

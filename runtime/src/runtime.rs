@@ -1,0 +1,132 @@
+//! `Runtime`: a deployment, its engine, and its tools kept warm (compiled, linked, described)
+//! across calls. Loading a tool is where a component proves it is one Warden can run.
+
+use crate::deployment::Deployment;
+use crate::engine::{CallContext, Engine, Prepared, ToolInfo};
+use crate::manifest::{Digest, Manifest, ToolKind};
+use crate::registry::{self, ToolFiles};
+use crate::sandbox::{CallState, Grants, fs::grant_mounts};
+use anyhow::{Context as _, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A tool ready to be called: verified, compiled, linked, described, with its grants.
+pub struct LoadedTool {
+    pub manifest: Manifest,
+    pub digest: Digest,
+    pub info: ToolInfo,
+    pub input_schema: serde_json::Value,
+    pub(crate) validator: jsonschema::Validator,
+    pub(crate) prepared: Prepared,
+    pub grants: Grants,
+}
+
+pub struct Runtime {
+    deployment: Deployment,
+    engine: Engine,
+    tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
+}
+
+/// Why a tool could not be found or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("unknown tool `{0}`: not found in the deployment's tool directories (see `warden tool list`)")]
+    Unknown(String),
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+}
+
+impl Runtime {
+    pub fn new(deployment: Deployment) -> Result<Runtime> {
+        let engine = Engine::new(Some(deployment.cache_dir()))?;
+        Ok(Runtime { deployment, engine, tools: RwLock::new(HashMap::new()) })
+    }
+
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether a tool called `name` exists (without loading it).
+    pub fn has_tool(&self, name: &str) -> bool {
+        self.tools.read().unwrap().contains_key(name) || registry::find_tool(&self.deployment, name).is_some()
+    }
+
+    /// The tool called `name`, loaded once and then kept warm.
+    pub async fn tool(&self, name: &str) -> Result<Arc<LoadedTool>, LoadError> {
+        if let Some(tool) = self.tools.read().unwrap().get(name) {
+            return Ok(tool.clone());
+        }
+        let dir = registry::find_tool(&self.deployment, name).ok_or_else(|| LoadError::Unknown(name.to_string()))?;
+        let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
+        let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
+        self.tools.write().unwrap().insert(name.to_string(), tool.clone());
+        Ok(tool)
+    }
+
+    /// Checks that `files` is a tool this runtime can run: compiles, links against exactly
+    /// what Warden provides, describes itself consistently, and has its mounts bound.
+    /// `cache`: keep the compiled form on disk (not while merely vetting a tool).
+    pub async fn load(&self, files: ToolFiles, cache: bool) -> Result<LoadedTool> {
+        let ToolFiles { manifest, digest, bytes, .. } = files;
+        let component = self
+            .engine
+            .compile(&bytes, &digest, cache)
+            .with_context(|| format!("{} is not a WebAssembly component Warden can compile", manifest.component))?;
+        let prepared = self
+            .engine
+            .prepare(&component, manifest.kind)
+            .with_context(|| format!("{} cannot be linked", manifest.component))?;
+        let grants = Grants {
+            mounts: grant_mounts(&manifest, &self.deployment).map_err(|e| anyhow!(e))?,
+            egress: manifest.egress.clone().into(),
+            limits: manifest.limits.clone(),
+        };
+        let info = match &prepared {
+            Prepared::Tool(pre) => describe(pre, &manifest).await?,
+            Prepared::Command(_) => ToolInfo {
+                name: manifest.name.clone(),
+                description: "A wasi:cli/command tool: JSON on stdin, JSON on stdout.".into(),
+                input_schema: "{}".into(),
+            },
+        };
+        if info.name != manifest.name {
+            bail!("the component describes itself as `{}` but its manifest names `{}`", info.name, manifest.name);
+        }
+        let input_schema: serde_json::Value = serde_json::from_str(&info.input_schema)
+            .context("the input schema from `describe` is not JSON")?;
+        let validator = jsonschema::validator_for(&input_schema)
+            .map_err(|e| anyhow!("the input schema from `describe` is not a valid JSON Schema: {e}"))?;
+        Ok(LoadedTool { manifest, digest, info, input_schema, validator, prepared, grants })
+    }
+}
+
+/// Calls `describe` once, in a sandbox with no grants at all.
+async fn describe(pre: &crate::engine::ToolPre<CallState>, manifest: &Manifest) -> Result<ToolInfo> {
+    let grants = Grants { mounts: vec![], egress: Arc::new([]), limits: manifest.limits.clone() };
+    let context = CallContext { call_id: "describe".into(), tool: manifest.name.clone(), agent: String::new(), user: None };
+    let timeout = Duration::from_secs(10);
+    let (state, _) = CallState::new(&grants, context, None, tokio::time::Instant::now() + timeout)?;
+    let mut store = crate::call::new_store(pre.engine(), state, &grants.limits);
+    let run = async {
+        let tool = pre.instantiate_async(&mut store).await?;
+        tool.call_describe(&mut store).await
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result.map_err(anyhow::Error::from).context("calling `describe`"),
+        Err(_) => bail!("`describe` did not return within {timeout:?}"),
+    }
+}
+
+impl ToolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolKind::Tool => "tool",
+            ToolKind::Command => "command",
+        }
+    }
+}

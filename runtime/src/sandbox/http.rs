@@ -1,0 +1,396 @@
+//! The egress mediator: Warden's `wasi:http` hook. Every outgoing request of a tool passes
+//! here, after the guest has handed it over and before anything touches the network:
+//!
+//! 1. the request must match one of the tool's egress rules (scheme, host, port, path,
+//!    method) and stay within the call's request budget — decided before any DNS query;
+//! 2. the host resolves the name itself and refuses loopback, private, link-local, metadata
+//!    and non-routable addresses unless the rule allows private ones;
+//! 3. it connects to the very address it checked (no second lookup, no rebinding);
+//! 4. redirects are not followed, timeouts are clamped to the call's deadline, and response
+//!    bytes count against the call's budget.
+//!
+//! Every request, allowed or denied, is appended to the call's egress log with its reason.
+
+use super::egress::{EgressRule, Target, check_address, match_rule};
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Longest a single connect / first byte / between-bytes wait may take, whatever the guest asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// One outgoing request as it appears in the call's record.
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressRecord {
+    pub method: String,
+    /// `scheme://host:port/path` (no query string).
+    pub url: String,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The rule that allowed it.
+    pub rule: Option<String>,
+    /// Why it was denied or failed.
+    pub reason: Option<String>,
+    /// The address actually connected to.
+    pub address: Option<String>,
+    pub status: Option<u16>,
+    pub response_bytes: u64,
+}
+
+/// The per-call egress log, shared between the hook and the call that reads it afterwards.
+#[derive(Clone, Default)]
+pub struct EgressLog(Arc<Mutex<Vec<EgressRecord>>>);
+
+impl EgressLog {
+    pub fn records(&self) -> Vec<EgressRecord> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn push(&self, record: EgressRecord) -> usize {
+        let mut records = self.0.lock().unwrap();
+        records.push(record);
+        records.len() - 1
+    }
+
+    fn update(&self, index: usize, f: impl FnOnce(&mut EgressRecord)) {
+        if let Some(r) = self.0.lock().unwrap().get_mut(index) {
+            f(r);
+        }
+    }
+}
+
+/// Budget for one call, shared by its concurrent requests.
+struct Budget {
+    requests_left: AtomicU32,
+    response_bytes_left: AtomicU64,
+    deadline: Instant,
+}
+
+/// The `WasiHttpHooks` of one call.
+pub struct EgressHooks {
+    rules: Arc<[EgressRule]>,
+    log: EgressLog,
+    budget: Arc<Budget>,
+}
+
+impl EgressHooks {
+    pub fn new(rules: Arc<[EgressRule]>, max_requests: u32, max_response_bytes: u64, deadline: Instant, log: EgressLog) -> Self {
+        EgressHooks {
+            rules,
+            log,
+            budget: Arc::new(Budget {
+                requests_left: AtomicU32::new(max_requests),
+                response_bytes_left: AtomicU64::new(max_response_bytes),
+                deadline,
+            }),
+        }
+    }
+
+    /// Checks that need nothing but the request line; no DNS, no network.
+    fn admit(&self, method: &str, uri: &http::Uri) -> Result<(Target, EgressRule), (String, String)> {
+        let target = Target::from_uri(method, uri).map_err(|e| (format!("{method} {uri}"), e))?;
+        let rule = match_rule(&self.rules, &target).map_err(|e| (target.display(), e))?;
+        let left = self.budget.requests_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left.is_err() {
+            return Err((target.display(), "the call's egress request limit is reached".into()));
+        }
+        Ok((target, rule.clone()))
+    }
+}
+
+/// Headers a tool may never set: credentials are the host's business, and routing headers
+/// could steer the request somewhere the rules did not allow.
+fn forbidden_header(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    DEFAULT_FORBIDDEN_HEADERS.contains(name)
+        || n == "authorization"
+        || n == "cookie"
+        || n.starts_with("proxy-")
+        || n.starts_with("x-forwarded-")
+        || n == "forwarded"
+}
+
+type SendResult = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(forbidden_header)
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let method = request.method().as_str().to_string();
+        let (target, rule) = match self.admit(&method, request.uri()) {
+            Ok(admitted) => admitted,
+            Err((url, reason)) => {
+                tracing::info!(%method, %url, %reason, "egress denied");
+                self.log.push(EgressRecord {
+                    method,
+                    url,
+                    decision: "deny",
+                    rule: None,
+                    reason: Some(reason),
+                    address: None,
+                    status: None,
+                    response_bytes: 0,
+                });
+                // The guest may still be writing the body; drain it so it sees the denial
+                // instead of a reset connection.
+                drain(request.into_body());
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            }
+        };
+        let index = self.log.push(EgressRecord {
+            method,
+            url: target.display(),
+            decision: "allow",
+            rule: Some(rule.url.clone()),
+            reason: None,
+            address: None,
+            status: None,
+            response_bytes: 0,
+        });
+        let log = self.log.clone();
+        let budget = self.budget.clone();
+        Box::new(async move {
+            let result = send(request, &target, &rule, options, &budget, &log, index).await;
+            if let Err(e) = &result {
+                let denied = matches!(e, Error::HttpRequestDenied);
+                tracing::info!(url = %target.display(), error = ?e, "egress request failed");
+                log.update(index, |r| {
+                    if denied {
+                        r.decision = "deny";
+                    }
+                    r.reason.get_or_insert_with(|| format!("{e:?}"));
+                });
+            }
+            result
+        })
+    }
+}
+
+async fn send(
+    request: http::Request<WasiBody>,
+    target: &Target,
+    rule: &EgressRule,
+    options: Option<RequestOptions>,
+    budget: &Arc<Budget>,
+    log: &EgressLog,
+    index: usize,
+) -> SendResult {
+    let clamp = |asked: Option<Duration>| {
+        let remaining = budget.deadline.saturating_duration_since(Instant::now());
+        asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(remaining)
+    };
+    let options = options.unwrap_or_default();
+    let connect_timeout = clamp(options.connect_timeout);
+
+    // Resolve and check every address before connecting to any of them.
+    let addresses = match resolve(target, connect_timeout).await {
+        Ok(addresses) => addresses,
+        Err(e) => {
+            drain(request.into_body());
+            return Err(e);
+        }
+    };
+    if let Some(reason) = addresses
+        .iter()
+        .find_map(|a| check_address(a.ip(), rule.allow_private).err())
+    {
+        let reason = format!("`{}` resolves to {reason}", target.host);
+        tracing::info!(url = %target.display(), %reason, "egress denied");
+        log.update(index, |r| r.reason = Some(reason));
+        drain(request.into_body());
+        return Err(Error::HttpRequestDenied);
+    }
+    let (stream, address) = connect(&addresses, connect_timeout).await?;
+    log.update(index, |r| r.address = Some(address.to_string()));
+
+    let io: Box<dyn Stream> = if target.scheme == "https" {
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
+        let tls = tokio::time::timeout(connect_timeout, TLS.connect(name, stream))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, conn) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::handshake(TokioIo::new(io)))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
+
+    let request = origin_form(request);
+    let first_byte_timeout = clamp(options.first_byte_timeout);
+    let between_bytes = clamp(options.between_bytes_timeout);
+    let conn = tokio::spawn(conn);
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    log.update(index, |r| r.status = Some(response.status().as_u16()));
+
+    let response = response.map(|incoming| {
+        CountedBody {
+            inner: incoming.map_err(Error::from).boxed_unsync(),
+            budget: budget.clone(),
+            log: log.clone(),
+            index,
+            between_bytes,
+            timer: Box::pin(tokio::time::sleep(between_bytes)),
+        }
+        .boxed_unsync()
+    });
+    let io = async move {
+        match conn.await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Ok(()),
+        }
+    };
+    Ok((response, Box::new(io)))
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+});
+
+async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, target.port)]);
+    }
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addresses: Vec<SocketAddr> = tokio::time::timeout(timeout, lookup)
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+        .map_err(|_| Error::DnsError { rcode: None, info_code: None })?
+        .collect();
+    if addresses.is_empty() {
+        return Err(Error::DestinationNotFound);
+    }
+    Ok(addresses)
+}
+
+async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<(TcpStream, SocketAddr), Error> {
+    let mut last = Error::ConnectionRefused;
+    for address in addresses {
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => return Ok((stream, *address)),
+            Ok(Err(_)) => last = Error::ConnectionRefused,
+            Err(_) => last = Error::ConnectionTimeout,
+        }
+    }
+    Err(last)
+}
+
+/// hyper sends the request line as given: use origin form (`/path?query`), not the full URL.
+/// A GET/HEAD without a length gets an empty body, and the guest's body stream is drained, or
+/// hyper would drop it mid-write and the guest would see a reset connection.
+fn origin_form(request: http::Request<WasiBody>) -> http::Request<WasiBody> {
+    let (mut parts, body) = request.into_parts();
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .expect("a path and query is a valid URI");
+    let bodiless = matches!(parts.method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let body = if bodiless {
+        drain(body);
+        Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    } else {
+        body
+    };
+    http::Request::from_parts(parts, body)
+}
+
+fn drain(body: WasiBody) {
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(Ok(_)) = body.frame().await {}
+    });
+}
+
+/// A response body that counts bytes against the call's budget and times out between frames.
+struct CountedBody {
+    inner: WasiBody,
+    budget: Arc<Budget>,
+    log: EgressLog,
+    index: usize,
+    between_bytes: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    let within = self
+                        .budget
+                        .response_bytes_left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(n))
+                        .is_ok();
+                    self.log.update(self.index, |r| r.response_bytes += n);
+                    if !within {
+                        self.log.update(self.index, |r| r.reason = Some("the call's response byte limit is reached".into()));
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(None))));
+                    }
+                }
+                let next = Instant::now() + self.between_bytes;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_cannot_set_credentials_or_routing_headers() {
+        for name in ["authorization", "cookie", "host", "proxy-authorization", "proxy-foo", "x-forwarded-for", "forwarded"] {
+            assert!(forbidden_header(&http::HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!forbidden_header(&http::HeaderName::from_static("accept")));
+    }
+}
