@@ -1,6 +1,6 @@
 //! A small HTTP server on 127.0.0.1 for the demo and the isolation tests: it records every
 //! request it receives (so a test can prove a request never arrived) and answers:
-//! `/slow` after 60 s, `/echo-headers` with the request's headers as JSON, anything else with
+//! paths ending in `/slow` after 60 s, in `/echo-headers` with the request's headers as JSON, anything else with
 //! a short JSON body naming the path.
 
 use bytes::Bytes;
@@ -70,12 +70,12 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
         .collect();
     let path = req.uri().path().to_string();
     log.lock().unwrap().push(Received { method: req.method().to_string(), path: path.clone(), headers: headers.clone() });
-    let body = match path.as_str() {
-        "/slow" => {
+    let body = match path.rsplit('/').next().unwrap_or("") {
+        "slow" => {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             "{}".to_string()
         }
-        "/echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
+        "echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
         _ => serde_json::json!({ "service": "warden-loopback", "path": path, "ok": true }).to_string(),
     };
     Response::builder()

@@ -8,13 +8,11 @@ struct Input {
     attack: String,
 }
 
+/// Recursion without locals in linear memory, so it exhausts the wasm stack itself.
 #[inline(never)]
 #[allow(unconditional_recursion)] // the point of the attack
-fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
-    pad[(depth % 256) as usize] = depth as u8;
-    let mut local = [0u8; 256];
-    local.copy_from_slice(pad);
-    1 + recurse(std::hint::black_box(depth + 1), std::hint::black_box(&mut local))
+fn recurse(depth: u64) -> u64 {
+    1 + recurse(std::hint::black_box(depth + 1))
 }
 
 impl Tool for HostileCpu {
@@ -32,7 +30,7 @@ impl Tool for HostileCpu {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
-            "recursion" => Ok(Value::from(recurse(0, &mut [0; 256]))),
+            "recursion" => Ok(Value::from(recurse(0))),
             other => Err(ToolError::invalid_input(format!("unknown attack {other}"))),
         }
     }

@@ -1,0 +1,144 @@
+//! A throwaway deployment for one test: a temporary directory with `warden.toml`, host
+//! directories for every mount, a secret file outside all mounts, and copies of the tools
+//! built from `tools/` (whose egress rules a test may replace with loopback ones).
+#![allow(dead_code)] // each test file uses a different part of this
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use warden::{CallReport, CallRequest, Deployment, Runtime};
+
+pub const AGENT: &str = "tester";
+/// Stands for any secret the host holds; no tool may ever see it.
+pub const SECRET: &str = "s3cr3t-value-that-must-never-leak";
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+const DEPLOYMENT: &str = r#"
+state_dir = "state"
+tool_dirs = ["tools"]
+
+[agents.tester]
+tools = ["*"]
+
+[agents.limited]
+tools = ["hello"]
+
+[[mounts]]
+tool = "read-file"
+guest = "/data"
+host = "data"
+
+[[mounts]]
+tool = "write-note"
+guest = "/notes"
+host = "notes"
+
+[[mounts]]
+tool = "hostile-fs"
+guest = "/data"
+host = "data"
+
+[[mounts]]
+tool = "hostile-fs"
+guest = "/scratch"
+host = "scratch"
+"#;
+
+impl Fixture {
+    /// A deployment with every built tool registered as shipped.
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["data", "notes", "scratch", "outside", "tools"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(root.join("warden.toml"), DEPLOYMENT).unwrap();
+        std::fs::write(root.join("data/hello.txt"), "hello from the data mount\n").unwrap();
+        std::fs::write(root.join("outside/secret.txt"), SECRET).unwrap();
+        std::fs::write(root.join("secret.txt"), SECRET).unwrap();
+        let fixture = Fixture { dir };
+        for entry in std::fs::read_dir(warden::BUILT_TOOLS_DIR).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            fixture.install_tool(&name, None);
+        }
+        fixture
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("warden.toml")
+    }
+
+    /// Copies a built tool into the deployment. With `egress`, the manifest's `[[egress]]`
+    /// tables are replaced by the given TOML.
+    pub fn install_tool(&self, name: &str, egress: Option<&str>) {
+        let from = Path::new(warden::BUILT_TOOLS_DIR).join(name);
+        let to = self.path().join("tools").join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        if let Some(egress) = egress {
+            let manifest = std::fs::read_to_string(to.join("tool.toml")).unwrap();
+            let kept = manifest.split("[[egress]]").next().unwrap();
+            std::fs::write(to.join("tool.toml"), format!("{kept}\n{egress}\n")).unwrap();
+        }
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(Deployment::load(&self.config()).unwrap()).unwrap()
+    }
+
+    /// The `warden` binary, pointed at this deployment.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.arg("--config").arg(self.config()).env_remove("WARDEN_LOG");
+        cmd
+    }
+}
+
+pub async fn call(runtime: &Runtime, tool: &str, input: serde_json::Value) -> CallReport {
+    runtime.call(CallRequest { tool: tool.into(), agent: AGENT.into(), input }).await
+}
+
+/// The output of a call that must have succeeded.
+pub fn ok(report: &CallReport) -> &serde_json::Value {
+    assert!(report.error.is_none(), "call failed: {:?}", report.error);
+    report.output.as_ref().unwrap()
+}
+
+/// The error kind of a call that must have failed.
+pub fn failed(report: &CallReport) -> warden::ErrorKind {
+    report.error.as_ref().unwrap_or_else(|| panic!("call succeeded: {:?}", report.output)).kind
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Every file under `dir`, recursively (symlinks listed, not followed).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,295 @@
+//! Every hostile tool in `tools/hostile/`, run through the real runtime: each test asserts the
+//! specific containment — the error kind, and that nothing outside was touched or reached.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+use warden::ErrorKind;
+use warden::loopback::LoopbackServer;
+
+// ---- filesystem ------------------------------------------------------------------------
+
+async fn fs_attack(fixture: &Fixture, attack: &str) -> serde_json::Value {
+    let runtime = fixture.runtime();
+    let report = call(&runtime, "hostile-fs", json!({ "attack": attack })).await;
+    let out = ok(&report).clone();
+    assert_eq!(out["escaped"], false, "{attack} escaped: {out}");
+    assert!(!out.to_string().contains(SECRET), "{attack} read the secret: {out}");
+    out
+}
+
+#[tokio::test]
+async fn dotdot_out_of_a_mount_is_refused() {
+    let f = Fixture::new();
+    let out = fs_attack(&f, "dotdot").await;
+    assert!(out["detail"].as_str().unwrap().contains("not permitted"), "{out}");
+    fs_attack(&f, "dotdot-relative").await;
+}
+
+#[tokio::test]
+async fn absolute_paths_and_the_root_do_not_exist_for_the_tool() {
+    let f = Fixture::new();
+    fs_attack(&f, "absolute").await;
+    fs_attack(&f, "list-root").await;
+}
+
+#[tokio::test]
+async fn a_preplaced_symlink_out_of_a_mount_is_not_followed() {
+    let f = Fixture::new();
+    std::os::unix::fs::symlink(f.path().join("outside/secret.txt"), f.path().join("data/link-out")).unwrap();
+    fs_attack(&f, "preplaced-symlink").await;
+}
+
+#[tokio::test]
+async fn symlinks_the_tool_creates_do_not_lead_out() {
+    let f = Fixture::new();
+    fs_attack(&f, "create-symlink").await;
+    // An absolute target is refused outright; a relative one may exist but leads nowhere.
+    assert!(std::fs::symlink_metadata(f.path().join("scratch/abs-link")).is_err());
+}
+
+#[tokio::test]
+async fn a_read_only_mount_cannot_be_written_created_in_or_deleted_from() {
+    let f = Fixture::new();
+    let before = files_under(&f.path().join("data"));
+    fs_attack(&f, "write-ro").await;
+    fs_attack(&f, "mkdir-ro").await;
+    fs_attack(&f, "delete-ro").await;
+    fs_attack(&f, "rename-out").await;
+    assert_eq!(files_under(&f.path().join("data")), before);
+    assert_eq!(std::fs::read_to_string(f.path().join("data/hello.txt")).unwrap(), "hello from the data mount\n");
+}
+
+#[tokio::test]
+async fn a_hard_link_out_of_a_read_only_mount_is_refused() {
+    let f = Fixture::new();
+    fs_attack(&f, "hardlink-out").await;
+    assert!(!f.path().join("scratch/hl").exists());
+}
+
+// ---- environment -----------------------------------------------------------------------
+
+#[test]
+fn the_environment_is_empty_even_when_the_host_has_secrets() {
+    let f = Fixture::new();
+    let out = f
+        .cli()
+        .args(["call", "hostile-env", "--agent", AGENT, "--input", "{}", "--json"])
+        .env("WARDEN_TEST_SECRET", SECRET)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let envelope: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["output"]["env"], json!([]));
+    assert_eq!(envelope["output"]["args"], json!(["hostile-env"]));
+    assert!(!stdout(&out).contains(SECRET));
+}
+
+// ---- raw network -----------------------------------------------------------------------
+
+async fn net_attack(attack: &str, target: &str) -> serde_json::Value {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let report = call(&runtime, "hostile-net", json!({ "attack": attack, "target": target })).await;
+    let out = ok(&report).clone();
+    assert_eq!(out["escaped"], false, "{attack}: {out}");
+    out
+}
+
+#[tokio::test]
+async fn raw_tcp_is_refused_and_nothing_connects() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    net_attack("tcp", &target).await;
+    net_attack("tcp-listen", "").await;
+    assert!(listener.accept().is_err(), "a connection reached the listener");
+}
+
+#[tokio::test]
+async fn raw_udp_is_refused_and_nothing_arrives() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    net_attack("udp", &socket.local_addr().unwrap().to_string()).await;
+    let mut buf = [0u8; 16];
+    assert!(socket.recv_from(&mut buf).is_err(), "a datagram arrived");
+}
+
+#[tokio::test]
+async fn name_lookups_are_refused() {
+    let out = net_attack("dns", "localhost:80").await;
+    assert!(out["detail"].as_str().unwrap().contains("lookup"), "{out}");
+}
+
+// ---- HTTP egress -----------------------------------------------------------------------
+
+/// hostile-http may GET `/allowed/*` on the loopback server by IP, and anything on
+/// `localhost` of the same port — but without allow_private, so that name must be refused.
+async fn http_fixture() -> (Fixture, LoopbackServer) {
+    let server = LoopbackServer::start().await.unwrap();
+    let port = server.addr.port();
+    let f = Fixture::new();
+    f.install_tool(
+        "hostile-http",
+        Some(&format!(
+            r#"[[egress]]
+url = "http://127.0.0.1:{port}/allowed/*"
+methods = ["GET"]
+allow_private = true
+
+[[egress]]
+url = "http://localhost:{port}/*"
+methods = ["GET"]
+"#
+        )),
+    );
+    (f, server)
+}
+
+async fn http_attack(f: &Fixture, input: serde_json::Value) -> warden::CallReport {
+    let runtime = f.runtime();
+    call(&runtime, "hostile-http", input).await
+}
+
+/// A request the mediator must refuse: the guest sees HttpRequestDenied, the record names
+/// the reason, and the server receives nothing.
+async fn assert_denied(f: &Fixture, server: &LoopbackServer, input: serde_json::Value, reason: &str) {
+    let report = http_attack(f, input.clone()).await;
+    let out = ok(&report);
+    assert_eq!(out["sent"], false, "{input}: {out}");
+    assert!(out["error"].as_str().unwrap().contains("HttpRequestDenied"), "{out}");
+    let record = report.egress.last().unwrap_or_else(|| panic!("no egress record for {input}"));
+    assert_eq!(record.decision, "deny");
+    let why = record.reason.as_deref().unwrap_or("");
+    assert!(why.contains(reason), "{input}: reason `{why}` lacks `{reason}`");
+    assert!(server.received().is_empty(), "the server received {:?}", server.received());
+}
+
+#[tokio::test]
+async fn an_allowed_request_reaches_the_server() {
+    let (f, server) = http_fixture().await;
+    let report = http_attack(&f, json!({ "url": server.url("/allowed/ok") })).await;
+    assert_eq!(ok(&report)["status"], 200);
+    assert_eq!(report.egress[0].decision, "allow");
+    assert_eq!(report.egress[0].address.as_deref(), Some(server.addr.to_string().as_str()));
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_not_listed_is_refused() {
+    let (f, server) = http_fixture().await;
+    assert_denied(&f, &server, json!({ "url": "http://example.com/allowed/x" }), "not in any egress rule").await;
+    assert_denied(&f, &server, json!({ "url": "http://169.254.169.254/latest/meta-data/" }), "not in any egress rule").await;
+}
+
+#[tokio::test]
+async fn a_listed_host_on_another_port_path_or_method_is_refused() {
+    let (f, server) = http_fixture().await;
+    let other_port = LoopbackServer::start().await.unwrap();
+    let url = format!("http://127.0.0.1:{}/allowed/x", other_port.addr.port());
+    assert_denied(&f, &server, json!({ "url": url }), "no egress rule allows").await;
+    assert!(other_port.received().is_empty());
+    assert_denied(&f, &server, json!({ "url": server.url("/admin") }), "path").await;
+    assert_denied(&f, &server, json!({ "url": server.url("/allowed/../admin") }), "..").await;
+    assert_denied(&f, &server, json!({ "url": server.url("/allowed/x"), "method": "POST" }), "method POST").await;
+    assert_denied(&f, &server, json!({ "url": server.url("/allowed/x"), "method": "DELETE" }), "method DELETE").await;
+}
+
+#[tokio::test]
+async fn a_listed_name_that_resolves_to_a_private_address_is_refused() {
+    let (f, server) = http_fixture().await;
+    let url = format!("http://localhost:{}/anything", server.addr.port());
+    assert_denied(&f, &server, json!({ "url": url }), "loopback address").await;
+}
+
+#[tokio::test]
+async fn a_tool_cannot_set_its_own_credentials() {
+    let (f, server) = http_fixture().await;
+    for header in ["authorization", "Cookie", "proxy-authorization", "host", "x-forwarded-for"] {
+        let report = http_attack(
+            &f,
+            json!({ "url": server.url("/allowed/x"), "headers": [[header, "Bearer forged"]] }),
+        )
+        .await;
+        let out = ok(&report);
+        assert_eq!(out["sent"], false, "{header}: {out}");
+        assert!(out["error"].as_str().unwrap().contains("rejected header"), "{header}: {out}");
+    }
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn the_request_budget_is_enforced() {
+    let (f, server) = http_fixture().await;
+    // Lower the budget to one request by rewriting the limits of the installed manifest.
+    let manifest = f.path().join("tools/hostile-http/tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("[limits]", "[limits]\negress_requests = 0")).unwrap();
+    assert_denied(&f, &server, json!({ "url": server.url("/allowed/x") }), "request limit").await;
+}
+
+#[tokio::test]
+async fn waiting_forever_on_a_slow_server_ends_at_the_timeout() {
+    let (f, server) = http_fixture().await;
+    let started = std::time::Instant::now();
+    let report = http_attack(&f, json!({ "url": server.url("/allowed/slow") })).await;
+    assert_eq!(failed(&report), ErrorKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(server.received().len(), 1);
+}
+
+// ---- CPU, memory, output ---------------------------------------------------------------
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_by_the_cpu_limit() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hostile-cpu", json!({ "attack": "loop" })).await;
+    assert_eq!(failed(&report), ErrorKind::CpuLimit);
+}
+
+#[tokio::test]
+async fn deep_recursion_is_a_stack_overflow() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hostile-cpu", json!({ "attack": "recursion" })).await;
+    assert_eq!(failed(&report), ErrorKind::StackOverflow);
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    // 16 MiB fits in the 32 MiB limit; 1 GiB does not.
+    assert_eq!(ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 16 })).await), &json!(16 << 20));
+    let report = call(&runtime, "hostile-memory", json!({ "megabytes": 1024 })).await;
+    assert_eq!(failed(&report), ErrorKind::MemoryLimit);
+}
+
+#[tokio::test]
+async fn a_stdout_flood_is_truncated_without_killing_the_tool() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hostile-flood", json!({ "attack": "stdout", "megabytes": 4 })).await;
+    assert_eq!(ok(&report)["printed_megabytes"], 4);
+    assert!(report.stdio_truncated);
+    assert_eq!(report.stdout.len(), 16 << 10);
+    assert_eq!(report.stderr.len(), 16 << 10);
+}
+
+#[tokio::test]
+async fn an_oversized_output_hits_the_output_limit() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hostile-flood", json!({ "attack": "output", "megabytes": 1 })).await;
+    assert_eq!(failed(&report), ErrorKind::OutputLimit);
+}
+
+#[tokio::test]
+async fn the_sandbox_is_fresh_for_every_call() {
+    // The same runtime runs a trapping call and then a healthy one: no state carries over.
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    assert_eq!(failed(&call(&runtime, "hostile-memory", json!({ "megabytes": 1024 })).await), ErrorKind::MemoryLimit);
+    assert_eq!(ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 8 })).await), &json!(8 << 20));
+}
