@@ -173,10 +173,17 @@ impl Runtime {
         report.tool_digest = Some(tool.digest.to_string());
 
         // Check the input against the tool's schema before anything runs.
-        if let Some(error) = tool.validator.iter_errors(&request.input).next() {
-            let at = error.instance_path.to_string();
-            let at = if at.is_empty() { "input".to_string() } else { format!("input{at}") };
-            return fail(ErrorKind::InvalidInput, format!("{at}: {error} (schema of tool `{}`)", request.tool));
+        let problems: Vec<String> = tool
+            .validator
+            .iter_errors(&request.input)
+            .take(3)
+            .map(|error| {
+                let at = error.instance_path.to_string();
+                format!("input{at}: {error}")
+            })
+            .collect();
+        if !problems.is_empty() {
+            return fail(ErrorKind::InvalidInput, format!("{} (schema of tool `{}`)", problems.join("; "), request.tool));
         }
 
         let context = CallContext {

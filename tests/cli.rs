@@ -1,0 +1,233 @@
+//! The `warden` binary: registration, calls, the `--json` envelope, exit codes, and bad
+//! input — each bad input a one-line reason, its exit code, and nothing registered or written.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// A deployment with no tools, for registration tests.
+fn empty() -> Fixture {
+    let f = Fixture::new();
+    std::fs::remove_dir_all(f.path().join("tools")).unwrap();
+    std::fs::create_dir(f.path().join("tools")).unwrap();
+    f
+}
+
+/// A copy of a built tool in a scratch directory, to be registered or spoiled.
+fn tool_copy(f: &Fixture, name: &str) -> std::path::PathBuf {
+    let dir = f.path().join("incoming").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(Path::new(warden::BUILT_TOOLS_DIR).join(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn assert_refused(f: &Fixture, output: &std::process::Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    assert!(!f.path().join("state/tools").exists() || files_under(&f.path().join("state/tools")).is_empty());
+}
+
+#[test]
+fn tool_add_registers_a_verified_copy_and_list_and_inspect_show_it() {
+    let f = empty();
+    let dir = tool_copy(&f, "read-file");
+    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("registered read-file (sha256:"));
+    assert!(f.path().join("state/tools/read-file/tool.toml").is_file());
+
+    let list = f.cli().args(["tool", "list"]).output().unwrap();
+    assert!(stdout(&list).contains("read-file"), "{}", stdout(&list));
+
+    let inspect = f.cli().args(["tool", "inspect", "read-file", "--json"]).output().unwrap();
+    assert_eq!(inspect.status.code(), Some(0), "{}", stderr(&inspect));
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert!(view["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(view["impact"], "read");
+    assert_eq!(view["mounts"][0]["guest"], "/data");
+    assert_eq!(view["mounts"][0]["mode"], "ro");
+    assert_eq!(view["limits"]["memory"], "32MiB");
+    assert_eq!(view["input_schema"]["required"][0], "path");
+
+    let again = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already registered"));
+
+    let call = f.cli().args(["call", "read-file", "--agent", AGENT, "--input", r#"{"path":"hello.txt"}"#]).output().unwrap();
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    assert!(stdout(&call).contains("hello from the data mount"));
+}
+
+#[test]
+fn a_malformed_manifest_is_refused() {
+    let f = empty();
+    let dir = tool_copy(&f, "hello");
+    let manifest = dir.join("tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("memory = \"16MiB\"", "memory = \"lots\"")).unwrap();
+    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_refused(&f, &out, 2, "tool.toml");
+    assert!(stderr(&out).contains("memory"));
+}
+
+#[test]
+fn a_wrong_digest_is_refused() {
+    let f = empty();
+    let dir = tool_copy(&f, "hello");
+    let manifest = dir.join("tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let pinned = text.lines().find(|l| l.starts_with("digest")).unwrap();
+    std::fs::write(&manifest, text.replace(pinned, &format!("digest = \"sha256:{}\"", "ab".repeat(32)))).unwrap();
+    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_refused(&f, &out, 2, "field `digest`");
+
+    // A registered tool whose component is swapped afterwards is refused at call time too.
+    let f = Fixture::new();
+    std::fs::copy(
+        Path::new(warden::BUILT_TOOLS_DIR).join("hostile-cpu/hostile_cpu.wasm"),
+        f.path().join("tools/hello/hello.wasm"),
+    )
+    .unwrap();
+    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", r#"{"name":"x"}"#]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("digest"));
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let f = empty();
+    let dir = tool_copy(&f, "hello");
+    std::fs::write(dir.join("hello.wasm"), b"\0asm\x01\0\0\0 not really").unwrap();
+    let manifest = dir.join("tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let pinned = text.lines().find(|l| l.starts_with("digest")).unwrap().to_string();
+    std::fs::write(&manifest, text.replace(&pinned, "")).unwrap();
+    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_refused(&f, &out, 2, "not a WebAssembly component");
+    assert!(!f.path().join("state/cache").exists() || files_under(&f.path().join("state/cache")).is_empty());
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    // echo-command is a wasi:cli/command; registered as a `tool` it lacks describe/invoke.
+    let f = empty();
+    let dir = tool_copy(&f, "echo-command");
+    let manifest = dir.join("tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("kind = \"command\"", "")).unwrap();
+    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_refused(&f, &out, 2, "warden:tool/tool");
+}
+
+#[test]
+fn an_unknown_tool_is_a_usage_error() {
+    let f = Fixture::new();
+    let out = f.cli().args(["call", "no-such-tool", "--agent", AGENT, "--input", "{}"]).output().unwrap();
+    assert_refused(&f, &out, 2, "unknown tool `no-such-tool`");
+}
+
+#[test]
+fn invalid_json_input_is_a_usage_error() {
+    let f = Fixture::new();
+    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", "{name: Ada"]).output().unwrap();
+    assert_refused(&f, &out, 2, "not valid JSON");
+}
+
+#[test]
+fn input_that_fails_the_schema_is_a_usage_error() {
+    let f = Fixture::new();
+    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", r#"{"name": 42}"#]).output().unwrap();
+    assert_refused(&f, &out, 2, "input/name");
+}
+
+#[test]
+fn input_from_a_file_works_and_a_missing_file_is_a_usage_error() {
+    let f = Fixture::new();
+    let input = f.path().join("input.json");
+    std::fs::write(&input, r#"{"name":"File"}"#).unwrap();
+    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input-file"]).arg(&input).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Hello, File!"));
+    let missing = f.cli().args(["call", "hello", "--agent", AGENT, "--input-file", "/nonexistent.json"]).output().unwrap();
+    assert_refused(&f, &missing, 2, "/nonexistent.json");
+}
+
+#[test]
+fn a_malformed_deployment_file_is_a_usage_error() {
+    let f = Fixture::new();
+    std::fs::write(f.config(), "[agents.tester]\ntools = \"*\"\n").unwrap();
+    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", "{}"]).output().unwrap();
+    assert_refused(&f, &out, 2, "warden.toml");
+}
+
+#[test]
+fn the_json_envelope_and_exit_codes() {
+    let f = Fixture::new();
+    let run = |args: &[&str]| f.cli().args(args).output().unwrap();
+    let envelope = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+    };
+
+    let ok = run(&["call", "hello", "--agent", AGENT, "--input", r#"{"name":"Ada"}"#, "--json"]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(stdout(&ok).trim().lines().count(), 1);
+    let e = envelope(&ok);
+    assert!(e["call_id"].as_str().unwrap().len() >= 32);
+    assert_eq!(e["tool"], "hello");
+    assert_eq!(e["agent"], AGENT);
+    assert_eq!(e["decision"]["outcome"], "allow");
+    assert!(e["decision"]["reasons"][0].as_str().unwrap().contains("tester"));
+    assert_eq!(e["outcome"], "ok");
+    assert_eq!(e["output"]["greeting"], "Hello, Ada!");
+    assert!(e["egress"].as_array().unwrap().is_empty());
+    assert!(e["duration_ms"].as_f64().unwrap() > 0.0);
+
+    let denied = f.cli().args(["call", "write-note", "--agent", "limited", "--input", "{}", "--json"]).output().unwrap();
+    assert_eq!(denied.status.code(), Some(3));
+    let e = envelope(&denied);
+    assert_eq!(e["decision"]["outcome"], "deny");
+    assert_eq!(e["error"]["kind"], "denied");
+
+    let trapped = run(&["call", "hostile-cpu", "--agent", AGENT, "--input", r#"{"attack":"loop"}"#, "--json"]);
+    assert_eq!(trapped.status.code(), Some(5));
+    assert_eq!(envelope(&trapped)["error"]["kind"], "cpu_limit");
+
+    let failed = run(&["call", "read-file", "--agent", AGENT, "--input", r#"{"path":"missing"}"#, "--json"]);
+    assert_eq!(failed.status.code(), Some(5));
+    assert_eq!(envelope(&failed)["error"]["kind"], "tool_error");
+}
+
+#[test]
+fn the_compile_cache_is_reused_across_processes() {
+    let f = Fixture::new();
+    let run = || f.cli().args(["call", "hello", "--agent", AGENT, "--input", r#"{"name":"x"}"#]).output().unwrap();
+    assert_eq!(run().status.code(), Some(0));
+    let cached = files_under(&f.path().join("state/cache"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let modified = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+    assert_eq!(run().status.code(), Some(0));
+    assert_eq!(std::fs::metadata(&cached[0]).unwrap().modified().unwrap(), modified);
+}
+
+#[test]
+fn the_demo_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Welcome to Warden"), "{text}");
+    assert!(text.contains("\"status\":200"), "{text}");
+    assert!(text.contains("deny GET http://169.254.169.254"), "{text}");
+    assert!(text.contains("The upstream received 1 request(s)"), "{text}");
+    assert!(!dir.path().join("data/pwned.txt").exists());
+}

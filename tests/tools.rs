@@ -1,0 +1,99 @@
+//! The example tools do their jobs, through the real runtime.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use warden::ErrorKind;
+use warden::loopback::LoopbackServer;
+
+#[tokio::test]
+async fn hello_greets_and_sees_its_call_context() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hello", json!({ "name": "Ada" })).await;
+    let out = ok(&report);
+    assert_eq!(out["greeting"], "Hello, Ada!");
+    assert_eq!(out["agent"], AGENT);
+    assert_eq!(out["call_id"], report.call_id.as_str());
+    assert_eq!(report.tool_digest.as_deref().map(|d| d.starts_with("sha256:")), Some(true));
+}
+
+#[tokio::test]
+async fn read_file_reads_through_the_read_only_mount() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "read-file", json!({ "path": "hello.txt" })).await;
+    assert_eq!(ok(&report)["content"], "hello from the data mount\n");
+    let missing = call(&f.runtime(), "read-file", json!({ "path": "nope.txt" })).await;
+    assert_eq!(failed(&missing), ErrorKind::ToolError);
+}
+
+#[tokio::test]
+async fn write_note_writes_into_the_read_write_mount() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "write-note", json!({ "name": "todo.txt", "text": "buy milk" })).await;
+    assert_eq!(ok(&report)["bytes"], 8);
+    assert_eq!(std::fs::read_to_string(f.path().join("notes/todo.txt")).unwrap(), "buy milk");
+}
+
+#[tokio::test]
+async fn http_get_fetches_from_an_allowed_upstream() {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    let rule = format!("[[egress]]\nurl = \"http://127.0.0.1:{}/*\"\nallow_private = true\n", server.addr.port());
+    f.install_tool("http-get", Some(&rule));
+    let runtime = f.runtime();
+    // Repeated calls on one warm runtime: each GET must work (the guest body is drained).
+    for i in 0..5 {
+        let report = call(&runtime, "http-get", json!({ "url": server.url(&format!("/item/{i}")) })).await;
+        let out = ok(&report);
+        assert_eq!(out["status"], 200);
+        assert!(out["body"].as_str().unwrap().contains(&format!("/item/{i}")));
+        assert_eq!(report.egress.len(), 1);
+        assert_eq!(report.egress[0].decision, "allow");
+        assert_eq!(report.egress[0].status, Some(200));
+        assert!(report.egress[0].response_bytes > 0);
+    }
+    let received = server.received();
+    assert_eq!(received.len(), 5);
+    assert!(received.iter().all(|r| r.method == "GET"));
+    assert!(received.iter().all(|r| !r.headers.iter().any(|(k, _)| k == "authorization")));
+}
+
+#[tokio::test]
+async fn a_plain_command_component_runs_with_json_on_stdin_and_stdout() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let report = call(&runtime, "echo-command", json!({ "a": [1, 2] })).await;
+    assert_eq!(ok(&report), &json!({ "echo": { "a": [1, 2] } }));
+    let failing = call(&runtime, "echo-command", json!({ "fail": true })).await;
+    assert_eq!(failed(&failing), ErrorKind::ToolError);
+    let message = failing.error.unwrap().message;
+    assert!(message.contains("asked to fail"), "{message}");
+}
+
+#[tokio::test]
+async fn input_is_checked_against_the_tool_schema_before_it_runs() {
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hello", json!({ "nom": "Ada" })).await;
+    assert_eq!(failed(&report), ErrorKind::InvalidInput);
+    let message = report.error.unwrap().message;
+    assert!(message.contains("name") && message.contains("hello"), "{message}");
+}
+
+#[tokio::test]
+async fn an_agent_may_only_call_the_tools_it_is_allowed() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let request = |agent: &str, tool: &str| warden::CallRequest {
+        tool: tool.into(),
+        agent: agent.into(),
+        input: json!({ "name": "x", "text": "y" }),
+    };
+    let denied = runtime.call(request("limited", "write-note")).await;
+    assert_eq!(failed(&denied), ErrorKind::Denied);
+    assert!(denied.decision.reasons[0].contains("deny by default"));
+    assert!(!f.path().join("notes/x").exists());
+    let stranger = runtime.call(request("stranger", "hello")).await;
+    assert_eq!(failed(&stranger), ErrorKind::Denied);
+    assert!(stranger.decision.reasons[0].contains("not registered"));
+}
