@@ -231,3 +231,11 @@ fn the_demo_runs() {
     assert!(text.contains("The upstream received 1 request(s)"), "{text}");
     assert!(!dir.path().join("data/pwned.txt").exists());
 }
+
+#[test]
+fn a_component_importing_what_warden_does_not_provide_is_refused() {
+    let f = empty();
+    let dir = tool_copy(&f, "hostile-imports");
+    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    assert_refused(&f, &out, 2, "hostile:imports/backdoor");
+}

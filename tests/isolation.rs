@@ -293,3 +293,26 @@ async fn the_sandbox_is_fresh_for_every_call() {
     assert_eq!(failed(&call(&runtime, "hostile-memory", json!({ "megabytes": 1024 })).await), ErrorKind::MemoryLimit);
     assert_eq!(ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 8 })).await), &json!(8 << 20));
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (f, server) = http_fixture().await;
+    let report = http_attack(&f, json!({ "url": server.url("/allowed/redirect") })).await;
+    assert_eq!(ok(&report)["status"], 302);
+    assert_eq!(report.egress.len(), 1, "{:?}", report.egress);
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn the_response_byte_budget_is_enforced() {
+    let (f, server) = http_fixture().await;
+    let manifest = f.path().join("tools/hostile-http/tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("[limits]", "[limits]\nresponse_bytes = \"1KiB\"")).unwrap();
+    let report = http_attack(&f, json!({ "url": server.url("/allowed/big") })).await;
+    let out = ok(&report);
+    assert!(out["body"].as_str().unwrap().starts_with("Err"), "{out}");
+    let record = &report.egress[0];
+    assert!(record.reason.as_deref().unwrap_or("").contains("response byte limit"), "{record:?}");
+    assert!(record.response_bytes <= 64 * 1024);
+}

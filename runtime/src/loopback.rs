@@ -1,6 +1,7 @@
 //! A small HTTP server on 127.0.0.1 for the demo and the isolation tests: it records every
 //! request it receives (so a test can prove a request never arrived) and answers:
-//! paths ending in `/slow` after 60 s, in `/echo-headers` with the request's headers as JSON, anything else with
+//! paths ending in `/slow` after 60 s, in `/redirect` with a
+//! 302 to the metadata address, in `/big` with 64 KiB, in `/echo-headers` with the request's headers as JSON, anything else with
 //! a short JSON body naming the path.
 
 use bytes::Bytes;
@@ -75,6 +76,14 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             "{}".to_string()
         }
+        "redirect" => {
+            return Response::builder()
+                .status(302)
+                .header("location", "http://169.254.169.254/latest/meta-data/")
+                .body(Full::new(Bytes::new()))
+                .expect("static response");
+        }
+        "big" => "x".repeat(64 * 1024),
         "echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
         _ => serde_json::json!({ "service": "warden-loopback", "path": path, "ok": true }).to_string(),
     };
