@@ -20,12 +20,21 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&tools)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // Do not leak the host build's settings into the guest build.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME"
+            || key == "RUSTFLAGS"
+            || key == "RUSTC_WRAPPER"
+        {
             build.env_remove(key.as_ref());
         }
     }
@@ -43,8 +52,12 @@ fn main() {
         let text = std::fs::read_to_string(&manifest).unwrap();
         let name = field(&text, "name");
         let component = field(&text, "component");
-        let bytes = std::fs::read(artifacts.join(&component))
-            .unwrap_or_else(|e| panic!("{}: component {component} was not built: {e}", manifest.display()));
+        let bytes = std::fs::read(artifacts.join(&component)).unwrap_or_else(|e| {
+            panic!(
+                "{}: component {component} was not built: {e}",
+                manifest.display()
+            )
+        });
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let dir = assembled.join(&name);
         std::fs::create_dir_all(&dir).unwrap();

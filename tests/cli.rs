@@ -25,27 +25,46 @@ fn tool_copy(f: &Fixture, name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Replaces the manifest's `digest = ...` line (an empty line unpins it).
+fn set_digest(dir: &Path, line: &str) {
+    edit(&dir.join("tool.toml"), |text| {
+        let pinned = text
+            .lines()
+            .find(|l| l.starts_with("digest"))
+            .unwrap()
+            .to_string();
+        text.replace(&pinned, line)
+    });
+}
+
+fn add(f: &Fixture, dir: &Path) -> std::process::Output {
+    f.cli().args(["tool", "add"]).arg(dir).output().unwrap()
+}
+
 fn assert_refused(f: &Fixture, output: &std::process::Output, code: i32, needle: &str) {
     let err = stderr(output);
     assert_eq!(output.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.contains(needle), "`{needle}` not in: {err}");
-    assert!(!f.path().join("state/tools").exists() || files_under(&f.path().join("state/tools")).is_empty());
+    assert!(
+        !f.path().join("state/tools").exists()
+            || files_under(&f.path().join("state/tools")).is_empty()
+    );
 }
 
 #[test]
 fn tool_add_registers_a_verified_copy_and_list_and_inspect_show_it() {
     let f = empty();
     let dir = tool_copy(&f, "read-file");
-    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    let out = add(&f, &dir);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("registered read-file (sha256:"));
     assert!(f.path().join("state/tools/read-file/tool.toml").is_file());
 
-    let list = f.cli().args(["tool", "list"]).output().unwrap();
+    let list = f.run(&["tool", "list"]);
     assert!(stdout(&list).contains("read-file"), "{}", stdout(&list));
 
-    let inspect = f.cli().args(["tool", "inspect", "read-file", "--json"]).output().unwrap();
+    let inspect = f.run(&["tool", "inspect", "read-file", "--json"]);
     assert_eq!(inspect.status.code(), Some(0), "{}", stderr(&inspect));
     let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert!(view["digest"].as_str().unwrap().starts_with("sha256:"));
@@ -55,11 +74,18 @@ fn tool_add_registers_a_verified_copy_and_list_and_inspect_show_it() {
     assert_eq!(view["limits"]["memory"], "32MiB");
     assert_eq!(view["input_schema"]["required"][0], "path");
 
-    let again = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    let again = add(&f, &dir);
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already registered"));
 
-    let call = f.cli().args(["call", "read-file", "--agent", AGENT, "--input", r#"{"path":"hello.txt"}"#]).output().unwrap();
+    let call = f.run(&[
+        "call",
+        "read-file",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"path":"hello.txt"}"#,
+    ]);
     assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
     assert!(stdout(&call).contains("hello from the data mount"));
 }
@@ -68,10 +94,10 @@ fn tool_add_registers_a_verified_copy_and_list_and_inspect_show_it() {
 fn a_malformed_manifest_is_refused() {
     let f = empty();
     let dir = tool_copy(&f, "hello");
-    let manifest = dir.join("tool.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("memory = \"16MiB\"", "memory = \"lots\"")).unwrap();
-    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    edit(&dir.join("tool.toml"), |text| {
+        text.replace("memory = \"16MiB\"", "memory = \"lots\"")
+    });
+    let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "tool.toml");
     assert!(stderr(&out).contains("memory"));
 }
@@ -80,11 +106,8 @@ fn a_malformed_manifest_is_refused() {
 fn a_wrong_digest_is_refused() {
     let f = empty();
     let dir = tool_copy(&f, "hello");
-    let manifest = dir.join("tool.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let pinned = text.lines().find(|l| l.starts_with("digest")).unwrap();
-    std::fs::write(&manifest, text.replace(pinned, &format!("digest = \"sha256:{}\"", "ab".repeat(32)))).unwrap();
-    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    set_digest(&dir, &format!("digest = \"sha256:{}\"", "ab".repeat(32)));
+    let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "field `digest`");
 
     // A registered tool whose component is swapped afterwards is refused at call time too.
@@ -94,7 +117,14 @@ fn a_wrong_digest_is_refused() {
         f.path().join("tools/hello/hello.wasm"),
     )
     .unwrap();
-    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", r#"{"name":"x"}"#]).output().unwrap();
+    let out = f.run(&[
+        "call",
+        "hello",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"name":"x"}"#,
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("digest"));
 }
@@ -104,13 +134,13 @@ fn a_file_that_is_not_a_component_is_refused() {
     let f = empty();
     let dir = tool_copy(&f, "hello");
     std::fs::write(dir.join("hello.wasm"), b"\0asm\x01\0\0\0 not really").unwrap();
-    let manifest = dir.join("tool.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let pinned = text.lines().find(|l| l.starts_with("digest")).unwrap().to_string();
-    std::fs::write(&manifest, text.replace(&pinned, "")).unwrap();
-    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    set_digest(&dir, "");
+    let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "not a WebAssembly component");
-    assert!(!f.path().join("state/cache").exists() || files_under(&f.path().join("state/cache")).is_empty());
+    assert!(
+        !f.path().join("state/cache").exists()
+            || files_under(&f.path().join("state/cache")).is_empty()
+    );
 }
 
 #[test]
@@ -118,31 +148,38 @@ fn a_component_of_another_world_is_refused() {
     // echo-command is a wasi:cli/command; registered as a `tool` it lacks describe/invoke.
     let f = empty();
     let dir = tool_copy(&f, "echo-command");
-    let manifest = dir.join("tool.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("kind = \"command\"", "")).unwrap();
-    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    edit(&dir.join("tool.toml"), |text| {
+        text.replace("kind = \"command\"", "")
+    });
+    let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "warden:tool/tool");
 }
 
 #[test]
 fn an_unknown_tool_is_a_usage_error() {
     let f = Fixture::new();
-    let out = f.cli().args(["call", "no-such-tool", "--agent", AGENT, "--input", "{}"]).output().unwrap();
+    let out = f.run(&["call", "no-such-tool", "--agent", AGENT, "--input", "{}"]);
     assert_refused(&f, &out, 2, "unknown tool `no-such-tool`");
 }
 
 #[test]
 fn invalid_json_input_is_a_usage_error() {
     let f = Fixture::new();
-    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", "{name: Ada"]).output().unwrap();
+    let out = f.run(&["call", "hello", "--agent", AGENT, "--input", "{name: Ada"]);
     assert_refused(&f, &out, 2, "not valid JSON");
 }
 
 #[test]
 fn input_that_fails_the_schema_is_a_usage_error() {
     let f = Fixture::new();
-    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", r#"{"name": 42}"#]).output().unwrap();
+    let out = f.run(&[
+        "call",
+        "hello",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"name": 42}"#,
+    ]);
     assert_refused(&f, &out, 2, "input/name");
 }
 
@@ -151,10 +188,22 @@ fn input_from_a_file_works_and_a_missing_file_is_a_usage_error() {
     let f = Fixture::new();
     let input = f.path().join("input.json");
     std::fs::write(&input, r#"{"name":"File"}"#).unwrap();
-    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input-file"]).arg(&input).output().unwrap();
+    let out = f
+        .cli()
+        .args(["call", "hello", "--agent", AGENT, "--input-file"])
+        .arg(&input)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("Hello, File!"));
-    let missing = f.cli().args(["call", "hello", "--agent", AGENT, "--input-file", "/nonexistent.json"]).output().unwrap();
+    let missing = f.run(&[
+        "call",
+        "hello",
+        "--agent",
+        AGENT,
+        "--input-file",
+        "/nonexistent.json",
+    ]);
     assert_refused(&f, &missing, 2, "/nonexistent.json");
 }
 
@@ -162,7 +211,7 @@ fn input_from_a_file_works_and_a_missing_file_is_a_usage_error() {
 fn a_malformed_deployment_file_is_a_usage_error() {
     let f = Fixture::new();
     std::fs::write(f.config(), "[agents.tester]\ntools = \"*\"\n").unwrap();
-    let out = f.cli().args(["call", "hello", "--agent", AGENT, "--input", "{}"]).output().unwrap();
+    let out = f.run(&["call", "hello", "--agent", AGENT, "--input", "{}"]);
     assert_refused(&f, &out, 2, "warden.toml");
 }
 
@@ -174,7 +223,15 @@ fn the_json_envelope_and_exit_codes() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
     };
 
-    let ok = run(&["call", "hello", "--agent", AGENT, "--input", r#"{"name":"Ada"}"#, "--json"]);
+    let ok = run(&[
+        "call",
+        "hello",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--json",
+    ]);
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(stdout(&ok).trim().lines().count(), 1);
     let e = envelope(&ok);
@@ -182,23 +239,52 @@ fn the_json_envelope_and_exit_codes() {
     assert_eq!(e["tool"], "hello");
     assert_eq!(e["agent"], AGENT);
     assert_eq!(e["decision"]["outcome"], "allow");
-    assert!(e["decision"]["reasons"][0].as_str().unwrap().contains("tester"));
+    assert!(
+        e["decision"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("tester")
+    );
     assert_eq!(e["outcome"], "ok");
     assert_eq!(e["output"]["greeting"], "Hello, Ada!");
     assert!(e["egress"].as_array().unwrap().is_empty());
     assert!(e["duration_ms"].as_f64().unwrap() > 0.0);
 
-    let denied = f.cli().args(["call", "write-note", "--agent", "limited", "--input", "{}", "--json"]).output().unwrap();
+    let denied = f.run(&[
+        "call",
+        "write-note",
+        "--agent",
+        "limited",
+        "--input",
+        "{}",
+        "--json",
+    ]);
     assert_eq!(denied.status.code(), Some(3));
     let e = envelope(&denied);
     assert_eq!(e["decision"]["outcome"], "deny");
     assert_eq!(e["error"]["kind"], "denied");
 
-    let trapped = run(&["call", "hostile-cpu", "--agent", AGENT, "--input", r#"{"attack":"loop"}"#, "--json"]);
+    let trapped = run(&[
+        "call",
+        "hostile-cpu",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"attack":"loop"}"#,
+        "--json",
+    ]);
     assert_eq!(trapped.status.code(), Some(5));
     assert_eq!(envelope(&trapped)["error"]["kind"], "cpu_limit");
 
-    let failed = run(&["call", "read-file", "--agent", AGENT, "--input", r#"{"path":"missing"}"#, "--json"]);
+    let failed = run(&[
+        "call",
+        "read-file",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"path":"missing"}"#,
+        "--json",
+    ]);
     assert_eq!(failed.status.code(), Some(5));
     assert_eq!(envelope(&failed)["error"]["kind"], "tool_error");
 }
@@ -206,13 +292,25 @@ fn the_json_envelope_and_exit_codes() {
 #[test]
 fn the_compile_cache_is_reused_across_processes() {
     let f = Fixture::new();
-    let run = || f.cli().args(["call", "hello", "--agent", AGENT, "--input", r#"{"name":"x"}"#]).output().unwrap();
+    let run = || {
+        f.run(&[
+            "call",
+            "hello",
+            "--agent",
+            AGENT,
+            "--input",
+            r#"{"name":"x"}"#,
+        ])
+    };
     assert_eq!(run().status.code(), Some(0));
     let cached = files_under(&f.path().join("state/cache"));
     assert_eq!(cached.len(), 1, "{cached:?}");
     let modified = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
     assert_eq!(run().status.code(), Some(0));
-    assert_eq!(std::fs::metadata(&cached[0]).unwrap().modified().unwrap(), modified);
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        modified
+    );
 }
 
 #[test]
@@ -228,7 +326,10 @@ fn the_demo_runs() {
     assert!(text.contains("Welcome to Warden"), "{text}");
     assert!(text.contains("\"status\":200"), "{text}");
     assert!(text.contains("deny GET http://169.254.169.254"), "{text}");
-    assert!(text.contains("The upstream received 1 request(s)"), "{text}");
+    assert!(
+        text.contains("The upstream received 1 request(s)"),
+        "{text}"
+    );
     assert!(!dir.path().join("data/pwned.txt").exists());
 }
 
@@ -236,6 +337,6 @@ fn the_demo_runs() {
 fn a_component_importing_what_warden_does_not_provide_is_refused() {
     let f = empty();
     let dir = tool_copy(&f, "hostile-imports");
-    let out = f.cli().args(["tool", "add"]).arg(&dir).output().unwrap();
+    let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "hostile:imports/backdoor");
 }

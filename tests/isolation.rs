@@ -17,7 +17,10 @@ async fn fs_attack(fixture: &Fixture, attack: &str) -> serde_json::Value {
     let report = call(&runtime, "hostile-fs", json!({ "attack": attack })).await;
     let out = ok(&report).clone();
     assert_eq!(out["escaped"], false, "{attack} escaped: {out}");
-    assert!(!out.to_string().contains(SECRET), "{attack} read the secret: {out}");
+    assert!(
+        !out.to_string().contains(SECRET),
+        "{attack} read the secret: {out}"
+    );
     out
 }
 
@@ -25,7 +28,10 @@ async fn fs_attack(fixture: &Fixture, attack: &str) -> serde_json::Value {
 async fn dotdot_out_of_a_mount_is_refused() {
     let f = Fixture::new();
     let out = fs_attack(&f, "dotdot").await;
-    assert!(out["detail"].as_str().unwrap().contains("not permitted"), "{out}");
+    assert!(
+        out["detail"].as_str().unwrap().contains("not permitted"),
+        "{out}"
+    );
     fs_attack(&f, "dotdot-relative").await;
 }
 
@@ -39,7 +45,11 @@ async fn absolute_paths_and_the_root_do_not_exist_for_the_tool() {
 #[tokio::test]
 async fn a_preplaced_symlink_out_of_a_mount_is_not_followed() {
     let f = Fixture::new();
-    std::os::unix::fs::symlink(f.path().join("outside/secret.txt"), f.path().join("data/link-out")).unwrap();
+    std::os::unix::fs::symlink(
+        f.path().join("outside/secret.txt"),
+        f.path().join("data/link-out"),
+    )
+    .unwrap();
     fs_attack(&f, "preplaced-symlink").await;
 }
 
@@ -60,7 +70,10 @@ async fn a_read_only_mount_cannot_be_written_created_in_or_deleted_from() {
     fs_attack(&f, "delete-ro").await;
     fs_attack(&f, "rename-out").await;
     assert_eq!(files_under(&f.path().join("data")), before);
-    assert_eq!(std::fs::read_to_string(f.path().join("data/hello.txt")).unwrap(), "hello from the data mount\n");
+    assert_eq!(
+        std::fs::read_to_string(f.path().join("data/hello.txt")).unwrap(),
+        "hello from the data mount\n"
+    );
 }
 
 #[tokio::test]
@@ -77,7 +90,15 @@ fn the_environment_is_empty_even_when_the_host_has_secrets() {
     let f = Fixture::new();
     let out = f
         .cli()
-        .args(["call", "hostile-env", "--agent", AGENT, "--input", "{}", "--json"])
+        .args([
+            "call",
+            "hostile-env",
+            "--agent",
+            AGENT,
+            "--input",
+            "{}",
+            "--json",
+        ])
         .env("WARDEN_TEST_SECRET", SECRET)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .output()
@@ -94,7 +115,12 @@ fn the_environment_is_empty_even_when_the_host_has_secrets() {
 async fn net_attack(attack: &str, target: &str) -> serde_json::Value {
     let f = Fixture::new();
     let runtime = f.runtime();
-    let report = call(&runtime, "hostile-net", json!({ "attack": attack, "target": target })).await;
+    let report = call(
+        &runtime,
+        "hostile-net",
+        json!({ "attack": attack, "target": target }),
+    )
+    .await;
     let out = ok(&report).clone();
     assert_eq!(out["escaped"], false, "{attack}: {out}");
     out
@@ -107,13 +133,18 @@ async fn raw_tcp_is_refused_and_nothing_connects() {
     let target = listener.local_addr().unwrap().to_string();
     net_attack("tcp", &target).await;
     net_attack("tcp-listen", "").await;
-    assert!(listener.accept().is_err(), "a connection reached the listener");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the listener"
+    );
 }
 
 #[tokio::test]
 async fn raw_udp_is_refused_and_nothing_arrives() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     net_attack("udp", &socket.local_addr().unwrap().to_string()).await;
     let mut buf = [0u8; 16];
     assert!(socket.recv_from(&mut buf).is_err(), "a datagram arrived");
@@ -157,16 +188,34 @@ async fn http_attack(f: &Fixture, input: serde_json::Value) -> warden::CallRepor
 
 /// A request the mediator must refuse: the guest sees HttpRequestDenied, the record names
 /// the reason, and the server receives nothing.
-async fn assert_denied(f: &Fixture, server: &LoopbackServer, input: serde_json::Value, reason: &str) {
+async fn assert_denied(
+    f: &Fixture,
+    server: &LoopbackServer,
+    input: serde_json::Value,
+    reason: &str,
+) {
     let report = http_attack(f, input.clone()).await;
     let out = ok(&report);
     assert_eq!(out["sent"], false, "{input}: {out}");
-    assert!(out["error"].as_str().unwrap().contains("HttpRequestDenied"), "{out}");
-    let record = report.egress.last().unwrap_or_else(|| panic!("no egress record for {input}"));
+    assert!(
+        out["error"].as_str().unwrap().contains("HttpRequestDenied"),
+        "{out}"
+    );
+    let record = report
+        .egress
+        .last()
+        .unwrap_or_else(|| panic!("no egress record for {input}"));
     assert_eq!(record.decision, "deny");
     let why = record.reason.as_deref().unwrap_or("");
-    assert!(why.contains(reason), "{input}: reason `{why}` lacks `{reason}`");
-    assert!(server.received().is_empty(), "the server received {:?}", server.received());
+    assert!(
+        why.contains(reason),
+        "{input}: reason `{why}` lacks `{reason}`"
+    );
+    assert!(
+        server.received().is_empty(),
+        "the server received {:?}",
+        server.received()
+    );
 }
 
 #[tokio::test]
@@ -175,15 +224,30 @@ async fn an_allowed_request_reaches_the_server() {
     let report = http_attack(&f, json!({ "url": server.url("/allowed/ok") })).await;
     assert_eq!(ok(&report)["status"], 200);
     assert_eq!(report.egress[0].decision, "allow");
-    assert_eq!(report.egress[0].address.as_deref(), Some(server.addr.to_string().as_str()));
+    assert_eq!(
+        report.egress[0].address.as_deref(),
+        Some(server.addr.to_string().as_str())
+    );
     assert_eq!(server.received().len(), 1);
 }
 
 #[tokio::test]
 async fn a_host_not_listed_is_refused() {
     let (f, server) = http_fixture().await;
-    assert_denied(&f, &server, json!({ "url": "http://example.com/allowed/x" }), "not in any egress rule").await;
-    assert_denied(&f, &server, json!({ "url": "http://169.254.169.254/latest/meta-data/" }), "not in any egress rule").await;
+    assert_denied(
+        &f,
+        &server,
+        json!({ "url": "http://example.com/allowed/x" }),
+        "not in any egress rule",
+    )
+    .await;
+    assert_denied(
+        &f,
+        &server,
+        json!({ "url": "http://169.254.169.254/latest/meta-data/" }),
+        "not in any egress rule",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -194,9 +258,27 @@ async fn a_listed_host_on_another_port_path_or_method_is_refused() {
     assert_denied(&f, &server, json!({ "url": url }), "no egress rule allows").await;
     assert!(other_port.received().is_empty());
     assert_denied(&f, &server, json!({ "url": server.url("/admin") }), "path").await;
-    assert_denied(&f, &server, json!({ "url": server.url("/allowed/../admin") }), "..").await;
-    assert_denied(&f, &server, json!({ "url": server.url("/allowed/x"), "method": "POST" }), "method POST").await;
-    assert_denied(&f, &server, json!({ "url": server.url("/allowed/x"), "method": "DELETE" }), "method DELETE").await;
+    assert_denied(
+        &f,
+        &server,
+        json!({ "url": server.url("/allowed/../admin") }),
+        "..",
+    )
+    .await;
+    assert_denied(
+        &f,
+        &server,
+        json!({ "url": server.url("/allowed/x"), "method": "POST" }),
+        "method POST",
+    )
+    .await;
+    assert_denied(
+        &f,
+        &server,
+        json!({ "url": server.url("/allowed/x"), "method": "DELETE" }),
+        "method DELETE",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -209,7 +291,13 @@ async fn a_listed_name_that_resolves_to_a_private_address_is_refused() {
 #[tokio::test]
 async fn a_tool_cannot_set_its_own_credentials() {
     let (f, server) = http_fixture().await;
-    for header in ["authorization", "Cookie", "proxy-authorization", "host", "x-forwarded-for"] {
+    for header in [
+        "authorization",
+        "Cookie",
+        "proxy-authorization",
+        "host",
+        "x-forwarded-for",
+    ] {
         let report = http_attack(
             &f,
             json!({ "url": server.url("/allowed/x"), "headers": [[header, "Bearer forged"]] }),
@@ -217,7 +305,10 @@ async fn a_tool_cannot_set_its_own_credentials() {
         .await;
         let out = ok(&report);
         assert_eq!(out["sent"], false, "{header}: {out}");
-        assert!(out["error"].as_str().unwrap().contains("rejected header"), "{header}: {out}");
+        assert!(
+            out["error"].as_str().unwrap().contains("rejected header"),
+            "{header}: {out}"
+        );
     }
     assert!(server.received().is_empty());
 }
@@ -226,10 +317,16 @@ async fn a_tool_cannot_set_its_own_credentials() {
 async fn the_request_budget_is_enforced() {
     let (f, server) = http_fixture().await;
     // Lower the budget to one request by rewriting the limits of the installed manifest.
-    let manifest = f.path().join("tools/hostile-http/tool.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("[limits]", "[limits]\negress_requests = 0")).unwrap();
-    assert_denied(&f, &server, json!({ "url": server.url("/allowed/x") }), "request limit").await;
+    edit(&f.path().join("tools/hostile-http/tool.toml"), |text| {
+        text.replace("[limits]", "[limits]\negress_requests = 0")
+    });
+    assert_denied(
+        &f,
+        &server,
+        json!({ "url": server.url("/allowed/x") }),
+        "request limit",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -254,7 +351,12 @@ async fn an_infinite_loop_is_stopped_by_the_cpu_limit() {
 #[tokio::test]
 async fn deep_recursion_is_a_stack_overflow() {
     let f = Fixture::new();
-    let report = call(&f.runtime(), "hostile-cpu", json!({ "attack": "recursion" })).await;
+    let report = call(
+        &f.runtime(),
+        "hostile-cpu",
+        json!({ "attack": "recursion" }),
+    )
+    .await;
     assert_eq!(failed(&report), ErrorKind::StackOverflow);
 }
 
@@ -263,7 +365,10 @@ async fn a_memory_bomb_hits_the_memory_limit() {
     let f = Fixture::new();
     let runtime = f.runtime();
     // 16 MiB fits in the 32 MiB limit; 1 GiB does not.
-    assert_eq!(ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 16 })).await), &json!(16 << 20));
+    assert_eq!(
+        ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 16 })).await),
+        &json!(16 << 20)
+    );
     let report = call(&runtime, "hostile-memory", json!({ "megabytes": 1024 })).await;
     assert_eq!(failed(&report), ErrorKind::MemoryLimit);
 }
@@ -271,7 +376,12 @@ async fn a_memory_bomb_hits_the_memory_limit() {
 #[tokio::test]
 async fn a_stdout_flood_is_truncated_without_killing_the_tool() {
     let f = Fixture::new();
-    let report = call(&f.runtime(), "hostile-flood", json!({ "attack": "stdout", "megabytes": 4 })).await;
+    let report = call(
+        &f.runtime(),
+        "hostile-flood",
+        json!({ "attack": "stdout", "megabytes": 4 }),
+    )
+    .await;
     assert_eq!(ok(&report)["printed_megabytes"], 4);
     assert!(report.stdio_truncated);
     assert_eq!(report.stdout.len(), 16 << 10);
@@ -281,7 +391,12 @@ async fn a_stdout_flood_is_truncated_without_killing_the_tool() {
 #[tokio::test]
 async fn an_oversized_output_hits_the_output_limit() {
     let f = Fixture::new();
-    let report = call(&f.runtime(), "hostile-flood", json!({ "attack": "output", "megabytes": 1 })).await;
+    let report = call(
+        &f.runtime(),
+        "hostile-flood",
+        json!({ "attack": "output", "megabytes": 1 }),
+    )
+    .await;
     assert_eq!(failed(&report), ErrorKind::OutputLimit);
 }
 
@@ -290,8 +405,14 @@ async fn the_sandbox_is_fresh_for_every_call() {
     // The same runtime runs a trapping call and then a healthy one: no state carries over.
     let f = Fixture::new();
     let runtime = f.runtime();
-    assert_eq!(failed(&call(&runtime, "hostile-memory", json!({ "megabytes": 1024 })).await), ErrorKind::MemoryLimit);
-    assert_eq!(ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 8 })).await), &json!(8 << 20));
+    assert_eq!(
+        failed(&call(&runtime, "hostile-memory", json!({ "megabytes": 1024 })).await),
+        ErrorKind::MemoryLimit
+    );
+    assert_eq!(
+        ok(&call(&runtime, "hostile-memory", json!({ "megabytes": 8 })).await),
+        &json!(8 << 20)
+    );
 }
 
 #[tokio::test]
@@ -306,13 +427,20 @@ async fn redirects_are_not_followed() {
 #[tokio::test]
 async fn the_response_byte_budget_is_enforced() {
     let (f, server) = http_fixture().await;
-    let manifest = f.path().join("tools/hostile-http/tool.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("[limits]", "[limits]\nresponse_bytes = \"1KiB\"")).unwrap();
+    edit(&f.path().join("tools/hostile-http/tool.toml"), |text| {
+        text.replace("[limits]", "[limits]\nresponse_bytes = \"1KiB\"")
+    });
     let report = http_attack(&f, json!({ "url": server.url("/allowed/big") })).await;
     let out = ok(&report);
     assert!(out["body"].as_str().unwrap().starts_with("Err"), "{out}");
     let record = &report.egress[0];
-    assert!(record.reason.as_deref().unwrap_or("").contains("response byte limit"), "{record:?}");
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("response byte limit"),
+        "{record:?}"
+    );
     assert!(record.response_bytes <= 64 * 1024);
 }

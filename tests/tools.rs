@@ -15,7 +15,13 @@ async fn hello_greets_and_sees_its_call_context() {
     assert_eq!(out["greeting"], "Hello, Ada!");
     assert_eq!(out["agent"], AGENT);
     assert_eq!(out["call_id"], report.call_id.as_str());
-    assert_eq!(report.tool_digest.as_deref().map(|d| d.starts_with("sha256:")), Some(true));
+    assert_eq!(
+        report
+            .tool_digest
+            .as_deref()
+            .map(|d| d.starts_with("sha256:")),
+        Some(true)
+    );
 }
 
 #[tokio::test]
@@ -30,24 +36,45 @@ async fn read_file_reads_through_the_read_only_mount() {
 #[tokio::test]
 async fn write_note_writes_into_the_read_write_mount() {
     let f = Fixture::new();
-    let report = call(&f.runtime(), "write-note", json!({ "name": "todo.txt", "text": "buy milk" })).await;
+    let report = call(
+        &f.runtime(),
+        "write-note",
+        json!({ "name": "todo.txt", "text": "buy milk" }),
+    )
+    .await;
     assert_eq!(ok(&report)["bytes"], 8);
-    assert_eq!(std::fs::read_to_string(f.path().join("notes/todo.txt")).unwrap(), "buy milk");
+    assert_eq!(
+        std::fs::read_to_string(f.path().join("notes/todo.txt")).unwrap(),
+        "buy milk"
+    );
 }
 
 #[tokio::test]
 async fn http_get_fetches_from_an_allowed_upstream() {
     let server = LoopbackServer::start().await.unwrap();
     let f = Fixture::new();
-    let rule = format!("[[egress]]\nurl = \"http://127.0.0.1:{}/*\"\nallow_private = true\n", server.addr.port());
+    let rule = format!(
+        "[[egress]]\nurl = \"http://127.0.0.1:{}/*\"\nallow_private = true\n",
+        server.addr.port()
+    );
     f.install_tool("http-get", Some(&rule));
     let runtime = f.runtime();
     // Repeated calls on one warm runtime: each GET must work (the guest body is drained).
     for i in 0..5 {
-        let report = call(&runtime, "http-get", json!({ "url": server.url(&format!("/item/{i}")) })).await;
+        let report = call(
+            &runtime,
+            "http-get",
+            json!({ "url": server.url(&format!("/item/{i}")) }),
+        )
+        .await;
         let out = ok(&report);
         assert_eq!(out["status"], 200);
-        assert!(out["body"].as_str().unwrap().contains(&format!("/item/{i}")));
+        assert!(
+            out["body"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/item/{i}"))
+        );
         assert_eq!(report.egress.len(), 1);
         assert_eq!(report.egress[0].decision, "allow");
         assert_eq!(report.egress[0].status, Some(200));
@@ -56,7 +83,11 @@ async fn http_get_fetches_from_an_allowed_upstream() {
     let received = server.received();
     assert_eq!(received.len(), 5);
     assert!(received.iter().all(|r| r.method == "GET"));
-    assert!(received.iter().all(|r| !r.headers.iter().any(|(k, _)| k == "authorization")));
+    assert!(
+        received
+            .iter()
+            .all(|r| !r.headers.iter().any(|(k, _)| k == "authorization"))
+    );
 }
 
 #[tokio::test]
@@ -77,7 +108,10 @@ async fn input_is_checked_against_the_tool_schema_before_it_runs() {
     let report = call(&f.runtime(), "hello", json!({ "nom": "Ada" })).await;
     assert_eq!(failed(&report), ErrorKind::InvalidInput);
     let message = report.error.unwrap().message;
-    assert!(message.contains("name") && message.contains("hello"), "{message}");
+    assert!(
+        message.contains("name") && message.contains("hello"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -7,10 +7,10 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::path::Path;
+use warden::engine::{CallContext, ToolPre, warden::tool::context};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use warden::engine::{CallContext, ToolPre, warden::tool::context};
 
 struct Bare {
     wasi: WasiCtx,
@@ -19,13 +19,21 @@ struct Bare {
 
 impl WasiView for Bare {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl context::Host for Bare {
     fn current(&mut self) -> CallContext {
-        CallContext { call_id: "bench".into(), tool: "hello".into(), agent: "bench".into(), user: None }
+        CallContext {
+            call_id: "bench".into(),
+            tool: "hello".into(),
+            agent: "bench".into(),
+            user: None,
+        }
     }
 }
 
@@ -37,15 +45,29 @@ fn deployment() -> tempfile::TempDir {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), tool.join(entry.file_name())).unwrap();
     }
-    std::fs::write(dir.path().join("warden.toml"), "tool_dirs = [\"tools\"]\n[agents.bench]\ntools = [\"hello\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("warden.toml"),
+        "tool_dirs = [\"tools\"]\n[agents.bench]\ntools = [\"hello\"]\n",
+    )
+    .unwrap();
     dir
 }
 
 fn calls(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = deployment();
-    let runtime = warden::Runtime::new(warden::Deployment::load(&dir.path().join("warden.toml")).unwrap()).unwrap();
-    let request = warden::CallRequest { tool: "hello".into(), agent: "bench".into(), input: json!({ "name": "bench" }) };
+    let runtime =
+        warden::Runtime::new(warden::Deployment::load(&dir.path().join("warden.toml")).unwrap())
+            .unwrap();
+    let request = warden::CallRequest {
+        tool: "hello".into(),
+        agent: "bench".into(),
+        input: json!({ "name": "bench" }),
+    };
     let first = rt.block_on(runtime.call(request.clone()));
     assert!(first.error.is_none(), "{:?}", first.error);
 
@@ -53,14 +75,24 @@ fn calls(c: &mut Criterion) {
     let mut linker = Linker::<Bare>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     context::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
-    let component = Component::from_file(&engine, Path::new(warden::BUILT_TOOLS_DIR).join("hello/hello.wasm")).unwrap();
+    let component = Component::from_file(
+        &engine,
+        Path::new(warden::BUILT_TOOLS_DIR).join("hello/hello.wasm"),
+    )
+    .unwrap();
     let pre = ToolPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
     let input = json!({ "name": "bench" }).to_string();
 
     let mut group = c.benchmark_group("call hello");
     group.bench_function("bare wasmtime", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut store = Store::new(&engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+            let mut store = Store::new(
+                &engine,
+                Bare {
+                    wasi: WasiCtx::builder().build(),
+                    table: ResourceTable::new(),
+                },
+            );
             let tool = pre.instantiate_async(&mut store).await.unwrap();
             tool.call_invoke(&mut store, &input).await.unwrap().unwrap()
         })

@@ -151,24 +151,38 @@ impl Runtime {
     }
 
     async fn pipeline(&self, request: &CallRequest, call_id: &str, report: &mut CallReport) -> Ran {
-        let fail = |kind, message: String| Ran { result: Err(CallFailure { kind, message }), observed: None };
+        let fail = |kind, message: String| Ran {
+            result: Err(CallFailure { kind, message }),
+            observed: None,
+        };
 
         // An unknown tool is a usage error, not a policy decision.
         if !self.has_tool(&request.tool) {
-            return fail(ErrorKind::UnknownTool, LoadError::Unknown(request.tool.clone()).to_string());
+            return fail(
+                ErrorKind::UnknownTool,
+                LoadError::Unknown(request.tool.clone()).to_string(),
+            );
         }
 
         // Authenticate and authorize before anything of the tool is loaded or run.
         report.decision = decide_invoke(self.deployment(), &request.agent, &request.tool);
         tracing::info!(outcome = ?report.decision.outcome, reasons = ?report.decision.reasons, "decision");
         if report.decision.outcome != Outcome::Allow {
-            return fail(ErrorKind::Denied, format!("denied: {}", report.decision.reasons.join("; ")));
+            return fail(
+                ErrorKind::Denied,
+                format!("denied: {}", report.decision.reasons.join("; ")),
+            );
         }
 
         let tool = match self.tool(&request.tool).await {
             Ok(tool) => tool,
             Err(e @ LoadError::Unknown(_)) => return fail(ErrorKind::UnknownTool, e.to_string()),
-            Err(e) => return fail(ErrorKind::InvalidTool, format!("tool `{}` cannot be loaded: {e}", request.tool)),
+            Err(e) => {
+                return fail(
+                    ErrorKind::InvalidTool,
+                    format!("tool `{}` cannot be loaded: {e}", request.tool),
+                );
+            }
         };
         report.tool_digest = Some(tool.digest.to_string());
 
@@ -183,7 +197,14 @@ impl Runtime {
             })
             .collect();
         if !problems.is_empty() {
-            return fail(ErrorKind::InvalidInput, format!("{} (schema of tool `{}`)", problems.join("; "), request.tool));
+            return fail(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} (schema of tool `{}`)",
+                    problems.join("; "),
+                    request.tool
+                ),
+            );
         }
 
         let context = CallContext {
@@ -197,7 +218,11 @@ impl Runtime {
 }
 
 /// A fresh `Store` with the call's limits installed. Used for every instantiation.
-pub(crate) fn new_store(engine: &wasmtime::Engine, state: CallState, limits: &Limits) -> Store<CallState> {
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    state: CallState,
+    limits: &Limits,
+) -> Store<CallState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // CPU: the deadline is counted in epoch ticks; without one the first instruction traps.
@@ -211,12 +236,16 @@ async fn run(tool: &LoadedTool, context: CallContext, input: &serde_json::Value)
     let limits = &tool.grants.limits;
     let input_text = input.to_string();
     let deadline = tokio::time::Instant::now() + limits.timeout;
-    let stdin = matches!(tool.prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
+    let stdin =
+        matches!(tool.prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
     let (state, observed) = match CallState::new(&tool.grants, context, stdin, deadline) {
         Ok(built) => built,
         Err(e) => {
             return Ran {
-                result: Err(CallFailure { kind: ErrorKind::Internal, message: format!("preparing the sandbox: {e:#}") }),
+                result: Err(CallFailure {
+                    kind: ErrorKind::Internal,
+                    message: format!("preparing the sandbox: {e:#}"),
+                }),
                 observed: None,
             };
         }
@@ -232,7 +261,10 @@ async fn run(tool: &LoadedTool, context: CallContext, input: &serde_json::Value)
             match tokio::time::timeout(limits.timeout, invoke).await {
                 Err(_) => Err(timeout_failure(limits.timeout)),
                 Ok(Err(trap)) => Err(classify(&trap, &store)),
-                Ok(Ok(Err(ToolError::InvalidInput(m)))) => Err(failure(ErrorKind::InvalidInput, format!("the tool rejected its input: {m}"))),
+                Ok(Ok(Err(ToolError::InvalidInput(m)))) => Err(failure(
+                    ErrorKind::InvalidInput,
+                    format!("the tool rejected its input: {m}"),
+                )),
                 Ok(Ok(Err(ToolError::Failed(m)))) => Err(failure(ErrorKind::ToolError, m)),
                 Ok(Ok(Ok(output))) => Ok(output),
             }
@@ -257,7 +289,10 @@ async fn run(tool: &LoadedTool, context: CallContext, input: &serde_json::Value)
                 Ok(code) => {
                     let (stderr, _) = observed.stderr.contents();
                     let last = stderr.lines().last().unwrap_or("").to_string();
-                    Err(failure(ErrorKind::ToolError, format!("the command exited with status {code}: {last}")))
+                    Err(failure(
+                        ErrorKind::ToolError,
+                        format!("the command exited with status {code}: {last}"),
+                    ))
                 }
                 Err(f) => Err(f),
             }
@@ -269,7 +304,12 @@ async fn run(tool: &LoadedTool, context: CallContext, input: &serde_json::Value)
         if text.len() as u64 > limits.output.0 {
             return Err(output_limit(limits));
         }
-        serde_json::from_str(&text).map_err(|e| failure(ErrorKind::InvalidOutput, format!("the tool's output is not JSON: {e}")))
+        serde_json::from_str(&text).map_err(|e| {
+            failure(
+                ErrorKind::InvalidOutput,
+                format!("the tool's output is not JSON: {e}"),
+            )
+        })
     });
     let observed = Some(observed);
     Ran { result, observed }
@@ -280,23 +320,44 @@ fn failure(kind: ErrorKind, message: String) -> CallFailure {
 }
 
 fn output_limit(limits: &Limits) -> CallFailure {
-    failure(ErrorKind::OutputLimit, format!("the output exceeds the limit of {}", limits.output))
+    failure(
+        ErrorKind::OutputLimit,
+        format!("the output exceeds the limit of {}", limits.output),
+    )
 }
 
 fn timeout_failure(limit: Duration) -> CallFailure {
-    failure(ErrorKind::Timeout, format!("the call did not finish within its timeout of {}", crate::units::format_duration(limit)))
+    failure(
+        ErrorKind::Timeout,
+        format!(
+            "the call did not finish within its timeout of {}",
+            crate::units::format_duration(limit)
+        ),
+    )
 }
 
 /// Names the limit or fault behind a trap.
 fn classify(error: &wasmtime::Error, store: &Store<CallState>) -> CallFailure {
     if store.data().limiter.exceeded() {
-        return failure(ErrorKind::MemoryLimit, format!("the tool exceeded its memory limit: {error}"));
+        return failure(
+            ErrorKind::MemoryLimit,
+            format!("the tool exceeded its memory limit: {error}"),
+        );
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => failure(ErrorKind::CpuLimit, "the tool used up its CPU time and was stopped".into()),
-        Some(Trap::StackOverflow) => failure(ErrorKind::StackOverflow, "the tool overflowed its stack".into()),
+        Some(Trap::Interrupt) => failure(
+            ErrorKind::CpuLimit,
+            "the tool used up its CPU time and was stopped".into(),
+        ),
+        Some(Trap::StackOverflow) => failure(
+            ErrorKind::StackOverflow,
+            "the tool overflowed its stack".into(),
+        ),
         Some(trap) => failure(ErrorKind::Trap, format!("the tool trapped: {trap}")),
-        None => failure(ErrorKind::Trap, format!("the tool failed: {}", one_line(error))),
+        None => failure(
+            ErrorKind::Trap,
+            format!("the tool failed: {}", one_line(error)),
+        ),
     }
 }
 

@@ -64,11 +64,18 @@ fn default_state() -> PathBuf {
 impl Deployment {
     pub fn load(path: &Path) -> Result<Deployment, ManifestError> {
         let file = path.display().to_string();
-        let error = |message: String| ManifestError { file: file.clone(), message };
+        let error = |message: String| ManifestError {
+            file: file.clone(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
         let raw: RawDeployment = toml::from_str(&text).map_err(|e| error(toml_error(&text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
 
         for name in raw.agents.keys() {
             if !is_tool_name(name) {
@@ -79,10 +86,19 @@ impl Deployment {
         }
         for (i, m) in raw.mounts.iter().enumerate() {
             if !m.guest.starts_with('/') {
-                return Err(error(format!("field `mounts[{i}].guest`: `{}` must be absolute", m.guest)));
+                return Err(error(format!(
+                    "field `mounts[{i}].guest`: `{}` must be absolute",
+                    m.guest
+                )));
             }
-            if raw.mounts[..i].iter().any(|o| o.tool == m.tool && o.guest == m.guest) {
-                return Err(error(format!("field `mounts[{i}]`: {} {} is bound twice", m.tool, m.guest)));
+            if raw.mounts[..i]
+                .iter()
+                .any(|o| o.tool == m.tool && o.guest == m.guest)
+            {
+                return Err(error(format!(
+                    "field `mounts[{i}]`: {} {} is bound twice",
+                    m.tool, m.guest
+                )));
             }
         }
         Ok(Deployment {
@@ -93,7 +109,10 @@ impl Deployment {
             mounts: raw
                 .mounts
                 .into_iter()
-                .map(|m| MountBinding { host: base.join(&m.host), ..m })
+                .map(|m| MountBinding {
+                    host: base.join(&m.host),
+                    ..m
+                })
                 .collect(),
         })
     }
@@ -140,7 +159,10 @@ host = "data"
         let d = Deployment::load(&path).unwrap();
         assert_eq!(d.state_dir, dir.path().join("state"));
         assert_eq!(d.tool_dirs, vec![dir.path().join("tools")]);
-        assert_eq!(d.mount_for("read-file", "/data"), Some(dir.path().join("data").as_path()));
+        assert_eq!(
+            d.mount_for("read-file", "/data"),
+            Some(dir.path().join("data").as_path())
+        );
         assert_eq!(d.mount_for("read-file", "/other"), None);
         assert!(d.agents["bot"].may_invoke("hello"));
         assert!(!d.agents["bot"].may_invoke("write-note"));

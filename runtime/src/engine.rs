@@ -51,7 +51,9 @@ impl Engine {
         config
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = wasmtime::Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
 
         // The ticker holds only a weak reference, so it ends when the engine is dropped.
         let weak = engine.weak();
@@ -69,7 +71,10 @@ impl Engine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        self::warden::tool::context::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        self::warden::tool::context::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -97,7 +102,9 @@ impl Engine {
             // configuration (the name carries its hash) into Warden's own state directory.
             match unsafe { Component::deserialize_file(&self.engine, &cached) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(file = %cached.display(), "ignoring unusable compile cache entry: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %cached.display(), "ignoring unusable compile cache entry: {e}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
@@ -113,11 +120,16 @@ impl Engine {
     /// Links `component` against Warden's host interfaces. Fails, naming the import, if the
     /// component imports anything Warden does not provide or lacks the world's exports.
     pub fn prepare(&self, component: &Component, kind: ToolKind) -> Result<Prepared> {
-        let pre = self.linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)?;
         Ok(match kind {
-            ToolKind::Tool => Prepared::Tool(ToolPre::new(pre).map_err(anyhow::Error::from).context(
-                "the component does not export the warden:tool/tool world (describe, invoke)",
-            )?),
+            ToolKind::Tool => {
+                Prepared::Tool(ToolPre::new(pre).map_err(anyhow::Error::from).context(
+                    "the component does not export the warden:tool/tool world (describe, invoke)",
+                )?)
+            }
             ToolKind::Command => Prepared::Command(
                 wasmtime_wasi::p2::bindings::CommandPre::new(pre)
                     .map_err(anyhow::Error::from)
@@ -131,7 +143,11 @@ impl Engine {
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), uuid::Uuid::new_v4()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap().to_string_lossy(),
+        uuid::Uuid::new_v4()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }

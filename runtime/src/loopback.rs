@@ -45,7 +45,11 @@ impl LoopbackServer {
                 });
             }
         });
-        Ok(LoopbackServer { addr, received, task })
+        Ok(LoopbackServer {
+            addr,
+            received,
+            task,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -67,10 +71,19 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let path = req.uri().path().to_string();
-    log.lock().unwrap().push(Received { method: req.method().to_string(), path: path.clone(), headers: headers.clone() });
+    log.lock().unwrap().push(Received {
+        method: req.method().to_string(),
+        path: path.clone(),
+        headers: headers.clone(),
+    });
     let body = match path.rsplit('/').next().unwrap_or("") {
         "slow" => {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
@@ -85,7 +98,8 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
         }
         "big" => "x".repeat(64 * 1024),
         "echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
-        _ => serde_json::json!({ "service": "warden-loopback", "path": path, "ok": true }).to_string(),
+        _ => serde_json::json!({ "service": "warden-loopback", "path": path, "ok": true })
+            .to_string(),
     };
     Response::builder()
         .header("content-type", "application/json")

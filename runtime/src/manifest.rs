@@ -63,21 +63,36 @@ pub enum Sensitivity {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Linear memory the tool may grow to.
-    #[serde(deserialize_with = "serde_text::de_size", serialize_with = "serde_text::ser_size")]
+    #[serde(
+        deserialize_with = "serde_text::de_size",
+        serialize_with = "serde_text::ser_size"
+    )]
     pub memory: ByteSize,
     /// Wall time of the whole call, and the CPU time of its wasm.
-    #[serde(deserialize_with = "serde_text::de_duration", serialize_with = "serde_text::ser_duration")]
+    #[serde(
+        deserialize_with = "serde_text::de_duration",
+        serialize_with = "serde_text::ser_duration"
+    )]
     pub timeout: Duration,
     /// Size of the tool's output (JSON text).
-    #[serde(deserialize_with = "serde_text::de_size", serialize_with = "serde_text::ser_size")]
+    #[serde(
+        deserialize_with = "serde_text::de_size",
+        serialize_with = "serde_text::ser_size"
+    )]
     pub output: ByteSize,
     /// Bytes of stdout and of stderr kept; the rest is counted and dropped.
-    #[serde(deserialize_with = "serde_text::de_size", serialize_with = "serde_text::ser_size")]
+    #[serde(
+        deserialize_with = "serde_text::de_size",
+        serialize_with = "serde_text::ser_size"
+    )]
     pub stdio: ByteSize,
     /// Outgoing HTTP requests per call.
     pub egress_requests: u32,
     /// Response body bytes per call, over all requests.
-    #[serde(deserialize_with = "serde_text::de_size", serialize_with = "serde_text::ser_size")]
+    #[serde(
+        deserialize_with = "serde_text::de_size",
+        serialize_with = "serde_text::ser_size"
+    )]
     pub response_bytes: ByteSize,
 }
 
@@ -198,7 +213,10 @@ impl Manifest {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
-        let error = |message: String| ManifestError { file: file.to_string(), message };
+        let error = |message: String| ManifestError {
+            file: file.to_string(),
+            message,
+        };
         let raw: RawManifest = toml::from_str(text).map_err(|e| error(toml_error(text, &e)))?;
 
         if !is_tool_name(&raw.name) {
@@ -227,7 +245,10 @@ impl Manifest {
             validate_guest_path(&mount.guest)
                 .map_err(|e| error(format!("field `fs[{i}].guest`: {e}")))?;
             if raw.fs[..i].iter().any(|m| m.guest == mount.guest) {
-                return Err(error(format!("field `fs[{i}].guest`: `{}` is mounted twice", mount.guest)));
+                return Err(error(format!(
+                    "field `fs[{i}].guest`: `{}` is mounted twice",
+                    mount.guest
+                )));
             }
         }
         let egress = raw
@@ -257,22 +278,33 @@ impl Manifest {
 pub fn is_tool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
 }
 
 fn validate_limits(l: &Limits) -> Result<(), String> {
     if l.memory < ByteSize(1 << 20) || l.memory > MAX_MEMORY {
-        return Err(format!("field `limits.memory`: {} must be between 1MiB and {MAX_MEMORY}", l.memory));
+        return Err(format!(
+            "field `limits.memory`: {} must be between 1MiB and {MAX_MEMORY}",
+            l.memory
+        ));
     }
     if l.timeout < Duration::from_millis(10) || l.timeout > MAX_TIMEOUT {
         return Err("field `limits.timeout`: must be between 10ms and 5m".into());
     }
     if l.output.0 == 0 || l.output > ByteSize(64 << 20) {
-        return Err(format!("field `limits.output`: {} must be between 1B and 64MiB", l.output));
+        return Err(format!(
+            "field `limits.output`: {} must be between 1B and 64MiB",
+            l.output
+        ));
     }
     if l.stdio > ByteSize(16 << 20) {
-        return Err(format!("field `limits.stdio`: {} must be at most 16MiB", l.stdio));
+        return Err(format!(
+            "field `limits.stdio`: {} must be at most 16MiB",
+            l.stdio
+        ));
     }
     if l.egress_requests > 1000 {
         return Err("field `limits.egress_requests`: must be at most 1000".into());
@@ -346,23 +378,40 @@ methods = ["GET", "POST"]
     }
 
     fn error_of(text: &str) -> String {
-        Manifest::parse(text, "x/tool.toml").unwrap_err().to_string()
+        Manifest::parse(text, "x/tool.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn errors_are_one_line_and_name_file_and_field() {
         let cases = [
             (GOOD.replace("64MiB", "64 lots"), "memory"),
-            (GOOD.replace("impact = \"write\"", "impact = \"destroy\""), "impact"),
-            (GOOD.replace("name = \"issue-tracker\"", "name = \"Bad Name\""), "name"),
+            (
+                GOOD.replace("impact = \"write\"", "impact = \"destroy\""),
+                "impact",
+            ),
+            (
+                GOOD.replace("name = \"issue-tracker\"", "name = \"Bad Name\""),
+                "name",
+            ),
             (GOOD.replace("/data", "data"), "fs[0].guest"),
             (GOOD.replace("/data", "/data/../etc"), "fs[0].guest"),
             (GOOD.replace("sha256:0000", "md5:0000"), "digest"),
             (GOOD.replace("https://api", "ftp://api"), "egress[0]"),
             (GOOD.replace("\"POST\"", "\"BREW\""), "egress[0]"),
-            (GOOD.replace("timeout = \"5s\"", "timeout = \"1h\""), "timeout"),
-            (GOOD.replace("[limits]", "[limits]\nmemroy = \"1MiB\""), "memroy"),
-            (GOOD.replace("memory = \"64MiB\"", "memory = \"8GiB\""), "limits.memory"),
+            (
+                GOOD.replace("timeout = \"5s\"", "timeout = \"1h\""),
+                "timeout",
+            ),
+            (
+                GOOD.replace("[limits]", "[limits]\nmemroy = \"1MiB\""),
+                "memroy",
+            ),
+            (
+                GOOD.replace("memory = \"64MiB\"", "memory = \"8GiB\""),
+                "limits.memory",
+            ),
             ("name = ".to_string(), "x/tool.toml"),
         ];
         for (text, field) in cases {

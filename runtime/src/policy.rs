@@ -20,22 +20,33 @@ pub struct Decision {
 
 impl Decision {
     fn allow(reason: String) -> Decision {
-        Decision { outcome: Outcome::Allow, reasons: vec![reason] }
+        Decision {
+            outcome: Outcome::Allow,
+            reasons: vec![reason],
+        }
     }
 
     pub fn deny(reason: String) -> Decision {
-        Decision { outcome: Outcome::Deny, reasons: vec![reason] }
+        Decision {
+            outcome: Outcome::Deny,
+            reasons: vec![reason],
+        }
     }
 }
 
 /// May `agent` invoke `tool`?
 pub fn decide_invoke(deployment: &Deployment, agent: &str, tool: &str) -> Decision {
     let Some(entry) = deployment.agents.get(agent) else {
-        return Decision::deny(format!("agent `{agent}` is not registered in {}", deployment.file.display()));
+        return Decision::deny(format!(
+            "agent `{agent}` is not registered in {}",
+            deployment.file.display()
+        ));
     };
     if entry.may_invoke(tool) {
         Decision::allow(format!("agents.{agent}.tools allows `{tool}`"))
     } else {
-        Decision::deny(format!("no rule allows agent `{agent}` to invoke `{tool}` (deny by default)"))
+        Decision::deny(format!(
+            "no rule allows agent `{agent}` to invoke `{tool}` (deny by default)"
+        ))
     }
 }

@@ -20,14 +20,24 @@ pub struct ToolFiles {
 
 /// Reads a tool directory and checks the component against the manifest's digest. With
 /// `require_digest`, a manifest without a pinned digest is refused.
-pub fn read_tool(dir: &Path, require_digest: bool) -> Result<ToolFiles, crate::manifest::ManifestError> {
+pub fn read_tool(
+    dir: &Path,
+    require_digest: bool,
+) -> Result<ToolFiles, crate::manifest::ManifestError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = Manifest::load(&manifest_path)?;
     let file = manifest_path.display().to_string();
-    let error = |message: String| crate::manifest::ManifestError { file: file.clone(), message };
+    let error = |message: String| crate::manifest::ManifestError {
+        file: file.clone(),
+        message,
+    };
     let component_path = dir.join(&manifest.component);
-    let bytes = std::fs::read(&component_path)
-        .map_err(|e| error(format!("field `component`: cannot read {}: {e}", component_path.display())))?;
+    let bytes = std::fs::read(&component_path).map_err(|e| {
+        error(format!(
+            "field `component`: cannot read {}: {e}",
+            component_path.display()
+        ))
+    })?;
     let digest = Digest::of(&bytes);
     match &manifest.digest {
         Some(pinned) if *pinned != digest => {
@@ -37,11 +47,19 @@ pub fn read_tool(dir: &Path, require_digest: bool) -> Result<ToolFiles, crate::m
             )));
         }
         None if require_digest => {
-            return Err(error("field `digest` is missing: registered tools must pin their component's digest".into()));
+            return Err(error(
+                "field `digest` is missing: registered tools must pin their component's digest"
+                    .into(),
+            ));
         }
         _ => {}
     }
-    Ok(ToolFiles { dir: dir.to_path_buf(), manifest, digest, bytes })
+    Ok(ToolFiles {
+        dir: dir.to_path_buf(),
+        manifest,
+        digest,
+        bytes,
+    })
 }
 
 /// Every tool directory the deployment knows, in search order.
@@ -50,7 +68,9 @@ pub fn tool_dirs(deployment: &Deployment) -> Vec<PathBuf> {
     roots.push(deployment.registered_tools_dir());
     let mut dirs = Vec::new();
     for root in roots {
-        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
         let mut found: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -64,9 +84,9 @@ pub fn tool_dirs(deployment: &Deployment) -> Vec<PathBuf> {
 
 /// Finds the directory of the tool called `name`.
 pub fn find_tool(deployment: &Deployment, name: &str) -> Option<PathBuf> {
-    tool_dirs(deployment).into_iter().find(|dir| {
-        Manifest::load(&dir.join(MANIFEST_FILE)).is_ok_and(|m| m.name == name)
-    })
+    tool_dirs(deployment)
+        .into_iter()
+        .find(|dir| Manifest::load(&dir.join(MANIFEST_FILE)).is_ok_and(|m| m.name == name))
 }
 
 /// Copies a verified tool into `<state>/tools/<name>` with its digest pinned. The copy is
@@ -74,7 +94,10 @@ pub fn find_tool(deployment: &Deployment, name: &str) -> Option<PathBuf> {
 pub fn install(deployment: &Deployment, tool: &ToolFiles) -> Result<PathBuf> {
     let name = &tool.manifest.name;
     if let Some(existing) = find_tool(deployment, name) {
-        bail!("a tool named `{name}` is already registered at {}", existing.display());
+        bail!(
+            "a tool named `{name}` is already registered at {}",
+            existing.display()
+        );
     }
     let root = deployment.registered_tools_dir();
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -98,7 +121,10 @@ pub fn install(deployment: &Deployment, tool: &ToolFiles) -> Result<PathBuf> {
 
 /// Adds `digest = "..."` to a manifest text that does not pin one yet.
 pub fn pin_digest(manifest_text: &str, digest: &Digest) -> String {
-    if manifest_text.lines().any(|l| l.trim_start().starts_with("digest")) {
+    if manifest_text
+        .lines()
+        .any(|l| l.trim_start().starts_with("digest"))
+    {
         return manifest_text.to_string();
     }
     let mut out = String::new();

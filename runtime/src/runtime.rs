@@ -31,7 +31,9 @@ pub struct Runtime {
 /// Why a tool could not be found or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("unknown tool `{0}`: not found in the deployment's tool directories (see `warden tool list`)")]
+    #[error(
+        "unknown tool `{0}`: not found in the deployment's tool directories (see `warden tool list`)"
+    )]
     Unknown(String),
     #[error("{0:#}")]
     Invalid(anyhow::Error),
@@ -40,7 +42,11 @@ pub enum LoadError {
 impl Runtime {
     pub fn new(deployment: Deployment) -> Result<Runtime> {
         let engine = Engine::new(Some(deployment.cache_dir()))?;
-        Ok(Runtime { deployment, engine, tools: RwLock::new(HashMap::new()) })
+        Ok(Runtime {
+            deployment,
+            engine,
+            tools: RwLock::new(HashMap::new()),
+        })
     }
 
     pub fn deployment(&self) -> &Deployment {
@@ -53,7 +59,8 @@ impl Runtime {
 
     /// Whether a tool called `name` exists (without loading it).
     pub fn has_tool(&self, name: &str) -> bool {
-        self.tools.read().unwrap().contains_key(name) || registry::find_tool(&self.deployment, name).is_some()
+        self.tools.read().unwrap().contains_key(name)
+            || registry::find_tool(&self.deployment, name).is_some()
     }
 
     /// The tool called `name`, loaded once and then kept warm.
@@ -61,10 +68,14 @@ impl Runtime {
         if let Some(tool) = self.tools.read().unwrap().get(name) {
             return Ok(tool.clone());
         }
-        let dir = registry::find_tool(&self.deployment, name).ok_or_else(|| LoadError::Unknown(name.to_string()))?;
+        let dir = registry::find_tool(&self.deployment, name)
+            .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
         let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
         let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
-        self.tools.write().unwrap().insert(name.to_string(), tool.clone());
+        self.tools
+            .write()
+            .unwrap()
+            .insert(name.to_string(), tool.clone());
         Ok(tool)
     }
 
@@ -72,11 +83,21 @@ impl Runtime {
     /// what Warden provides, describes itself consistently, and has its mounts bound.
     /// `cache`: keep the compiled form on disk (not while merely vetting a tool).
     pub async fn load(&self, files: ToolFiles, cache: bool) -> Result<LoadedTool> {
-        let ToolFiles { manifest, digest, bytes, .. } = files;
+        let ToolFiles {
+            manifest,
+            digest,
+            bytes,
+            ..
+        } = files;
         let component = self
             .engine
             .compile(&bytes, &digest, cache)
-            .with_context(|| format!("{} is not a WebAssembly component Warden can compile", manifest.component))?;
+            .with_context(|| {
+                format!(
+                    "{} is not a WebAssembly component Warden can compile",
+                    manifest.component
+                )
+            })?;
         let prepared = self
             .engine
             .prepare(&component, manifest.kind)
@@ -95,29 +116,61 @@ impl Runtime {
             },
         };
         if info.name != manifest.name {
-            bail!("the component describes itself as `{}` but its manifest names `{}`", info.name, manifest.name);
+            bail!(
+                "the component describes itself as `{}` but its manifest names `{}`",
+                info.name,
+                manifest.name
+            );
         }
         let input_schema: serde_json::Value = serde_json::from_str(&info.input_schema)
             .context("the input schema from `describe` is not JSON")?;
-        let validator = jsonschema::validator_for(&input_schema)
-            .map_err(|e| anyhow!("the input schema from `describe` is not a valid JSON Schema: {e}"))?;
-        Ok(LoadedTool { manifest, digest, info, input_schema, validator, prepared, grants })
+        let validator = jsonschema::validator_for(&input_schema).map_err(|e| {
+            anyhow!("the input schema from `describe` is not a valid JSON Schema: {e}")
+        })?;
+        Ok(LoadedTool {
+            manifest,
+            digest,
+            info,
+            input_schema,
+            validator,
+            prepared,
+            grants,
+        })
     }
 }
 
 /// Calls `describe` once, in a sandbox with no grants at all.
-async fn describe(pre: &crate::engine::ToolPre<CallState>, manifest: &Manifest) -> Result<ToolInfo> {
-    let grants = Grants { mounts: vec![], egress: Arc::new([]), limits: manifest.limits.clone() };
-    let context = CallContext { call_id: "describe".into(), tool: manifest.name.clone(), agent: String::new(), user: None };
+async fn describe(
+    pre: &crate::engine::ToolPre<CallState>,
+    manifest: &Manifest,
+) -> Result<ToolInfo> {
+    let grants = Grants {
+        mounts: vec![],
+        egress: Arc::new([]),
+        limits: manifest.limits.clone(),
+    };
+    let context = CallContext {
+        call_id: "describe".into(),
+        tool: manifest.name.clone(),
+        agent: String::new(),
+        user: None,
+    };
     let timeout = Duration::from_secs(10);
-    let (state, _) = CallState::new(&grants, context, None, tokio::time::Instant::now() + timeout)?;
+    let (state, _) = CallState::new(
+        &grants,
+        context,
+        None,
+        tokio::time::Instant::now() + timeout,
+    )?;
     let mut store = crate::call::new_store(pre.engine(), state, &grants.limits);
     let run = async {
         let tool = pre.instantiate_async(&mut store).await?;
         tool.call_describe(&mut store).await
     };
     match tokio::time::timeout(timeout, run).await {
-        Ok(result) => result.map_err(anyhow::Error::from).context("calling `describe`"),
+        Ok(result) => result
+            .map_err(anyhow::Error::from)
+            .context("calling `describe`"),
         Err(_) => bail!("`describe` did not return within {timeout:?}"),
     }
 }

@@ -11,13 +11,8 @@ impl std::str::FromStr for ByteSize {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
-        let factor: u64 = match unit.trim() {
+        let (number, unit) = split_number(text, "a size like 64MiB")?;
+        let factor: u64 = match unit {
             "" | "B" => 1,
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
@@ -25,7 +20,11 @@ impl std::str::FromStr for ByteSize {
             "KB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            other => return Err(format!("unknown size unit `{other}` in `{text}` (use B, KiB, MiB, GiB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{text}` (use B, KiB, MiB, GiB)"
+                ));
+            }
         };
         number
             .checked_mul(factor)
@@ -46,19 +45,29 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// `"64 MiB"` -> `(64, "MiB")`.
+fn split_number<'a>(text: &'a str, expected: &str) -> Result<(u64, &'a str), String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not {expected}"))?;
+    Ok((number, unit.trim()))
+}
+
 /// Parses `250ms`, `5s`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 5s"))?;
-    match unit.trim() {
+    let (number, unit) = split_number(text, "a duration like 5s")?;
+    match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
         "m" | "min" => Ok(Duration::from_secs(number * 60)),
-        other => Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m)")),
+        other => Err(format!(
+            "unknown duration unit `{other}` in `{text}` (use ms, s, m)"
+        )),
     }
 }
 

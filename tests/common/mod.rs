@@ -95,16 +95,29 @@ impl Fixture {
         Runtime::new(Deployment::load(&self.config()).unwrap()).unwrap()
     }
 
+    /// Runs `warden ARGS` against this deployment.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().unwrap()
+    }
+
     /// The `warden` binary, pointed at this deployment.
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
-        cmd.arg("--config").arg(self.config()).env_remove("WARDEN_LOG");
+        cmd.arg("--config")
+            .arg(self.config())
+            .env_remove("WARDEN_LOG");
         cmd
     }
 }
 
 pub async fn call(runtime: &Runtime, tool: &str, input: serde_json::Value) -> CallReport {
-    runtime.call(CallRequest { tool: tool.into(), agent: AGENT.into(), input }).await
+    runtime
+        .call(CallRequest {
+            tool: tool.into(),
+            agent: AGENT.into(),
+            input,
+        })
+        .await
 }
 
 /// The output of a call that must have succeeded.
@@ -115,7 +128,17 @@ pub fn ok(report: &CallReport) -> &serde_json::Value {
 
 /// The error kind of a call that must have failed.
 pub fn failed(report: &CallReport) -> warden::ErrorKind {
-    report.error.as_ref().unwrap_or_else(|| panic!("call succeeded: {:?}", report.output)).kind
+    report
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("call succeeded: {:?}", report.output))
+        .kind
+}
+
+/// Rewrites a file in place (a manifest a test spoils or narrows).
+pub fn edit(path: &Path, change: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, change(text)).unwrap();
 }
 
 pub fn stdout(output: &Output) -> String {

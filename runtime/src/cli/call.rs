@@ -28,17 +28,29 @@ pub struct CallArgs {
 pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
     let text = match (&args.input, &args.input_file) {
         (Some(text), None) => text.clone(),
-        (None, Some(path)) if path == Path::new("-") => std::io::read_to_string(std::io::stdin())
-            .map_err(|e| UsageError(format!("reading input from stdin: {e}")))?,
+        (None, Some(path)) if path == Path::new("-") => {
+            std::io::read_to_string(std::io::stdin())
+                .map_err(|e| UsageError(format!("reading input from stdin: {e}")))?
+        }
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("{}: cannot read input: {e}", path.display())))?,
-        _ => return Err(UsageError("give the input with --input JSON or --input-file FILE".into()).into()),
+        _ => {
+            return Err(
+                UsageError("give the input with --input JSON or --input-file FILE".into()).into(),
+            );
+        }
     };
-    let input: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| UsageError(format!("the input is not valid JSON: {e}")))?;
+    let input: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("the input is not valid JSON: {e}")))?;
 
     let runtime = Runtime::new(load_deployment(config)?)?;
-    let report = runtime.call(CallRequest { tool: args.tool, agent: args.agent, input }).await;
+    let report = runtime
+        .call(CallRequest {
+            tool: args.tool,
+            agent: args.agent,
+            input,
+        })
+        .await;
 
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "Sandboxed tool execution for AI agents")]
+#[command(
+    name = "warden",
+    version,
+    about = "Sandboxed tool execution for AI agents"
+)]
 struct Cli {
     /// The deployment file.
     #[arg(long, global = true, env = "WARDEN_CONFIG", default_value = DEPLOYMENT_FILE)]
@@ -49,7 +53,10 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -74,7 +81,9 @@ pub fn main() -> i32 {
 
 fn exit_code_of(e: &anyhow::Error) -> i32 {
     let usage = e.chain().any(|c| {
-        c.is::<UsageError>() || c.is::<crate::manifest::ManifestError>() || c.is::<crate::runtime::LoadError>()
+        c.is::<UsageError>()
+            || c.is::<crate::manifest::ManifestError>()
+            || c.is::<crate::runtime::LoadError>()
     });
     if usage { 2 } else { 1 }
 }
@@ -82,7 +91,9 @@ fn exit_code_of(e: &anyhow::Error) -> i32 {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -32,7 +32,11 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
     match command {
         ToolCommand::Add { dir } => {
             if !dir.join(crate::manifest::MANIFEST_FILE).is_file() {
-                return Err(UsageError(format!("{}: no tool.toml in this directory", dir.display())).into());
+                return Err(UsageError(format!(
+                    "{}: no tool.toml in this directory",
+                    dir.display()
+                ))
+                .into());
             }
             let files = registry::read_tool(&dir, false)?;
             let runtime = Runtime::new(deployment)?;
@@ -43,7 +47,8 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 .load(files.clone(), false)
                 .await
                 .map_err(|e| UsageError(format!("{}: {e:#}", dir.display())))?;
-            let installed = registry::install(runtime.deployment(), &files).map_err(|e| UsageError(format!("{e:#}")))?;
+            let installed = registry::install(runtime.deployment(), &files)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
             // Warm the compile cache so the first call does not pay for compilation.
             runtime.tool(&name).await?;
             println!("registered {name} ({digest}) at {}", installed.display());
@@ -68,7 +73,11 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
             } else {
                 for row in &rows {
                     match row.get("error") {
-                        Some(e) => println!("{:<20} INVALID  {}", row["dir"].as_str().unwrap_or(""), e.as_str().unwrap_or("")),
+                        Some(e) => println!(
+                            "{:<20} INVALID  {}",
+                            row["dir"].as_str().unwrap_or(""),
+                            e.as_str().unwrap_or("")
+                        ),
                         None => println!(
                             "{:<20} {:<8} {:<13} {}",
                             row["name"].as_str().unwrap_or(""),
@@ -108,16 +117,37 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 let l = &m.limits;
                 println!(
                     "  limits       memory {} · timeout {} · output {} · stdio {} · {} egress requests · {} response bytes",
-                    l.memory, crate::units::format_duration(l.timeout), l.output, l.stdio, l.egress_requests, l.response_bytes
+                    l.memory,
+                    crate::units::format_duration(l.timeout),
+                    l.output,
+                    l.stdio,
+                    l.egress_requests,
+                    l.response_bytes
                 );
                 for mount in &tool.grants.mounts {
-                    println!("  mount        {} ({:?}) <- {}", mount.guest, mount.mode, mount.host.display());
+                    println!(
+                        "  mount        {} ({:?}) <- {}",
+                        mount.guest,
+                        mount.mode,
+                        mount.host.display()
+                    );
                 }
                 for rule in &m.egress {
-                    let private = if rule.allow_private { " (private addresses allowed)" } else { "" };
-                    println!("  egress       {} {}{private}", rule.methods.join(","), rule.url);
+                    let private = if rule.allow_private {
+                        " (private addresses allowed)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "  egress       {} {}{private}",
+                        rule.methods.join(","),
+                        rule.url
+                    );
                 }
-                println!("  input schema {}", serde_json::to_string(&tool.input_schema)?);
+                println!(
+                    "  input schema {}",
+                    serde_json::to_string(&tool.input_schema)?
+                );
             }
             Ok(0)
         }

@@ -47,19 +47,27 @@ impl EgressRule {
             None => (rest, "/*"),
         };
         if authority.contains('@') || path.contains(['?', '#']) {
-            return Err(format!("url `{url}`: no user info, query or fragment in a rule"));
+            return Err(format!(
+                "url `{url}`: no user info, query or fragment in a rule"
+            ));
         }
-        let (host, port) = split_host_port(authority)
-            .ok_or_else(|| format!("url `{url}`: bad host or port"))?;
+        let (host, port) =
+            split_host_port(authority).ok_or_else(|| format!("url `{url}`: bad host or port"))?;
         let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
         let host = normalize_host(host);
         let host = match host.strip_prefix("*.") {
             Some(suffix) if valid_host(suffix) => HostPattern::Suffix(format!(".{suffix}")),
             None if valid_host(&host) => HostPattern::Exact(host.clone()),
-            _ => return Err(format!("url `{url}`: host must be a name, an IP or `*.suffix`")),
+            _ => {
+                return Err(format!(
+                    "url `{url}`: host must be a name, an IP or `*.suffix`"
+                ));
+            }
         };
         if path_has_traversal(path) {
-            return Err(format!("url `{url}`: path must not contain `..` or encoded separators"));
+            return Err(format!(
+                "url `{url}`: path must not contain `..` or encoded separators"
+            ));
         }
         let methods = methods
             .iter()
@@ -108,7 +116,10 @@ pub struct Target {
 
 impl Target {
     pub fn from_uri(method: &str, uri: &http::Uri) -> Result<Target, String> {
-        let scheme = uri.scheme_str().ok_or("request has no scheme")?.to_ascii_lowercase();
+        let scheme = uri
+            .scheme_str()
+            .ok_or("request has no scheme")?
+            .to_ascii_lowercase();
         let authority = uri.authority().ok_or("request has no host")?;
         if authority.as_str().contains('@') {
             return Err("user info in a request URL is not allowed".into());
@@ -127,7 +138,11 @@ impl Target {
 
     /// `scheme://host:port/path`, as shown in records (no query: it may carry data).
     pub fn display(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
     }
 }
@@ -135,9 +150,15 @@ impl Target {
 /// Finds the rule that allows `target`, or says which check failed.
 pub fn match_rule<'a>(rules: &'a [EgressRule], target: &Target) -> Result<&'a EgressRule, String> {
     if path_has_traversal(&target.path) {
-        return Err(format!("path `{}` contains `..` or encoded separators", target.path));
+        return Err(format!(
+            "path `{}` contains `..` or encoded separators",
+            target.path
+        ));
     }
-    let by_host: Vec<&EgressRule> = rules.iter().filter(|r| r.matches_host(&target.host)).collect();
+    let by_host: Vec<&EgressRule> = rules
+        .iter()
+        .filter(|r| r.matches_host(&target.host))
+        .collect();
     if by_host.is_empty() {
         return Err(format!("host `{}` is not in any egress rule", target.host));
     }
@@ -156,13 +177,22 @@ pub fn match_rule<'a>(rules: &'a [EgressRule], target: &Target) -> Result<&'a Eg
         .filter(|r| glob_match(&r.path, &target.path))
         .collect();
     if by_path.is_empty() {
-        return Err(format!("path `{}` is not allowed for host `{}`", target.path, target.host));
+        return Err(format!(
+            "path `{}` is not allowed for host `{}`",
+            target.path, target.host
+        ));
     }
     by_path
         .iter()
         .find(|r| r.methods.iter().any(|m| *m == target.method))
         .copied()
-        .ok_or_else(|| format!("method {} is not allowed for {}", target.method, target.display()))
+        .ok_or_else(|| {
+            format!(
+                "method {} is not allowed for {}",
+                target.method,
+                target.display()
+            )
+        })
 }
 
 /// Whether the host may connect to `ip` for a request allowed by `rule`.
@@ -177,7 +207,11 @@ pub fn check_address(ip: IpAddr, allow_private: bool) -> Result<(), String> {
     };
     match class {
         AddressClass::Public => Ok(()),
-        AddressClass::Loopback | AddressClass::Private | AddressClass::LinkLocal if allow_private => Ok(()),
+        AddressClass::Loopback | AddressClass::Private | AddressClass::LinkLocal
+            if allow_private =>
+        {
+            Ok(())
+        }
         class => Err(format!("{ip} is a {} address", class.name())),
     }
 }
@@ -253,9 +287,9 @@ fn normalize_host(host: &str) -> String {
 fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && (host.parse::<IpAddr>().is_ok()
-            || host
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')))
+            || host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
 }
 
 fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
@@ -319,11 +353,19 @@ mod tests {
     #[test]
     fn matches_scheme_host_port_path_and_method() {
         let rules = [rule("https://api.example.com/v1/*", &["GET", "POST"])];
-        assert!(match_rule(&rules, &target("GET", "https://api.example.com/v1/issues?q=1")).is_ok());
+        assert!(
+            match_rule(
+                &rules,
+                &target("GET", "https://api.example.com/v1/issues?q=1")
+            )
+            .is_ok()
+        );
         assert!(match_rule(&rules, &target("post", "https://API.example.com./v1/x")).is_ok());
         let denied = |m: &str, u: &str| match_rule(&rules, &target(m, u)).unwrap_err();
         assert!(denied("GET", "https://evil.com/v1/x").contains("not in any egress rule"));
-        assert!(denied("GET", "http://api.example.com/v1/x").contains("no egress rule allows http"));
+        assert!(
+            denied("GET", "http://api.example.com/v1/x").contains("no egress rule allows http")
+        );
         assert!(denied("GET", "https://api.example.com:8443/v1/x").contains(":8443"));
         assert!(denied("GET", "https://api.example.com/v2/x").contains("path"));
         assert!(denied("GET", "https://api.example.com/v1/../admin").contains(".."));
@@ -342,8 +384,19 @@ mod tests {
 
     #[test]
     fn bad_rules_are_refused() {
-        for url in ["ftp://x.com/", "https://", "https://a b/", "https://x.com:99999/", "https://u@x.com/", "https://x.com/a?b", "https://x.com/../a"] {
-            assert!(EgressRule::new(url, &["GET".into()], false).is_err(), "{url}");
+        for url in [
+            "ftp://x.com/",
+            "https://",
+            "https://a b/",
+            "https://x.com:99999/",
+            "https://u@x.com/",
+            "https://x.com/a?b",
+            "https://x.com/../a",
+        ] {
+            assert!(
+                EgressRule::new(url, &["GET".into()], false).is_err(),
+                "{url}"
+            );
         }
         assert!(EgressRule::new("https://x.com/", &["BREW".into()], false).is_err());
     }
@@ -353,11 +406,30 @@ mod tests {
         let ok = |ip: &str, private| check_address(ip.parse().unwrap(), private).is_ok();
         assert!(ok("93.184.216.34", false));
         assert!(ok("2606:2800:220:1::1", false));
-        for internal in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.16.0.1", "169.254.1.1", "::1", "fd12::1", "fe80::1", "::ffff:127.0.0.1", "100.64.0.1"] {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
             assert!(!ok(internal, false), "{internal} allowed");
             assert!(ok(internal, true), "{internal} refused with allow_private");
         }
-        for never in ["169.254.169.254", "0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "fd00:ec2::254", "64:ff9b::7f00:1"] {
+        for never in [
+            "169.254.169.254",
+            "0.0.0.0",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "fd00:ec2::254",
+            "64:ff9b::7f00:1",
+        ] {
             assert!(!ok(never, true), "{never} allowed");
         }
     }

@@ -25,7 +25,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wasmtime_wasi_http::io::TokioIo;
-use wasmtime_wasi_http::{DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody,
+    WasiHttpHooks,
+};
 
 /// Longest a single connect / first byte / between-bytes wait may take, whatever the guest asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -85,7 +88,13 @@ pub struct EgressHooks {
 }
 
 impl EgressHooks {
-    pub fn new(rules: Arc<[EgressRule]>, max_requests: u32, max_response_bytes: u64, deadline: Instant, log: EgressLog) -> Self {
+    pub fn new(
+        rules: Arc<[EgressRule]>,
+        max_requests: u32,
+        max_response_bytes: u64,
+        deadline: Instant,
+        log: EgressLog,
+    ) -> Self {
         EgressHooks {
             rules,
             log,
@@ -98,12 +107,22 @@ impl EgressHooks {
     }
 
     /// Checks that need nothing but the request line; no DNS, no network.
-    fn admit(&self, method: &str, uri: &http::Uri) -> Result<(Target, EgressRule), (String, String)> {
+    fn admit(
+        &self,
+        method: &str,
+        uri: &http::Uri,
+    ) -> Result<(Target, EgressRule), (String, String)> {
         let target = Target::from_uri(method, uri).map_err(|e| (format!("{method} {uri}"), e))?;
         let rule = match_rule(&self.rules, &target).map_err(|e| (target.display(), e))?;
-        let left = self.budget.requests_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let left =
+            self.budget
+                .requests_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if left.is_err() {
-            return Err((target.display(), "the call's egress request limit is reached".into()));
+            return Err((
+                target.display(),
+                "the call's egress request limit is reached".into(),
+            ));
         }
         Ok((target, rule.clone()))
     }
@@ -121,7 +140,13 @@ fn forbidden_header(name: &http::HeaderName) -> bool {
         || n == "forwarded"
 }
 
-type SendResult = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>;
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
 
 impl WasiHttpHooks for EgressHooks {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
@@ -222,7 +247,8 @@ async fn send(
     log.update(index, |r| r.address = Some(address.to_string()));
 
     let io: Box<dyn Stream> = if target.scheme == "https" {
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
         let tls = tokio::time::timeout(connect_timeout, TLS.connect(name, stream))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
@@ -231,9 +257,12 @@ async fn send(
     } else {
         Box::new(stream)
     };
-    let (mut sender, conn) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::handshake(TokioIo::new(io)))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)??;
+    let (mut sender, conn) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::handshake(TokioIo::new(io)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
 
     let request = origin_form(request);
     let first_byte_timeout = clamp(options.first_byte_timeout);
@@ -268,12 +297,16 @@ trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'sta
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 });
 
@@ -285,7 +318,10 @@ async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, 
     let addresses: Vec<SocketAddr> = tokio::time::timeout(timeout, lookup)
         .await
         .map_err(|_| Error::DnsTimeout)?
-        .map_err(|_| Error::DnsError { rcode: None, info_code: None })?
+        .map_err(|_| Error::DnsError {
+            rcode: None,
+            info_code: None,
+        })?
         .collect();
     if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
@@ -293,7 +329,10 @@ async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, 
     Ok(addresses)
 }
 
-async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<(TcpStream, SocketAddr), Error> {
+async fn connect(
+    addresses: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), Error> {
     let mut last = Error::ConnectionRefused;
     for address in addresses {
         match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
@@ -317,11 +356,15 @@ fn origin_form(request: http::Request<WasiBody>) -> http::Request<WasiBody> {
         .unwrap_or("/")
         .parse()
         .expect("a path and query is a valid URI");
-    let bodiless = matches!(parts.method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
-        && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let bodiless = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
     let body = if bodiless {
         drain(body);
-        Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
     } else {
         body
     };
@@ -349,7 +392,10 @@ impl http_body::Body for CountedBody {
     type Data = Bytes;
     type Error = Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -357,11 +403,15 @@ impl http_body::Body for CountedBody {
                     let within = self
                         .budget
                         .response_bytes_left
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(n))
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                            left.checked_sub(n)
+                        })
                         .is_ok();
                     self.log.update(self.index, |r| r.response_bytes += n);
                     if !within {
-                        self.log.update(self.index, |r| r.reason = Some("the call's response byte limit is reached".into()));
+                        self.log.update(self.index, |r| {
+                            r.reason = Some("the call's response byte limit is reached".into())
+                        });
                         return Poll::Ready(Some(Err(Error::HttpResponseBodySize(None))));
                     }
                 }
@@ -388,8 +438,19 @@ mod tests {
 
     #[test]
     fn tools_cannot_set_credentials_or_routing_headers() {
-        for name in ["authorization", "cookie", "host", "proxy-authorization", "proxy-foo", "x-forwarded-for", "forwarded"] {
-            assert!(forbidden_header(&http::HeaderName::from_static(name)), "{name}");
+        for name in [
+            "authorization",
+            "cookie",
+            "host",
+            "proxy-authorization",
+            "proxy-foo",
+            "x-forwarded-for",
+            "forwarded",
+        ] {
+            assert!(
+                forbidden_header(&http::HeaderName::from_static(name)),
+                "{name}"
+            );
         }
         assert!(!forbidden_header(&http::HeaderName::from_static("accept")));
     }

@@ -16,7 +16,10 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub fn new(max: u64) -> Self {
-        MemoryLimiter { max: max as usize, exceeded: false }
+        MemoryLimiter {
+            max: max as usize,
+            exceeded: false,
+        }
     }
 
     pub fn exceeded(&self) -> bool {
@@ -25,7 +28,12 @@ impl MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max {
             self.exceeded = true;
             // An error (rather than `Ok(false)`) ends the call at once instead of letting the
@@ -35,7 +43,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -53,7 +66,11 @@ struct CaptureInner {
 
 impl Capture {
     pub fn new(cap: u64) -> Self {
-        Capture(Arc::new(Mutex::new(CaptureInner { kept: Vec::new(), total: 0, cap: cap as usize })))
+        Capture(Arc::new(Mutex::new(CaptureInner {
+            kept: Vec::new(),
+            total: 0,
+            cap: cap as usize,
+        })))
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -67,7 +84,10 @@ impl Capture {
     /// What was kept (lossy UTF-8) and whether anything was dropped.
     pub fn contents(&self) -> (String, bool) {
         let inner = self.0.lock().unwrap();
-        (String::from_utf8_lossy(&inner.kept).into_owned(), inner.total > inner.kept.len() as u64)
+        (
+            String::from_utf8_lossy(&inner.kept).into_owned(),
+            inner.total > inner.kept.len() as u64,
+        )
     }
 
     pub fn total(&self) -> u64 {
@@ -112,7 +132,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

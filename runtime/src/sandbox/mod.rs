@@ -49,9 +49,18 @@ pub struct Observed {
 impl CallState {
     /// A sandbox with exactly `grants`: the granted mounts, an empty environment, no sockets
     /// and no name lookups, captured stdio, and the egress mediator.
-    pub fn new(grants: &Grants, context: CallContext, stdin: Option<Vec<u8>>, deadline: tokio::time::Instant) -> Result<(CallState, Observed)> {
+    pub fn new(
+        grants: &Grants,
+        context: CallContext,
+        stdin: Option<Vec<u8>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(CallState, Observed)> {
         // A command's stdout is its output, so it is kept up to the output limit.
-        let stdout_cap = if stdin.is_some() { grants.limits.output.0 } else { grants.limits.stdio.0 };
+        let stdout_cap = if stdin.is_some() {
+            grants.limits.output.0
+        } else {
+            grants.limits.stdio.0
+        };
         let observed = Observed {
             stdout: Capture::new(stdout_cap),
             stderr: Capture::new(grants.limits.stdio.0),
@@ -76,7 +85,9 @@ impl CallState {
             };
             wasi.preopened_dir(&mount.host, &mount.guest, perms)
                 .map_err(anyhow::Error::from)
-                .with_context(|| format!("opening mount {} ({})", mount.guest, mount.host.display()))?;
+                .with_context(|| {
+                    format!("opening mount {} ({})", mount.guest, mount.host.display())
+                })?;
         }
         let hooks = EgressHooks::new(
             grants.egress.clone(),
@@ -99,13 +110,20 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 

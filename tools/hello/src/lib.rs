@@ -1,5 +1,8 @@
 //! The smallest useful tool: greets someone and says who asked.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 
 struct Hello;
 

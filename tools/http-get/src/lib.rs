@@ -1,5 +1,8 @@
 //! Fetches a URL with GET through `wasi:http`; Warden decides whether the request may leave.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 use wstd::http::{Body, Client, Request};
 
 struct HttpGet;

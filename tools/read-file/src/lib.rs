@@ -1,5 +1,8 @@
 //! Reads a text file from the read-only mount `/data`.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 
 struct ReadFile;
 

@@ -1,5 +1,8 @@
 //! Writes a note into the read-write mount `/notes`.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 
 struct WriteNote;
 

@@ -1,5 +1,8 @@
 //! Hostile: looks for ambient authority in its environment, arguments and working directory.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 
 struct HostileEnv;
 
@@ -16,7 +19,9 @@ impl Tool for HostileEnv {
     fn invoke(_: Input) -> Result<Value, ToolError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let args: Vec<String> = std::env::args().collect();
-        let cwd = std::env::current_dir().map(|p| p.display().to_string()).ok();
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .ok();
         Ok(json!({ "env": env, "args": args, "cwd": cwd }))
     }
 }

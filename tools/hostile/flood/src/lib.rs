@@ -1,5 +1,8 @@
 //! Hostile: floods stdout/stderr, or returns an output larger than its cap.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 
 struct HostileFlood;
 

@@ -1,6 +1,9 @@
 //! Hostile: tries to reach files outside its mounts (`/data` read-only, `/scratch` read-write).
 //! Every attack reports `escaped: true` only if it actually read or wrote outside.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 
 struct HostileFs;
 
@@ -36,7 +39,8 @@ impl Tool for HostileFs {
     type Output = Value;
     const NAME: &'static str = "hostile-fs";
     const DESCRIPTION: &'static str = "Tries to escape its filesystem mounts.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["attack"],"properties":{"attack":{"type":"string"}}}"#;
+    const INPUT_SCHEMA: &'static str =
+        r#"{"type":"object","required":["attack"],"properties":{"attack":{"type":"string"}}}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         Ok(match input.attack.as_str() {
@@ -57,16 +61,23 @@ impl Tool for HostileFs {
                     "detail": format!("abs: {abs:?} / {read_abs:?}; rel: {rel:?} / {read_rel:?}"),
                 })
             }
-            "write-ro" => attempt("write /data/pwned.txt", std::fs::write("/data/pwned.txt", "pwned")),
+            "write-ro" => attempt(
+                "write /data/pwned.txt",
+                std::fs::write("/data/pwned.txt", "pwned"),
+            ),
             "mkdir-ro" => attempt("mkdir /data/pwned", std::fs::create_dir("/data/pwned")),
-            "delete-ro" => attempt("remove /data/hello.txt", std::fs::remove_file("/data/hello.txt")),
+            "delete-ro" => attempt(
+                "remove /data/hello.txt",
+                std::fs::remove_file("/data/hello.txt"),
+            ),
             "hardlink-out" => attempt(
                 "hard_link /data/hello.txt -> /scratch/hl",
                 std::fs::hard_link("/data/hello.txt", "/scratch/hl"),
             ),
             "rename-out" => attempt(
                 "rename /scratch/x -> /data/x",
-                std::fs::write("/scratch/x", "x").and_then(|_| std::fs::rename("/scratch/x", "/data/x")),
+                std::fs::write("/scratch/x", "x")
+                    .and_then(|_| std::fs::rename("/scratch/x", "/data/x")),
             ),
             other => return Err(ToolError::invalid_input(format!("unknown attack {other}"))),
         })

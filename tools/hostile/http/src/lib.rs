@@ -1,6 +1,9 @@
 //! Hostile: makes whatever HTTP request it is told to (any URL, method and headers), to show
 //! that only requests matching the manifest's egress rules leave the sandbox.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 use wstd::http::{Body, Client, Request};
 
 struct HostileHttp;
@@ -27,19 +30,31 @@ impl Tool for HostileHttp {
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         wstd::runtime::block_on(async {
-            let mut request = Request::builder().method(input.method.as_str()).uri(&input.url);
+            let mut request = Request::builder()
+                .method(input.method.as_str())
+                .uri(&input.url);
             for (name, value) in &input.headers {
                 request = request.header(name, value);
             }
-            let body = if input.method == "GET" { Body::empty() } else { Body::from("payload") };
+            let body = if input.method == "GET" {
+                Body::empty()
+            } else {
+                Body::from("payload")
+            };
             let request = match request.body(body) {
                 Ok(r) => r,
-                Err(e) => return Ok(json!({ "sent": false, "error": format!("building request: {e}") })),
+                Err(e) => {
+                    return Ok(json!({ "sent": false, "error": format!("building request: {e}") }));
+                }
             };
             match Client::new().send(request).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let text = response.into_body().str_contents().await.map(str::to_string);
+                    let text = response
+                        .into_body()
+                        .str_contents()
+                        .await
+                        .map(str::to_string);
                     Ok(json!({ "sent": true, "status": status, "body": format!("{text:?}") }))
                 }
                 Err(e) => Ok(json!({ "sent": false, "error": e.to_string() })),

@@ -1,5 +1,8 @@
 //! Hostile: tries raw sockets and name lookups, which Warden never grants.
-use host_api::{Tool, ToolError, serde_json::{Value, json}};
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
 struct HostileNet;
