@@ -37,6 +37,19 @@ impl context::Host for Bare {
     }
 }
 
+/// Instantiate and invoke with nothing but WASI: the baseline.
+async fn bare_call(engine: &Engine, pre: &ToolPre<Bare>, input: &str) -> String {
+    let mut store = Store::new(
+        engine,
+        Bare {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        },
+    );
+    let tool = pre.instantiate_async(&mut store).await.unwrap();
+    tool.call_invoke(&mut store, input).await.unwrap().unwrap()
+}
+
 fn deployment() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let tool = dir.path().join("tools/hello");
@@ -85,17 +98,7 @@ fn calls(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("call hello");
     group.bench_function("bare wasmtime", |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut store = Store::new(
-                &engine,
-                Bare {
-                    wasi: WasiCtx::builder().build(),
-                    table: ResourceTable::new(),
-                },
-            );
-            let tool = pre.instantiate_async(&mut store).await.unwrap();
-            tool.call_invoke(&mut store, &input).await.unwrap().unwrap()
-        })
+        b.to_async(&rt).iter(|| bare_call(&engine, &pre, &input))
     });
     group.bench_function("warden mediated", |b| {
         b.to_async(&rt).iter(|| async {
@@ -105,6 +108,26 @@ fn calls(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The figure the README states: medians of interleaved runs, and their ratio.
+    let (mut bare, mut mediated) = (Vec::new(), Vec::new());
+    for _ in 0..3000 {
+        let started = std::time::Instant::now();
+        rt.block_on(bare_call(&engine, &pre, &input));
+        bare.push(started.elapsed());
+        let started = std::time::Instant::now();
+        rt.block_on(runtime.call(request.clone()));
+        mediated.push(started.elapsed());
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    let (bare, mediated) = (median(&mut bare), median(&mut mediated));
+    println!(
+        "median bare {bare:.1} µs, mediated {mediated:.1} µs, ratio {:.2}",
+        mediated / bare
+    );
 }
 
 criterion_group!(benches, calls);
