@@ -250,11 +250,14 @@ fn the_json_envelope_and_exit_codes() {
     assert!(e["egress"].as_array().unwrap().is_empty());
     assert!(e["duration_ms"].as_f64().unwrap() > 0.0);
 
+    let limited_key = f.key_file("limited");
     let denied = f.run(&[
         "call",
         "write-note",
         "--agent",
         "limited",
+        "--agent-key",
+        limited_key.to_str().unwrap(),
         "--input",
         "{}",
         "--json",
@@ -262,6 +265,12 @@ fn the_json_envelope_and_exit_codes() {
     assert_eq!(denied.status.code(), Some(3));
     let e = envelope(&denied);
     assert_eq!(e["decision"]["outcome"], "deny");
+    assert!(
+        e["decision"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("deny by default")
+    );
     assert_eq!(e["error"]["kind"], "denied");
 
     let trapped = run(&[

@@ -118,16 +118,16 @@ async fn input_is_checked_against_the_tool_schema_before_it_runs() {
 async fn an_agent_may_only_call_the_tools_it_is_allowed() {
     let f = Fixture::new();
     let runtime = f.runtime();
-    let request = |agent: &str, tool: &str| warden::CallRequest {
-        tool: tool.into(),
-        agent: agent.into(),
-        input: json!({ "name": "x", "text": "y" }),
-    };
-    let denied = runtime.call(request("limited", "write-note")).await;
+    let input = json!({ "name": "x", "text": "y" });
+    let denied = runtime
+        .call(request("limited", "write-note", input.clone(), None))
+        .await;
     assert_eq!(failed(&denied), ErrorKind::Denied);
     assert!(denied.decision.reasons[0].contains("deny by default"));
     assert!(!f.path().join("notes/x").exists());
-    let stranger = runtime.call(request("stranger", "hello")).await;
+    let stranger = runtime
+        .call(request("stranger", "hello", input, None))
+        .await;
     assert_eq!(failed(&stranger), ErrorKind::Denied);
     assert!(stranger.decision.reasons[0].contains("not registered"));
 }

@@ -1,14 +1,19 @@
 //! The pipeline of one call, top to bottom:
-//! authenticate -> find the tool -> authorize -> check the input -> prepare the sandbox ->
-//! run under limits -> check the output -> report.
+//! find the tool -> authenticate the agent -> verify the delegation -> authorize -> load the
+//! tool -> check the input -> prepare the sandbox -> run under limits -> check the output ->
+//! report.
 
+use crate::credentials::Secret;
+use crate::credentials::mint::Minter;
 use crate::engine::{CallContext, Prepared, ToolError};
+use crate::identity::{assertion, jwt};
 use crate::manifest::Limits;
 use crate::policy::{Decision, Outcome, decide_invoke};
 use crate::runtime::{LoadError, LoadedTool, Runtime};
 use crate::sandbox::http::EgressRecord;
 use crate::sandbox::{CallState, Observed};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use wasmtime::{Store, Trap};
@@ -17,8 +22,49 @@ use wasmtime::{Store, Trap};
 #[derive(Debug, Clone)]
 pub struct CallRequest {
     pub tool: String,
-    pub agent: String,
     pub input: serde_json::Value,
+    /// Who is calling, with the proof.
+    pub caller: Caller,
+    /// A delegation token: the call is made on that user's behalf.
+    pub on_behalf_of: Option<Secret>,
+}
+
+/// The calling agent and its proof.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A call assertion signed with the agent's key, bound to this tool and input
+    /// (`identity::assertion::sign`; what `warden call` sends).
+    Assertion(Secret),
+    /// An agent this runtime authenticated once for many calls (`Runtime::authenticate`).
+    Session(AgentSession),
+}
+
+/// An agent authenticated by this runtime. Only `Runtime::authenticate` makes one.
+#[derive(Debug, Clone)]
+pub struct AgentSession {
+    agent: String,
+}
+
+impl AgentSession {
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+}
+
+impl Runtime {
+    /// Verifies a session assertion (`identity::assertion::sign_session`) and returns a session
+    /// whose calls need no further signature: for a long-lived caller such as an MCP server
+    /// whose agent proved its key when it started.
+    pub fn authenticate(&self, assertion: &Secret) -> Result<AgentSession, String> {
+        let agent = assertion::verify(
+            assertion.expose(),
+            self.deployment(),
+            &self.state,
+            assertion::SESSION_TOOL,
+            &serde_json::Value::Null,
+        )?;
+        Ok(AgentSession { agent })
+    }
 }
 
 /// How a call that did not succeed ended. Callers branch on this; the CLI maps it to an exit code.
@@ -74,7 +120,11 @@ pub struct CallFailure {
 pub struct CallReport {
     pub call_id: String,
     pub tool: String,
+    /// The agent (as claimed, until it is authenticated).
     pub agent: String,
+    /// The user the call was made for, and the delegation's id.
+    pub user: Option<String>,
+    pub delegation: Option<String>,
     pub tool_digest: Option<String>,
     pub decision: Decision,
     /// `ok` or `error`.
@@ -105,13 +155,17 @@ impl Runtime {
     /// can end is in the report.
     pub async fn call(&self, request: CallRequest) -> CallReport {
         let call_id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!("call", call_id = %call_id, tool = %request.tool, agent = %request.agent);
+        let claimed = request.caller.claimed_agent();
+        let span =
+            tracing::info_span!("call", call_id = %call_id, tool = %request.tool, agent = %claimed);
         async move {
             let started = Instant::now();
             let mut report = CallReport {
                 call_id: call_id.clone(),
                 tool: request.tool.clone(),
-                agent: request.agent.clone(),
+                agent: claimed,
+                user: None,
+                delegation: None,
                 tool_digest: None,
                 decision: Decision::deny("not decided".into()),
                 outcome: "error",
@@ -164,8 +218,49 @@ impl Runtime {
             );
         }
 
-        // Authenticate and authorize before anything of the tool is loaded or run.
-        report.decision = decide_invoke(self.deployment(), &request.agent, &request.tool);
+        // Authenticate, then authorize, before anything of the tool is loaded or run.
+        let agent = match &request.caller {
+            Caller::Assertion(token) => {
+                match assertion::verify(
+                    token.expose(),
+                    self.deployment(),
+                    &self.state,
+                    &request.tool,
+                    &request.input,
+                ) {
+                    Ok(agent) => agent,
+                    Err(reason) => {
+                        return self.deny(report, format!("authentication failed: {reason}"));
+                    }
+                }
+            }
+            Caller::Session(session) => session.agent.clone(),
+        };
+        report.agent = agent.clone();
+        let delegation = match &request.on_behalf_of {
+            None => None,
+            Some(token) => match self.delegations.verify(token.expose(), self.deployment()) {
+                Ok(d) if d.agent != agent => {
+                    return self.deny(
+                        report,
+                        format!(
+                            "delegation {} was issued to agent `{}`, not `{agent}`",
+                            d.id, d.agent
+                        ),
+                    );
+                }
+                Ok(d) => Some(d),
+                Err(reason) => return self.deny(report, reason),
+            },
+        };
+        report.user = delegation.as_ref().map(|d| d.user.clone());
+        report.delegation = delegation.as_ref().map(|d| d.id.clone());
+        report.decision = decide_invoke(
+            self.deployment(),
+            &agent,
+            &request.tool,
+            delegation.as_ref(),
+        );
         tracing::info!(outcome = ?report.decision.outcome, reasons = ?report.decision.reasons, "decision");
         if report.decision.outcome != Outcome::Allow {
             return fail(
@@ -210,10 +305,38 @@ impl Runtime {
         let context = CallContext {
             call_id: call_id.to_string(),
             tool: request.tool.clone(),
-            agent: request.agent.clone(),
-            user: None,
+            agent,
+            user: delegation.map(|d| d.user),
         };
-        run(&tool, context, &request.input).await
+        run(&tool, self.minter.clone(), context, &request.input).await
+    }
+}
+
+impl Runtime {
+    /// A call refused before any policy could be asked (authentication, delegation).
+    fn deny(&self, report: &mut CallReport, reason: String) -> Ran {
+        report.decision = Decision::deny(reason.clone());
+        Ran {
+            result: Err(CallFailure {
+                kind: ErrorKind::Denied,
+                message: format!("denied: {reason}"),
+            }),
+            observed: None,
+        }
+    }
+}
+
+impl Caller {
+    /// The agent the caller claims to be, for logs before it is authenticated.
+    fn claimed_agent(&self) -> String {
+        match self {
+            Caller::Assertion(token) => {
+                jwt::peek_claims::<assertion::CallAssertion>(token.expose())
+                    .map(|c| c.sub)
+                    .unwrap_or_else(|_| "(unreadable assertion)".into())
+            }
+            Caller::Session(session) => session.agent.clone(),
+        }
     }
 }
 
@@ -232,13 +355,18 @@ pub(crate) fn new_store(
     store
 }
 
-async fn run(tool: &LoadedTool, context: CallContext, input: &serde_json::Value) -> Ran {
+async fn run(
+    tool: &LoadedTool,
+    minter: Arc<Minter>,
+    context: CallContext,
+    input: &serde_json::Value,
+) -> Ran {
     let limits = &tool.grants.limits;
     let input_text = input.to_string();
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let stdin =
         matches!(tool.prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
-    let (state, observed) = match CallState::new(&tool.grants, context, stdin, deadline) {
+    let (state, observed) = match CallState::new(&tool.grants, minter, context, stdin, deadline) {
         Ok(built) => built,
         Err(e) => {
             return Ran {

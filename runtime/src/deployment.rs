@@ -16,7 +16,11 @@ pub struct Deployment {
     /// Directories holding one sub-directory per tool (`<dir>/<tool>/tool.toml`).
     pub tool_dirs: Vec<PathBuf>,
     pub agents: BTreeMap<String, Agent>,
+    pub users: BTreeMap<String, User>,
+    pub issuers: BTreeMap<String, Issuer>,
     pub mounts: Vec<MountBinding>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub credentials: BTreeMap<String, CredentialDef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +28,11 @@ pub struct Deployment {
 pub struct Agent {
     #[serde(default)]
     pub description: String,
+    /// `ed25519:<base64url>`: the key that signs this agent's call assertions.
+    pub public_key: Option<String>,
+    /// Free-form attributes (owner, trust level, …) for decisions and records.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     /// Tools this agent may invoke (`"*"` for all). Empty: none (deny by default).
     #[serde(default)]
     pub tools: Vec<String>,
@@ -34,6 +43,131 @@ impl Agent {
         self.tools.iter().any(|t| t == "*" || t == tool)
     }
 }
+
+/// A user who can delegate to agents with their own key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub public_key: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A trusted issuer of delegations (an identity provider), with its keys.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    keys: Vec<(Option<String>, ed25519_dalek::VerifyingKey)>,
+}
+
+impl Issuer {
+    /// The key with this `kid`, or the only key when the token names none.
+    pub fn key(&self, kid: Option<&str>) -> Option<ed25519_dalek::VerifyingKey> {
+        match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(kid))
+                .map(|(_, key)| *key),
+            None if self.keys.len() == 1 => Some(self.keys[0].1),
+            None => None,
+        }
+    }
+
+    /// Reads the Ed25519 (`OKP`) keys of a JWKS file.
+    fn from_jwks(path: &Path) -> Result<Issuer, String> {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let jwks: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        let mut keys = Vec::new();
+        for jwk in jwks["keys"]
+            .as_array()
+            .ok_or_else(|| format!("{} has no `keys` array", path.display()))?
+        {
+            if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" {
+                continue;
+            }
+            let x = jwk["x"].as_str().unwrap_or("");
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(x)
+                .map_err(|_| format!("{}: key `x` is not base64url", path.display()))?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| format!("{}: an Ed25519 key has 32 bytes", path.display()))?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| format!("{}: invalid Ed25519 key", path.display()))?;
+            keys.push((jwk["kid"].as_str().map(str::to_string), key));
+        }
+        if keys.is_empty() {
+            return Err(format!("{} holds no Ed25519 keys", path.display()));
+        }
+        Ok(Issuer { keys })
+    }
+}
+
+/// Where a secret's value comes from. Never inline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSource {
+    /// A file readable by its owner only (0600 or stricter).
+    File(PathBuf),
+    /// An environment variable of the Warden process.
+    Env(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A JWT Warden signs per call and audience.
+    Minted,
+    /// A long-lived API key, added as a header.
+    Static,
+}
+
+/// What a credential name in an egress rule stands for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialDef {
+    #[serde(default = "minted")]
+    pub kind: CredentialKind,
+    /// The origin (`scheme://host[:port]`) the credential may be sent to; also the `aud` claim.
+    pub audience: String,
+    /// Tools that may use this credential.
+    pub tools: Vec<String>,
+    /// Minted: how long the token lives (default 60s, at most 15m).
+    #[serde(
+        default = "default_lifetime",
+        deserialize_with = "crate::units::serde_text::de_duration"
+    )]
+    pub lifetime: std::time::Duration,
+    /// Minted: the `scope` claim (default: the tool's name).
+    pub scope: Option<String>,
+    /// Static: the secret holding the key.
+    pub secret: Option<String>,
+    /// The header that carries it (default `authorization`).
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Put before the value (default `Bearer `).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn minted() -> CredentialKind {
+    CredentialKind::Minted
+}
+fn default_lifetime() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+fn default_header() -> String {
+    "authorization".into()
+}
+fn default_prefix() -> String {
+    "Bearer ".into()
+}
+
+/// Longest lifetime of a minted credential.
+pub const MAX_CREDENTIAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The host directory that backs `guest` for `tool`.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +188,21 @@ struct RawDeployment {
     #[serde(default)]
     agents: BTreeMap<String, Agent>,
     #[serde(default)]
+    users: BTreeMap<String, User>,
+    #[serde(default)]
+    issuers: BTreeMap<String, RawIssuer>,
+    #[serde(default)]
     mounts: Vec<MountBinding>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretSource>,
+    #[serde(default)]
+    credentials: BTreeMap<String, CredentialDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    jwks: PathBuf,
 }
 
 fn default_state() -> PathBuf {
@@ -101,11 +249,72 @@ impl Deployment {
                 )));
             }
         }
+        for (name, agent) in &raw.agents {
+            if let Some(key) = &agent.public_key {
+                crate::identity::keys::parse_public(key)
+                    .map_err(|e| error(format!("field `agents.{name}.public_key`: {e}")))?;
+            }
+        }
+        for (name, user) in &raw.users {
+            crate::identity::keys::parse_public(&user.public_key)
+                .map_err(|e| error(format!("field `users.{name}.public_key`: {e}")))?;
+        }
+        let mut issuers = BTreeMap::new();
+        for (name, issuer) in &raw.issuers {
+            if name.starts_with("user:") {
+                return Err(error(format!(
+                    "field `issuers.{name}`: issuer names must not start with `user:`"
+                )));
+            }
+            let issuer = Issuer::from_jwks(&base.join(&issuer.jwks))
+                .map_err(|e| error(format!("field `issuers.{name}.jwks`: {e}")))?;
+            issuers.insert(name.clone(), issuer);
+        }
+        for (name, c) in &raw.credentials {
+            let field = |f: &str, m: String| error(format!("field `credentials.{name}.{f}`: {m}"));
+            crate::sandbox::egress::Origin::parse(&c.audience).map_err(|e| field("audience", e))?;
+            if c.lifetime.is_zero() || c.lifetime > MAX_CREDENTIAL_LIFETIME {
+                return Err(field("lifetime", "must be between 1s and 15m".into()));
+            }
+            if http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
+                return Err(field(
+                    "header",
+                    format!("`{}` is not a header name", c.header),
+                ));
+            }
+            match (c.kind, &c.secret) {
+                (CredentialKind::Static, None) => {
+                    return Err(field(
+                        "secret",
+                        "a static credential names its secret".into(),
+                    ));
+                }
+                (CredentialKind::Static, Some(s)) if !raw.secrets.contains_key(s) => {
+                    return Err(field("secret", format!("no secret `{s}` in [secrets]")));
+                }
+                (CredentialKind::Minted, Some(_)) => {
+                    return Err(field("secret", "a minted credential has no secret".into()));
+                }
+                _ => {}
+            }
+        }
+        let secrets = raw
+            .secrets
+            .into_iter()
+            .map(|(name, source)| match source {
+                SecretSource::File(p) => (name, SecretSource::File(base.join(p))),
+                env => (name, env),
+            })
+            .collect();
         Ok(Deployment {
             file: path.to_path_buf(),
             state_dir: base.join(raw.state_dir),
             tool_dirs: raw.tool_dirs.iter().map(|d| base.join(d)).collect(),
             agents: raw.agents,
+            users: raw.users,
+            issuers,
+            secrets,
+            credentials: raw.credentials,
             mounts: raw
                 .mounts
                 .into_iter()

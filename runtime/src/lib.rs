@@ -6,13 +6,22 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
+//! use warden::call::Caller;
+//! use warden::credentials::Secret;
+//! use warden::identity::{assertion, keys};
+//!
 //! let deployment = warden::Deployment::load("warden.toml".as_ref())?;
 //! let runtime = warden::Runtime::new(deployment)?;
+//! let agent_key = keys::read_private("keys/demo-agent.key".as_ref())?;
+//! let input = serde_json::json!({ "name": "Ada" });
+//! // The agent proves it makes this very call: tool, input, time and a nonce, signed.
+//! let proof = assertion::sign(&agent_key, "demo-agent", "hello", &input);
 //! let report = runtime
 //!     .call(warden::CallRequest {
 //!         tool: "hello".into(),
-//!         agent: "demo-agent".into(),
-//!         input: serde_json::json!({ "name": "Ada" }),
+//!         input,
+//!         caller: Caller::Assertion(Secret::new(proof)),
+//!         on_behalf_of: None,
 //!     })
 //!     .await;
 //! println!("{}", serde_json::to_string_pretty(&report)?);
@@ -21,14 +30,17 @@
 
 pub mod call;
 pub mod cli;
+pub mod credentials;
 pub mod deployment;
 pub mod engine;
+pub mod identity;
 pub mod loopback;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;
+pub mod state;
 pub mod units;
 
 pub use call::{CallReport, CallRequest, ErrorKind};

@@ -189,6 +189,7 @@ struct RawEgress {
     methods: Vec<String>,
     #[serde(default)]
     allow_private: bool,
+    credential: Option<String>,
 }
 
 fn default_methods() -> Vec<String> {
@@ -256,7 +257,7 @@ impl Manifest {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                EgressRule::new(&r.url, &r.methods, r.allow_private)
+                EgressRule::new(&r.url, &r.methods, r.allow_private, r.credential.clone())
                     .map_err(|e| error(format!("field `egress[{i}]`: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;

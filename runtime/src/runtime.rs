@@ -1,11 +1,14 @@
 //! `Runtime`: a deployment, its engine, and its tools kept warm (compiled, linked, described)
 //! across calls. Loading a tool is where a component proves it is one Warden can run.
 
+use crate::credentials::mint::{KeyStore, Minter};
 use crate::deployment::Deployment;
 use crate::engine::{CallContext, Engine, Prepared, ToolInfo};
+use crate::identity::delegation;
 use crate::manifest::{Digest, Manifest, ToolKind};
 use crate::registry::{self, ToolFiles};
 use crate::sandbox::{CallState, Grants, fs::grant_mounts};
+use crate::state::StateDb;
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,6 +29,9 @@ pub struct Runtime {
     deployment: Deployment,
     engine: Engine,
     tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
+    pub(crate) state: StateDb,
+    pub(crate) minter: Arc<Minter>,
+    pub(crate) delegations: delegation::Verifier,
 }
 
 /// Why a tool could not be found or loaded.
@@ -42,10 +48,15 @@ pub enum LoadError {
 impl Runtime {
     pub fn new(deployment: Deployment) -> Result<Runtime> {
         let engine = Engine::new(Some(deployment.cache_dir()))?;
+        let state = StateDb::open(&deployment.state_dir)?;
+        let minter = Arc::new(KeyStore::new(&deployment.state_dir).current()?);
         Ok(Runtime {
             deployment,
             engine,
             tools: RwLock::new(HashMap::new()),
+            state,
+            minter,
+            delegations: delegation::Verifier::default(),
         })
     }
 
@@ -105,10 +116,13 @@ impl Runtime {
         let grants = Grants {
             mounts: grant_mounts(&manifest, &self.deployment).map_err(|e| anyhow!(e))?,
             egress: manifest.egress.clone().into(),
+            credentials: Arc::new(
+                crate::credentials::grant(&manifest, &self.deployment).map_err(|e| anyhow!(e))?,
+            ),
             limits: manifest.limits.clone(),
         };
         let info = match &prepared {
-            Prepared::Tool(pre) => describe(pre, &manifest).await?,
+            Prepared::Tool(pre) => describe(pre, &manifest, self.minter.clone()).await?,
             Prepared::Command(_) => ToolInfo {
                 name: manifest.name.clone(),
                 description: "A wasi:cli/command tool: JSON on stdin, JSON on stdout.".into(),
@@ -143,10 +157,12 @@ impl Runtime {
 async fn describe(
     pre: &crate::engine::ToolPre<CallState>,
     manifest: &Manifest,
+    minter: Arc<Minter>,
 ) -> Result<ToolInfo> {
     let grants = Grants {
         mounts: vec![],
         egress: Arc::new([]),
+        credentials: Arc::default(),
         limits: manifest.limits.clone(),
     };
     let context = CallContext {
@@ -158,6 +174,7 @@ async fn describe(
     let timeout = Duration::from_secs(10);
     let (state, _) = CallState::new(
         &grants,
+        minter,
         context,
         None,
         tokio::time::Instant::now() + timeout,

@@ -3,11 +3,27 @@
 //! built from `tools/` (whose egress rules a test may replace with loopback ones).
 #![allow(dead_code)] // each test file uses a different part of this
 
+use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use warden::call::Caller;
+use warden::credentials::Secret;
+use warden::identity::{assertion, keys};
 use warden::{CallReport, CallRequest, Deployment, Runtime};
 
 pub const AGENT: &str = "tester";
+
+/// Fixed keys, so that every fixture's deployment registers the same principals.
+pub fn agent_key(name: &str) -> SigningKey {
+    let seed = match name {
+        "tester" => 1,
+        "limited" => 2,
+        "alice" => 3,
+        "bob" => 4,
+        _ => 99,
+    };
+    SigningKey::from_bytes(&[seed; 32])
+}
 /// Stands for any secret the host holds; no tool may ever see it.
 pub const SECRET: &str = "s3cr3t-value-that-must-never-leak";
 
@@ -20,10 +36,15 @@ state_dir = "state"
 tool_dirs = ["tools"]
 
 [agents.tester]
+public_key = "TESTER_KEY"
 tools = ["*"]
 
 [agents.limited]
+public_key = "LIMITED_KEY"
 tools = ["hello"]
+
+[users.alice]
+public_key = "ALICE_KEY"
 
 [[mounts]]
 tool = "read-file"
@@ -51,10 +72,21 @@ impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for sub in ["data", "notes", "scratch", "outside", "tools"] {
+        for sub in ["data", "notes", "scratch", "outside", "tools", "keys"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
-        std::fs::write(root.join("warden.toml"), DEPLOYMENT).unwrap();
+        let mut deployment = DEPLOYMENT.to_string();
+        for (placeholder, name) in [
+            ("TESTER_KEY", "tester"),
+            ("LIMITED_KEY", "limited"),
+            ("ALICE_KEY", "alice"),
+        ] {
+            let key = agent_key(name);
+            deployment =
+                deployment.replace(placeholder, &keys::format_public(&key.verifying_key()));
+            keys::write_private(&root.join(format!("keys/{name}.key")), &key).unwrap();
+        }
+        std::fs::write(root.join("warden.toml"), deployment).unwrap();
         std::fs::write(root.join("data/hello.txt"), "hello from the data mount\n").unwrap();
         std::fs::write(root.join("outside/secret.txt"), SECRET).unwrap();
         std::fs::write(root.join("secret.txt"), SECRET).unwrap();
@@ -72,6 +104,15 @@ impl Fixture {
 
     pub fn config(&self) -> PathBuf {
         self.path().join("warden.toml")
+    }
+
+    pub fn key_file(&self, name: &str) -> PathBuf {
+        self.path().join(format!("keys/{name}.key"))
+    }
+
+    /// Appends TOML to the deployment (credentials, secrets, users…).
+    pub fn extend_deployment(&self, toml: &str) {
+        edit(&self.config(), |text| format!("{text}\n{toml}\n"));
     }
 
     /// Copies a built tool into the deployment. With `egress`, the manifest's `[[egress]]`
@@ -100,24 +141,35 @@ impl Fixture {
         self.cli().args(args).output().unwrap()
     }
 
-    /// The `warden` binary, pointed at this deployment.
+    /// The `warden` binary, pointed at this deployment, signing as `tester` by default.
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
         cmd.arg("--config")
             .arg(self.config())
-            .env_remove("WARDEN_LOG");
+            .env_remove("WARDEN_LOG")
+            .env("WARDEN_AGENT_KEY", self.key_file(AGENT));
         cmd
     }
 }
 
+/// A signed request from `agent` (optionally on behalf of a delegation).
+pub fn request(
+    agent: &str,
+    tool: &str,
+    input: serde_json::Value,
+    on_behalf_of: Option<&str>,
+) -> CallRequest {
+    let token = assertion::sign(&agent_key(agent), agent, tool, &input);
+    CallRequest {
+        tool: tool.into(),
+        input,
+        caller: Caller::Assertion(Secret::new(token)),
+        on_behalf_of: on_behalf_of.map(Secret::new),
+    }
+}
+
 pub async fn call(runtime: &Runtime, tool: &str, input: serde_json::Value) -> CallReport {
-    runtime
-        .call(CallRequest {
-            tool: tool.into(),
-            agent: AGENT.into(),
-            input,
-        })
-        .await
+    runtime.call(request(AGENT, tool, input, None)).await
 }
 
 /// The output of a call that must have succeeded.

@@ -1,7 +1,10 @@
 //! `warden call`: run one tool call as an agent.
 
 use super::{UsageError, load_deployment};
-use crate::call::CallRequest;
+use super::{read_key, read_token};
+use crate::call::{CallRequest, Caller};
+use crate::credentials::Secret;
+use crate::identity::assertion;
 use crate::runtime::Runtime;
 use anyhow::Result;
 use clap::Args;
@@ -14,6 +17,13 @@ pub struct CallArgs {
     /// The agent making the call.
     #[arg(long)]
     agent: String,
+    /// The agent's private key (from `warden keygen`); it signs this call's assertion.
+    #[arg(long, env = "WARDEN_AGENT_KEY")]
+    agent_key: PathBuf,
+    /// A delegation token (from `warden delegate`), or @FILE holding one: call on that
+    /// user's behalf.
+    #[arg(long)]
+    on_behalf_of: Option<String>,
     /// The input, as JSON text.
     #[arg(long, conflicts_with = "input_file")]
     input: Option<String>,
@@ -43,12 +53,17 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
     let input: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| UsageError(format!("the input is not valid JSON: {e}")))?;
 
+    let key = read_key(&args.agent_key)?;
+    let on_behalf_of = args.on_behalf_of.as_deref().map(read_token).transpose()?;
+    let assertion = assertion::sign(&key, &args.agent, &args.tool, &input);
+
     let runtime = Runtime::new(load_deployment(config)?)?;
     let report = runtime
         .call(CallRequest {
             tool: args.tool,
-            agent: args.agent,
             input,
+            caller: Caller::Assertion(Secret::new(assertion)),
+            on_behalf_of,
         })
         .await;
 

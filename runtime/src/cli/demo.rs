@@ -4,12 +4,16 @@
 //! on loopback, and makes calls that show an allowed file read, an allowed HTTP request,
 //! and escapes that are denied, each with its decision and reasons.
 
-use crate::call::{CallReport, CallRequest};
+use crate::call::{CallReport, CallRequest, Caller};
+use crate::credentials::Secret;
+use crate::credentials::mint::KeyStore;
 use crate::deployment::Deployment;
+use crate::identity::{self, assertion, delegation, jwt};
 use crate::loopback::LoopbackServer;
 use crate::runtime::Runtime;
 use anyhow::{Context as _, Result};
 use clap::Args;
+use ed25519_dalek::SigningKey;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -64,7 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
     let server = LoopbackServer::start()
         .await
         .context("starting the loopback server")?;
-    write_deployment(&dir, server.addr.port())?;
+    let keys = write_deployment(&dir, &server.url(""))?;
     println!(
         "Warden demo: deployment in {}, upstream on http://{}\n",
         dir.display(),
@@ -72,68 +76,118 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
     );
 
     let runtime = Runtime::new(Deployment::load(&dir.join("warden.toml"))?)?;
-    let steps = [
+    let delegation = Secret::new(delegation::issue(
+        &keys.alice,
+        "alice",
+        "demo-agent",
+        &["read-file".into(), "http-get".into()],
+        std::time::Duration::from_secs(600),
+    ));
+    let stranger = identity::keys::generate();
+    let steps: [(
+        &str,
+        &str,
+        &str,
+        &SigningKey,
+        Option<&Secret>,
+        serde_json::Value,
+    ); 8] = [
         (
             "An allowed file read through a read-only mount",
             "read-file",
             "demo-agent",
+            &keys.agent,
+            None,
             json!({ "path": "welcome.txt" }),
         ),
         (
-            "An allowed HTTP request to the loopback upstream",
+            "An allowed HTTP request on behalf of alice: the host adds a token minted for this call",
             "http-get",
             "demo-agent",
-            json!({ "url": server.url("/status") }),
+            &keys.agent,
+            Some(&delegation),
+            json!({ "url": server.url("/echo-headers") }),
         ),
         (
             "A denied escape: HTTP to the cloud metadata address",
             "http-get",
             "demo-agent",
+            &keys.agent,
+            None,
             json!({ "url": "http://169.254.169.254/latest/meta-data/" }),
         ),
         (
             "A denied escape: reading ../../etc/passwd from the mount",
             "hostile-fs",
             "demo-agent",
+            &keys.agent,
+            None,
             json!({ "attack": "dotdot" }),
         ),
         (
             "A denied escape: writing into the read-only mount",
             "hostile-fs",
             "demo-agent",
+            &keys.agent,
+            None,
             json!({ "attack": "write-ro" }),
         ),
         (
             "A denied call: the agent may not use write-note",
             "write-note",
             "demo-agent",
+            &keys.agent,
+            None,
             json!({ "name": "x", "text": "y" }),
         ),
         (
-            "A denied call: an agent nobody registered",
+            "A denied call: alice's delegation does not cover hostile-fs",
+            "hostile-fs",
+            "demo-agent",
+            &keys.agent,
+            Some(&delegation),
+            json!({ "attack": "dotdot" }),
+        ),
+        (
+            "A denied call: someone signing as demo-agent with another key",
             "hello",
-            "stranger",
+            "demo-agent",
+            &stranger,
+            None,
             json!({ "name": "Mallory" }),
         ),
     ];
-    for (i, (title, tool, agent, input)) in steps.into_iter().enumerate() {
+    for (i, (title, tool, agent, key, on_behalf_of, input)) in steps.into_iter().enumerate() {
         println!("[{}] {title}", i + 1);
-        println!("    call      {tool} as {agent} with {input}");
+        let who = on_behalf_of.map_or(String::new(), |_| " on behalf of alice".into());
+        println!("    call      {tool} as {agent}{who} with {input}");
+        let assertion = assertion::sign(key, agent, tool, &input);
         let report = runtime
             .call(CallRequest {
                 tool: tool.into(),
-                agent: agent.into(),
                 input,
+                caller: Caller::Assertion(Secret::new(assertion)),
+                on_behalf_of: on_behalf_of.cloned(),
             })
             .await;
         print_report(&report);
     }
+
     let received = server.received();
     println!(
         "The upstream received {} request(s): {:?}",
         received.len(),
         received.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
+    let jwks = KeyStore::new(&dir.join("state")).jwks()?;
+    for request in &received {
+        if let Some((_, value)) = request.headers.iter().find(|(k, _)| k == "authorization") {
+            println!(
+                "It carried a credential the tool never saw; checked against `warden jwks`: {}",
+                describe_token(value, &jwks)
+            );
+        }
+    }
     let leaked = dir.join("data/pwned.txt").exists();
     println!(
         "Nothing was written into the read-only mount: {}",
@@ -144,6 +198,30 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(if leaked { 1 } else { 0 })
+}
+
+/// Verifies a bearer token against a JWKS the way an upstream would, and shows its claims.
+fn describe_token(header: &str, jwks: &serde_json::Value) -> String {
+    let token = header.trim_start_matches("Bearer ");
+    let Ok(kid) = jwt::peek_header(token).map(|h| h.kid.unwrap_or_default()) else {
+        return "not a JWT".into();
+    };
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid.as_str()))
+        .and_then(|k| k["x"].as_str())
+        .and_then(|x| identity::keys::parse_public(&format!("ed25519:{x}")).ok());
+    match key.map(|k| jwt::verify::<serde_json::Value>(token, &k)) {
+        Some(Ok(c)) => format!(
+            "valid, sub={} act.sub={} aud={} lifetime={}s",
+            c["sub"],
+            c["act"]["sub"],
+            c["aud"],
+            c["exp"].as_i64().unwrap_or(0) - c["iat"].as_i64().unwrap_or(0)
+        ),
+        Some(Err(e)) => format!("INVALID: {e}"),
+        None => "signed by a key not in the JWKS".into(),
+    }
 }
 
 fn print_report(report: &CallReport) {
@@ -174,12 +252,36 @@ fn print_report(report: &CallReport) {
     );
 }
 
-fn write_deployment(dir: &Path, port: u16) -> Result<()> {
-    for sub in ["data", "notes", "scratch", "tools"] {
+struct DemoKeys {
+    agent: SigningKey,
+    alice: SigningKey,
+}
+
+/// Writes the example deployment with fresh keys for the agent and the user alice, and the
+/// upstream's origin as the audience of the minted credential.
+fn write_deployment(dir: &Path, upstream: &str) -> Result<DemoKeys> {
+    for sub in ["data", "notes", "scratch", "tools", "keys"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
-    std::fs::write(dir.join("warden.toml"), DEPLOYMENT)?;
+    let keys = DemoKeys {
+        agent: identity::keys::generate(),
+        alice: identity::keys::generate(),
+    };
+    identity::keys::write_private(&dir.join("keys/demo-agent.key"), &keys.agent)?;
+    identity::keys::write_private(&dir.join("keys/alice.key"), &keys.alice)?;
+    let deployment = DEPLOYMENT.replace(
+        "[agents.demo-agent]\n",
+        &format!(
+            "[agents.demo-agent]\npublic_key = \"{}\"\n",
+            identity::keys::format_public(&keys.agent.verifying_key())
+        ),
+    );
+    let deployment = format!(
+        "{deployment}\n[users.alice]\npublic_key = \"{}\"\n\n[credentials.upstream]\nkind = \"minted\"\naudience = \"{upstream}\"\ntools = [\"http-get\"]\n",
+        identity::keys::format_public(&keys.alice.verifying_key())
+    );
+    std::fs::write(dir.join("warden.toml"), deployment)?;
     std::fs::write(dir.join("data/welcome.txt"), WELCOME)?;
     for (name, component, manifest, bytes) in TOOLS {
         let tool_dir = dir.join("tools").join(name);
@@ -188,12 +290,12 @@ fn write_deployment(dir: &Path, port: u16) -> Result<()> {
         let manifest = if name == "http-get" {
             // The demo's upstream listens on a port chosen at start.
             format!(
-                "{manifest}\n[[egress]]\nurl = \"http://127.0.0.1:{port}/*\"\nmethods = [\"GET\"]\nallow_private = true\n"
+                "{manifest}\n[[egress]]\nurl = \"{upstream}/*\"\nmethods = [\"GET\"]\nallow_private = true\ncredential = \"upstream\"\n"
             )
         } else {
             manifest.to_string()
         };
         std::fs::write(tool_dir.join("tool.toml"), manifest)?;
     }
-    Ok(())
+    Ok(keys)
 }

@@ -5,6 +5,7 @@
 
 mod call;
 mod demo;
+mod keys;
 mod tool;
 
 use crate::deployment::{DEPLOYMENT_FILE, Deployment};
@@ -35,6 +36,15 @@ enum Command {
     Tool(tool::ToolCommand),
     /// Call a tool as an agent.
     Call(call::CallArgs),
+    /// Make an Ed25519 key pair (for an agent, a user or an approver).
+    Keygen(keys::KeygenArgs),
+    /// Issue a delegation: a user lets an agent call some tools on their behalf.
+    Delegate(keys::DelegateArgs),
+    /// Print the JWKS that verifies Warden's minted credentials.
+    Jwks,
+    /// Manage Warden's signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Run the demo: an allowed file read, an allowed HTTP request, denied escapes.
     Demo(demo::DemoArgs),
 }
@@ -67,6 +77,10 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Tool(cmd) => tool::run(&cli.config, cmd).await,
             Command::Call(args) => call::run(&cli.config, args).await,
+            Command::Keygen(args) => keys::keygen(args),
+            Command::Delegate(args) => keys::delegate(args),
+            Command::Jwks => keys::jwks(&cli.config),
+            Command::Keys(command) => keys::keys(&cli.config, command),
             Command::Demo(args) => demo::run(args).await,
         }
     });
@@ -99,6 +113,21 @@ fn init_logging(json: bool) {
     } else {
         builder.init();
     }
+}
+
+/// A private key file given on the command line.
+fn read_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    crate::identity::keys::read_private(path).map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+/// A token given inline, or as @FILE.
+fn read_token(arg: &str) -> anyhow::Result<crate::credentials::Secret> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("{path}: cannot read the token: {e}")))?,
+        None => arg.to_string(),
+    };
+    Ok(crate::credentials::Secret::new(text.trim()))
 }
 
 fn load_deployment(path: &std::path::Path) -> anyhow::Result<Deployment> {

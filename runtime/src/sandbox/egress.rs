@@ -15,6 +15,8 @@ pub struct EgressRule {
     pub methods: Vec<String>,
     /// Allow loopback, private and link-local addresses (never cloud metadata or 0.0.0.0).
     pub allow_private: bool,
+    /// The credential (a name defined by the deployment) the host adds to matching requests.
+    pub credential: Option<String>,
     #[serde(skip)]
     scheme: String,
     #[serde(skip)]
@@ -35,7 +37,12 @@ enum HostPattern {
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 impl EgressRule {
-    pub fn new(url: &str, methods: &[String], allow_private: bool) -> Result<EgressRule, String> {
+    pub fn new(
+        url: &str,
+        methods: &[String],
+        allow_private: bool,
+        credential: Option<String>,
+    ) -> Result<EgressRule, String> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("url `{url}` must start with http:// or https://"))?;
@@ -87,6 +94,7 @@ impl EgressRule {
             url: url.to_string(),
             methods,
             allow_private,
+            credential,
             scheme: scheme.to_string(),
             host,
             port,
@@ -94,11 +102,44 @@ impl EgressRule {
         })
     }
 
+    /// The origin of a rule for one exact host (None for `*.suffix` rules).
+    pub fn origin(&self) -> Option<Origin> {
+        match &self.host {
+            HostPattern::Exact(host) => Some(Origin {
+                scheme: self.scheme.clone(),
+                host: host.clone(),
+                port: self.port,
+            }),
+            HostPattern::Suffix(_) => None,
+        }
+    }
+
     fn matches_host(&self, host: &str) -> bool {
         match &self.host {
             HostPattern::Exact(h) => h == host,
             HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
         }
+    }
+}
+
+/// `scheme://host:port`: where a credential may be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let rule = EgressRule::new(text, &["GET".into()], false, None)?;
+        if rule.path != "/*" && rule.path != "/" {
+            return Err(format!(
+                "`{text}` must be an origin like https://host[:port], without a path"
+            ));
+        }
+        rule.origin()
+            .ok_or_else(|| format!("`{text}` must name one host"))
     }
 }
 
@@ -134,6 +175,14 @@ impl Target {
             port,
             path: uri.path().to_string(),
         })
+    }
+
+    pub fn origin(&self) -> Origin {
+        Origin {
+            scheme: self.scheme.clone(),
+            host: self.host.clone(),
+            port: self.port,
+        }
     }
 
     /// `scheme://host:port/path`, as shown in records (no query: it may carry data).
@@ -343,7 +392,7 @@ mod tests {
 
     fn rule(url: &str, methods: &[&str]) -> EgressRule {
         let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
-        EgressRule::new(url, &methods, false).unwrap()
+        EgressRule::new(url, &methods, false, None).unwrap()
     }
 
     fn target(method: &str, url: &str) -> Target {
@@ -394,11 +443,11 @@ mod tests {
             "https://x.com/../a",
         ] {
             assert!(
-                EgressRule::new(url, &["GET".into()], false).is_err(),
+                EgressRule::new(url, &["GET".into()], false, None).is_err(),
                 "{url}"
             );
         }
-        assert!(EgressRule::new("https://x.com/", &["BREW".into()], false).is_err());
+        assert!(EgressRule::new("https://x.com/", &["BREW".into()], false, None).is_err());
     }
 
     #[test]

@@ -12,10 +12,16 @@
 //! Every request, allowed or denied, is appended to the call's egress log with its reason.
 
 use super::egress::{EgressRule, Target, check_address, match_rule};
+use crate::credentials::mint::Minter;
+use crate::credentials::scrub::{Scrubber, scrub_all};
+use crate::credentials::{Granted, Secret};
+use crate::deployment::CredentialKind;
+use crate::engine::CallContext;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -49,6 +55,23 @@ pub struct EgressRecord {
     pub address: Option<String>,
     pub status: Option<u16>,
     pub response_bytes: u64,
+    /// The credential the host added, if any (never its value).
+    pub credential: Option<CredentialUse>,
+}
+
+/// A credential added to one request, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialUse {
+    pub name: String,
+    pub kind: CredentialKind,
+    pub audience: String,
+    /// Minted: the token's id and expiry.
+    pub jti: Option<String>,
+    pub expires: Option<i64>,
+    /// A static key is a long-lived secret: every use is flagged.
+    pub long_lived: bool,
+    /// Echoes of the credential replaced in the response before the tool saw it.
+    pub scrubbed: usize,
 }
 
 /// The per-call egress log, shared between the hook and the call that reads it afterwards.
@@ -80,9 +103,18 @@ struct Budget {
     deadline: Instant,
 }
 
+/// Everything needed to add credentials to one call's requests.
+#[derive(Clone)]
+pub struct Credentials {
+    pub granted: Arc<HashMap<String, Arc<Granted>>>,
+    pub minter: Arc<Minter>,
+    pub call: CallContext,
+}
+
 /// The `WasiHttpHooks` of one call.
 pub struct EgressHooks {
     rules: Arc<[EgressRule]>,
+    credentials: Credentials,
     log: EgressLog,
     budget: Arc<Budget>,
 }
@@ -90,6 +122,7 @@ pub struct EgressHooks {
 impl EgressHooks {
     pub fn new(
         rules: Arc<[EgressRule]>,
+        credentials: Credentials,
         max_requests: u32,
         max_response_bytes: u64,
         deadline: Instant,
@@ -97,6 +130,7 @@ impl EgressHooks {
     ) -> Self {
         EgressHooks {
             rules,
+            credentials,
             log,
             budget: Arc::new(Budget {
                 requests_left: AtomicU32::new(max_requests),
@@ -173,6 +207,7 @@ impl WasiHttpHooks for EgressHooks {
                     address: None,
                     status: None,
                     response_bytes: 0,
+                    credential: None,
                 });
                 // The guest may still be writing the body; drain it so it sees the denial
                 // instead of a reset connection.
@@ -189,11 +224,23 @@ impl WasiHttpHooks for EgressHooks {
             address: None,
             status: None,
             response_bytes: 0,
+            credential: None,
         });
         let log = self.log.clone();
         let budget = self.budget.clone();
+        let credentials = self.credentials.clone();
         Box::new(async move {
-            let result = send(request, &target, &rule, options, &budget, &log, index).await;
+            let result = send(
+                request,
+                &target,
+                &rule,
+                &credentials,
+                options,
+                &budget,
+                &log,
+                index,
+            )
+            .await;
             if let Err(e) = &result {
                 let denied = matches!(e, Error::HttpRequestDenied);
                 tracing::info!(url = %target.display(), error = ?e, "egress request failed");
@@ -209,10 +256,12 @@ impl WasiHttpHooks for EgressHooks {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send(
-    request: http::Request<WasiBody>,
+    mut request: http::Request<WasiBody>,
     target: &Target,
     rule: &EgressRule,
+    credentials: &Credentials,
     options: Option<RequestOptions>,
     budget: &Arc<Budget>,
     log: &EgressLog,
@@ -243,6 +292,21 @@ async fn send(
         drain(request.into_body());
         return Err(Error::HttpRequestDenied);
     }
+    // Only now, with the rule and the address checked, is the credential added.
+    let secrets = match &rule.credential {
+        Some(name) => match inject(&mut request, name, target, credentials) {
+            Ok((secret, used)) => {
+                log.update(index, |r| r.credential = Some(used));
+                vec![secret.expose().as_bytes().to_vec()]
+            }
+            Err(reason) => {
+                log.update(index, |r| r.reason = Some(reason));
+                drain(request.into_body());
+                return Err(Error::HttpRequestDenied);
+            }
+        },
+        None => Vec::new(),
+    };
     let (stream, address) = connect(&addresses, connect_timeout).await?;
     log.update(index, |r| r.address = Some(address.to_string()));
 
@@ -273,17 +337,37 @@ async fn send(
         .map_err(|_| Error::ConnectionReadTimeout)??;
     log.update(index, |r| r.status = Some(response.status().as_u16()));
 
-    let response = response.map(|incoming| {
-        CountedBody {
-            inner: incoming.map_err(Error::from).boxed_unsync(),
-            budget: budget.clone(),
-            log: log.clone(),
-            index,
-            between_bytes,
-            timer: Box::pin(tokio::time::sleep(between_bytes)),
+    let (mut parts, incoming) = response.into_parts();
+    let mut scrubbed = 0;
+    for value in parts.headers.values_mut() {
+        let (clean, n) = scrub_all(&secrets, value.as_bytes());
+        if n > 0 {
+            *value = http::HeaderValue::from_bytes(&clean)
+                .expect("scrubbing keeps a header value valid");
+            scrubbed += n;
         }
-        .boxed_unsync()
+    }
+    let scrubber = (!secrets.is_empty()).then(|| Scrubber::new(secrets));
+    if scrubber.is_some() {
+        // The body may shrink or grow by the marker; its declared length no longer holds.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    log.update(index, |r| {
+        if let Some(c) = &mut r.credential {
+            c.scrubbed = scrubbed;
+        }
     });
+    let body = CountedBody {
+        inner: incoming.map_err(Error::from).boxed_unsync(),
+        budget: budget.clone(),
+        log: log.clone(),
+        index,
+        between_bytes,
+        timer: Box::pin(tokio::time::sleep(between_bytes)),
+        scrubber,
+        done: false,
+    };
+    let response = http::Response::from_parts(parts, body.boxed_unsync());
     let io = async move {
         match conn.await {
             Ok(result) => result.map_err(Error::from),
@@ -291,6 +375,54 @@ async fn send(
         }
     };
     Ok((response, Box::new(io)))
+}
+
+/// Adds the credential `name` to `request`, minting one for this call if it is minted.
+fn inject(
+    request: &mut http::Request<WasiBody>,
+    name: &str,
+    target: &Target,
+    credentials: &Credentials,
+) -> Result<(Secret, CredentialUse), String> {
+    let granted = credentials
+        .granted
+        .get(name)
+        .ok_or_else(|| format!("credential `{name}` is not granted to this tool"))?;
+    // The rule and the grant agree on the origin; check the request once more anyway.
+    if target.origin() != granted.origin {
+        return Err(format!(
+            "credential `{name}` may only be sent to {}",
+            granted.audience
+        ));
+    }
+    let (secret, minted) = match granted.kind {
+        CredentialKind::Minted => {
+            let (token, minted) = credentials.minter.mint(granted, &credentials.call);
+            (token, Some(minted))
+        }
+        CredentialKind::Static => (
+            granted
+                .secret
+                .clone()
+                .ok_or("static credential without a secret")?,
+            None,
+        ),
+    };
+    let mut value = http::HeaderValue::from_str(&format!("{}{}", granted.prefix, secret.expose()))
+        .map_err(|_| format!("credential `{name}` is not a valid header value"))?;
+    value.set_sensitive(true);
+    request.headers_mut().insert(granted.header.clone(), value);
+    tracing::info!(credential = name, kind = ?granted.kind, jti = ?minted.as_ref().map(|m| &m.jti), "credential added");
+    let used = CredentialUse {
+        name: name.to_string(),
+        kind: granted.kind,
+        audience: granted.audience.clone(),
+        jti: minted.as_ref().map(|m| m.jti.clone()),
+        expires: minted.map(|m| m.expires),
+        long_lived: granted.kind == CredentialKind::Static,
+        scrubbed: 0,
+    };
+    Ok((secret, used))
 }
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
@@ -378,7 +510,8 @@ fn drain(body: WasiBody) {
     });
 }
 
-/// A response body that counts bytes against the call's budget and times out between frames.
+/// A response body that counts bytes against the call's budget, times out between frames,
+/// and replaces echoes of the request's credential.
 struct CountedBody {
     inner: WasiBody,
     budget: Arc<Budget>,
@@ -386,6 +519,21 @@ struct CountedBody {
     index: usize,
     between_bytes: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    scrubber: Option<Scrubber>,
+    done: bool,
+}
+
+impl CountedBody {
+    fn record_scrubbed(&self) {
+        if let Some(s) = &self.scrubber {
+            let n = s.replaced;
+            self.log.update(self.index, |r| {
+                if let Some(c) = &mut r.credential {
+                    c.scrubbed += n;
+                }
+            });
+        }
+    }
 }
 
 impl http_body::Body for CountedBody {
@@ -417,7 +565,22 @@ impl http_body::Body for CountedBody {
                 }
                 let next = Instant::now() + self.between_bytes;
                 self.timer.as_mut().reset(next);
+                let frame = match (frame.into_data(), &mut self.scrubber) {
+                    (Ok(data), Some(scrubber)) => Frame::data(Bytes::from(scrubber.feed(&data))),
+                    (Ok(data), None) => Frame::data(data),
+                    (Err(trailers), _) => trailers,
+                };
                 Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                self.record_scrubbed();
+                match self.scrubber.as_mut().map(Scrubber::finish) {
+                    Some(rest) if !rest.is_empty() => {
+                        Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))))
+                    }
+                    _ => Poll::Ready(None),
+                }
             }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
@@ -428,7 +591,7 @@ impl http_body::Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done || (self.scrubber.is_none() && self.inner.is_end_stream())
     }
 }
 

@@ -9,13 +9,16 @@ pub mod fs;
 pub mod http;
 pub mod limits;
 
+use crate::credentials::Granted;
+use crate::credentials::mint::Minter;
 use crate::engine::CallContext;
 use crate::manifest::{Limits, MountMode};
 use anyhow::{Context as _, Result};
 use egress::EgressRule;
 use fs::Mount;
-use http::{EgressHooks, EgressLog};
+use http::{Credentials, EgressHooks, EgressLog};
 use limits::{Capture, MemoryLimiter};
+use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -26,6 +29,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub struct Grants {
     pub mounts: Vec<Mount>,
     pub egress: Arc<[EgressRule]>,
+    /// The credentials the egress rules name, as the deployment defines them.
+    pub credentials: Arc<HashMap<String, Arc<Granted>>>,
     pub limits: Limits,
 }
 
@@ -51,6 +56,7 @@ impl CallState {
     /// and no name lookups, captured stdio, and the egress mediator.
     pub fn new(
         grants: &Grants,
+        minter: Arc<Minter>,
         context: CallContext,
         stdin: Option<Vec<u8>>,
         deadline: tokio::time::Instant,
@@ -89,8 +95,14 @@ impl CallState {
                     format!("opening mount {} ({})", mount.guest, mount.host.display())
                 })?;
         }
+        let credentials = Credentials {
+            granted: grants.credentials.clone(),
+            minter,
+            call: context.clone(),
+        };
         let hooks = EgressHooks::new(
             grants.egress.clone(),
+            credentials,
             grants.limits.egress_requests,
             grants.limits.response_bytes.0,
             deadline,

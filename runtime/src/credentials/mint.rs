@@ -1,0 +1,235 @@
+//! Warden's own signing keys and the credentials it mints with them.
+//!
+//! Keys live in `<state>/keys/` (one PKCS#8 file per key, 0600; `current` names the key in
+//! use). `warden keys rotate` makes a new current key; retired keys stay in the JWKS until
+//! every token they signed has expired, so upstreams never see a valid token they cannot check.
+
+use super::Granted;
+use crate::deployment::MAX_CREDENTIAL_LIFETIME;
+use crate::engine::CallContext;
+use crate::identity::{jwt, keys};
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The `iss` of every minted credential.
+pub const ISSUER: &str = "warden";
+
+/// The key that signs credentials, with its key id.
+pub struct Minter {
+    kid: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("kid", &self.kid)
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    sub: &'a str,
+}
+
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    iss: &'a str,
+    /// The user, or the agent when the call is on nobody's behalf.
+    sub: &'a str,
+    act: Actor<'a>,
+    aud: &'a str,
+    scope: &'a str,
+    jti: &'a str,
+    iat: i64,
+    exp: i64,
+    /// The Warden call this token was minted for.
+    call_id: &'a str,
+}
+
+/// What is recorded of a minted token (never the token).
+#[derive(Debug, Clone, Serialize)]
+pub struct Minted {
+    pub jti: String,
+    pub expires: i64,
+}
+
+impl Minter {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn mint(&self, credential: &Granted, call: &CallContext) -> (super::Secret, Minted) {
+        let iat = jwt::now();
+        let exp = iat + credential.lifetime.as_secs() as i64;
+        let jti = uuid::Uuid::new_v4().to_string();
+        let claims = MintedClaims {
+            iss: ISSUER,
+            sub: call.user.as_deref().unwrap_or(&call.agent),
+            act: Actor { sub: &call.agent },
+            aud: &credential.audience,
+            scope: &credential.scope,
+            jti: &jti,
+            iat,
+            exp,
+            call_id: &call.call_id,
+        };
+        let token = jwt::sign(&self.key, Some(&self.kid), &claims);
+        (super::Secret::new(token), Minted { jti, expires: exp })
+    }
+}
+
+/// The key directory of a state directory.
+pub struct KeyStore {
+    dir: PathBuf,
+}
+
+impl KeyStore {
+    pub fn new(state_dir: &Path) -> KeyStore {
+        KeyStore {
+            dir: state_dir.join("keys"),
+        }
+    }
+
+    /// The current signing key, made on first use.
+    pub fn current(&self) -> Result<Minter> {
+        match std::fs::read_to_string(self.dir.join("current")) {
+            Ok(kid) => self.load(kid.trim()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let kid = self.create()?;
+                self.load(&kid)
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("reading {}", self.dir.join("current").display()))
+            }
+        }
+    }
+
+    fn load(&self, kid: &str) -> Result<Minter> {
+        let key = keys::read_private(&self.dir.join(format!("{kid}.key")))?;
+        Ok(Minter {
+            kid: kid.to_string(),
+            key,
+        })
+    }
+
+    /// A new key, made current; the previous one is retired (kept in the JWKS for a while).
+    pub fn rotate(&self) -> Result<String> {
+        let previous = std::fs::read_to_string(self.dir.join("current")).ok();
+        let kid = self.create()?;
+        if let Some(previous) = previous {
+            std::fs::write(
+                self.dir.join(format!("{}.retired", previous.trim())),
+                jwt::now().to_string(),
+            )?;
+        }
+        self.prune()?;
+        Ok(kid)
+    }
+
+    fn create(&self) -> Result<String> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let key = keys::generate();
+        let kid = key_id(&key.verifying_key());
+        keys::write_private(&self.dir.join(format!("{kid}.key")), &key)?;
+        crate::engine::write_atomically(&self.dir.join("current"), kid.as_bytes())?;
+        Ok(kid)
+    }
+
+    /// Keys whose tokens may still be valid: the current ones and recently retired ones.
+    fn live_keys(&self) -> Result<Vec<(String, ed25519_dalek::VerifyingKey)>> {
+        let mut live = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(live);
+        };
+        let horizon = jwt::now() - MAX_CREDENTIAL_LIFETIME.as_secs() as i64 - 60;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(kid) = name.strip_suffix(".key") else {
+                continue;
+            };
+            let retired: Option<i64> =
+                std::fs::read_to_string(self.dir.join(format!("{kid}.retired")))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+            if retired.is_some_and(|at| at < horizon) {
+                continue;
+            }
+            live.push((kid.to_string(), self.load(kid)?.key.verifying_key()));
+        }
+        live.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(live)
+    }
+
+    fn prune(&self) -> Result<()> {
+        let live: Vec<String> = self.live_keys()?.into_iter().map(|(kid, _)| kid).collect();
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kid = name.split('.').next().unwrap_or("");
+            if (name.ends_with(".key") || name.ends_with(".retired"))
+                && !live.iter().any(|k| k == kid)
+            {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The public keys upstreams verify minted tokens with (RFC 7517, OKP/Ed25519).
+    pub fn jwks(&self) -> Result<serde_json::Value> {
+        self.current()?;
+        let keys: Vec<serde_json::Value> = self
+            .live_keys()?
+            .into_iter()
+            .map(|(kid, key)| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()),
+                    "kid": kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+}
+
+fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_old_key_in_the_jwks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path());
+        let first = store.current().unwrap().kid().to_string();
+        assert_eq!(store.current().unwrap().kid(), first);
+        let second = store.rotate().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(store.current().unwrap().kid(), second);
+        let jwks = store.jwks().unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert!(
+            kids.contains(&first.as_str()) && kids.contains(&second.as_str()),
+            "{kids:?}"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Principals and their proofs: agent keys, call assertions, user delegations.
+
+pub mod assertion;
+pub mod delegation;
+pub mod jwt;
+pub mod keys;
