@@ -5,9 +5,14 @@
 //! Run: `cargo bench -p warden --bench call`. The README records the medians and the ratio.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::SigningKey;
 use serde_json::json;
 use std::path::Path;
+use warden::call::Caller;
+use warden::credentials::Secret;
 use warden::engine::{CallContext, ToolPre, warden::tool::context};
+use warden::identity::{assertion, delegation, keys};
+use warden::loopback::LoopbackServer;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -50,36 +55,75 @@ async fn bare_call(engine: &Engine, pre: &ToolPre<Bare>, input: &str) -> String 
     tool.call_invoke(&mut store, input).await.unwrap().unwrap()
 }
 
-fn deployment() -> tempfile::TempDir {
+/// A deployment with `hello` and `http-get`; http-get may reach `credentialed` with a minted
+/// credential and `plain` without one.
+fn deployment(
+    agent: &SigningKey,
+    user: &SigningKey,
+    credentialed: &str,
+    plain: &str,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let tool = dir.path().join("tools/hello");
-    std::fs::create_dir_all(&tool).unwrap();
-    for entry in std::fs::read_dir(Path::new(warden::BUILT_TOOLS_DIR).join("hello")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tool.join(entry.file_name())).unwrap();
+    for name in ["hello", "http-get"] {
+        let tool = dir.path().join("tools").join(name);
+        std::fs::create_dir_all(&tool).unwrap();
+        for entry in std::fs::read_dir(Path::new(warden::BUILT_TOOLS_DIR).join(name)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), tool.join(entry.file_name())).unwrap();
+        }
     }
+    let manifest = dir.path().join("tools/http-get/tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let kept = text.split("[[egress]]").next().unwrap();
+    std::fs::write(
+        &manifest,
+        format!(
+            "{kept}[[egress]]\nurl = \"{credentialed}/*\"\nallow_private = true\ncredential = \"upstream\"\n\n\
+             [[egress]]\nurl = \"{plain}/*\"\nallow_private = true\n"
+        ),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("warden.toml"),
-        "tool_dirs = [\"tools\"]\n[agents.bench]\ntools = [\"hello\"]\n",
+        format!(
+            "tool_dirs = [\"tools\"]\n[agents.bench]\npublic_key = \"{}\"\ntools = [\"hello\", \"http-get\"]\n\
+             [users.ada]\npublic_key = \"{}\"\n\
+             [credentials.upstream]\naudience = \"{credentialed}\"\ntools = [\"http-get\"]\n",
+            keys::format_public(&agent.verifying_key()),
+            keys::format_public(&user.verifying_key()),
+        ),
     )
     .unwrap();
     dir
 }
 
 fn calls(c: &mut Criterion) {
+    let agent = keys::generate();
+    let user = keys::generate();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let dir = deployment();
+    let (credentialed, plain) = rt.block_on(async {
+        (
+            LoopbackServer::start().await.unwrap(),
+            LoopbackServer::start().await.unwrap(),
+        )
+    });
+    let dir = deployment(&agent, &user, &credentialed.url(""), &plain.url(""));
     let runtime =
         warden::Runtime::new(warden::Deployment::load(&dir.path().join("warden.toml")).unwrap())
             .unwrap();
+    // The agent proves its key once, as a long-lived caller (an MCP server) would.
+    let session = runtime
+        .authenticate(&Secret::new(assertion::sign_session(&agent, "bench")))
+        .unwrap();
     let request = warden::CallRequest {
         tool: "hello".into(),
-        agent: "bench".into(),
         input: json!({ "name": "bench" }),
+        caller: Caller::Session(session.clone()),
+        on_behalf_of: None,
     };
     let first = rt.block_on(runtime.call(request.clone()));
     assert!(first.error.is_none(), "{:?}", first.error);
@@ -128,6 +172,49 @@ fn calls(c: &mut Criterion) {
         "median bare {bare:.1} µs, mediated {mediated:.1} µs, ratio {:.2}",
         mediated / bare
     );
+
+    // On behalf of a user, one loopback request: with a minted credential, and without.
+    let delegation = Secret::new(delegation::issue(
+        &user,
+        "ada",
+        "bench",
+        &["http-get".into()],
+        std::time::Duration::from_secs(3600),
+    ));
+    let fetch = |url: String| warden::CallRequest {
+        tool: "http-get".into(),
+        input: json!({ "url": url }),
+        caller: Caller::Session(session.clone()),
+        on_behalf_of: Some(delegation.clone()),
+    };
+    let with_credential = fetch(credentialed.url("/data"));
+    let without_credential = fetch(plain.url("/data"));
+    for request in [&with_credential, &without_credential] {
+        let report = rt.block_on(runtime.call(request.clone()));
+        assert!(report.error.is_none(), "{:?}", report.error);
+    }
+    assert!(
+        credentialed.received()[0]
+            .headers
+            .iter()
+            .any(|(k, _)| k == "authorization")
+    );
+    assert!(
+        !plain.received()[0]
+            .headers
+            .iter()
+            .any(|(k, _)| k == "authorization")
+    );
+    let mut group = c.benchmark_group("call http-get on behalf of a user");
+    group.bench_function("minted credential", |b| {
+        b.to_async(&rt)
+            .iter(|| runtime.call(with_credential.clone()))
+    });
+    group.bench_function("no credential", |b| {
+        b.to_async(&rt)
+            .iter(|| runtime.call(without_credential.clone()))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, calls);
