@@ -62,6 +62,11 @@ guest = "/data"
 host = "data"
 
 [[mounts]]
+tool = "hostile-spy"
+guest = "/data"
+host = "data"
+
+[[mounts]]
 tool = "hostile-fs"
 guest = "/scratch"
 host = "scratch"

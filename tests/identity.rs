@@ -1,0 +1,569 @@
+//! Principals, delegation and credentials, with real keys and real servers on loopback: the
+//! upstream checks Warden's minted tokens with an ordinary JWT library against `warden jwks`,
+//! and a hostile tool looks for the credential everywhere and finds nothing.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use warden::ErrorKind;
+use warden::identity::{delegation, jwt};
+use warden::loopback::LoopbackServer;
+
+/// The static API key of the `legacy` upstream; it lives in a 0600 file.
+const API_KEY: &str = "sk-live-static-api-key-0123456789";
+
+/// A deployment where `hostile-spy` and `http-get` may reach `minted` (with a token minted
+/// per call), `legacy` (with a static key) and `own` (a host the tool controls, no credential).
+struct Upstreams {
+    f: Fixture,
+    minted: LoopbackServer,
+    legacy: LoopbackServer,
+    own: LoopbackServer,
+}
+
+async fn upstreams(lifetime: &str) -> Upstreams {
+    let (minted, legacy, own) = (
+        LoopbackServer::start().await.unwrap(),
+        LoopbackServer::start().await.unwrap(),
+        LoopbackServer::start().await.unwrap(),
+    );
+    let f = Fixture::new();
+    let key_file = f.path().join("legacy.key");
+    std::fs::write(&key_file, API_KEY).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    f.extend_deployment(&format!(
+        r#"
+[secrets.legacy-key]
+file = "legacy.key"
+
+[credentials.tracker]
+kind = "minted"
+audience = "{minted}"
+lifetime = "{lifetime}"
+scope = "issues:read"
+tools = ["hostile-spy", "http-get"]
+
+[credentials.legacy]
+kind = "static"
+audience = "{legacy}"
+secret = "legacy-key"
+header = "x-api-key"
+prefix = ""
+tools = ["hostile-spy"]
+"#,
+        minted = minted.url(""),
+        legacy = legacy.url(""),
+    ));
+    let rules = format!(
+        "[[egress]]\nurl = \"{}/*\"\nallow_private = true\ncredential = \"tracker\"\n\n\
+         [[egress]]\nurl = \"{}/*\"\nallow_private = true\ncredential = \"legacy\"\n\n\
+         [[egress]]\nurl = \"{}/*\"\nallow_private = true\n",
+        minted.url(""),
+        legacy.url(""),
+        own.url(""),
+    );
+    f.install_tool("hostile-spy", Some(&rules));
+    let http_get_rules = rules.replace("credential = \"legacy\"\n", "");
+    f.install_tool("http-get", Some(&http_get_rules));
+    Upstreams {
+        f,
+        minted,
+        legacy,
+        own,
+    }
+}
+
+fn delegation_from_alice(agent: &str, tools: &[&str]) -> String {
+    let tools: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
+    delegation::issue(
+        &agent_key("alice"),
+        "alice",
+        agent,
+        &tools,
+        std::time::Duration::from_secs(600),
+    )
+}
+
+/// The bearer tokens a server received.
+fn tokens(server: &LoopbackServer) -> Vec<String> {
+    server
+        .received()
+        .iter()
+        .filter_map(|r| r.headers.iter().find(|(k, _)| k == "authorization"))
+        .map(|(_, v)| v.trim_start_matches("Bearer ").to_string())
+        .collect()
+}
+
+/// Verifies a token the way an upstream would: jsonwebtoken, Warden's JWKS, leeway 0.
+fn verify_as_upstream(
+    token: &str,
+    jwks: &Value,
+    audience: &str,
+) -> Result<Value, jsonwebtoken::errors::Error> {
+    let kid = jsonwebtoken::decode_header(token)?.kid.unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap();
+    let key = DecodingKey::from_ed_components(jwk["x"].as_str().unwrap())?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&["warden"]);
+    validation.leeway = 0;
+    Ok(jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims)
+}
+
+#[tokio::test]
+async fn the_upstream_verifies_a_token_minted_per_call_for_the_user_and_agent() {
+    let u = upstreams("30s").await;
+    let runtime = u.f.runtime();
+    let on_behalf = delegation_from_alice(AGENT, &["http-get"]);
+    for _ in 0..2 {
+        let report = runtime
+            .call(request(
+                AGENT,
+                "http-get",
+                json!({ "url": u.minted.url("/echo-headers") }),
+                Some(&on_behalf),
+            ))
+            .await;
+        let out = ok(&report);
+        assert!(
+            out["body"].as_str().unwrap().contains("Bearer [REDACTED]"),
+            "{out}"
+        );
+        assert_eq!(report.user.as_deref(), Some("alice"));
+        let used = report.egress[0].credential.as_ref().unwrap();
+        assert_eq!(used.name, "tracker");
+        assert!(used.scrubbed >= 1);
+        assert!(!used.long_lived);
+    }
+    let jwks: Value = serde_json::from_slice(&u.f.run(&["jwks"]).stdout).unwrap();
+    let tokens = tokens(&u.minted);
+    assert_eq!(tokens.len(), 2);
+    let mut ids = Vec::new();
+    for token in &tokens {
+        let claims = verify_as_upstream(token, &jwks, &u.minted.url(""))
+            .expect("the upstream accepts the token");
+        assert_eq!(claims["sub"], "alice");
+        assert_eq!(claims["act"]["sub"], AGENT);
+        assert_eq!(claims["aud"], u.minted.url(""));
+        assert_eq!(claims["scope"], "issues:read");
+        assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 30);
+        ids.push(claims["jti"].as_str().unwrap().to_string());
+        // A token for this upstream is useless anywhere else.
+        assert!(verify_as_upstream(token, &jwks, &u.legacy.url("")).is_err());
+    }
+    assert_ne!(ids[0], ids[1], "jti must be fresh per call");
+}
+
+#[tokio::test]
+async fn without_a_user_the_token_names_the_agent() {
+    let u = upstreams("30s").await;
+    let report = call(
+        &u.f.runtime(),
+        "http-get",
+        json!({ "url": u.minted.url("/x") }),
+    )
+    .await;
+    ok(&report);
+    let jwks: Value = serde_json::from_slice(&u.f.run(&["jwks"]).stdout).unwrap();
+    let claims = verify_as_upstream(&tokens(&u.minted)[0], &jwks, &u.minted.url("")).unwrap();
+    assert_eq!(claims["sub"], AGENT);
+    assert_eq!(claims["act"]["sub"], AGENT);
+}
+
+#[tokio::test]
+async fn a_token_presented_after_its_lifetime_is_rejected_by_the_upstream() {
+    let u = upstreams("1s").await;
+    ok(&call(
+        &u.f.runtime(),
+        "http-get",
+        json!({ "url": u.minted.url("/x") }),
+    )
+    .await);
+    let jwks: Value = serde_json::from_slice(&u.f.run(&["jwks"]).stdout).unwrap();
+    let token = tokens(&u.minted).remove(0);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let error = verify_as_upstream(&token, &jwks, &u.minted.url("")).unwrap_err();
+    assert_eq!(
+        *error.kind(),
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature
+    );
+}
+
+// Multi-threaded: the test blocks on the CLI while its loopback servers must keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spy_finds_no_credential_anywhere_and_cannot_send_one_to_its_own_host() {
+    let u = upstreams("60s").await;
+    // Even a copy of the key file inside the tool's mount would be found: there is none.
+    let urls = [
+        u.minted.url("/echo-headers"),
+        u.legacy.url("/echo-headers"),
+        u.own.url("/echo-headers"),
+        u.minted.url("/redirect"),
+    ];
+    let on_behalf = delegation_from_alice(AGENT, &["hostile-spy"]);
+    let out =
+        u.f.cli()
+            .args([
+                "call",
+                "hostile-spy",
+                "--agent",
+                AGENT,
+                "--json",
+                "--on-behalf-of",
+                &on_behalf,
+            ])
+            .args(["--input", &json!({ "urls": urls }).to_string()])
+            .env("WARDEN_LOG", "debug")
+            .env("LEGACY_KEY_IN_ENV", API_KEY)
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = &envelope["output"];
+    assert_eq!(seen["env"], json!([]));
+    assert_eq!(seen["context"]["user"], "alice");
+    let bodies: Vec<&str> = seen["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"].as_str().unwrap_or(""))
+        .collect();
+    assert!(bodies[0].contains("Bearer [REDACTED]"), "{bodies:?}");
+    assert!(bodies[1].contains("[REDACTED]"), "{bodies:?}");
+
+    // The credentialed upstreams got their credentials; the tool's own host got none.
+    let minted = tokens(&u.minted);
+    assert_eq!(minted.len(), 2, "one token per credentialed request");
+    assert!(
+        u.legacy.received()[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-api-key" && v == API_KEY)
+    );
+    for request in u.own.received() {
+        assert!(
+            !request
+                .headers
+                .iter()
+                .any(|(k, _)| k == "authorization" || k == "x-api-key"),
+            "{request:?}"
+        );
+    }
+
+    // No secret and no minted token in anything the tool or the caller sees, in the logs, or
+    // in any file Warden wrote.
+    let mut haystacks = vec![stdout(&out), stderr(&out)];
+    for file in files_under(&u.f.path().join("state")) {
+        haystacks.push(String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned());
+    }
+    for needle in minted.iter().map(String::as_str).chain([API_KEY]) {
+        for (i, hay) in haystacks.iter().enumerate() {
+            assert!(!hay.contains(needle), "haystack {i} contains a secret");
+        }
+    }
+    assert!(
+        stderr(&out).contains("credential added"),
+        "the debug log was captured"
+    );
+    let egress = envelope["egress"].as_array().unwrap();
+    assert_eq!(egress[1]["credential"]["long_lived"], true);
+    assert_eq!(egress[2]["credential"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_tool_learns_who_it_runs_for() {
+    let f = Fixture::new();
+    let on_behalf = delegation_from_alice(AGENT, &["hello"]);
+    let report = f
+        .runtime()
+        .call(request(
+            AGENT,
+            "hello",
+            json!({ "name": "x" }),
+            Some(&on_behalf),
+        ))
+        .await;
+    let out = ok(&report);
+    assert_eq!(out["user"], "alice");
+    assert_eq!(out["agent"], AGENT);
+}
+
+// ---- refusals ----------------------------------------------------------------------------
+
+fn denied_because(report: &warden::CallReport, reason: &str) {
+    assert_eq!(failed(report), ErrorKind::Denied);
+    let message = &report.error.as_ref().unwrap().message;
+    assert!(message.contains(reason), "`{reason}` not in: {message}");
+}
+
+#[test]
+fn a_wrong_agent_key_is_refused() {
+    let f = Fixture::new();
+    let out = f
+        .cli()
+        .args([
+            "call",
+            "hello",
+            "--agent",
+            AGENT,
+            "--input",
+            r#"{"name":"x"}"#,
+        ])
+        .arg("--agent-key")
+        .arg(f.key_file("limited"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("signature does not verify"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_assertion_is_refused_even_by_another_process() {
+    let f = Fixture::new();
+    let req = request(AGENT, "hello", json!({ "name": "x" }), None);
+    ok(&f.runtime().call(req.clone()).await);
+    // A second runtime on the same state directory stands for another `warden` process.
+    denied_because(&f.runtime().call(req).await, "replay");
+}
+
+#[tokio::test]
+async fn an_assertion_for_another_call_or_an_expired_one_is_refused() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let mut req = request(AGENT, "hello", json!({ "name": "x" }), None);
+    req.input = json!({ "name": "changed" });
+    denied_because(&runtime.call(req).await, "different input");
+
+    let now = jwt::now();
+    let expired = jwt::sign(
+        &agent_key(AGENT),
+        None,
+        &json!({ "sub": AGENT, "aud": "warden", "tool": "hello", "input_sha256": warden::identity::assertion::input_digest(&json!({"name":"x"})), "iat": now - 120, "exp": now - 60, "jti": "old" }),
+    );
+    let mut req = request(AGENT, "hello", json!({ "name": "x" }), None);
+    req.caller = warden::call::Caller::Assertion(warden::credentials::Secret::new(expired));
+    denied_because(&runtime.call(req).await, "expired");
+}
+
+#[tokio::test]
+async fn delegations_are_checked() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let hello = |on_behalf: &str| request(AGENT, "hello", json!({ "name": "x" }), Some(on_behalf));
+
+    let for_another_agent = delegation_from_alice("limited", &["hello"]);
+    denied_because(
+        &runtime.call(hello(&for_another_agent)).await,
+        "issued to agent `limited`",
+    );
+
+    let out_of_scope = delegation_from_alice(AGENT, &["read-file"]);
+    denied_because(
+        &runtime.call(hello(&out_of_scope)).await,
+        "not in the scope",
+    );
+
+    let now = jwt::now();
+    let expired = jwt::sign(
+        &agent_key("alice"),
+        None,
+        &json!({ "iss": "user:alice", "sub": "alice", "act": { "sub": AGENT }, "azp": AGENT, "scope": "hello", "iat": now - 120, "exp": now - 60, "jti": "d-old" }),
+    );
+    denied_because(&runtime.call(hello(&expired)).await, "expired");
+
+    // Signed by someone who is not alice.
+    let forged = delegation::issue(
+        &agent_key("bob"),
+        "alice",
+        AGENT,
+        &["hello".into()],
+        std::time::Duration::from_secs(60),
+    );
+    denied_because(&runtime.call(hello(&forged)).await, "signature");
+
+    // A delegation never widens the agent's own rights: `limited` may only call hello.
+    let wide = delegation_from_alice("limited", &["write-note"]);
+    let report = runtime
+        .call(request(
+            "limited",
+            "write-note",
+            json!({ "name": "x", "text": "y" }),
+            Some(&wide),
+        ))
+        .await;
+    denied_because(&report, "deny by default");
+}
+
+#[test]
+fn an_expired_delegation_is_refused_by_the_cli_with_exit_3() {
+    let f = Fixture::new();
+    let now = jwt::now();
+    let expired = jwt::sign(
+        &agent_key("alice"),
+        None,
+        &json!({ "iss": "user:alice", "sub": "alice", "act": { "sub": AGENT }, "azp": AGENT, "scope": "hello", "iat": now - 120, "exp": now - 60, "jti": "d-old" }),
+    );
+    let file = f.path().join("delegation.jwt");
+    std::fs::write(&file, expired).unwrap();
+    let out = f
+        .cli()
+        .args([
+            "call",
+            "hello",
+            "--agent",
+            AGENT,
+            "--input",
+            r#"{"name":"x"}"#,
+            "--on-behalf-of",
+        ])
+        .arg(format!("@{}", file.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_secret_file_readable_by_others_is_refused() {
+    let u = upstreams("60s").await;
+    std::fs::set_permissions(
+        u.f.path().join("legacy.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = u.f.run(&[
+        "call",
+        "hostile-spy",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"urls":[]}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("0644") && err.contains("legacy-key"), "{err}");
+    assert!(!err.contains(API_KEY));
+}
+
+#[tokio::test]
+async fn a_credential_goes_only_where_the_deployment_binds_it() {
+    // A manifest that attaches `tracker` to the tool's own host cannot be loaded.
+    let u = upstreams("60s").await;
+    u.f.install_tool(
+        "http-get",
+        Some(&format!(
+            "[[egress]]\nurl = \"{}/*\"\nallow_private = true\ncredential = \"tracker\"\n",
+            u.own.url("")
+        )),
+    );
+    let report = call(
+        &u.f.runtime(),
+        "http-get",
+        json!({ "url": u.own.url("/x") }),
+    )
+    .await;
+    assert_eq!(failed(&report), ErrorKind::InvalidTool);
+    assert!(
+        report
+            .error
+            .unwrap()
+            .message
+            .contains("may only be sent to")
+    );
+    assert!(u.own.received().is_empty());
+}
+
+#[test]
+fn keygen_and_delegate_from_the_cli() {
+    let f = Fixture::new();
+    let key = f.path().join("new.key");
+    let out = f
+        .cli()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ed25519:"));
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = f
+        .cli()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a key file is never overwritten"
+    );
+
+    let out = f
+        .cli()
+        .args([
+            "delegate",
+            "--user",
+            "alice",
+            "--agent",
+            AGENT,
+            "--tools",
+            "hello,read-file",
+            "--ttl",
+            "5m",
+            "--user-key",
+        ])
+        .arg(f.key_file("alice"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    let call = f.run(&[
+        "call",
+        "hello",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"name":"x"}"#,
+        "--on-behalf-of",
+        &token,
+        "--json",
+    ]);
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    let envelope: Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert_eq!(envelope["user"], "alice");
+    assert_eq!(envelope["output"]["user"], "alice");
+}
+
+#[test]
+fn rotation_keeps_tokens_verifiable() {
+    let f = Fixture::new();
+    let before: Value = serde_json::from_slice(&f.run(&["jwks"]).stdout).unwrap();
+    assert_eq!(f.run(&["keys", "rotate"]).status.code(), Some(0));
+    let after: Value = serde_json::from_slice(&f.run(&["jwks"]).stdout).unwrap();
+    let old_kid = &before["keys"][0]["kid"];
+    assert!(
+        after["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| &k["kid"] == old_kid)
+    );
+    assert_eq!(after["keys"].as_array().unwrap().len(), 2);
+}
