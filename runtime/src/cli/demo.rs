@@ -231,15 +231,21 @@ fn print_report(report: &CallReport) {
         report.decision.reasons.join("; ")
     );
     for e in &report.egress {
-        let why = e
-            .reason
-            .as_deref()
-            .or(e.rule.as_deref().map(|r| r))
-            .unwrap_or("");
+        let why = e.reason.as_deref().or(e.rule.as_deref()).unwrap_or("");
         println!(
             "    egress    {} {} {} ({why})",
             e.decision, e.method, e.url
         );
+        if let Some(c) = &e.credential {
+            println!(
+                "    credential {} ({:?}, jti {}, audience {}) added by the host; {} echo(es) scrubbed from the response",
+                c.name,
+                c.kind,
+                c.jti.as_deref().unwrap_or("-"),
+                c.audience,
+                c.scrubbed
+            );
+        }
     }
     match (&report.output, &report.error) {
         (Some(output), _) => println!("    result    ok: {output}"),
