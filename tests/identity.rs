@@ -76,6 +76,16 @@ tools = ["hostile-spy"]
     }
 }
 
+/// A delegation from alice to the tester that expired a minute ago.
+fn expired_delegation() -> String {
+    let now = jwt::now();
+    let claims = json!({
+        "iss": "user:alice", "sub": "alice", "act": { "sub": AGENT }, "azp": AGENT,
+        "scope": "hello", "iat": now - 120, "exp": now - 60, "jti": "d-old",
+    });
+    jwt::sign(&agent_key("alice"), None, &claims)
+}
+
 fn delegation_from_alice(agent: &str, tools: &[&str]) -> String {
     let tools: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
     delegation::issue(
@@ -375,12 +385,7 @@ async fn delegations_are_checked() {
         "not in the scope",
     );
 
-    let now = jwt::now();
-    let expired = jwt::sign(
-        &agent_key("alice"),
-        None,
-        &json!({ "iss": "user:alice", "sub": "alice", "act": { "sub": AGENT }, "azp": AGENT, "scope": "hello", "iat": now - 120, "exp": now - 60, "jti": "d-old" }),
-    );
+    let expired = expired_delegation();
     denied_because(&runtime.call(hello(&expired)).await, "expired");
 
     // Signed by someone who is not alice.
@@ -409,12 +414,7 @@ async fn delegations_are_checked() {
 #[test]
 fn an_expired_delegation_is_refused_by_the_cli_with_exit_3() {
     let f = Fixture::new();
-    let now = jwt::now();
-    let expired = jwt::sign(
-        &agent_key("alice"),
-        None,
-        &json!({ "iss": "user:alice", "sub": "alice", "act": { "sub": AGENT }, "azp": AGENT, "scope": "hello", "iat": now - 120, "exp": now - 60, "jti": "d-old" }),
-    );
+    let expired = expired_delegation();
     let file = f.path().join("delegation.jwt");
     std::fs::write(&file, expired).unwrap();
     let out = f
