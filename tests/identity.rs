@@ -567,3 +567,73 @@ fn rotation_keeps_tokens_verifiable() {
     );
     assert_eq!(after["keys"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn an_echo_split_across_chunks_is_scrubbed_too() {
+    let u = upstreams("60s").await;
+    let report = call(
+        &u.f.runtime(),
+        "http-get",
+        json!({ "url": u.minted.url("/echo-headers-split") }),
+    )
+    .await;
+    let body = ok(&report)["body"].as_str().unwrap().to_string();
+    assert!(body.contains("Bearer [REDACTED]"), "{body}");
+    assert!(!body.contains(&tokens(&u.minted)[0]));
+    assert_eq!(report.egress[0].credential.as_ref().unwrap().scrubbed, 1);
+}
+
+#[tokio::test]
+async fn a_trusted_issuer_can_delegate_for_its_users() {
+    use base64::Engine as _;
+    let f = Fixture::new();
+    let idp = agent_key("bob");
+    let jwks = json!({ "keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "idp-1",
+        "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(idp.verifying_key().as_bytes()),
+    }]});
+    std::fs::write(f.path().join("idp.jwks.json"), jwks.to_string()).unwrap();
+    f.extend_deployment("[issuers.corp-idp]\njwks = \"idp.jwks.json\"\n");
+    let now = jwt::now();
+    let claims = |iss: &str| {
+        json!({ "iss": iss, "sub": "carol@corp", "act": { "sub": AGENT }, "azp": AGENT,
+                "scope": "hello", "iat": now, "exp": now + 300, "jti": format!("{iss}-1") })
+    };
+    let token = jwt::sign(&idp, Some("idp-1"), &claims("corp-idp"));
+    let runtime = f.runtime();
+    let report = runtime
+        .call(request(
+            AGENT,
+            "hello",
+            json!({ "name": "x" }),
+            Some(&token),
+        ))
+        .await;
+    assert_eq!(ok(&report)["user"], "carol@corp");
+
+    // The same claims from an issuer nobody trusts, or signed with another key, are refused.
+    let untrusted = jwt::sign(&idp, Some("idp-1"), &claims("evil-idp"));
+    denied_because(
+        &runtime
+            .call(request(
+                AGENT,
+                "hello",
+                json!({ "name": "y" }),
+                Some(&untrusted),
+            ))
+            .await,
+        "not trusted",
+    );
+    let wrong_key = jwt::sign(&agent_key("limited"), Some("idp-1"), &claims("corp-idp"));
+    denied_because(
+        &runtime
+            .call(request(
+                AGENT,
+                "hello",
+                json!({ "name": "z" }),
+                Some(&wrong_key),
+            ))
+            .await,
+        "signature",
+    );
+}

@@ -1,11 +1,11 @@
 //! A small HTTP server on 127.0.0.1 for the demo and the isolation tests: it records every
 //! request it receives (so a test can prove a request never arrived) and answers:
-//! paths ending in `/slow` after 60 s, in `/redirect` with a
+//! paths ending in `/slow` after 60 s, in `/echo-headers-split` with the request's headers
+//! in 5-byte chunks, in `/redirect` with a
 //! 302 to the metadata address, in `/big` with 64 KiB, in `/echo-headers` with the request's headers as JSON, anything else with
 //! a short JSON body naming the path.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -67,7 +67,34 @@ impl Drop for LoopbackServer {
     }
 }
 
-async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<Full<Bytes>> {
+/// A response body sent as the given chunks (chunked transfer encoding when more than one).
+pub struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl Chunks {
+    fn split(body: String, size: usize) -> Chunks {
+        let bytes = Bytes::from(body);
+        Chunks(
+            (0..bytes.len())
+                .step_by(size)
+                .map(|i| bytes.slice(i..(i + size).min(bytes.len())))
+                .collect(),
+        )
+    }
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<Chunks> {
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -93,16 +120,24 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
             return Response::builder()
                 .status(302)
                 .header("location", "http://169.254.169.254/latest/meta-data/")
-                .body(Full::new(Bytes::new()))
+                .body(Chunks::split(String::new(), 1))
                 .expect("static response");
         }
         "big" => "x".repeat(64 * 1024),
         "echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
+        "echo-headers-split" => {
+            // The same, sent 5 bytes per chunk: a credential echo straddles chunk boundaries.
+            let body = serde_json::json!({ "headers": headers }).to_string();
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(Chunks::split(body, 5))
+                .expect("static response");
+        }
         _ => serde_json::json!({ "service": "warden-loopback", "path": path, "ok": true })
             .to_string(),
     };
     Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Chunks::split(body, usize::MAX))
         .expect("static response")
 }
