@@ -41,6 +41,15 @@ fn add(f: &Fixture, dir: &Path) -> std::process::Output {
     f.cli().args(["tool", "add"]).arg(dir).output().unwrap()
 }
 
+/// A refused registration leaves no state behind at all.
+fn assert_state_untouched(f: &Fixture) {
+    assert!(
+        files_under(&f.path().join("state")).is_empty(),
+        "{:?}",
+        files_under(&f.path().join("state"))
+    );
+}
+
 fn assert_refused(f: &Fixture, output: &std::process::Output, code: i32, needle: &str) {
     let err = stderr(output);
     assert_eq!(output.status.code(), Some(code), "stderr: {err}");
@@ -96,6 +105,7 @@ fn a_malformed_manifest_is_refused() {
     });
     let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "tool.toml");
+    assert_state_untouched(&f);
     assert!(stderr(&out).contains("memory"));
 }
 
@@ -106,6 +116,7 @@ fn a_wrong_digest_is_refused() {
     set_digest(&dir, &format!("digest = \"sha256:{}\"", "ab".repeat(32)));
     let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "field `digest`");
+    assert_state_untouched(&f);
 
     // A registered tool whose component is swapped afterwards is refused at call time too.
     let f = Fixture::new();
@@ -134,6 +145,7 @@ fn a_file_that_is_not_a_component_is_refused() {
     set_digest(&dir, "");
     let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "not a WebAssembly component");
+    assert_state_untouched(&f);
     assert!(files_under(&f.path().join("state/cache")).is_empty());
 }
 
@@ -147,6 +159,7 @@ fn a_component_of_another_world_is_refused() {
     });
     let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "warden:tool/tool");
+    assert_state_untouched(&f);
 }
 
 #[test]
@@ -342,4 +355,5 @@ fn a_component_importing_what_warden_does_not_provide_is_refused() {
     let dir = tool_copy(&f, "hostile-imports");
     let out = add(&f, &dir);
     assert_refused(&f, &out, 2, "hostile:imports/backdoor");
+    assert_state_untouched(&f);
 }

@@ -56,10 +56,11 @@ impl Runtime {
     /// whose calls need no further signature: for a long-lived caller such as an MCP server
     /// whose agent proved its key when it started.
     pub fn authenticate(&self, assertion: &Secret) -> Result<AgentSession, String> {
+        let state = self.state().map_err(|e| format!("{e:#}"))?;
         let agent = assertion::verify(
             assertion.expose(),
             self.deployment(),
-            &self.state,
+            state,
             assertion::SESSION_TOOL,
             &serde_json::Value::Null,
         )?;
@@ -221,10 +222,19 @@ impl Runtime {
         // Authenticate, then authorize, before anything of the tool is loaded or run.
         let agent = match &request.caller {
             Caller::Assertion(token) => {
+                let state = match self.state() {
+                    Ok(state) => state,
+                    Err(e) => {
+                        return fail(
+                            ErrorKind::Internal,
+                            format!("opening the state store: {e:#}"),
+                        );
+                    }
+                };
                 match assertion::verify(
                     token.expose(),
                     self.deployment(),
-                    &self.state,
+                    state,
                     &request.tool,
                     &request.input,
                 ) {
@@ -308,7 +318,21 @@ impl Runtime {
             agent,
             user: delegation.map(|d| d.user),
         };
-        run(&tool, self.minter.clone(), context, &request.input).await
+        // The signing key is needed only by tools whose rules carry credentials.
+        let minter = if tool.grants.credentials.is_empty() {
+            None
+        } else {
+            match self.minter() {
+                Ok(minter) => Some(minter),
+                Err(e) => {
+                    return fail(
+                        ErrorKind::Internal,
+                        format!("loading the signing key: {e:#}"),
+                    );
+                }
+            }
+        };
+        run(&tool, minter, context, &request.input).await
     }
 }
 
@@ -357,7 +381,7 @@ pub(crate) fn new_store(
 
 async fn run(
     tool: &LoadedTool,
-    minter: Arc<Minter>,
+    minter: Option<Arc<Minter>>,
     context: CallContext,
     input: &serde_json::Value,
 ) -> Ran {

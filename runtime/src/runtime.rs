@@ -11,7 +11,7 @@ use crate::sandbox::{CallState, Grants, fs::grant_mounts};
 use crate::state::StateDb;
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// A tool ready to be called: verified, compiled, linked, described, with its grants.
@@ -29,8 +29,9 @@ pub struct Runtime {
     deployment: Deployment,
     engine: Engine,
     tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
-    pub(crate) state: StateDb,
-    pub(crate) minter: Arc<Minter>,
+    /// Opened on first use, so that commands that only read (or refuse) write nothing.
+    state: OnceLock<StateDb>,
+    minter: OnceLock<Arc<Minter>>,
     pub(crate) delegations: delegation::Verifier,
 }
 
@@ -48,16 +49,32 @@ pub enum LoadError {
 impl Runtime {
     pub fn new(deployment: Deployment) -> Result<Runtime> {
         let engine = Engine::new(Some(deployment.cache_dir()))?;
-        let state = StateDb::open(&deployment.state_dir)?;
-        let minter = Arc::new(KeyStore::new(&deployment.state_dir).current()?);
         Ok(Runtime {
             deployment,
             engine,
             tools: RwLock::new(HashMap::new()),
-            state,
-            minter,
+            state: OnceLock::new(),
+            minter: OnceLock::new(),
             delegations: delegation::Verifier::default(),
         })
+    }
+
+    /// The state store (replay protection), opened on first use.
+    pub(crate) fn state(&self) -> Result<&StateDb> {
+        if let Some(state) = self.state.get() {
+            return Ok(state);
+        }
+        let opened = StateDb::open(&self.deployment.state_dir)?;
+        Ok(self.state.get_or_init(|| opened))
+    }
+
+    /// The key that signs minted credentials, loaded (or made) on first use.
+    pub(crate) fn minter(&self) -> Result<Arc<Minter>> {
+        if let Some(minter) = self.minter.get() {
+            return Ok(minter.clone());
+        }
+        let loaded = Arc::new(KeyStore::new(&self.deployment.state_dir).current()?);
+        Ok(self.minter.get_or_init(|| loaded).clone())
     }
 
     pub fn deployment(&self) -> &Deployment {
@@ -122,7 +139,7 @@ impl Runtime {
             limits: manifest.limits.clone(),
         };
         let info = match &prepared {
-            Prepared::Tool(pre) => describe(pre, &manifest, self.minter.clone()).await?,
+            Prepared::Tool(pre) => describe(pre, &manifest).await?,
             Prepared::Command(_) => ToolInfo {
                 name: manifest.name.clone(),
                 description: "A wasi:cli/command tool: JSON on stdin, JSON on stdout.".into(),
@@ -157,7 +174,6 @@ impl Runtime {
 async fn describe(
     pre: &crate::engine::ToolPre<CallState>,
     manifest: &Manifest,
-    minter: Arc<Minter>,
 ) -> Result<ToolInfo> {
     let grants = Grants {
         mounts: vec![],
@@ -174,7 +190,7 @@ async fn describe(
     let timeout = Duration::from_secs(10);
     let (state, _) = CallState::new(
         &grants,
-        minter,
+        None,
         context,
         None,
         tokio::time::Instant::now() + timeout,

@@ -107,7 +107,8 @@ struct Budget {
 #[derive(Clone)]
 pub struct Credentials {
     pub granted: Arc<HashMap<String, Arc<Granted>>>,
-    pub minter: Arc<Minter>,
+    /// Present when the tool may carry minted credentials.
+    pub minter: Option<Arc<Minter>>,
     pub call: CallContext,
 }
 
@@ -397,7 +398,11 @@ fn inject(
     }
     let (secret, minted) = match granted.kind {
         CredentialKind::Minted => {
-            let (token, minted) = credentials.minter.mint(granted, &credentials.call);
+            let minter = credentials
+                .minter
+                .as_ref()
+                .ok_or("no signing key is loaded")?;
+            let (token, minted) = minter.mint(granted, &credentials.call);
             (token, Some(minted))
         }
         CredentialKind::Static => (

@@ -56,7 +56,7 @@ impl CallState {
     /// and no name lookups, captured stdio, and the egress mediator.
     pub fn new(
         grants: &Grants,
-        minter: Arc<Minter>,
+        minter: Option<Arc<Minter>>,
         context: CallContext,
         stdin: Option<Vec<u8>>,
         deadline: tokio::time::Instant,
