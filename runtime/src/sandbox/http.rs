@@ -59,6 +59,28 @@ pub struct EgressRecord {
     pub credential: Option<CredentialUse>,
 }
 
+impl EgressRecord {
+    fn new(
+        method: String,
+        url: String,
+        decision: &'static str,
+        rule: Option<String>,
+        reason: Option<String>,
+    ) -> Self {
+        EgressRecord {
+            method,
+            url,
+            decision,
+            rule,
+            reason,
+            address: None,
+            status: None,
+            response_bytes: 0,
+            credential: None,
+        }
+    }
+}
+
 /// A credential added to one request, as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct CredentialUse {
@@ -199,53 +221,35 @@ impl WasiHttpHooks for EgressHooks {
             Ok(admitted) => admitted,
             Err((url, reason)) => {
                 tracing::info!(%method, %url, %reason, "egress denied");
-                self.log.push(EgressRecord {
-                    method,
-                    url,
-                    decision: "deny",
-                    rule: None,
-                    reason: Some(reason),
-                    address: None,
-                    status: None,
-                    response_bytes: 0,
-                    credential: None,
-                });
+                self.log
+                    .push(EgressRecord::new(method, url, "deny", None, Some(reason)));
                 // The guest may still be writing the body; drain it so it sees the denial
                 // instead of a reset connection.
                 drain(request.into_body());
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             }
         };
-        let index = self.log.push(EgressRecord {
+        let index = self.log.push(EgressRecord::new(
             method,
-            url: target.display(),
-            decision: "allow",
-            rule: Some(rule.url.clone()),
-            reason: None,
-            address: None,
-            status: None,
-            response_bytes: 0,
-            credential: None,
-        });
-        let log = self.log.clone();
-        let budget = self.budget.clone();
-        let credentials = self.credentials.clone();
+            target.display(),
+            "allow",
+            Some(rule.url.clone()),
+            None,
+        ));
+        let out = Outgoing {
+            target,
+            rule,
+            credentials: self.credentials.clone(),
+            budget: self.budget.clone(),
+            log: self.log.clone(),
+            index,
+        };
         Box::new(async move {
-            let result = send(
-                request,
-                &target,
-                &rule,
-                &credentials,
-                options,
-                &budget,
-                &log,
-                index,
-            )
-            .await;
+            let result = send(&out, request, options).await;
             if let Err(e) = &result {
                 let denied = matches!(e, Error::HttpRequestDenied);
-                tracing::info!(url = %target.display(), error = ?e, "egress request failed");
-                log.update(index, |r| {
+                tracing::info!(url = %out.target.display(), error = ?e, "egress request failed");
+                out.log.update(out.index, |r| {
                     if denied {
                         r.decision = "deny";
                     }
@@ -257,17 +261,30 @@ impl WasiHttpHooks for EgressHooks {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    mut request: http::Request<WasiBody>,
-    target: &Target,
-    rule: &EgressRule,
-    credentials: &Credentials,
-    options: Option<RequestOptions>,
-    budget: &Arc<Budget>,
-    log: &EgressLog,
+/// A request that passed the rules, on its way out: what it matched and where its record is.
+struct Outgoing {
+    target: Target,
+    rule: EgressRule,
+    credentials: Credentials,
+    budget: Arc<Budget>,
+    log: EgressLog,
     index: usize,
+}
+
+async fn send(
+    out: &Outgoing,
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
 ) -> SendResult {
+    let Outgoing {
+        target,
+        rule,
+        credentials,
+        budget,
+        log,
+        ..
+    } = out;
+    let index = out.index;
     let clamp = |asked: Option<Duration>| {
         let remaining = budget.deadline.saturating_duration_since(Instant::now());
         asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(remaining)
