@@ -84,90 +84,82 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
         std::time::Duration::from_secs(600),
     ));
     let stranger = identity::keys::generate();
-    let steps: [(
-        &str,
-        &str,
-        &str,
-        &SigningKey,
-        Option<&Secret>,
-        serde_json::Value,
-    ); 8] = [
-        (
+    let agent = &keys.agent;
+    let alice = Some(&delegation);
+    let steps = [
+        Step::new(
             "An allowed file read through a read-only mount",
             "read-file",
-            "demo-agent",
-            &keys.agent,
+            agent,
             None,
             json!({ "path": "welcome.txt" }),
         ),
-        (
+        Step::new(
             "An allowed HTTP request on behalf of alice: the host adds a token minted for this call",
             "http-get",
-            "demo-agent",
-            &keys.agent,
-            Some(&delegation),
+            agent,
+            alice,
             json!({ "url": server.url("/echo-headers") }),
         ),
-        (
+        Step::new(
             "A denied escape: HTTP to the cloud metadata address",
             "http-get",
-            "demo-agent",
-            &keys.agent,
+            agent,
             None,
             json!({ "url": "http://169.254.169.254/latest/meta-data/" }),
         ),
-        (
+        Step::new(
             "A denied escape: reading ../../etc/passwd from the mount",
             "hostile-fs",
-            "demo-agent",
-            &keys.agent,
+            agent,
             None,
             json!({ "attack": "dotdot" }),
         ),
-        (
+        Step::new(
             "A denied escape: writing into the read-only mount",
             "hostile-fs",
-            "demo-agent",
-            &keys.agent,
+            agent,
             None,
             json!({ "attack": "write-ro" }),
         ),
-        (
+        Step::new(
             "A denied call: the agent may not use write-note",
             "write-note",
-            "demo-agent",
-            &keys.agent,
+            agent,
             None,
             json!({ "name": "x", "text": "y" }),
         ),
-        (
+        Step::new(
             "A denied call: alice's delegation does not cover hostile-fs",
             "hostile-fs",
-            "demo-agent",
-            &keys.agent,
-            Some(&delegation),
+            agent,
+            alice,
             json!({ "attack": "dotdot" }),
         ),
-        (
+        Step::new(
             "A denied call: someone signing as demo-agent with another key",
             "hello",
-            "demo-agent",
             &stranger,
             None,
             json!({ "name": "Mallory" }),
         ),
     ];
-    for (i, (title, tool, agent, key, on_behalf_of, input)) in steps.into_iter().enumerate() {
-        println!("[{}] {title}", i + 1);
-        let who = on_behalf_of.map_or(String::new(), |_| " on behalf of alice".into());
-        println!("    call      {tool} as {agent}{who} with {input}");
-        let assertion = assertion::sign(key, agent, tool, &input);
+    for (i, step) in steps.into_iter().enumerate() {
+        println!("[{}] {}", i + 1, step.title);
+        let who = step
+            .on_behalf_of
+            .map_or(String::new(), |_| " on behalf of alice".into());
+        println!(
+            "    call      {} as {AGENT}{who} with {}",
+            step.tool, step.input
+        );
+        let assertion = assertion::sign(step.key, AGENT, step.tool, &step.input);
         let report = runtime
             .call(CallRequest {
-                tool: tool.into(),
-                input,
+                tool: step.tool.into(),
+                input: step.input,
                 caller: Caller::Assertion(Secret::new(assertion)),
-                on_behalf_of: on_behalf_of.cloned(),
+                on_behalf_of: step.on_behalf_of.cloned(),
             })
             .await;
         print_report(&report);
@@ -256,6 +248,36 @@ fn print_report(report: &CallReport) {
         "    call id   {} · {:.1} ms\n",
         report.call_id, report.duration_ms
     );
+}
+
+/// The demo's one agent.
+const AGENT: &str = "demo-agent";
+
+/// One call of the demo: `key` signs as the demo's agent (the last step uses a wrong key).
+struct Step<'a> {
+    title: &'a str,
+    tool: &'a str,
+    key: &'a SigningKey,
+    on_behalf_of: Option<&'a Secret>,
+    input: serde_json::Value,
+}
+
+impl<'a> Step<'a> {
+    fn new(
+        title: &'a str,
+        tool: &'a str,
+        key: &'a SigningKey,
+        on_behalf_of: Option<&'a Secret>,
+        input: serde_json::Value,
+    ) -> Self {
+        Step {
+            title,
+            tool,
+            key,
+            on_behalf_of,
+            input,
+        }
+    }
 }
 
 struct DemoKeys {

@@ -233,7 +233,7 @@ pub fn match_rule<'a>(rules: &'a [EgressRule], target: &Target) -> Result<&'a Eg
     }
     by_path
         .iter()
-        .find(|r| r.methods.iter().any(|m| *m == target.method))
+        .find(|r| r.methods.contains(&target.method))
         .copied()
         .ok_or_else(|| {
             format!(
