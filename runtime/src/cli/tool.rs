@@ -138,8 +138,12 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                     } else {
                         ""
                     };
+                    let credential = rule
+                        .credential
+                        .as_ref()
+                        .map_or(String::new(), |c| format!(" with credential `{c}`"));
                     println!(
-                        "  egress       {} {}{private}",
+                        "  egress       {} {}{private}{credential}",
                         rule.methods.join(","),
                         rule.url
                     );
