@@ -97,6 +97,11 @@ fn delegation_from_alice(agent: &str, tools: &[&str]) -> String {
     )
 }
 
+/// `warden jwks`, as an upstream would fetch it.
+fn jwks(f: &Fixture) -> Value {
+    serde_json::from_slice(&f.run(&["jwks"]).stdout).unwrap()
+}
+
 /// The bearer tokens a server received.
 fn tokens(server: &LoopbackServer) -> Vec<String> {
     server
@@ -153,7 +158,7 @@ async fn the_upstream_verifies_a_token_minted_per_call_for_the_user_and_agent() 
         assert!(used.scrubbed >= 1);
         assert!(!used.long_lived);
     }
-    let jwks: Value = serde_json::from_slice(&u.f.run(&["jwks"]).stdout).unwrap();
+    let jwks = jwks(&u.f);
     let tokens = tokens(&u.minted);
     assert_eq!(tokens.len(), 2);
     let mut ids = Vec::new();
@@ -182,7 +187,7 @@ async fn without_a_user_the_token_names_the_agent() {
     )
     .await;
     ok(&report);
-    let jwks: Value = serde_json::from_slice(&u.f.run(&["jwks"]).stdout).unwrap();
+    let jwks = jwks(&u.f);
     let claims = verify_as_upstream(&tokens(&u.minted)[0], &jwks, &u.minted.url("")).unwrap();
     assert_eq!(claims["sub"], AGENT);
     assert_eq!(claims["act"]["sub"], AGENT);
@@ -197,7 +202,7 @@ async fn a_token_presented_after_its_lifetime_is_rejected_by_the_upstream() {
         json!({ "url": u.minted.url("/x") }),
     )
     .await);
-    let jwks: Value = serde_json::from_slice(&u.f.run(&["jwks"]).stdout).unwrap();
+    let jwks = jwks(&u.f);
     let token = tokens(&u.minted).remove(0);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let error = verify_as_upstream(&token, &jwks, &u.minted.url("")).unwrap_err();
@@ -554,9 +559,9 @@ fn keygen_and_delegate_from_the_cli() {
 #[test]
 fn rotation_keeps_tokens_verifiable() {
     let f = Fixture::new();
-    let before: Value = serde_json::from_slice(&f.run(&["jwks"]).stdout).unwrap();
+    let before = jwks(&f);
     assert_eq!(f.run(&["keys", "rotate"]).status.code(), Some(0));
-    let after: Value = serde_json::from_slice(&f.run(&["jwks"]).stdout).unwrap();
+    let after = jwks(&f);
     let old_kid = &before["keys"][0]["kid"];
     assert!(
         after["keys"]
