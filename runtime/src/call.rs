@@ -212,12 +212,12 @@ impl Runtime {
         };
 
         // An unknown tool is a usage error, not a policy decision.
-        if !self.has_tool(&request.tool) {
+        let Some(found) = self.find(&request.tool) else {
             return fail(
                 ErrorKind::UnknownTool,
                 LoadError::Unknown(request.tool.clone()).to_string(),
             );
-        }
+        };
 
         // Authenticate, then authorize, before anything of the tool is loaded or run.
         let agent = match &request.caller {
@@ -279,9 +279,8 @@ impl Runtime {
             );
         }
 
-        let tool = match self.tool(&request.tool).await {
+        let tool = match self.load_found(&request.tool, found).await {
             Ok(tool) => tool,
-            Err(e @ LoadError::Unknown(_)) => return fail(ErrorKind::UnknownTool, e.to_string()),
             Err(e) => {
                 return fail(
                     ErrorKind::InvalidTool,

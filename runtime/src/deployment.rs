@@ -1,6 +1,7 @@
 //! The deployment (`warden.toml`): where tools and state live, which agents exist, and which
 //! host directories back the mounts that tools ask for. No wasmtime here.
 
+use crate::identity::jwks::KeySet;
 use crate::manifest::{ManifestError, is_tool_name, toml_error};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -17,7 +18,8 @@ pub struct Deployment {
     pub tool_dirs: Vec<PathBuf>,
     pub agents: BTreeMap<String, Agent>,
     pub users: BTreeMap<String, User>,
-    pub issuers: BTreeMap<String, Issuer>,
+    /// Trusted issuers of delegations (identity providers) and their keys.
+    pub issuers: BTreeMap<String, KeySet>,
     pub mounts: Vec<MountBinding>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub credentials: BTreeMap<String, CredentialDef>,
@@ -51,59 +53,6 @@ pub struct User {
     pub public_key: String,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-}
-
-/// A trusted issuer of delegations (an identity provider), with its keys.
-#[derive(Debug, Clone)]
-pub struct Issuer {
-    keys: Vec<(Option<String>, ed25519_dalek::VerifyingKey)>,
-}
-
-impl Issuer {
-    /// The key with this `kid`, or the only key when the token names none.
-    pub fn key(&self, kid: Option<&str>) -> Option<ed25519_dalek::VerifyingKey> {
-        match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|(k, _)| k.as_deref() == Some(kid))
-                .map(|(_, key)| *key),
-            None if self.keys.len() == 1 => Some(self.keys[0].1),
-            None => None,
-        }
-    }
-
-    /// Reads the Ed25519 (`OKP`) keys of a JWKS file.
-    fn from_jwks(path: &Path) -> Result<Issuer, String> {
-        use base64::Engine as _;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let jwks: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-        let mut keys = Vec::new();
-        for jwk in jwks["keys"]
-            .as_array()
-            .ok_or_else(|| format!("{} has no `keys` array", path.display()))?
-        {
-            if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" {
-                continue;
-            }
-            let x = jwk["x"].as_str().unwrap_or("");
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(x)
-                .map_err(|_| format!("{}: key `x` is not base64url", path.display()))?;
-            let bytes: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| format!("{}: an Ed25519 key has 32 bytes", path.display()))?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| format!("{}: invalid Ed25519 key", path.display()))?;
-            keys.push((jwk["kid"].as_str().map(str::to_string), key));
-        }
-        if keys.is_empty() {
-            return Err(format!("{} holds no Ed25519 keys", path.display()));
-        }
-        Ok(Issuer { keys })
-    }
 }
 
 /// Where a secret's value comes from. Never inline.
@@ -168,6 +117,15 @@ fn default_prefix() -> String {
 
 /// Longest lifetime of a minted credential.
 pub const MAX_CREDENTIAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Reads a JWKS file.
+fn read_jwks(path: &Path) -> Result<KeySet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    KeySet::from_json(&json).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 /// The host directory that backs `guest` for `tool`.
 #[derive(Debug, Clone, Deserialize)]
@@ -266,7 +224,7 @@ impl Deployment {
                     "field `issuers.{name}`: issuer names must not start with `user:`"
                 )));
             }
-            let issuer = Issuer::from_jwks(&base.join(&issuer.jwks))
+            let issuer = read_jwks(&base.join(&issuer.jwks))
                 .map_err(|e| error(format!("field `issuers.{name}.jwks`: {e}")))?;
             issuers.insert(name.clone(), issuer);
         }

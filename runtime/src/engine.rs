@@ -86,10 +86,6 @@ impl Engine {
         })
     }
 
-    pub fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.engine
-    }
-
     /// Compiles `bytes` (whose digest is `digest`), or loads the compiled form from the cache.
     /// `store`: write a freshly compiled component to the cache.
     pub fn compile(&self, bytes: &[u8], digest: &Digest, store: bool) -> Result<Component> {
@@ -108,13 +104,24 @@ impl Engine {
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
-        if !store {
-            return Ok(component);
-        }
-        if let Err(e) = write_atomically(&cached, &component.serialize()?) {
-            tracing::warn!(file = %cached.display(), "cannot write compile cache: {e:#}");
+        if store {
+            self.cache(&component, digest);
         }
         Ok(component)
+    }
+
+    /// Keeps a compiled component for later processes. Best effort: a failure costs a
+    /// recompilation later, nothing else.
+    pub fn cache(&self, component: &Component, digest: &Digest) {
+        let Some(dir) = &self.cache_dir else { return };
+        let cached = dir.join(format!("{}-{}.cwasm", digest.hex(), self.config_hash));
+        let written = component
+            .serialize()
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| write_atomically(&cached, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(file = %cached.display(), "cannot write compile cache: {e:#}");
+        }
     }
 
     /// Links `component` against Warden's host interfaces. Fails, naming the import, if the

@@ -71,6 +71,15 @@ impl Drop for LoopbackServer {
 pub struct Chunks(std::collections::VecDeque<Bytes>);
 
 impl Chunks {
+    fn whole(body: String) -> Chunks {
+        Chunks(
+            [Bytes::from(body)]
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .collect(),
+        )
+    }
+
     fn split(body: String, size: usize) -> Chunks {
         let bytes = Bytes::from(body);
         Chunks(
@@ -120,7 +129,7 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
             return Response::builder()
                 .status(302)
                 .header("location", "http://169.254.169.254/latest/meta-data/")
-                .body(Chunks::split(String::new(), 1))
+                .body(Chunks::whole(String::new()))
                 .expect("static response");
         }
         "big" => "x".repeat(64 * 1024),
@@ -138,6 +147,6 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
     };
     Response::builder()
         .header("content-type", "application/json")
-        .body(Chunks::split(body, usize::MAX))
+        .body(Chunks::whole(body))
         .expect("static response")
 }

@@ -42,6 +42,15 @@ pub enum ToolKind {
     Command,
 }
 
+impl ToolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolKind::Tool => "tool",
+            ToolKind::Command => "command",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Impact {

@@ -5,7 +5,7 @@ use crate::credentials::mint::{KeyStore, Minter};
 use crate::deployment::Deployment;
 use crate::engine::{CallContext, Engine, Prepared, ToolInfo};
 use crate::identity::delegation;
-use crate::manifest::{Digest, Manifest, ToolKind};
+use crate::manifest::{Digest, Manifest};
 use crate::registry::{self, ToolFiles};
 use crate::sandbox::{CallState, Grants, fs::grant_mounts};
 use crate::state::StateDb;
@@ -35,6 +35,12 @@ pub struct Runtime {
     pub(crate) delegations: delegation::Verifier,
 }
 
+/// Where a tool is: already loaded, or in a tool directory.
+pub enum Found {
+    Warm(Arc<LoadedTool>),
+    OnDisk(std::path::PathBuf),
+}
+
 /// Why a tool could not be found or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -44,6 +50,16 @@ pub enum LoadError {
     Unknown(String),
     #[error("{0:#}")]
     Invalid(anyhow::Error),
+}
+
+impl LoadedTool {
+    /// The compiled component.
+    pub fn component(&self) -> &wasmtime::component::Component {
+        match &self.prepared {
+            Prepared::Tool(pre) => pre.instance_pre().component(),
+            Prepared::Command(pre) => pre.instance_pre().component(),
+        }
+    }
 }
 
 impl Runtime {
@@ -85,19 +101,28 @@ impl Runtime {
         &self.engine
     }
 
-    /// Whether a tool called `name` exists (without loading it).
-    pub fn has_tool(&self, name: &str) -> bool {
-        self.tools.read().unwrap().contains_key(name)
-            || registry::find_tool(&self.deployment, name).is_some()
+    /// Where the tool called `name` is, without loading it.
+    pub fn find(&self, name: &str) -> Option<Found> {
+        match self.tools.read().unwrap().get(name) {
+            Some(tool) => Some(Found::Warm(tool.clone())),
+            None => registry::find_tool(&self.deployment, name).map(Found::OnDisk),
+        }
     }
 
     /// The tool called `name`, loaded once and then kept warm.
     pub async fn tool(&self, name: &str) -> Result<Arc<LoadedTool>, LoadError> {
-        if let Some(tool) = self.tools.read().unwrap().get(name) {
-            return Ok(tool.clone());
-        }
-        let dir = registry::find_tool(&self.deployment, name)
+        let found = self
+            .find(name)
             .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
+        self.load_found(name, found).await
+    }
+
+    /// Loads a tool `find` located (unless it is already warm) and keeps it warm.
+    pub async fn load_found(&self, name: &str, found: Found) -> Result<Arc<LoadedTool>, LoadError> {
+        let dir = match found {
+            Found::Warm(tool) => return Ok(tool),
+            Found::OnDisk(dir) => dir,
+        };
         let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
         let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
         self.tools
@@ -205,14 +230,5 @@ async fn describe(
             .map_err(anyhow::Error::from)
             .context("calling `describe`"),
         Err(_) => bail!("`describe` did not return within {timeout:?}"),
-    }
-}
-
-impl ToolKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ToolKind::Tool => "tool",
-            ToolKind::Command => "command",
-        }
     }
 }

@@ -1,9 +1,10 @@
 //! `warden call`: run one tool call as an agent.
 
-use super::{UsageError, load_deployment};
+use super::UsageError;
 use super::{read_key, read_token};
 use crate::call::{CallRequest, Caller};
 use crate::credentials::Secret;
+use crate::deployment::Deployment;
 use crate::identity::assertion;
 use crate::runtime::Runtime;
 use anyhow::Result;
@@ -57,7 +58,7 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
     let on_behalf_of = args.on_behalf_of.as_deref().map(read_token).transpose()?;
     let assertion = assertion::sign(&key, &args.agent, &args.tool, &input);
 
-    let runtime = Runtime::new(load_deployment(config)?)?;
+    let runtime = Runtime::new(Deployment::load(config)?)?;
     let report = runtime
         .call(CallRequest {
             tool: args.tool,

@@ -8,6 +8,7 @@ use crate::call::{CallReport, CallRequest, Caller};
 use crate::credentials::Secret;
 use crate::credentials::mint::KeyStore;
 use crate::deployment::Deployment;
+use crate::identity::jwks::KeySet;
 use crate::identity::{self, assertion, delegation, jwt};
 use crate::loopback::LoopbackServer;
 use crate::runtime::Runtime;
@@ -193,16 +194,12 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
 }
 
 /// Verifies a bearer token against a JWKS the way an upstream would, and shows its claims.
-fn describe_token(header: &str, jwks: &serde_json::Value) -> String {
+fn describe_token(header: &str, jwks: &KeySet) -> String {
     let token = header.trim_start_matches("Bearer ");
-    let Ok(kid) = jwt::peek_header(token).map(|h| h.kid.unwrap_or_default()) else {
+    let Ok(kid) = jwt::peek_header(token).map(|h| h.kid) else {
         return "not a JWT".into();
     };
-    let key = jwks["keys"]
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid.as_str()))
-        .and_then(|k| k["x"].as_str())
-        .and_then(|x| identity::keys::parse_public(&format!("ed25519:{x}")).ok());
+    let key = jwks.key(kid.as_deref());
     match key.map(|k| jwt::verify::<serde_json::Value>(token, &k)) {
         Some(Ok(c)) => format!(
             "valid, sub={} act.sub={} aud={} lifetime={}s",

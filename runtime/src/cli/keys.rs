@@ -1,7 +1,8 @@
 //! `warden keygen`, `warden delegate`, `warden jwks`, `warden keys rotate`.
 
-use super::{UsageError, load_deployment, read_key};
+use super::{UsageError, read_key};
 use crate::credentials::mint::KeyStore;
+use crate::deployment::Deployment;
 use crate::identity::{delegation, keys};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -58,10 +59,10 @@ pub fn delegate(args: DelegateArgs) -> Result<i32> {
 
 /// Prints the public keys that verify Warden's minted credentials.
 pub fn jwks(config: &Path) -> Result<i32> {
-    let deployment = load_deployment(config)?;
+    let deployment = Deployment::load(config)?;
     println!(
         "{}",
-        serde_json::to_string_pretty(&KeyStore::new(&deployment.state_dir).jwks()?)?
+        serde_json::to_string_pretty(&KeyStore::new(&deployment.state_dir).jwks()?.to_json())?
     );
     Ok(0)
 }
@@ -73,7 +74,7 @@ pub enum KeysCommand {
 }
 
 pub fn keys(config: &Path, command: KeysCommand) -> Result<i32> {
-    let deployment = load_deployment(config)?;
+    let deployment = Deployment::load(config)?;
     match command {
         KeysCommand::Rotate => {
             let kid = KeyStore::new(&deployment.state_dir).rotate()?;

@@ -8,7 +8,7 @@ mod demo;
 mod keys;
 mod tool;
 
-use crate::deployment::{DEPLOYMENT_FILE, Deployment};
+use crate::deployment::DEPLOYMENT_FILE;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -128,8 +128,4 @@ fn read_token(arg: &str) -> anyhow::Result<crate::credentials::Secret> {
         None => arg.to_string(),
     };
     Ok(crate::credentials::Secret::new(text.trim()))
-}
-
-fn load_deployment(path: &std::path::Path) -> anyhow::Result<Deployment> {
-    Ok(Deployment::load(path)?)
 }

@@ -1,6 +1,7 @@
 //! `warden tool add|list|inspect`.
 
-use super::{UsageError, load_deployment};
+use super::UsageError;
+use crate::deployment::Deployment;
 use crate::registry;
 use crate::runtime::Runtime;
 use anyhow::Result;
@@ -28,7 +29,7 @@ pub enum ToolCommand {
 }
 
 pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
-    let deployment = load_deployment(config)?;
+    let deployment = Deployment::load(config)?;
     match command {
         ToolCommand::Add { dir } => {
             if !dir.join(crate::manifest::MANIFEST_FILE).is_file() {
@@ -43,14 +44,14 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
             let name = files.manifest.name.clone();
             let digest = files.digest.clone();
             // Vet everything before anything is written.
-            runtime
+            let vetted = runtime
                 .load(files.clone(), false)
                 .await
                 .map_err(|e| UsageError(format!("{}: {e:#}", dir.display())))?;
             let installed = registry::install(runtime.deployment(), &files)
                 .map_err(|e| UsageError(format!("{e:#}")))?;
-            // Warm the compile cache so the first call does not pay for compilation.
-            runtime.tool(&name).await?;
+            // Keep what was compiled, so the first call does not compile again.
+            runtime.engine().cache(vetted.component(), &digest);
             println!("registered {name} ({digest}) at {}", installed.display());
             Ok(0)
         }

@@ -7,9 +7,9 @@
 use super::Granted;
 use crate::deployment::MAX_CREDENTIAL_LIFETIME;
 use crate::engine::CallContext;
+use crate::identity::jwks::KeySet;
 use crate::identity::{jwt, keys};
 use anyhow::{Context as _, Result};
-use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -182,23 +182,14 @@ impl KeyStore {
     }
 
     /// The public keys upstreams verify minted tokens with (RFC 7517, OKP/Ed25519).
-    pub fn jwks(&self) -> Result<serde_json::Value> {
+    pub fn jwks(&self) -> Result<KeySet> {
         self.current()?;
-        let keys: Vec<serde_json::Value> = self
+        let keys = self
             .live_keys()?
             .into_iter()
-            .map(|(kid, key)| {
-                serde_json::json!({
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()),
-                    "kid": kid,
-                    "alg": "EdDSA",
-                    "use": "sig",
-                })
-            })
+            .map(|(kid, key)| (Some(kid), key))
             .collect();
-        Ok(serde_json::json!({ "keys": keys }))
+        Ok(KeySet::new(keys))
     }
 }
 
@@ -220,7 +211,7 @@ mod tests {
         let second = store.rotate().unwrap();
         assert_ne!(first, second);
         assert_eq!(store.current().unwrap().kid(), second);
-        let jwks = store.jwks().unwrap();
+        let jwks = store.jwks().unwrap().to_json();
         let kids: Vec<&str> = jwks["keys"]
             .as_array()
             .unwrap()

@@ -21,13 +21,22 @@ pub fn generate() -> SigningKey {
 
 /// `ed25519:<base64url of the 32 key bytes>`.
 pub fn format_public(key: &VerifyingKey) -> String {
-    format!("{PUBLIC_KEY_PREFIX}{}", B64.encode(key.as_bytes()))
+    format!("{PUBLIC_KEY_PREFIX}{}", public_to_base64url(key))
 }
 
 pub fn parse_public(text: &str) -> Result<VerifyingKey, String> {
     let encoded = text
         .strip_prefix(PUBLIC_KEY_PREFIX)
         .ok_or_else(|| format!("`{text}` is not a public key like ed25519:<base64url>"))?;
+    public_from_base64url(encoded)
+}
+
+/// The raw form used in `warden.toml` after the prefix, and as a JWK's `x`.
+pub fn public_to_base64url(key: &VerifyingKey) -> String {
+    B64.encode(key.as_bytes())
+}
+
+pub fn public_from_base64url(encoded: &str) -> Result<VerifyingKey, String> {
     let bytes = B64
         .decode(encoded)
         .map_err(|_| "the public key is not base64url".to_string())?;

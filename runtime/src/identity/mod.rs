@@ -2,5 +2,6 @@
 
 pub mod assertion;
 pub mod delegation;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
