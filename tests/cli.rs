@@ -16,13 +16,7 @@ fn empty() -> Fixture {
 
 /// A copy of a built tool in a scratch directory, to be registered or spoiled.
 fn tool_copy(f: &Fixture, name: &str) -> std::path::PathBuf {
-    let dir = f.path().join("incoming").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(Path::new(warden::BUILT_TOOLS_DIR).join(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    dir
+    copy_built_tool(name, &f.path().join("incoming"))
 }
 
 /// Replaces the manifest's `digest = ...` line (an empty line unpins it).
@@ -39,6 +33,14 @@ fn set_digest(dir: &Path, line: &str) {
 
 fn add(f: &Fixture, dir: &Path) -> std::process::Output {
     f.cli().args(["tool", "add"]).arg(dir).output().unwrap()
+}
+
+/// `warden tool add DIR` must fail with exit 2 and a one-line reason, leaving no state at all.
+fn assert_add_refused(f: &Fixture, dir: &Path, needle: &str) -> std::process::Output {
+    let out = add(f, dir);
+    assert_refused(f, &out, 2, needle);
+    assert_state_untouched(f);
+    out
 }
 
 /// A refused registration leaves no state behind at all.
@@ -84,14 +86,7 @@ fn tool_add_registers_a_verified_copy_and_list_and_inspect_show_it() {
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already registered"));
 
-    let call = f.run(&[
-        "call",
-        "read-file",
-        "--agent",
-        AGENT,
-        "--input",
-        r#"{"path":"hello.txt"}"#,
-    ]);
+    let call = f.call_cli("read-file", r#"{"path":"hello.txt"}"#, &[]);
     assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
     assert!(stdout(&call).contains("hello from the data mount"));
 }
@@ -103,9 +98,7 @@ fn a_malformed_manifest_is_refused() {
     edit(&dir.join("tool.toml"), |text| {
         text.replace("memory = \"16MiB\"", "memory = \"lots\"")
     });
-    let out = add(&f, &dir);
-    assert_refused(&f, &out, 2, "tool.toml");
-    assert_state_untouched(&f);
+    let out = assert_add_refused(&f, &dir, "tool.toml");
     assert!(stderr(&out).contains("memory"));
 }
 
@@ -114,9 +107,7 @@ fn a_wrong_digest_is_refused() {
     let f = empty();
     let dir = tool_copy(&f, "hello");
     set_digest(&dir, &format!("digest = \"sha256:{}\"", "ab".repeat(32)));
-    let out = add(&f, &dir);
-    assert_refused(&f, &out, 2, "field `digest`");
-    assert_state_untouched(&f);
+    assert_add_refused(&f, &dir, "field `digest`");
 
     // A registered tool whose component is swapped afterwards is refused at call time too.
     let f = Fixture::new();
@@ -125,14 +116,7 @@ fn a_wrong_digest_is_refused() {
         f.path().join("tools/hello/hello.wasm"),
     )
     .unwrap();
-    let out = f.run(&[
-        "call",
-        "hello",
-        "--agent",
-        AGENT,
-        "--input",
-        r#"{"name":"x"}"#,
-    ]);
+    let out = f.call_cli("hello", r#"{"name":"x"}"#, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("digest"));
 }
@@ -143,9 +127,7 @@ fn a_file_that_is_not_a_component_is_refused() {
     let dir = tool_copy(&f, "hello");
     std::fs::write(dir.join("hello.wasm"), b"\0asm\x01\0\0\0 not really").unwrap();
     set_digest(&dir, "");
-    let out = add(&f, &dir);
-    assert_refused(&f, &out, 2, "not a WebAssembly component");
-    assert_state_untouched(&f);
+    assert_add_refused(&f, &dir, "not a WebAssembly component");
     assert!(files_under(&f.path().join("state/cache")).is_empty());
 }
 
@@ -157,36 +139,27 @@ fn a_component_of_another_world_is_refused() {
     edit(&dir.join("tool.toml"), |text| {
         text.replace("kind = \"command\"", "")
     });
-    let out = add(&f, &dir);
-    assert_refused(&f, &out, 2, "warden:tool/tool");
-    assert_state_untouched(&f);
+    assert_add_refused(&f, &dir, "warden:tool/tool");
 }
 
 #[test]
 fn an_unknown_tool_is_a_usage_error() {
     let f = Fixture::new();
-    let out = f.run(&["call", "no-such-tool", "--agent", AGENT, "--input", "{}"]);
+    let out = f.call_cli("no-such-tool", "{}", &[]);
     assert_refused(&f, &out, 2, "unknown tool `no-such-tool`");
 }
 
 #[test]
 fn invalid_json_input_is_a_usage_error() {
     let f = Fixture::new();
-    let out = f.run(&["call", "hello", "--agent", AGENT, "--input", "{name: Ada"]);
+    let out = f.call_cli("hello", "{name: Ada", &[]);
     assert_refused(&f, &out, 2, "not valid JSON");
 }
 
 #[test]
 fn input_that_fails_the_schema_is_a_usage_error() {
     let f = Fixture::new();
-    let out = f.run(&[
-        "call",
-        "hello",
-        "--agent",
-        AGENT,
-        "--input",
-        r#"{"name": 42}"#,
-    ]);
+    let out = f.call_cli("hello", r#"{"name": 42}"#, &[]);
     assert_refused(&f, &out, 2, "input/name");
 }
 
@@ -218,7 +191,7 @@ fn input_from_a_file_works_and_a_missing_file_is_a_usage_error() {
 fn a_malformed_deployment_file_is_a_usage_error() {
     let f = Fixture::new();
     std::fs::write(f.config(), "[agents.tester]\ntools = \"*\"\n").unwrap();
-    let out = f.run(&["call", "hello", "--agent", AGENT, "--input", "{}"]);
+    let out = f.call_cli("hello", "{}", &[]);
     assert_refused(&f, &out, 2, "warden.toml");
 }
 
@@ -308,16 +281,7 @@ fn the_json_envelope_and_exit_codes() {
 #[test]
 fn the_compile_cache_is_reused_across_processes() {
     let f = Fixture::new();
-    let run = || {
-        f.run(&[
-            "call",
-            "hello",
-            "--agent",
-            AGENT,
-            "--input",
-            r#"{"name":"x"}"#,
-        ])
-    };
+    let run = || f.call_cli("hello", r#"{"name":"x"}"#, &[]);
     assert_eq!(run().status.code(), Some(0));
     let cached = files_under(&f.path().join("state/cache"));
     assert_eq!(cached.len(), 1, "{cached:?}");
@@ -353,7 +317,5 @@ fn the_demo_runs() {
 fn a_component_importing_what_warden_does_not_provide_is_refused() {
     let f = empty();
     let dir = tool_copy(&f, "hostile-imports");
-    let out = add(&f, &dir);
-    assert_refused(&f, &out, 2, "hostile:imports/backdoor");
-    assert_state_untouched(&f);
+    assert_add_refused(&f, &dir, "hostile:imports/backdoor");
 }

@@ -224,18 +224,10 @@ async fn a_spy_finds_no_credential_anywhere_and_cannot_send_one_to_its_own_host(
         u.minted.url("/redirect"),
     ];
     let on_behalf = delegation_from_alice(AGENT, &["hostile-spy"]);
+    let input = json!({ "urls": urls }).to_string();
     let out =
-        u.f.cli()
-            .args([
-                "call",
-                "hostile-spy",
-                "--agent",
-                AGENT,
-                "--json",
-                "--on-behalf-of",
-                &on_behalf,
-            ])
-            .args(["--input", &json!({ "urls": urls }).to_string()])
+        u.f.call_cmd("hostile-spy", &input)
+            .args(["--json", "--on-behalf-of", &on_behalf])
             .env("WARDEN_LOG", "debug")
             .env("LEGACY_KEY_IN_ENV", API_KEY)
             .output()
@@ -323,15 +315,7 @@ fn denied_because(report: &warden::CallReport, reason: &str) {
 fn a_wrong_agent_key_is_refused() {
     let f = Fixture::new();
     let out = f
-        .cli()
-        .args([
-            "call",
-            "hello",
-            "--agent",
-            AGENT,
-            "--input",
-            r#"{"name":"x"}"#,
-        ])
+        .call_cmd("hello", r#"{"name":"x"}"#)
         .arg("--agent-key")
         .arg(f.key_file("limited"))
         .output()
@@ -423,16 +407,8 @@ fn an_expired_delegation_is_refused_by_the_cli_with_exit_3() {
     let file = f.path().join("delegation.jwt");
     std::fs::write(&file, expired).unwrap();
     let out = f
-        .cli()
-        .args([
-            "call",
-            "hello",
-            "--agent",
-            AGENT,
-            "--input",
-            r#"{"name":"x"}"#,
-            "--on-behalf-of",
-        ])
+        .call_cmd("hello", r#"{"name":"x"}"#)
+        .arg("--on-behalf-of")
         .arg(format!("@{}", file.display()))
         .output()
         .unwrap();
@@ -448,14 +424,7 @@ async fn a_secret_file_readable_by_others_is_refused() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let out = u.f.run(&[
-        "call",
-        "hostile-spy",
-        "--agent",
-        AGENT,
-        "--input",
-        r#"{"urls":[]}"#,
-    ]);
+    let out = u.f.call_cli("hostile-spy", r#"{"urls":[]}"#, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("0644") && err.contains("legacy-key"), "{err}");
@@ -539,17 +508,11 @@ fn keygen_and_delegate_from_the_cli() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let token = stdout(&out).trim().to_string();
-    let call = f.run(&[
-        "call",
+    let call = f.call_cli(
         "hello",
-        "--agent",
-        AGENT,
-        "--input",
         r#"{"name":"x"}"#,
-        "--on-behalf-of",
-        &token,
-        "--json",
-    ]);
+        &["--on-behalf-of", &token, "--json"],
+    );
     assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
     let envelope: Value = serde_json::from_slice(&call.stdout).unwrap();
     assert_eq!(envelope["user"], "alice");

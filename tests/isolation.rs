@@ -89,16 +89,8 @@ async fn a_hard_link_out_of_a_read_only_mount_is_refused() {
 fn the_environment_is_empty_even_when_the_host_has_secrets() {
     let f = Fixture::new();
     let out = f
-        .cli()
-        .args([
-            "call",
-            "hostile-env",
-            "--agent",
-            AGENT,
-            "--input",
-            "{}",
-            "--json",
-        ])
+        .call_cmd("hostile-env", "{}")
+        .arg("--json")
         .env("WARDEN_TEST_SECRET", SECRET)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .output()

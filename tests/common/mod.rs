@@ -123,13 +123,7 @@ impl Fixture {
     /// Copies a built tool into the deployment. With `egress`, the manifest's `[[egress]]`
     /// tables are replaced by the given TOML.
     pub fn install_tool(&self, name: &str, egress: Option<&str>) {
-        let from = Path::new(warden::BUILT_TOOLS_DIR).join(name);
-        let to = self.path().join("tools").join(name);
-        std::fs::create_dir_all(&to).unwrap();
-        for entry in std::fs::read_dir(&from).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
+        let to = copy_built_tool(name, &self.path().join("tools"));
         if let Some(egress) = egress {
             let manifest = std::fs::read_to_string(to.join("tool.toml")).unwrap();
             let kept = manifest.split("[[egress]]").next().unwrap();
@@ -139,6 +133,18 @@ impl Fixture {
 
     pub fn runtime(&self) -> Runtime {
         Runtime::new(Deployment::load(&self.config()).unwrap()).unwrap()
+    }
+
+    /// `warden call TOOL --agent tester --input INPUT`, to which a test may add arguments.
+    pub fn call_cmd(&self, tool: &str, input: &str) -> Command {
+        let mut cmd = self.cli();
+        cmd.args(["call", tool, "--agent", AGENT, "--input", input]);
+        cmd
+    }
+
+    /// Runs `warden call TOOL --agent tester --input INPUT EXTRA...`.
+    pub fn call_cli(&self, tool: &str, input: &str, extra: &[&str]) -> Output {
+        self.call_cmd(tool, input).args(extra).output().unwrap()
     }
 
     /// Runs `warden ARGS` against this deployment.
@@ -171,6 +177,17 @@ pub fn request(
         caller: Caller::Assertion(Secret::new(token)),
         on_behalf_of: on_behalf_of.map(Secret::new),
     }
+}
+
+/// Copies a tool built from `tools/` into `<into>/<name>` and returns that directory.
+pub fn copy_built_tool(name: &str, into: &Path) -> PathBuf {
+    let to = into.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(Path::new(warden::BUILT_TOOLS_DIR).join(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to
 }
 
 pub async fn call(runtime: &Runtime, tool: &str, input: serde_json::Value) -> CallReport {
