@@ -24,6 +24,13 @@ struct Upstreams {
     own: LoopbackServer,
 }
 
+impl Upstreams {
+    /// `http-get` of `url` by the tester, on nobody's behalf.
+    async fn fetch(&self, url: String) -> warden::CallReport {
+        call(&self.f.runtime(), "http-get", json!({ "url": url })).await
+    }
+}
+
 async fn upstreams(lifetime: &str) -> Upstreams {
     let (minted, legacy, own) = (
         LoopbackServer::start().await.unwrap(),
@@ -180,12 +187,7 @@ async fn the_upstream_verifies_a_token_minted_per_call_for_the_user_and_agent() 
 #[tokio::test]
 async fn without_a_user_the_token_names_the_agent() {
     let u = upstreams("30s").await;
-    let report = call(
-        &u.f.runtime(),
-        "http-get",
-        json!({ "url": u.minted.url("/x") }),
-    )
-    .await;
+    let report = u.fetch(u.minted.url("/x")).await;
     ok(&report);
     let jwks = jwks(&u.f);
     let claims = verify_as_upstream(&tokens(&u.minted)[0], &jwks, &u.minted.url("")).unwrap();
@@ -196,12 +198,7 @@ async fn without_a_user_the_token_names_the_agent() {
 #[tokio::test]
 async fn a_token_presented_after_its_lifetime_is_rejected_by_the_upstream() {
     let u = upstreams("1s").await;
-    ok(&call(
-        &u.f.runtime(),
-        "http-get",
-        json!({ "url": u.minted.url("/x") }),
-    )
-    .await);
+    ok(&u.fetch(u.minted.url("/x")).await);
     let jwks = jwks(&u.f);
     let token = tokens(&u.minted).remove(0);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -442,12 +439,7 @@ async fn a_credential_goes_only_where_the_deployment_binds_it() {
             u.own.url("")
         )),
     );
-    let report = call(
-        &u.f.runtime(),
-        "http-get",
-        json!({ "url": u.own.url("/x") }),
-    )
-    .await;
+    let report = u.fetch(u.own.url("/x")).await;
     assert_eq!(failed(&report), ErrorKind::InvalidTool);
     assert!(
         report
@@ -539,12 +531,7 @@ fn rotation_keeps_tokens_verifiable() {
 #[tokio::test]
 async fn an_echo_split_across_chunks_is_scrubbed_too() {
     let u = upstreams("60s").await;
-    let report = call(
-        &u.f.runtime(),
-        "http-get",
-        json!({ "url": u.minted.url("/echo-headers-split") }),
-    )
-    .await;
+    let report = u.fetch(u.minted.url("/echo-headers-split")).await;
     let body = ok(&report)["body"].as_str().unwrap().to_string();
     assert!(body.contains("Bearer [REDACTED]"), "{body}");
     assert!(!body.contains(&tokens(&u.minted)[0]));
