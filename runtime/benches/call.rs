@@ -119,12 +119,11 @@ fn calls(c: &mut Criterion) {
     let session = runtime
         .authenticate(&Secret::new(assertion::sign_session(&agent, "bench")))
         .unwrap();
-    let request = warden::CallRequest {
-        tool: "hello".into(),
-        input: json!({ "name": "bench" }),
-        caller: Caller::Session(session.clone()),
-        on_behalf_of: None,
-    };
+    let request = warden::CallRequest::new(
+        "hello",
+        json!({ "name": "bench" }),
+        Caller::Session(session.clone()),
+    );
     let first = rt.block_on(runtime.call(request.clone()));
     assert!(first.error.is_none(), "{:?}", first.error);
 
@@ -182,10 +181,12 @@ fn calls(c: &mut Criterion) {
         std::time::Duration::from_secs(3600),
     ));
     let fetch = |url: String| warden::CallRequest {
-        tool: "http-get".into(),
-        input: json!({ "url": url }),
-        caller: Caller::Session(session.clone()),
         on_behalf_of: Some(delegation.clone()),
+        ..warden::CallRequest::new(
+            "http-get",
+            json!({ "url": url }),
+            Caller::Session(session.clone()),
+        )
     };
     let with_credential = fetch(credentialed.url("/data"));
     let without_credential = fetch(plain.url("/data"));

@@ -1,16 +1,19 @@
 //! The pipeline of one call, top to bottom:
-//! find the tool -> authenticate the agent -> verify the delegation -> authorize -> load the
-//! tool -> check the input -> prepare the sandbox -> run under limits -> check the output ->
-//! report.
+//! find the tool -> authenticate the agent -> verify the delegation and session -> count the
+//! call -> decide (policy) -> load the tool -> check the input -> prepare the sandbox (every
+//! request decided again) -> run under limits -> check the output -> taint the session if
+//! the tool ingests untrusted content -> report.
 
 use crate::credentials::Secret;
 use crate::credentials::mint::Minter;
 use crate::engine::{CallContext, Prepared, ToolError};
 use crate::identity::{assertion, jwt};
 use crate::manifest::Limits;
-use crate::policy::{Decision, Outcome, decide_invoke};
+use crate::policy::{
+    CallFacts, Decision, Origin, OriginKind, Outcome, PolicyGate, SessionFacts, UserFacts,
+};
 use crate::runtime::{LoadError, LoadedTool, Runtime};
-use crate::sandbox::http::EgressRecord;
+use crate::sandbox::http::{EgressGate, EgressRecord};
 use crate::sandbox::{CallState, Observed};
 use serde::Serialize;
 use std::sync::Arc;
@@ -27,6 +30,29 @@ pub struct CallRequest {
     pub caller: Caller,
     /// A delegation token: the call is made on that user's behalf.
     pub on_behalf_of: Option<Secret>,
+    /// The session the call belongs to (`Runtime::start_session`).
+    pub session: Option<String>,
+    /// The caller vouches for nothing in this input: its session is tainted from this call on.
+    pub untrusted_input: bool,
+    pub origin: Origin,
+}
+
+impl CallRequest {
+    /// A call with no user, no session, trusted input, from the library API.
+    pub fn new(tool: impl Into<String>, input: serde_json::Value, caller: Caller) -> CallRequest {
+        CallRequest {
+            tool: tool.into(),
+            input,
+            caller,
+            on_behalf_of: None,
+            session: None,
+            untrusted_input: false,
+            origin: Origin {
+                kind: OriginKind::Api,
+                label: String::new(),
+            },
+        }
+    }
 }
 
 /// The calling agent and its proof.
@@ -80,6 +106,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// The decision point refused the call.
     Denied,
+    /// Policy permits the call only with a human approval.
+    ApprovalRequired,
     /// The call ran out of wall-clock time (waiting on I/O included).
     Timeout,
     /// The tool's wasm ran out of CPU time.
@@ -99,11 +127,13 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Exit code of `warden call`: 2 bad input, 3 denied, 5 the tool failed, 1 Warden failed.
+    /// Exit code of `warden call`: 2 bad input, 3 denied, 4 approval required, 5 the tool
+    /// failed, 1 Warden failed.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::UnknownTool | ErrorKind::InvalidTool | ErrorKind::InvalidInput => 2,
             ErrorKind::Denied => 3,
+            ErrorKind::ApprovalRequired => 4,
             ErrorKind::Internal => 1,
             _ => 5,
         }
@@ -126,6 +156,8 @@ pub struct CallReport {
     /// The user the call was made for, and the delegation's id.
     pub user: Option<String>,
     pub delegation: Option<String>,
+    pub session: Option<String>,
+    pub origin: Origin,
     pub tool_digest: Option<String>,
     pub decision: Decision,
     /// `ok` or `error`.
@@ -167,6 +199,8 @@ impl Runtime {
                 agent: claimed,
                 user: None,
                 delegation: None,
+                session: request.session.clone(),
+                origin: request.origin.clone(),
                 tool_digest: None,
                 decision: Decision::deny("not decided".into()),
                 outcome: "error",
@@ -212,71 +246,110 @@ impl Runtime {
         };
 
         // An unknown tool is a usage error, not a policy decision.
-        let Some(found) = self.find(&request.tool) else {
-            return fail(
-                ErrorKind::UnknownTool,
-                LoadError::Unknown(request.tool.clone()).to_string(),
-            );
+        let found = match self.find(&request.tool) {
+            Ok(found) => found,
+            Err(e @ LoadError::Unknown(_)) => return fail(ErrorKind::UnknownTool, e.to_string()),
+            Err(e) => {
+                return fail(
+                    ErrorKind::InvalidTool,
+                    format!("tool `{}` cannot be loaded: {e}", request.tool),
+                );
+            }
         };
 
         // Authenticate, then authorize, before anything of the tool is loaded or run.
-        let agent = match &request.caller {
-            Caller::Assertion(token) => {
-                let state = match self.state() {
-                    Ok(state) => state,
-                    Err(e) => {
-                        return fail(
-                            ErrorKind::Internal,
-                            format!("opening the state store: {e:#}"),
-                        );
-                    }
-                };
-                match assertion::verify(
-                    token.expose(),
-                    self.deployment(),
-                    state,
-                    &request.tool,
-                    &request.input,
-                ) {
-                    Ok(agent) => agent,
-                    Err(reason) => {
-                        return self.deny(report, format!("authentication failed: {reason}"));
-                    }
-                }
+        let state = match self.state() {
+            Ok(state) => state,
+            Err(e) => {
+                return fail(
+                    ErrorKind::Internal,
+                    format!("opening the state store: {e:#}"),
+                );
             }
+        };
+        let agent = match &request.caller {
+            Caller::Assertion(token) => match assertion::verify(
+                token.expose(),
+                self.deployment(),
+                state,
+                &request.tool,
+                &request.input,
+            ) {
+                Ok(agent) => agent,
+                Err(reason) => {
+                    return self.deny(report, format!("authentication failed: {reason}"));
+                }
+            },
             Caller::Session(session) => session.agent.clone(),
         };
         report.agent = agent.clone();
-        let delegation = match &request.on_behalf_of {
+        let own = match &request.on_behalf_of {
             None => None,
-            Some(token) => match self.delegations.verify(token.expose(), self.deployment()) {
-                Ok(d) if d.agent != agent => {
-                    return self.deny(
-                        report,
-                        format!(
-                            "delegation {} was issued to agent `{}`, not `{agent}`",
-                            d.id, d.agent
-                        ),
-                    );
-                }
+            Some(token) => match self.verify_delegation(token, &agent) {
                 Ok(d) => Some(d),
                 Err(reason) => return self.deny(report, reason),
             },
         };
-        report.user = delegation.as_ref().map(|d| d.user.clone());
-        report.delegation = delegation.as_ref().map(|d| d.id.clone());
-        report.decision = decide_invoke(
-            self.deployment(),
-            &agent,
-            &request.tool,
-            delegation.as_ref(),
-        );
-        tracing::info!(outcome = ?report.decision.outcome, reasons = ?report.decision.reasons, "decision");
-        if report.decision.outcome != Outcome::Allow {
-            return fail(
-                ErrorKind::Denied,
-                format!("denied: {}", report.decision.reasons.join("; ")),
+        let (session, acting) = match self.resolve_session(request.session.as_deref(), &agent, own)
+        {
+            Ok(resolved) => resolved,
+            Err(reason) => return self.deny(report, reason),
+        };
+        report.user = acting.as_ref().map(|a| a.user.clone());
+        report.delegation = acting.as_ref().map(|a| a.delegation.clone());
+        // A delegation only narrows what the agent may do.
+        if let Some(a) = acting.as_ref().filter(|a| !a.allows(&request.tool)) {
+            return self.deny(
+                report,
+                format!(
+                    "tool `{}` is not in the scope of delegation {} from user `{}`",
+                    request.tool, a.delegation, a.user
+                ),
             );
+        }
+
+        let now_ms = crate::identity::jwt::now_ms();
+        let counts = match state.record_call(&agent, request.session.as_deref(), now_ms) {
+            Ok(counts) => counts,
+            Err(e) => return fail(ErrorKind::Internal, format!("counting the call: {e:#}")),
+        };
+        if let (true, Some(id)) = (request.untrusted_input, &request.session)
+            && let Err(e) = state.taint(id, &format!("call {call_id} carried untrusted input"))
+        {
+            return fail(ErrorKind::Internal, format!("tainting the session: {e:#}"));
+        }
+        let facts = CallFacts {
+            agent: agent.clone(),
+            tool: found.facts(),
+            user: acting.as_ref().map(|a| UserFacts {
+                name: a.user.clone(),
+                scope: a.scope.clone(),
+            }),
+            origin: request.origin.clone(),
+            session: SessionFacts {
+                id: request.session.clone().unwrap_or_default(),
+                tainted: session.as_ref().is_some_and(|s| s.tainted) || request.untrusted_input,
+                calls: counts.in_session,
+            },
+            calls_last_minute: counts.last_minute,
+            time: now_ms / 1000,
+        };
+        report.decision =
+            self.policies()
+                .decide_invoke(&facts, &request.input, request.untrusted_input, false);
+        let decision = &report.decision;
+        tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
+        match decision.outcome {
+            Outcome::Allow => {}
+            Outcome::Deny => {
+                return fail(ErrorKind::Denied, format!("denied: {}", decision.summary()));
+            }
+            Outcome::ApprovalRequired => {
+                return fail(
+                    ErrorKind::ApprovalRequired,
+                    format!("approval required: {}", decision.summary()),
+                );
+            }
         }
 
         let tool = match self.load_found(&request.tool, found).await {
@@ -315,7 +388,7 @@ impl Runtime {
             call_id: call_id.to_string(),
             tool: request.tool.clone(),
             agent,
-            user: delegation.map(|d| d.user),
+            user: acting.map(|a| a.user),
         };
         // The signing key is needed only by tools whose rules carry credentials.
         let minter = if tool.grants.credentials.is_empty() {
@@ -331,7 +404,24 @@ impl Runtime {
                 }
             }
         };
-        run(&tool, minter, context, &request.input).await
+        let gate = Arc::new(PolicyGate {
+            policies: self.policies().clone(),
+            call: facts,
+        });
+        let ran = run(&tool, gate, minter, context, &request.input).await;
+        // What the tool brought in is untrusted from now on, whether or not it succeeded.
+        if let (true, Some(id)) = (tool.manifest.ingests_untrusted, &request.session)
+            && let Err(e) = state.taint(
+                id,
+                &format!(
+                    "call {call_id} ran `{}`, which ingests untrusted content",
+                    request.tool
+                ),
+            )
+        {
+            tracing::error!(error = %format!("{e:#}"), "tainting the session failed");
+        }
+        ran
     }
 }
 
@@ -380,6 +470,7 @@ pub(crate) fn new_store(
 
 async fn run(
     tool: &LoadedTool,
+    gate: Arc<dyn EgressGate>,
     minter: Option<Arc<Minter>>,
     context: CallContext,
     input: &serde_json::Value,
@@ -389,18 +480,19 @@ async fn run(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let stdin =
         matches!(tool.prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
-    let (state, observed) = match CallState::new(&tool.grants, minter, context, stdin, deadline) {
-        Ok(built) => built,
-        Err(e) => {
-            return Ran {
-                result: Err(CallFailure {
-                    kind: ErrorKind::Internal,
-                    message: format!("preparing the sandbox: {e:#}"),
-                }),
-                observed: None,
-            };
-        }
-    };
+    let (state, observed) =
+        match CallState::new(&tool.grants, Some(gate), minter, context, stdin, deadline) {
+            Ok(built) => built,
+            Err(e) => {
+                return Ran {
+                    result: Err(CallFailure {
+                        kind: ErrorKind::Internal,
+                        message: format!("preparing the sandbox: {e:#}"),
+                    }),
+                    observed: None,
+                };
+            }
+        };
     let mut store = new_store(tool.prepared_engine(), state, limits);
 
     let outcome = match &tool.prepared {

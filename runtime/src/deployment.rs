@@ -16,6 +16,8 @@ pub struct Deployment {
     pub state_dir: PathBuf,
     /// Directories holding one sub-directory per tool (`<dir>/<tool>/tool.toml`).
     pub tool_dirs: Vec<PathBuf>,
+    /// The Cedar policies (`*.cedar`) that decide every call and request.
+    pub policy_dir: PathBuf,
     pub agents: BTreeMap<String, Agent>,
     pub users: BTreeMap<String, User>,
     /// Trusted issuers of delegations (identity providers) and their keys.
@@ -32,18 +34,21 @@ pub struct Agent {
     pub description: String,
     /// `ed25519:<base64url>`: the key that signs this agent's call assertions.
     pub public_key: Option<String>,
-    /// Free-form attributes (owner, trust level, …) for decisions and records.
+    /// Who answers for this agent (`principal.owner` in policies).
     #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-    /// Tools this agent may invoke (`"*"` for all). Empty: none (deny by default).
+    pub owner: String,
+    /// How far this agent is trusted (`principal.trust`): low (default), medium or high.
     #[serde(default)]
-    pub tools: Vec<String>,
+    pub trust: Trust,
 }
 
-impl Agent {
-    pub fn may_invoke(&self, tool: &str) -> bool {
-        self.tools.iter().any(|t| t == "*" || t == tool)
-    }
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    #[default]
+    Low,
+    Medium,
+    High,
 }
 
 /// A user who can delegate to agents with their own key.
@@ -51,8 +56,9 @@ impl Agent {
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub public_key: String,
+    /// Roles (`roles` of the `User` entity in policies).
     #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
+    pub roles: Vec<String>,
 }
 
 /// Where a secret's value comes from. Never inline.
@@ -143,6 +149,8 @@ struct RawDeployment {
     state_dir: PathBuf,
     #[serde(default)]
     tool_dirs: Vec<PathBuf>,
+    #[serde(default = "default_policy_dir")]
+    policy_dir: PathBuf,
     #[serde(default)]
     agents: BTreeMap<String, Agent>,
     #[serde(default)]
@@ -165,6 +173,10 @@ struct RawIssuer {
 
 fn default_state() -> PathBuf {
     PathBuf::from("state")
+}
+
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("policies")
 }
 
 impl Deployment {
@@ -268,6 +280,7 @@ impl Deployment {
             file: path.to_path_buf(),
             state_dir: base.join(raw.state_dir),
             tool_dirs: raw.tool_dirs.iter().map(|d| base.join(d)).collect(),
+            policy_dir: base.join(raw.policy_dir),
             agents: raw.agents,
             users: raw.users,
             issuers,
@@ -315,7 +328,7 @@ mod tests {
             r#"
 tool_dirs = ["tools"]
 [agents.bot]
-tools = ["hello"]
+trust = "high"
 [[mounts]]
 tool = "read-file"
 guest = "/data"
@@ -331,8 +344,8 @@ host = "data"
             Some(dir.path().join("data").as_path())
         );
         assert_eq!(d.mount_for("read-file", "/other"), None);
-        assert!(d.agents["bot"].may_invoke("hello"));
-        assert!(!d.agents["bot"].may_invoke("write-note"));
+        assert_eq!(d.policy_dir, dir.path().join("policies"));
+        assert_eq!(d.agents["bot"].trust, Trust::High);
     }
 
     #[test]

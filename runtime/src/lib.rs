@@ -17,12 +17,7 @@
 //! // The agent proves it makes this very call: tool, input, time and a nonce, signed.
 //! let proof = assertion::sign(&agent_key, "demo-agent", "hello", &input);
 //! let report = runtime
-//!     .call(warden::CallRequest {
-//!         tool: "hello".into(),
-//!         input,
-//!         caller: Caller::Assertion(Secret::new(proof)),
-//!         on_behalf_of: None,
-//!     })
+//!     .call(warden::CallRequest::new("hello", input, Caller::Assertion(Secret::new(proof))))
 //!     .await;
 //! println!("{}", serde_json::to_string_pretty(&report)?);
 //! # Ok(()) }
@@ -40,6 +35,7 @@ pub mod policy;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;
+pub mod session;
 pub mod state;
 pub mod units;
 

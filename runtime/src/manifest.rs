@@ -26,6 +26,9 @@ pub struct Manifest {
     pub kind: ToolKind,
     pub impact: Impact,
     pub sensitivity: Sensitivity,
+    /// The tool brings content nobody vetted into the session (web pages, mail…): every
+    /// later decision of the session sees it as tainted.
+    pub ingests_untrusted: bool,
     pub limits: Limits,
     pub fs: Vec<MountRequest>,
     pub egress: Vec<EgressRule>,
@@ -183,6 +186,8 @@ struct RawManifest {
     impact: Impact,
     sensitivity: Sensitivity,
     #[serde(default)]
+    ingests_untrusted: bool,
+    #[serde(default)]
     limits: Limits,
     #[serde(default)]
     fs: Vec<MountRequest>,
@@ -278,6 +283,7 @@ impl Manifest {
             kind: raw.kind,
             impact: raw.impact,
             sensitivity: raw.sensitivity,
+            ingests_untrusted: raw.ingests_untrusted,
             limits: raw.limits,
             fs: raw.fs,
             egress,

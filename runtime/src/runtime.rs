@@ -6,6 +6,7 @@ use crate::deployment::Deployment;
 use crate::engine::{CallContext, Engine, Prepared, ToolInfo};
 use crate::identity::delegation;
 use crate::manifest::{Digest, Manifest};
+use crate::policy::{Policies, ToolFacts};
 use crate::registry::{self, ToolFiles};
 use crate::sandbox::{CallState, Grants, fs::grant_mounts};
 use crate::state::StateDb;
@@ -27,6 +28,7 @@ pub struct LoadedTool {
 
 pub struct Runtime {
     deployment: Deployment,
+    policies: Arc<Policies>,
     engine: Engine,
     tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
     /// Opened on first use, so that commands that only read (or refuse) write nothing.
@@ -35,10 +37,20 @@ pub struct Runtime {
     pub(crate) delegations: delegation::Verifier,
 }
 
-/// Where a tool is: already loaded, or in a tool directory.
+/// A tool found by name: already loaded, or read from its directory (digest checked).
 pub enum Found {
     Warm(Arc<LoadedTool>),
-    OnDisk(std::path::PathBuf),
+    OnDisk(ToolFiles),
+}
+
+impl Found {
+    /// The tool as policies see it.
+    pub fn facts(&self) -> ToolFacts {
+        match self {
+            Found::Warm(tool) => ToolFacts::of(&tool.manifest, &tool.digest),
+            Found::OnDisk(files) => ToolFacts::of(&files.manifest, &files.digest),
+        }
+    }
 }
 
 /// Why a tool could not be found or loaded.
@@ -63,10 +75,13 @@ impl LoadedTool {
 }
 
 impl Runtime {
+    /// A runtime for `deployment`. Fails (with a `PolicyError`) if its policies are invalid.
     pub fn new(deployment: Deployment) -> Result<Runtime> {
+        let policies = Arc::new(Policies::load(&deployment)?);
         let engine = Engine::new(Some(deployment.cache_dir()))?;
         Ok(Runtime {
             deployment,
+            policies,
             engine,
             tools: RwLock::new(HashMap::new()),
             state: OnceLock::new(),
@@ -101,29 +116,33 @@ impl Runtime {
         &self.engine
     }
 
-    /// Where the tool called `name` is, without loading it.
-    pub fn find(&self, name: &str) -> Option<Found> {
-        match self.tools.read().unwrap().get(name) {
-            Some(tool) => Some(Found::Warm(tool.clone())),
-            None => registry::find_tool(&self.deployment, name).map(Found::OnDisk),
+    pub fn policies(&self) -> &Arc<Policies> {
+        &self.policies
+    }
+
+    /// The tool called `name`: warm, or read from its directory without compiling it.
+    pub fn find(&self, name: &str) -> Result<Found, LoadError> {
+        if let Some(tool) = self.tools.read().unwrap().get(name) {
+            return Ok(Found::Warm(tool.clone()));
         }
+        let dir = registry::find_tool(&self.deployment, name)
+            .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
+        let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
+        Ok(Found::OnDisk(files))
     }
 
     /// The tool called `name`, loaded once and then kept warm.
     pub async fn tool(&self, name: &str) -> Result<Arc<LoadedTool>, LoadError> {
-        let found = self
-            .find(name)
-            .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
+        let found = self.find(name)?;
         self.load_found(name, found).await
     }
 
-    /// Loads a tool `find` located (unless it is already warm) and keeps it warm.
+    /// Loads a tool `find` read (unless it is already warm) and keeps it warm.
     pub async fn load_found(&self, name: &str, found: Found) -> Result<Arc<LoadedTool>, LoadError> {
-        let dir = match found {
+        let files = match found {
             Found::Warm(tool) => return Ok(tool),
-            Found::OnDisk(dir) => dir,
+            Found::OnDisk(files) => files,
         };
-        let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
         let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
         self.tools
             .write()
@@ -215,6 +234,7 @@ async fn describe(
     let timeout = Duration::from_secs(10);
     let (state, _) = CallState::new(
         &grants,
+        None,
         None,
         context,
         None,

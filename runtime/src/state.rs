@@ -1,5 +1,6 @@
-//! The state behind replay protection (and, later, audit, approvals, revocations): one
-//! SQLite file in the state directory, shared by every `warden` process using it.
+//! The state shared by every `warden` process of a deployment: replay protection, sessions
+//! and their taint, call counts for rate policies (later: audit, approvals, revocations).
+//! One SQLite file in the state directory.
 
 use anyhow::{Context as _, Result};
 use rusqlite::{Connection, params};
@@ -15,7 +16,54 @@ CREATE TABLE IF NOT EXISTS nonces (
     nonce   TEXT PRIMARY KEY,
     expires INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    id           TEXT PRIMARY KEY,
+    agent        TEXT NOT NULL,
+    user         TEXT,
+    delegation   TEXT,
+    scope        TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    expires      INTEGER NOT NULL,
+    tainted      INTEGER NOT NULL DEFAULT 0,
+    taint_reason TEXT,
+    calls        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS calls (
+    agent TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent, at_ms);
 ";
+
+/// A session: calls of one agent (for one user) whose provenance is tracked together.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Session {
+    pub id: String,
+    pub agent: String,
+    /// The user and delegation the session acts under, verified when it started.
+    pub user: Option<String>,
+    pub delegation: Option<String>,
+    /// The delegation's tools.
+    pub scope: Vec<String>,
+    /// Unix seconds.
+    pub expires: i64,
+    pub tainted: bool,
+    /// What tainted it first.
+    pub taint_reason: Option<String>,
+    pub calls: u64,
+}
+
+/// The counts a call is decided with, taken as it was recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallCounts {
+    /// Calls by the agent in the 60 s before this one.
+    pub last_minute: u64,
+    /// Calls earlier in the session.
+    pub in_session: u64,
+}
+
+/// How long call times are kept for rate policies.
+const CALL_HISTORY_MS: i64 = 3_600_000;
 
 impl StateDb {
     pub fn open(state_dir: &Path) -> Result<StateDb> {
@@ -44,6 +92,101 @@ impl StateDb {
             .execute(params![nonce, expires])?;
         Ok(inserted == 1)
     }
+
+    /// Creates a session (its id is fresh and random).
+    pub fn start_session(&self, session: &Session) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.prepare_cached(
+            "INSERT INTO sessions (id, agent, user, delegation, scope, created, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            session.id,
+            session.agent,
+            session.user,
+            session.delegation,
+            serde_json::to_string(&session.scope)?,
+            crate::identity::jwt::now(),
+            session.expires
+        ])?;
+        Ok(())
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<Session>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query = conn.prepare_cached(
+            "SELECT id, agent, user, delegation, scope, expires, tainted, taint_reason, calls
+             FROM sessions WHERE id = ?1",
+        )?;
+        let mut rows = query.query(params![id])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let scope: String = row.get(4)?;
+        Ok(Some(Session {
+            id: row.get(0)?,
+            agent: row.get(1)?,
+            user: row.get(2)?,
+            delegation: row.get(3)?,
+            scope: serde_json::from_str(&scope).context("a session's scope")?,
+            expires: row.get(5)?,
+            tainted: row.get(6)?,
+            taint_reason: row.get(7)?,
+            calls: row.get::<_, i64>(8)? as u64,
+        }))
+    }
+
+    /// Records a call by `agent` (in `session`) at `now_ms` and returns the counts before
+    /// it, in one transaction so that concurrent processes count each call once.
+    pub fn record_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+    ) -> Result<CallCounts> {
+        let mut conn = self.conn.lock().unwrap();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.prepare_cached("DELETE FROM calls WHERE agent = ?1 AND at_ms < ?2")?
+            .execute(params![agent, now_ms - CALL_HISTORY_MS])?;
+        let last_minute = count_recent(&tx, agent, now_ms)?;
+        tx.prepare_cached("INSERT INTO calls (agent, at_ms) VALUES (?1, ?2)")?
+            .execute(params![agent, now_ms])?;
+        let in_session = match session {
+            None => 0,
+            Some(id) => tx
+                .prepare_cached(
+                    "UPDATE sessions SET calls = calls + 1 WHERE id = ?1 RETURNING calls - 1",
+                )?
+                .query_row(params![id], |row| row.get::<_, i64>(0))? as u64,
+        };
+        tx.commit()?;
+        Ok(CallCounts {
+            last_minute,
+            in_session,
+        })
+    }
+
+    /// Calls by `agent` in the 60 s before `now_ms`.
+    pub fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
+        Ok(count_recent(&self.conn.lock().unwrap(), agent, now_ms)?)
+    }
+
+    /// Marks a session tainted; the first reason is kept.
+    pub fn taint(&self, session: &str, reason: &str) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.prepare_cached(
+            "UPDATE sessions SET tainted = 1, taint_reason = COALESCE(taint_reason, ?2) WHERE id = ?1",
+        )?
+        .execute(params![session, reason])?;
+        Ok(())
+    }
+}
+
+fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result<u64> {
+    let count: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM calls WHERE agent = ?1 AND at_ms > ?2")?
+        .query_row(params![agent, now_ms - 60_000], |row| row.get(0))?;
+    Ok(count as u64)
 }
 
 #[cfg(test)]
@@ -57,5 +200,18 @@ mod tests {
         assert!(a.use_nonce("n1", exp).unwrap());
         assert!(!b.use_nonce("n1", exp).unwrap());
         assert!(b.use_nonce("n2", exp).unwrap());
+    }
+
+    #[test]
+    fn calls_are_counted_per_agent_within_the_last_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::StateDb::open(dir.path()).unwrap();
+        let counts = |agent, at| db.record_call(agent, None, at).unwrap().last_minute;
+        assert_eq!(counts("a", 1_000_000), 0);
+        assert_eq!(counts("a", 1_010_000), 1);
+        assert_eq!(counts("b", 1_010_000), 0);
+        assert_eq!(counts("a", 1_020_000), 2);
+        // The first call is more than a minute old by now.
+        assert_eq!(counts("a", 1_065_000), 2);
     }
 }

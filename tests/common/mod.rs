@@ -37,11 +37,11 @@ tool_dirs = ["tools"]
 
 [agents.tester]
 public_key = "TESTER_KEY"
-tools = ["*"]
+owner = "alice"
+trust = "high"
 
 [agents.limited]
 public_key = "LIMITED_KEY"
-tools = ["hello"]
 
 [users.alice]
 public_key = "ALICE_KEY"
@@ -53,6 +53,11 @@ host = "data"
 
 [[mounts]]
 tool = "write-note"
+guest = "/notes"
+host = "notes"
+
+[[mounts]]
+tool = "delete-note"
 guest = "/notes"
 host = "notes"
 
@@ -72,12 +77,27 @@ guest = "/scratch"
 host = "scratch"
 "#;
 
+/// The fixture's policies: `tester` may invoke any tool, `limited` only `hello`, and every
+/// request a manifest asks for may be sent.
+pub const POLICIES: &str = r#"
+@id("tester-invokes-anything")
+permit(principal == Agent::"tester", action == Action::"invoke", resource);
+
+@id("limited-says-hello")
+permit(principal == Agent::"limited", action == Action::"invoke", resource == Tool::"hello");
+
+@id("egress-as-manifests-ask")
+permit(principal, action == Action::"egress", resource);
+"#;
+
 impl Fixture {
     /// A deployment with every built tool registered as shipped.
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for sub in ["data", "notes", "scratch", "outside", "tools", "keys"] {
+        for sub in [
+            "data", "notes", "scratch", "outside", "tools", "keys", "policies",
+        ] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         let mut deployment = DEPLOYMENT.to_string();
@@ -92,6 +112,7 @@ impl Fixture {
             keys::write_private(&root.join(format!("keys/{name}.key")), &key).unwrap();
         }
         std::fs::write(root.join("warden.toml"), deployment).unwrap();
+        std::fs::write(root.join("policies/base.cedar"), POLICIES).unwrap();
         std::fs::write(root.join("data/hello.txt"), "hello from the data mount\n").unwrap();
         std::fs::write(root.join("outside/secret.txt"), SECRET).unwrap();
         std::fs::write(root.join("secret.txt"), SECRET).unwrap();
@@ -128,6 +149,16 @@ impl Fixture {
             let manifest = std::fs::read_to_string(to.join("tool.toml")).unwrap();
             let kept = manifest.split("[[egress]]").next().unwrap();
             std::fs::write(to.join("tool.toml"), format!("{kept}\n{egress}\n")).unwrap();
+        }
+    }
+
+    /// Replaces the policy directory's contents with `files` (name, text).
+    pub fn set_policies(&self, files: &[(&str, &str)]) {
+        let dir = self.path().join("policies");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
         }
     }
 
@@ -172,10 +203,8 @@ pub fn request(
 ) -> CallRequest {
     let token = assertion::sign(&agent_key(agent), agent, tool, &input);
     CallRequest {
-        tool: tool.into(),
-        input,
-        caller: Caller::Assertion(Secret::new(token)),
         on_behalf_of: on_behalf_of.map(Secret::new),
+        ..CallRequest::new(tool, input, Caller::Assertion(Secret::new(token)))
     }
 }
 

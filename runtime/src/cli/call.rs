@@ -6,6 +6,7 @@ use crate::call::{CallRequest, Caller};
 use crate::credentials::Secret;
 use crate::deployment::Deployment;
 use crate::identity::assertion;
+use crate::policy::{Origin, OriginKind, Outcome};
 use crate::runtime::Runtime;
 use anyhow::Result;
 use clap::Args;
@@ -31,6 +32,16 @@ pub struct CallArgs {
     /// Read the input JSON from this file (`-` for stdin).
     #[arg(long)]
     input_file: Option<PathBuf>,
+    /// The session the call belongs to (from `warden session start`).
+    #[arg(long)]
+    session: Option<String>,
+    /// The input carries content nobody vetted: the session is tainted from this call on.
+    #[arg(long)]
+    untrusted_input: bool,
+    /// A label for where the call came from (a framework, a CI job); policies see it as
+    /// `context.origin.label`.
+    #[arg(long, default_value = "")]
+    origin_label: String,
     /// Print one JSON envelope: call id, decision, output or error, egress, duration.
     #[arg(long)]
     json: bool,
@@ -61,10 +72,14 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
     let runtime = Runtime::new(Deployment::load(config)?)?;
     let report = runtime
         .call(CallRequest {
-            tool: args.tool,
-            input,
-            caller: Caller::Assertion(Secret::new(assertion)),
             on_behalf_of,
+            session: args.session,
+            untrusted_input: args.untrusted_input,
+            origin: Origin {
+                kind: OriginKind::Cli,
+                label: args.origin_label,
+            },
+            ..CallRequest::new(args.tool, input, Caller::Assertion(Secret::new(assertion)))
         })
         .await;
 
@@ -75,6 +90,13 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
             (Some(output), _) => println!("{}", serde_json::to_string_pretty(output)?),
             (_, Some(error)) => eprintln!("error: {} ({:?})", error.message, error.kind),
             _ => {}
+        }
+        if report.decision.outcome == Outcome::ApprovalRequired {
+            eprintln!(
+                "approval needed: a human approval for call {} (policies {})",
+                report.call_id,
+                report.decision.policies.join(", ")
+            );
         }
         for e in &report.egress {
             let why = e.reason.as_deref().unwrap_or("");

@@ -11,6 +11,7 @@ use crate::deployment::Deployment;
 use crate::identity::jwks::KeySet;
 use crate::identity::{self, assertion, delegation, jwt};
 use crate::loopback::LoopbackServer;
+use crate::policy::{Origin, OriginKind};
 use crate::runtime::Runtime;
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -51,16 +52,36 @@ macro_rules! built_tool {
 }
 
 /// (name, component file, manifest, component bytes) of the tools the demo registers.
-const TOOLS: [(&str, &str, &str, &[u8]); 5] = [
+const TOOLS: [(&str, &str, &str, &[u8]); 6] = [
     built_tool!("hello", "hello.wasm"),
     built_tool!("read-file", "read_file.wasm"),
     built_tool!("write-note", "write_note.wasm"),
+    built_tool!("delete-note", "delete_note.wasm"),
     built_tool!("http-get", "http_get.wasm"),
     built_tool!("hostile-fs", "hostile_fs.wasm"),
 ];
 
 const DEPLOYMENT: &str = include_str!("../../../examples/warden.toml");
 const WELCOME: &str = include_str!("../../../examples/data/welcome.txt");
+/// The example policy directory (file name, text).
+const POLICIES: [(&str, &str); 4] = [
+    (
+        "input.cedarschema",
+        include_str!("../../../examples/policies/input.cedarschema"),
+    ),
+    (
+        "invoke.cedar",
+        include_str!("../../../examples/policies/invoke.cedar"),
+    ),
+    (
+        "guards.cedar",
+        include_str!("../../../examples/policies/guards.cedar"),
+    ),
+    (
+        "egress.cedar",
+        include_str!("../../../examples/policies/egress.cedar"),
+    ),
+];
 
 pub async fn run(args: DemoArgs) -> Result<i32> {
     let dir = args.dir.clone().unwrap_or_else(|| {
@@ -101,6 +122,13 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
             agent,
             alice,
             json!({ "url": server.url("/echo-headers") }),
+        ),
+        Step::new(
+            "A denied call: a policy reads the input and refuses hidden files",
+            "read-file",
+            agent,
+            None,
+            json!({ "path": ".env" }),
         ),
         Step::new(
             "A denied escape: HTTP to the cloud metadata address",
@@ -157,10 +185,16 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
         let assertion = assertion::sign(step.key, AGENT, step.tool, &step.input);
         let report = runtime
             .call(CallRequest {
-                tool: step.tool.into(),
-                input: step.input,
-                caller: Caller::Assertion(Secret::new(assertion)),
                 on_behalf_of: step.on_behalf_of.cloned(),
+                origin: Origin {
+                    kind: OriginKind::Cli,
+                    label: "demo".into(),
+                },
+                ..CallRequest::new(
+                    step.tool,
+                    step.input,
+                    Caller::Assertion(Secret::new(assertion)),
+                )
             })
             .await;
         print_report(&report);
@@ -285,7 +319,7 @@ struct DemoKeys {
 /// Writes the example deployment with fresh keys for the agent and the user alice, and the
 /// upstream's origin as the audience of the minted credential.
 fn write_deployment(dir: &Path, upstream: &str) -> Result<DemoKeys> {
-    for sub in ["data", "notes", "scratch", "tools", "keys"] {
+    for sub in ["data", "notes", "scratch", "tools", "keys", "policies"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
@@ -308,6 +342,9 @@ fn write_deployment(dir: &Path, upstream: &str) -> Result<DemoKeys> {
     );
     std::fs::write(dir.join("warden.toml"), deployment)?;
     std::fs::write(dir.join("data/welcome.txt"), WELCOME)?;
+    for (name, text) in POLICIES {
+        std::fs::write(dir.join("policies").join(name), text)?;
+    }
     for (name, component, manifest, bytes) in TOOLS {
         let tool_dir = dir.join("tools").join(name);
         std::fs::create_dir_all(&tool_dir)?;

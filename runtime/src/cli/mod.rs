@@ -1,11 +1,14 @@
 //! The `warden` command line. One file per command group; each returns an exit code.
 //!
-//! Exit codes: 0 ok, 1 Warden itself failed, 2 bad usage or bad input (including manifests
-//! and configuration), 3 denied, 5 the tool failed.
+//! Exit codes: 0 ok, 1 Warden itself failed (or a policy test failed), 2 bad usage or bad
+//! input (including manifests, configuration and policies), 3 denied, 4 approval required,
+//! 5 the tool failed.
 
 mod call;
 mod demo;
 mod keys;
+mod policy;
+mod session;
 mod tool;
 
 use crate::deployment::DEPLOYMENT_FILE;
@@ -36,6 +39,12 @@ enum Command {
     Tool(tool::ToolCommand),
     /// Call a tool as an agent.
     Call(call::CallArgs),
+    /// Start and inspect sessions (calls whose provenance is tracked together).
+    #[command(subcommand)]
+    Session(session::SessionCommand),
+    /// Validate, question and test the policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Make an Ed25519 key pair (for an agent, a user or an approver).
     Keygen(keys::KeygenArgs),
     /// Issue a delegation: a user lets an agent call some tools on their behalf.
@@ -77,6 +86,8 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Tool(cmd) => tool::run(&cli.config, cmd).await,
             Command::Call(args) => call::run(&cli.config, args).await,
+            Command::Session(command) => session::run(&cli.config, command),
+            Command::Policy(command) => policy::run(&cli.config, command),
             Command::Keygen(args) => keys::keygen(args),
             Command::Delegate(args) => keys::delegate(args),
             Command::Jwks => keys::jwks(&cli.config),
@@ -98,6 +109,7 @@ fn exit_code_of(e: &anyhow::Error) -> i32 {
         c.is::<UsageError>()
             || c.is::<crate::manifest::ManifestError>()
             || c.is::<crate::runtime::LoadError>()
+            || c.is::<crate::policy::PolicyError>()
     });
     if usage { 2 } else { 1 }
 }

@@ -71,11 +71,17 @@ pub fn verify<T: DeserializeOwned>(token: &str, key: &VerifyingKey) -> Result<T,
     peek_claims(token)
 }
 
+/// Unix seconds.
 pub fn now() -> i64 {
+    now_ms() / 1000
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")
-        .as_secs() as i64
+        .as_millis() as i64
 }
 
 /// `iat`/`exp` sanity: not expired, not issued in the future (with `skew` seconds of slack),

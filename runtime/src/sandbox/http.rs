@@ -2,7 +2,8 @@
 //! here, after the guest has handed it over and before anything touches the network:
 //!
 //! 1. the request must match one of the tool's egress rules (scheme, host, port, path,
-//!    method) and stay within the call's request budget — decided before any DNS query;
+//!    method), be permitted by policy (the `egress` action) and stay within the call's
+//!    request budget — decided before any DNS query;
 //! 2. the host resolves the name itself and refuses loopback, private, link-local, metadata
 //!    and non-routable addresses unless the rule allows private ones;
 //! 3. it connects to the very address it checked (no second lookup, no rebinding);
@@ -17,6 +18,7 @@ use crate::credentials::scrub::{Scrubber, scrub_all};
 use crate::credentials::{Granted, Secret};
 use crate::deployment::CredentialKind;
 use crate::engine::CallContext;
+use crate::policy::{Decision, Outcome};
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
@@ -49,6 +51,8 @@ pub struct EgressRecord {
     pub decision: &'static str,
     /// The rule that allowed it.
     pub rule: Option<String>,
+    /// The policies that permitted or stopped it.
+    pub policies: Vec<String>,
     /// Why it was denied or failed.
     pub reason: Option<String>,
     /// The address actually connected to.
@@ -65,6 +69,7 @@ impl EgressRecord {
         url: String,
         decision: &'static str,
         rule: Option<String>,
+        policies: Vec<String>,
         reason: Option<String>,
     ) -> Self {
         EgressRecord {
@@ -72,6 +77,7 @@ impl EgressRecord {
             url,
             decision,
             rule,
+            policies,
             reason,
             address: None,
             status: None,
@@ -134,9 +140,22 @@ pub struct Credentials {
     pub call: CallContext,
 }
 
+/// The decision point as the sandbox sees it: decides each request whose rule matched.
+pub trait EgressGate: Send + Sync {
+    fn decide(&self, target: &Target) -> Decision;
+}
+
+/// A request that passed the rules and the budget.
+struct Admitted {
+    target: Target,
+    rule: EgressRule,
+}
+
 /// The `WasiHttpHooks` of one call.
 pub struct EgressHooks {
     rules: Arc<[EgressRule]>,
+    /// None: no request is permitted (while a tool describes itself).
+    gate: Option<Arc<dyn EgressGate>>,
     credentials: Credentials,
     log: EgressLog,
     budget: Arc<Budget>,
@@ -145,6 +164,7 @@ pub struct EgressHooks {
 impl EgressHooks {
     pub fn new(
         rules: Arc<[EgressRule]>,
+        gate: Option<Arc<dyn EgressGate>>,
         credentials: Credentials,
         max_requests: u32,
         max_response_bytes: u64,
@@ -153,6 +173,7 @@ impl EgressHooks {
     ) -> Self {
         EgressHooks {
             rules,
+            gate,
             credentials,
             log,
             budget: Arc::new(Budget {
@@ -164,11 +185,8 @@ impl EgressHooks {
     }
 
     /// Checks that need nothing but the request line; no DNS, no network.
-    fn admit(
-        &self,
-        method: &str,
-        uri: &http::Uri,
-    ) -> Result<(Target, EgressRule), (String, String)> {
+    /// Returns the URL to record and the reason when the request is refused.
+    fn admit(&self, method: &str, uri: &http::Uri) -> Result<Admitted, (String, String)> {
         let target = Target::from_uri(method, uri).map_err(|e| (format!("{method} {uri}"), e))?;
         let rule = match_rule(&self.rules, &target).map_err(|e| (target.display(), e))?;
         let left =
@@ -181,7 +199,33 @@ impl EgressHooks {
                 "the call's egress request limit is reached".into(),
             ));
         }
-        Ok((target, rule.clone()))
+        Ok(Admitted {
+            target,
+            rule: rule.clone(),
+        })
+    }
+}
+
+/// The policies' word on one request: Ok(the policies that permit it) or Err((why not, the
+/// policies that decided so)).
+fn ask_policy(
+    gate: Option<&dyn EgressGate>,
+    target: &Target,
+) -> Result<Vec<String>, (String, Vec<String>)> {
+    let decision = match gate {
+        Some(gate) => gate.decide(target),
+        None => Decision::deny("no request may be sent here".into()),
+    };
+    match decision.outcome {
+        Outcome::Allow => Ok(decision.policies),
+        Outcome::Deny => Err((decision.summary(), decision.policies)),
+        Outcome::ApprovalRequired => Err((
+            format!(
+                "{} (a single request cannot wait for an approval)",
+                decision.summary()
+            ),
+            decision.policies,
+        )),
     }
 }
 
@@ -217,12 +261,18 @@ impl WasiHttpHooks for EgressHooks {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let method = request.method().as_str().to_string();
-        let (target, rule) = match self.admit(&method, request.uri()) {
+        let Admitted { target, rule } = match self.admit(&method, request.uri()) {
             Ok(admitted) => admitted,
             Err((url, reason)) => {
                 tracing::info!(%method, %url, %reason, "egress denied");
-                self.log
-                    .push(EgressRecord::new(method, url, "deny", None, Some(reason)));
+                self.log.push(EgressRecord::new(
+                    method,
+                    url,
+                    "deny",
+                    None,
+                    vec![],
+                    Some(reason),
+                ));
                 // The guest may still be writing the body; drain it so it sees the denial
                 // instead of a reset connection.
                 drain(request.into_body());
@@ -234,11 +284,13 @@ impl WasiHttpHooks for EgressHooks {
             target.display(),
             "allow",
             Some(rule.url.clone()),
+            vec![],
             None,
         ));
         let out = Outgoing {
             target,
             rule,
+            gate: self.gate.clone(),
             credentials: self.credentials.clone(),
             budget: self.budget.clone(),
             log: self.log.clone(),
@@ -265,6 +317,7 @@ impl WasiHttpHooks for EgressHooks {
 struct Outgoing {
     target: Target,
     rule: EgressRule,
+    gate: Option<Arc<dyn EgressGate>>,
     credentials: Credentials,
     budget: Arc<Budget>,
     log: EgressLog,
@@ -285,6 +338,19 @@ async fn send(
         ..
     } = out;
     let index = out.index;
+    // Policy is asked here, on a host thread: Cedar needs more stack than a guest's fiber has.
+    match ask_policy(out.gate.as_deref(), target) {
+        Ok(policies) => log.update(index, |r| r.policies = policies),
+        Err((reason, policies)) => {
+            tracing::info!(url = %target.display(), %reason, ?policies, "egress denied by policy");
+            log.update(index, |r| {
+                r.reason = Some(reason);
+                r.policies = policies;
+            });
+            drain(request.into_body());
+            return Err(Error::HttpRequestDenied);
+        }
+    }
     let clamp = |asked: Option<Duration>| {
         let remaining = budget.deadline.saturating_duration_since(Instant::now());
         asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(remaining)

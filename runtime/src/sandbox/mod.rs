@@ -16,7 +16,7 @@ use crate::manifest::{Limits, MountMode};
 use anyhow::{Context as _, Result};
 use egress::EgressRule;
 use fs::Mount;
-use http::{Credentials, EgressHooks, EgressLog};
+use http::{Credentials, EgressGate, EgressHooks, EgressLog};
 use limits::{Capture, MemoryLimiter};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,9 +53,10 @@ pub struct Observed {
 
 impl CallState {
     /// A sandbox with exactly `grants`: the granted mounts, an empty environment, no sockets
-    /// and no name lookups, captured stdio, and the egress mediator.
+    /// and no name lookups, captured stdio, and the egress mediator asking `gate`.
     pub fn new(
         grants: &Grants,
+        gate: Option<Arc<dyn EgressGate>>,
         minter: Option<Arc<Minter>>,
         context: CallContext,
         stdin: Option<Vec<u8>>,
@@ -102,6 +103,7 @@ impl CallState {
         };
         let hooks = EgressHooks::new(
             grants.egress.clone(),
+            gate,
             credentials,
             grants.limits.egress_requests,
             grants.limits.response_bytes.0,

@@ -1,5 +1,6 @@
-//! Hostile: makes whatever HTTP request it is told to (any URL, method and headers), to show
-//! that only requests matching the manifest's egress rules leave the sandbox.
+//! Hostile: makes whatever HTTP requests it is told to (any URL, method and headers), one
+//! after the other, to show that only requests matching the manifest's egress rules and the
+//! policies leave the sandbox.
 use host_api::{
     Tool, ToolError,
     serde_json::{Value, json},
@@ -10,6 +11,15 @@ struct HostileHttp;
 
 #[derive(serde::Deserialize)]
 struct Input {
+    #[serde(flatten)]
+    first: Outgoing,
+    /// Requests sent after the first, whatever became of it.
+    #[serde(default)]
+    then: Vec<Outgoing>,
+}
+
+#[derive(serde::Deserialize)]
+struct Outgoing {
     url: String,
     #[serde(default = "get")]
     method: String,
@@ -28,39 +38,49 @@ impl Tool for HostileHttp {
     const DESCRIPTION: &'static str = "Sends an arbitrary HTTP request.";
     const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["url"]}"#;
 
+    /// The first request's result, with the others' under `then`.
     fn invoke(input: Input) -> Result<Value, ToolError> {
-        wstd::runtime::block_on(async {
-            let mut request = Request::builder()
-                .method(input.method.as_str())
-                .uri(&input.url);
-            for (name, value) in &input.headers {
-                request = request.header(name, value);
-            }
-            let body = if input.method == "GET" {
-                Body::empty()
-            } else {
-                Body::from("payload")
-            };
-            let request = match request.body(body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(json!({ "sent": false, "error": format!("building request: {e}") }));
-                }
-            };
-            match Client::new().send(request).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let text = response
-                        .into_body()
-                        .str_contents()
-                        .await
-                        .map(str::to_string);
-                    Ok(json!({ "sent": true, "status": status, "body": format!("{text:?}") }))
-                }
-                Err(e) => Ok(json!({ "sent": false, "error": e.to_string() })),
-            }
-        })
+        let mut result = send(input.first);
+        let then: Vec<Value> = input.then.into_iter().map(send).collect();
+        if !then.is_empty() {
+            result["then"] = Value::Array(then);
+        }
+        Ok(result)
     }
+}
+
+fn send(input: Outgoing) -> Value {
+    wstd::runtime::block_on(async {
+        let mut request = Request::builder()
+            .method(input.method.as_str())
+            .uri(&input.url);
+        for (name, value) in &input.headers {
+            request = request.header(name, value);
+        }
+        let body = if input.method == "GET" {
+            Body::empty()
+        } else {
+            Body::from("payload")
+        };
+        let request = match request.body(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json!({ "sent": false, "error": format!("building request: {e}") });
+            }
+        };
+        match Client::new().send(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response
+                    .into_body()
+                    .str_contents()
+                    .await
+                    .map(str::to_string);
+                json!({ "sent": true, "status": status, "body": format!("{text:?}") })
+            }
+            Err(e) => json!({ "sent": false, "error": e.to_string() }),
+        }
+    })
 }
 
 host_api::export_tool!(HostileHttp);

@@ -1,0 +1,222 @@
+//! Hypothetical requests: what `warden policy explain` decides and what a policy test table
+//! (`warden policy test FILE`) lists, each case with the outcome it expects.
+//!
+//! ```toml
+//! [[case]]
+//! name = "a tainted session cannot delete without approval"
+//! agent = "demo-agent"
+//! tool = "delete-file"
+//! input = { path = "report.txt" }
+//! tainted = true
+//! expect = "approval_required"
+//! policies = ["irreversible-needs-clean-session"]   # optional: exactly these decided it
+//! ```
+
+use super::{CallFacts, Decision, Origin, OriginKind, Outcome, Policies, SessionFacts, UserFacts};
+use crate::deployment::Deployment;
+use crate::policy::Selection;
+use crate::registry;
+use crate::sandbox::egress::Target;
+use serde::Deserialize;
+use std::path::Path;
+
+/// One hypothetical request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    #[serde(default)]
+    pub name: String,
+    pub agent: String,
+    pub tool: String,
+    #[serde(default = "empty_input")]
+    pub input: serde_json::Value,
+    /// The user the call is made for.
+    pub user: Option<String>,
+    /// The delegation's tools (default: just this tool).
+    pub scope: Option<Vec<String>>,
+    #[serde(default)]
+    pub tainted: bool,
+    /// Calls made earlier in the session.
+    #[serde(default)]
+    pub session_calls: u64,
+    #[serde(default)]
+    pub calls_last_minute: u64,
+    #[serde(default)]
+    pub untrusted_input: bool,
+    #[serde(default)]
+    pub approved: bool,
+    #[serde(default = "cli")]
+    pub origin: OriginKind,
+    #[serde(default)]
+    pub origin_label: String,
+    /// Unix seconds (default: now).
+    pub time: Option<i64>,
+    /// Decide this request of the tool (`METHOD URL`) instead of the call.
+    pub egress: Option<String>,
+    /// Tables only: the outcome expected, and optionally the deciding policies.
+    pub expect: Option<Outcome>,
+    pub policies: Option<Vec<String>>,
+}
+
+fn empty_input() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+fn cli() -> OriginKind {
+    OriginKind::Cli
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    #[serde(default)]
+    case: Vec<Case>,
+}
+
+impl Case {
+    /// Decides the case against `policies`; tool attributes come from the deployment's tools.
+    pub fn decide(&self, policies: &Policies, deployment: &Deployment) -> Result<Decision, String> {
+        self.decide_with(policies, deployment, Selection::Chosen)
+    }
+
+    fn decide_with(
+        &self,
+        policies: &Policies,
+        deployment: &Deployment,
+        selection: Selection,
+    ) -> Result<Decision, String> {
+        let dir = registry::find_tool(deployment, &self.tool)
+            .ok_or_else(|| format!("unknown tool `{}`", self.tool))?;
+        let files = registry::read_tool(&dir, false).map_err(|e| e.to_string())?;
+        let call = CallFacts {
+            agent: self.agent.clone(),
+            tool: super::ToolFacts::of(&files.manifest, &files.digest),
+            user: self.user.as_ref().map(|name| UserFacts {
+                name: name.clone(),
+                scope: self
+                    .scope
+                    .clone()
+                    .unwrap_or_else(|| vec![self.tool.clone()]),
+            }),
+            origin: Origin {
+                kind: self.origin,
+                label: self.origin_label.clone(),
+            },
+            session: SessionFacts {
+                id: String::new(),
+                tainted: self.tainted,
+                calls: self.session_calls,
+            },
+            calls_last_minute: self.calls_last_minute,
+            time: self.time.unwrap_or_else(crate::identity::jwt::now),
+        };
+        match &self.egress {
+            None => Ok(policies.invoke(
+                &call,
+                &self.input,
+                self.untrusted_input,
+                self.approved,
+                selection,
+            )),
+            Some(request) => {
+                let (method, url) = request
+                    .split_once(' ')
+                    .ok_or_else(|| format!("egress `{request}` is not `METHOD URL`"))?;
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| format!("egress `{request}`: {e}"))?;
+                let target = Target::from_uri(method, &uri)?;
+                Ok(policies.egress(&call, &target, selection))
+            }
+        }
+    }
+}
+
+/// The result of running a table: how many cases passed before the first that did not.
+pub struct TableRun {
+    pub passed: usize,
+    pub total: usize,
+    /// The first case that did not decide as expected, and why.
+    pub failure: Option<String>,
+}
+
+/// Reads a case table. Errors name the file (and line for TOML errors).
+pub fn read_table(path: &Path) -> Result<Vec<Case>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let table: Table = toml::from_str(&text).map_err(|e| {
+        format!(
+            "{}: {}",
+            path.display(),
+            crate::manifest::toml_error(&text, &e)
+        )
+    })?;
+    for (i, case) in table.case.iter().enumerate() {
+        if case.expect.is_none() {
+            return Err(format!(
+                "{}: field `case[{i}].expect` is missing (allow, deny or approval_required)",
+                path.display()
+            ));
+        }
+    }
+    Ok(table.case)
+}
+
+/// Runs `cases` in order and stops at the first mismatch. Every case is decided twice, with
+/// the policies chosen for it and with all policies, and the two must agree: the choice may
+/// never drop a policy that applies.
+pub fn run_table(
+    cases: &[Case],
+    policies: &Policies,
+    deployment: &Deployment,
+) -> Result<TableRun, String> {
+    let mut passed = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let label = if case.name.is_empty() {
+            format!("case {}", i + 1)
+        } else {
+            format!("case {} ({})", i + 1, case.name)
+        };
+        let decision = case
+            .decide(policies, deployment)
+            .map_err(|e| format!("{label}: {e}"))?;
+        let reference = case
+            .decide_with(policies, deployment, Selection::All)
+            .map_err(|e| format!("{label}: {e}"))?;
+        let mismatch = if decision.outcome != reference.outcome
+            || decision.policies != reference.policies
+        {
+            Some(format!(
+                "the policies chosen for it decide {:?} {:?}, all policies {:?} {:?}",
+                decision.outcome, decision.policies, reference.outcome, reference.policies
+            ))
+        } else if Some(decision.outcome) != case.expect {
+            Some(format!(
+                "expected {:?}, got {:?}: {}",
+                case.expect.unwrap_or(Outcome::Deny),
+                decision.outcome,
+                decision.summary()
+            ))
+        } else if let Some(expected) = case.policies.as_ref().filter(|p| **p != decision.policies) {
+            Some(format!(
+                "expected the decision by {expected:?}, it was by {:?}",
+                decision.policies
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            return Ok(TableRun {
+                passed,
+                total: cases.len(),
+                failure: Some(format!("{label}: {why}")),
+            });
+        }
+        passed += 1;
+    }
+    Ok(TableRun {
+        passed,
+        total: cases.len(),
+        failure: None,
+    })
+}

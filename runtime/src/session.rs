@@ -1,0 +1,128 @@
+//! Sessions: the calls of one agent (for one user) whose provenance is tracked together. A
+//! session starts clean; a tool that ingests untrusted content, or a call whose caller marks
+//! its input as untrusted, taints it, and every later decision of the session sees the taint.
+
+use crate::credentials::Secret;
+use crate::identity::delegation::Delegation;
+use crate::identity::jwt;
+use crate::runtime::Runtime;
+use crate::state::Session;
+
+/// How long a session without a delegation lives.
+pub const SESSION_LIFETIME: i64 = 24 * 3600;
+
+/// The user a call acts for: from its own delegation, or from its session's.
+#[derive(Debug, Clone)]
+pub struct ActingFor {
+    pub user: String,
+    pub delegation: String,
+    pub scope: Vec<String>,
+}
+
+impl From<Delegation> for ActingFor {
+    fn from(d: Delegation) -> ActingFor {
+        ActingFor {
+            user: d.user,
+            delegation: d.id,
+            scope: d.tools,
+        }
+    }
+}
+
+impl ActingFor {
+    pub fn allows(&self, tool: &str) -> bool {
+        self.scope.iter().any(|t| t == tool || t == "*")
+    }
+}
+
+impl Runtime {
+    /// Starts a session for an authenticated `agent`, on behalf of the user of
+    /// `on_behalf_of` if given (verified now; the session ends when the delegation expires).
+    pub fn start_session(
+        &self,
+        agent: &str,
+        on_behalf_of: Option<&Secret>,
+    ) -> Result<Session, String> {
+        let delegation = on_behalf_of
+            .map(|token| self.verify_delegation(token, agent))
+            .transpose()?;
+        let now = jwt::now();
+        let session = Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            agent: agent.to_string(),
+            user: delegation.as_ref().map(|d| d.user.clone()),
+            delegation: delegation.as_ref().map(|d| d.id.clone()),
+            scope: delegation
+                .as_ref()
+                .map(|d| d.tools.clone())
+                .unwrap_or_default(),
+            expires: delegation.as_ref().map_or(now + SESSION_LIFETIME, |d| {
+                d.expires.min(now + SESSION_LIFETIME)
+            }),
+            tainted: false,
+            taint_reason: None,
+            calls: 0,
+        };
+        let state = self.state().map_err(|e| format!("{e:#}"))?;
+        state
+            .start_session(&session)
+            .map_err(|e| format!("recording the session: {e:#}"))?;
+        Ok(session)
+    }
+
+    /// A delegation token, verified and checked to be issued to `agent`.
+    pub(crate) fn verify_delegation(
+        &self,
+        token: &Secret,
+        agent: &str,
+    ) -> Result<Delegation, String> {
+        let d = self.delegations.verify(token.expose(), self.deployment())?;
+        if d.agent != agent {
+            return Err(format!(
+                "delegation {} was issued to agent `{}`, not `{agent}`",
+                d.id, d.agent
+            ));
+        }
+        Ok(d)
+    }
+
+    /// The session `id` for a call by `agent`, and the user the call acts for (from its own
+    /// delegation, which must then be the session's, or from the session's).
+    pub(crate) fn resolve_session(
+        &self,
+        id: Option<&str>,
+        agent: &str,
+        own: Option<Delegation>,
+    ) -> Result<(Option<Session>, Option<ActingFor>), String> {
+        let Some(id) = id else {
+            return Ok((None, own.map(ActingFor::from)));
+        };
+        let state = self.state().map_err(|e| format!("{e:#}"))?;
+        let session = state
+            .session(id)
+            .map_err(|e| format!("reading session {id}: {e:#}"))?
+            .ok_or_else(|| format!("no session `{id}` (start one with `warden session start`)"))?;
+        if session.agent != agent {
+            return Err(format!("session {id} belongs to another agent"));
+        }
+        if session.expires <= jwt::now() {
+            return Err(format!("session {id} has expired"));
+        }
+        let acting = match (own, &session.delegation) {
+            (Some(d), Some(theirs)) if &d.id != theirs => {
+                return Err(format!(
+                    "delegation {} is not the one session {id} was started with",
+                    d.id
+                ));
+            }
+            (Some(d), _) => Some(ActingFor::from(d)),
+            (None, Some(delegation)) => Some(ActingFor {
+                user: session.user.clone().unwrap_or_default(),
+                delegation: delegation.clone(),
+                scope: session.scope.clone(),
+            }),
+            (None, None) => None,
+        };
+        Ok((Some(session), acting))
+    }
+}

@@ -1,0 +1,36 @@
+//! Deletes a note from the read-write mount `/notes`: an irreversible tool.
+use host_api::{
+    Tool, ToolError,
+    serde_json::{Value, json},
+};
+
+struct DeleteNote;
+
+#[derive(serde::Deserialize)]
+struct Input {
+    name: String,
+}
+
+impl Tool for DeleteNote {
+    type Input = Input;
+    type Output = Value;
+    const NAME: &'static str = "delete-note";
+    const DESCRIPTION: &'static str = "Deletes a note under /notes, for good.";
+    const INPUT_SCHEMA: &'static str = r#"{
+        "type": "object",
+        "properties": {
+            "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$" }
+        },
+        "required": ["name"],
+        "additionalProperties": false
+    }"#;
+
+    fn invoke(input: Input) -> Result<Value, ToolError> {
+        let path = format!("/notes/{}", input.name);
+        std::fs::remove_file(&path)
+            .map_err(|e| ToolError::failed(format!("cannot delete {path}: {e}")))?;
+        Ok(json!({ "deleted": path }))
+    }
+}
+
+host_api::export_tool!(DeleteNote);
