@@ -1,0 +1,443 @@
+//! Cedar policies at the decision point: deny by default, rules on arguments, per-request
+//! egress decisions, rates, sessions and taint, approval required, reasons that agree with
+//! `warden policy explain`, and invalid policies refused with file and line.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use warden::ErrorKind;
+use warden::loopback::LoopbackServer;
+use warden::policy::Outcome;
+
+/// The example policy directory, as shipped.
+fn example_policies() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn with_policies(f: &Fixture, extra: &[(&str, &str)]) {
+    let mut files = example_policies();
+    files.extend(extra.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    f.set_policies(&borrowed);
+}
+
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(output))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(output), stderr(output)))
+}
+
+#[test]
+fn without_policies_every_call_is_denied() {
+    let f = Fixture::new();
+    f.set_policies(&[]);
+    let out = f.call_cli("hello", r#"{"name":"x"}"#, &["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let envelope = json_of(&out);
+    assert_eq!(envelope["decision"]["outcome"], "deny");
+    assert_eq!(envelope["decision"]["policies"], json!([]));
+    let reason = envelope["decision"]["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("no policy permits") && reason.contains("deny by default"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_on_the_arguments_allows_one_input_and_denies_another() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path().join("data/public")).unwrap();
+    std::fs::write(f.path().join("data/public/a.txt"), "public").unwrap();
+    f.set_policies(&[
+        ("input.cedarschema", "type Input = { path?: String };"),
+        (
+            "read.cedar",
+            r#"
+@id("public-only")
+@reason("read-file reads under public/ only")
+permit(principal, action == Action::"invoke", resource == Tool::"read-file")
+when { context.input has path && context.input.path like "public/*" };
+"#,
+        ),
+    ]);
+    let runtime = f.runtime();
+    let allowed = call(&runtime, "read-file", json!({"path": "public/a.txt"})).await;
+    assert_eq!(ok(&allowed)["content"], "public");
+    assert_eq!(allowed.decision.policies, vec!["public-only"]);
+    assert!(
+        allowed
+            .decision
+            .reasons
+            .iter()
+            .any(|r| r.contains("under public/ only"))
+    );
+
+    let denied = call(&runtime, "read-file", json!({"path": "hello.txt"})).await;
+    assert_eq!(failed(&denied), ErrorKind::Denied);
+    assert_eq!(denied.decision.outcome, Outcome::Deny);
+    // An undeclared field cannot be used to get around the rule either.
+    let smuggled = call(
+        &runtime,
+        "read-file",
+        json!({"path": "hello.txt", "also": "public/a.txt"}),
+    )
+    .await;
+    assert_eq!(failed(&smuggled), ErrorKind::Denied);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_egress_forbid_stops_only_the_post() {
+    let server = LoopbackServer::start().await.unwrap();
+    let port = server.addr.port();
+    let f = Fixture::new();
+    f.install_tool(
+        "hostile-http",
+        Some(&format!(
+            "[[egress]]\nurl = \"http://127.0.0.1:{port}/*\"\nmethods = [\"GET\", \"POST\"]\nallow_private = true\n"
+        )),
+    );
+    f.set_policies(&[(
+        "base.cedar",
+        &format!(
+            "{POLICIES}\n@id(\"no-post\")\n@reason(\"tools only read\")\nforbid(principal, action == Action::\"egress\", resource)\nwhen {{ context.method == \"POST\" }};\n"
+        ),
+    )]);
+    let runtime = f.runtime();
+    let report = call(
+        &runtime,
+        "hostile-http",
+        json!({"url": server.url("/first"), "then": [{"url": server.url("/second"), "method": "POST"}]}),
+    )
+    .await;
+    let out = ok(&report);
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["then"][0]["sent"], false, "{out}");
+    assert!(
+        out["then"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{out}"
+    );
+
+    let [get, post] = report.egress.as_slice() else {
+        panic!("{:?}", report.egress)
+    };
+    assert_eq!((get.method.as_str(), get.decision), ("GET", "allow"));
+    assert_eq!(get.policies, vec!["egress-as-manifests-ask"]);
+    assert_eq!((post.method.as_str(), post.decision), ("POST", "deny"));
+    assert_eq!(post.policies, vec!["no-post"]);
+    assert!(
+        post.reason.as_deref().unwrap().contains("tools only read"),
+        "{post:?}"
+    );
+    let paths: Vec<String> = server.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/first"]);
+}
+
+#[tokio::test]
+async fn calls_over_the_rate_in_policy_are_denied_from_the_right_call_on() {
+    let f = Fixture::new();
+    f.set_policies(&[(
+        "base.cedar",
+        &format!(
+            "{POLICIES}\n@id(\"three-a-minute\")\nforbid(principal, action == Action::\"invoke\", resource)\nwhen {{ context.calls_last_minute >= 3 }};\n"
+        ),
+    )]);
+    let runtime = f.runtime();
+    let mut outcomes = Vec::new();
+    for i in 0..5 {
+        let report = call(&runtime, "hello", json!({"name": format!("n{i}")})).await;
+        outcomes.push((report.decision.outcome, report.decision.policies.clone()));
+    }
+    let allowed = (Outcome::Allow, vec!["tester-invokes-anything".to_string()]);
+    let limited = (Outcome::Deny, vec!["three-a-minute".to_string()]);
+    assert_eq!(
+        outcomes,
+        vec![
+            allowed.clone(),
+            allowed.clone(),
+            allowed,
+            limited.clone(),
+            limited
+        ]
+    );
+    // Another agent has its own count.
+    let other = runtime
+        .call(request("limited", "hello", json!({"name": "x"}), None))
+        .await;
+    assert!(other.error.is_none(), "{:?}", other.error);
+}
+
+/// `warden session start` as tester; returns the id.
+fn start_session(f: &Fixture) -> String {
+    let out = f.run(&["session", "start", "--agent", AGENT]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    f.install_tool(
+        "http-get",
+        Some(&format!(
+            "[[egress]]\nurl = \"{}/*\"\nallow_private = true\n",
+            server.url("")
+        )),
+    );
+    // The example policies, and tester (trusted high) may also read.
+    with_policies(
+        &f,
+        &[(
+            "tester.cedar",
+            "@id(\"tester-reads\")\npermit(principal == Agent::\"tester\", action == Action::\"invoke\", resource) when { resource.impact == \"read\" };",
+        )],
+    );
+    std::fs::write(f.path().join("notes/a.txt"), "a").unwrap();
+    std::fs::write(f.path().join("notes/b.txt"), "b").unwrap();
+    let delete = |session: &str, name: &str| {
+        f.call_cli(
+            "delete-note",
+            &format!(r#"{{"name":"{name}"}}"#),
+            &["--session", session, "--json"],
+        )
+    };
+
+    // Untainted: the trusted agent deletes.
+    let clean = start_session(&f);
+    let out = delete(&clean, "a.txt");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!f.path().join("notes/a.txt").exists());
+
+    // A page fetched in the session taints it: the same call now needs an approval.
+    let tainted = start_session(&f);
+    let url = json!({"url": server.url("/page")}).to_string();
+    let fetched = f.call_cli("http-get", &url, &["--session", &tainted]);
+    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    let shown = json_of(&f.run(&["session", "show", &tainted]));
+    assert_eq!(shown["tainted"], true);
+    assert!(
+        shown["taint_reason"].as_str().unwrap().contains("http-get"),
+        "{shown}"
+    );
+    let out = delete(&tainted, "b.txt");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let envelope = json_of(&out);
+    assert_eq!(envelope["decision"]["outcome"], "approval_required");
+    assert_eq!(envelope["error"]["kind"], "approval_required");
+    assert!(
+        envelope["decision"]["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("irreversible-needs-clean-session")),
+        "{envelope}"
+    );
+    assert!(f.path().join("notes/b.txt").exists(), "nothing ran");
+
+    // Input the caller marks as untrusted taints a session too.
+    let marked = start_session(&f);
+    let hello = f.call_cli(
+        "hello",
+        r#"{"name":"x"}"#,
+        &["--session", &marked, "--untrusted-input"],
+    );
+    assert_eq!(hello.status.code(), Some(0), "{}", stderr(&hello));
+    let out = delete(&marked, "b.txt");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["decision"]["outcome"], "approval_required");
+    // Without --json, the CLI says what would be needed.
+    let said = f.call_cli(
+        "delete-note",
+        r#"{"name":"b.txt"}"#,
+        &["--session", &marked],
+    );
+    assert_eq!(said.status.code(), Some(4));
+    assert!(
+        stderr(&said).contains("approval needed"),
+        "{}",
+        stderr(&said)
+    );
+
+    // A session is its agent's: another agent cannot use it.
+    let mut other = f.cli();
+    let stolen = other
+        .args([
+            "call",
+            "hello",
+            "--agent",
+            "limited",
+            "--input",
+            r#"{"name":"x"}"#,
+            "--session",
+            &clean,
+        ])
+        .env("WARDEN_AGENT_KEY", f.key_file("limited"))
+        .output()
+        .unwrap();
+    assert_eq!(stolen.status.code(), Some(3), "{}", stderr(&stolen));
+}
+
+#[test]
+fn reasons_name_the_policies_and_explain_agrees_with_a_real_call() {
+    let f = Fixture::new();
+    with_policies(
+        &f,
+        &[(
+            "tester.cedar",
+            "@id(\"tester-reads\")\npermit(principal == Agent::\"tester\", action == Action::\"invoke\", resource == Tool::\"read-file\");",
+        )],
+    );
+    for (input, code, policies) in [
+        (r#"{"path":"hello.txt"}"#, 0, json!(["tester-reads"])),
+        (r#"{"path":".env"}"#, 3, json!(["no-hidden-files"])),
+    ] {
+        let real = f.call_cli("read-file", input, &["--json"]);
+        assert_eq!(real.status.code(), Some(code), "{}", stderr(&real));
+        let real = json_of(&real)["decision"].clone();
+        let explained = f.run(&[
+            "policy",
+            "explain",
+            "--agent",
+            AGENT,
+            "--tool",
+            "read-file",
+            "--input",
+            input,
+            "--json",
+        ]);
+        assert_eq!(
+            explained.status.code(),
+            Some(code),
+            "{}",
+            stderr(&explained)
+        );
+        let explained = json_of(&explained);
+        assert_eq!(real["policies"], policies);
+        assert_eq!(explained["outcome"], real["outcome"]);
+        assert_eq!(explained["policies"], real["policies"]);
+        assert_eq!(explained["reasons"], real["reasons"]);
+    }
+}
+
+#[test]
+fn invalid_policies_are_refused_with_file_and_line() {
+    let f = Fixture::new();
+    for (text, expected) in [
+        (
+            "permit(principal, action, resource)\n  when { true",
+            "bad.cedar:2",
+        ),
+        (
+            "\npermit(principal, action == Action::\"invoke\", resource)\n  when { resource.impactt == \"read\" };",
+            "bad.cedar:3",
+        ),
+        (
+            "\n\npermit(principal == Robot::\"r\", action, resource);",
+            "bad.cedar:3",
+        ),
+    ] {
+        f.set_policies(&[("base.cedar", POLICIES), ("bad.cedar", text)]);
+        let out = f.run(&["policy", "validate"]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(stderr(&out).contains(expected), "{text}: {}", stderr(&out));
+        // Warden refuses to start with them: no call runs.
+        let call = f.call_cli("hello", r#"{"name":"x"}"#, &[]);
+        assert_eq!(call.status.code(), Some(2));
+        let message = stderr(&call);
+        assert!(
+            message.contains(expected) && message.lines().count() == 1,
+            "{message}"
+        );
+    }
+    f.set_policies(&[("base.cedar", POLICIES)]);
+    let out = f.run(&["policy", "validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("3 policies in 1 files"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn the_example_policy_table_passes_and_a_wrong_expectation_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["demo", "--keep", "--dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let table =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy-tests.toml");
+    let run = |table: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--config")
+            .arg(demo.join("warden.toml"))
+            .args(["policy", "test"])
+            .arg(table)
+            .output()
+            .unwrap()
+    };
+    let out = run(&table);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("11 passed, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+
+    let wrong = dir.path().join("wrong.toml");
+    let text = std::fs::read_to_string(&table).unwrap().replacen(
+        "expect = \"deny\"\npolicies = [\"no-hidden-files\"]",
+        "expect = \"allow\"",
+        1,
+    );
+    std::fs::write(&wrong, text).unwrap();
+    let out = run(&wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("case 2 (hidden files"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("1 passed, 1 failed"),
+        "{}",
+        stdout(&out)
+    );
+}
