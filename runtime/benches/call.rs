@@ -86,12 +86,18 @@ fn deployment(
     std::fs::write(
         dir.path().join("warden.toml"),
         format!(
-            "tool_dirs = [\"tools\"]\n[agents.bench]\npublic_key = \"{}\"\ntools = [\"hello\", \"http-get\"]\n\
+            "tool_dirs = [\"tools\"]\n[agents.bench]\npublic_key = \"{}\"\n\
              [users.ada]\npublic_key = \"{}\"\n\
              [credentials.upstream]\naudience = \"{credentialed}\"\ntools = [\"http-get\"]\n",
             keys::format_public(&agent.verifying_key()),
             keys::format_public(&user.verifying_key()),
         ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/bench.cedar"),
+        "permit(principal == Agent::\"bench\", action, resource);\n",
     )
     .unwrap();
     dir

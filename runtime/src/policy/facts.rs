@@ -6,7 +6,7 @@ use crate::manifest::{Digest, Impact, Manifest, Sensitivity};
 use crate::sandbox::egress::Target;
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 /// The facts shared by a call's `invoke` decision and its `egress` decisions.
@@ -24,7 +24,7 @@ pub struct CallFacts {
 }
 
 /// A tool as policies see it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ToolFacts {
     pub name: String,
     pub impact: Impact,
@@ -66,6 +66,16 @@ pub enum OriginKind {
     Cli,
     Mcp,
     Api,
+}
+
+impl OriginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginKind::Cli => "cli",
+            OriginKind::Mcp => "mcp",
+            OriginKind::Api => "api",
+        }
+    }
 }
 
 /// The session of a call, as it stood before the call.
@@ -179,82 +189,179 @@ pub(super) fn host_entity(names: &Names, host: &str) -> Entity {
     Entity::new_no_attrs(names.uid(&names.host, host), HashSet::new())
 }
 
+/// A request context under construction.
+pub(super) type Pairs = Vec<(String, RestrictedExpression)>;
+
+fn text(value: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(value.into())
+}
+
+fn long(value: u64) -> RestrictedExpression {
+    RestrictedExpression::new_long(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+fn record<'a>(
+    fields: impl IntoIterator<Item = (&'a str, RestrictedExpression)>,
+) -> RestrictedExpression {
+    RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_string(), v)))
+        .expect("distinct field names")
+}
+
 /// The context parts `invoke` and `egress` share.
-pub(super) fn common_context(call: &CallFacts) -> serde_json::Map<String, Value> {
+fn common_context(names: &Names, call: &CallFacts) -> Pairs {
     let time = call.time;
     let days = time.div_euclid(86_400);
-    let mut context = serde_json::Map::new();
-    context.insert("origin".into(), json!(call.origin));
-    context.insert(
-        "time".into(),
-        // 1970-01-01 was a Thursday (3 when Monday is 0).
-        json!({"unix": time, "hour": time.rem_euclid(86_400) / 3600, "weekday": (days + 3).rem_euclid(7)}),
-    );
-    context.insert("session".into(), json!(call.session));
+    let mut context = vec![
+        (
+            "origin".into(),
+            record([
+                ("kind", text(call.origin.kind.as_str())),
+                ("label", text(&call.origin.label)),
+            ]),
+        ),
+        (
+            "time".into(),
+            record([
+                ("unix", RestrictedExpression::new_long(time)),
+                (
+                    "hour",
+                    RestrictedExpression::new_long(time.rem_euclid(86_400) / 3600),
+                ),
+                // 1970-01-01 was a Thursday (3 when Monday is 0).
+                (
+                    "weekday",
+                    RestrictedExpression::new_long((days + 3).rem_euclid(7)),
+                ),
+            ]),
+        ),
+        (
+            "session".into(),
+            record([
+                ("id", text(&call.session.id)),
+                (
+                    "tainted",
+                    RestrictedExpression::new_bool(call.session.tainted),
+                ),
+                ("calls", long(call.session.calls)),
+            ]),
+        ),
+    ];
     if let Some(user) = &call.user {
-        context.insert(
+        context.push((
             "user".into(),
-            json!({"__entity": {"type": "User", "id": user.name}}),
-        );
+            RestrictedExpression::new_entity_uid(names.uid(&names.user, &user.name)),
+        ));
     }
     context
 }
 
 pub(super) fn invoke_context(
+    names: &Names,
     call: &CallFacts,
     input: &Value,
     input_type: &Value,
     untrusted_input: bool,
     approved: bool,
-) -> Value {
-    let mut context = common_context(call);
-    context.insert("input".into(), declared(input, input_type));
+) -> Result<Pairs, String> {
+    let mut context = common_context(names, call);
+    let input = declared(input, input_type, "input")?;
+    let input = cedar_value(&input).unwrap_or_else(|| record([]));
+    context.push(("input".into(), input));
     if let Some(user) = &call.user {
-        context.insert("scope".into(), json!(user.scope));
+        let scope = user.scope.iter().map(|t| text(t));
+        context.push(("scope".into(), RestrictedExpression::new_set(scope)));
     }
-    context.insert("calls_last_minute".into(), json!(call.calls_last_minute));
-    context.insert("untrusted_input".into(), json!(untrusted_input));
-    context.insert("approved".into(), json!(approved));
-    Value::Object(context)
+    context.push(("calls_last_minute".into(), long(call.calls_last_minute)));
+    context.push((
+        "untrusted_input".into(),
+        RestrictedExpression::new_bool(untrusted_input),
+    ));
+    context.push(("approved".into(), RestrictedExpression::new_bool(approved)));
+    Ok(context)
 }
 
-pub(super) fn egress_context(call: &CallFacts, target: &Target) -> Value {
-    let mut context = common_context(call);
-    context.insert(
-        "tool".into(),
-        json!({"__entity": {"type": "Tool", "id": call.tool.name}}),
-    );
-    context.insert("method".into(), json!(target.method));
-    context.insert("scheme".into(), json!(target.scheme));
-    context.insert("port".into(), json!(target.port));
-    context.insert("path".into(), json!(target.path));
-    Value::Object(context)
+pub(super) fn egress_context(names: &Names, call: &CallFacts, target: &Target) -> Pairs {
+    let mut context = common_context(names, call);
+    context.extend([
+        (
+            "tool".to_string(),
+            RestrictedExpression::new_entity_uid(names.uid(&names.tool, &call.tool.name)),
+        ),
+        ("method".into(), text(&target.method)),
+        ("scheme".into(), text(&target.scheme)),
+        ("port".into(), long(target.port.into())),
+        ("path".into(), text(&target.path)),
+    ]);
+    context
 }
 
-/// The part of a tool's input that the deployment declared for policies (`type Input`):
-/// undeclared fields are dropped (a closed Cedar record cannot carry them) and so are nulls
-/// (Cedar has none). Declared fields keep their value; one of the wrong type makes the
-/// context invalid, and so the call denied.
-fn declared(value: &Value, ty: &Value) -> Value {
-    match (value, ty.get("type").and_then(Value::as_str)) {
-        (Value::Object(fields), Some("Record")) => {
-            let attributes = ty.get("attributes").and_then(Value::as_object);
-            Value::Object(
-                fields
-                    .iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .filter_map(|(k, v)| {
-                        let field_type = attributes?.get(k)?;
-                        Some((k.clone(), declared(v, field_type)))
-                    })
-                    .collect(),
-            )
-        }
-        (Value::Array(items), Some("Set")) => match ty.get("element") {
-            Some(element) => Value::Array(items.iter().map(|v| declared(v, element)).collect()),
-            None => value.clone(),
+/// A JSON value as a Cedar value: integers are Longs, other numbers decimals (an error when
+/// a policy reads one that is not a valid decimal), arrays sets, objects records; nulls are
+/// left out (Cedar has none).
+fn cedar_value(value: &Value) -> Option<RestrictedExpression> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => RestrictedExpression::new_long(i),
+            None => RestrictedExpression::new_decimal(n.to_string()),
         },
-        _ => value.clone(),
+        Value::String(s) => text(s),
+        Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(cedar_value)),
+        Value::Object(fields) => RestrictedExpression::new_record(
+            fields
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), cedar_value(v)?))),
+        )
+        .expect("JSON object keys are distinct"),
+    })
+}
+
+/// The part of a tool's input that the deployment declared for policies (`type Input`),
+/// checked against the declared types: undeclared fields are dropped (a closed Cedar record
+/// cannot carry them) and so are nulls (Cedar has none); a declared field of another type is
+/// an error, so that no value of an unexpected shape reaches a policy. Types this does not
+/// know (extension types, entity references) are left to Cedar, whose evaluation error then
+/// denies (see `Policies::conclude`).
+fn declared(value: &Value, ty: &Value, at: &str) -> Result<Value, String> {
+    let kind = match ty.get("type").and_then(Value::as_str) {
+        Some("EntityOrCommon") => ty.get("name").and_then(Value::as_str),
+        kind => kind,
+    };
+    let fits = match (kind, value) {
+        (Some("String"), _) => value.is_string(),
+        (Some("Bool" | "Boolean"), _) => value.is_boolean(),
+        (Some("Long"), _) => value.as_i64().is_some(),
+        (Some("Record"), Value::Object(fields)) => {
+            let attributes = ty.get("attributes").and_then(Value::as_object);
+            let mut kept = serde_json::Map::new();
+            for (name, field) in fields.iter().filter(|(_, v)| !v.is_null()) {
+                if let Some(field_type) = attributes.and_then(|a| a.get(name)) {
+                    let field = declared(field, field_type, &format!("{at}.{name}"))?;
+                    kept.insert(name.clone(), field);
+                }
+            }
+            return Ok(Value::Object(kept));
+        }
+        (Some("Set"), Value::Array(items)) => {
+            let element = ty.get("element").unwrap_or(&Value::Null);
+            let items = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| declared(item, element, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?;
+            return Ok(Value::Array(items));
+        }
+        (Some("Record" | "Set"), _) => false,
+        _ => true,
+    };
+    if fits {
+        Ok(value.clone())
+    } else {
+        Err(format!(
+            "`{at}` is not a {} as the policy schema declares",
+            kind.unwrap_or("value")
+        ))
     }
 }
 
@@ -286,6 +393,7 @@ fn trust(trust: Trust) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn only_declared_input_fields_reach_the_context() {
@@ -296,8 +404,13 @@ mod tests {
         let input =
             json!({"path": "/a", "secret": "x", "opts": {"depth": 2, "other": 1}, "n": null});
         assert_eq!(
-            declared(&input, &ty),
+            declared(&input, &ty, "input").unwrap(),
             json!({"path": "/a", "opts": {"depth": 2}})
+        );
+        let wrong = declared(&json!({"opts": {"depth": "2"}}), &ty, "input").unwrap_err();
+        assert!(
+            wrong.contains("input.opts.depth") && wrong.contains("Long"),
+            "{wrong}"
         );
     }
 }

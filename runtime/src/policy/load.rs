@@ -54,11 +54,8 @@ impl std::error::Error for PolicyError {}
 
 /// A validated policy directory.
 pub struct Loaded {
-    pub schema: Schema,
     /// Every policy, in file order, with its final id.
     pub policies: Vec<Policy>,
-    /// Where each policy came from.
-    pub origins: HashMap<PolicyId, (PathBuf, usize)>,
     /// The declared shape of `context.input` (Cedar JSON schema type of `Input`).
     pub input_type: serde_json::Value,
     pub files: Vec<PathBuf>,
@@ -171,16 +168,14 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         return Err(PolicyError(problems));
     }
     Ok(Loaded {
-        schema,
         policies,
-        origins,
         input_type,
         files,
     })
 }
 
 /// Warden's schema plus the deployment's `Input` declaration.
-fn load_schema(dir: &Path) -> Result<(Schema, serde_json::Value), PolicyError> {
+pub(super) fn load_schema(dir: &Path) -> Result<(Schema, serde_json::Value), PolicyError> {
     let file = dir.join(INPUT_SCHEMA_FILE);
     let input = match std::fs::read_to_string(&file) {
         Ok(text) => Some(text),

@@ -11,6 +11,7 @@
 //! carries their `@reason` texts.
 
 pub mod cases;
+mod cache;
 mod facts;
 mod load;
 mod select;
@@ -22,12 +23,12 @@ pub use load::{INPUT_SCHEMA_FILE, PolicyError, PolicyProblem, SCHEMA};
 use crate::deployment::Deployment;
 use crate::sandbox::egress::Target;
 use cedar_policy::{
-    Authorizer, Context, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
-    Response, Schema,
+    Authorizer, Context, Effect, Entities, EntityUid, PolicySet, Request, Response,
 };
 use facts::{Names, Principals};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -80,11 +81,15 @@ pub enum Access {
 
 /// The deployment's policies, validated and ready to decide.
 pub struct Policies {
-    schema: Schema,
     /// Every policy, for `policy validate` and the selection test.
     all: PolicySet,
     selector: select::Selector,
-    origins: std::collections::HashMap<PolicyId, (PathBuf, usize)>,
+    /// Entities per (agent, tool, user, host): built once, like the policy choice.
+    entities: cache::Cache<(String, ToolFacts, Option<String>, Option<String>), Entities>,
+    authorizer: Authorizer,
+    /// What decisions need to know of each policy, read once (Cedar parses the key of
+    /// every annotation lookup).
+    notes: HashMap<String, Notes>,
     input_type: serde_json::Value,
     names: Names,
     principals: Principals,
@@ -104,10 +109,22 @@ impl Policies {
         Ok(Policies {
             principals: Principals::of(deployment, &names),
             names,
-            schema: loaded.schema,
             all,
+            notes: loaded
+                .policies
+                .iter()
+                .map(|p| {
+                    let notes = Notes {
+                        forbid: p.effect() == Effect::Forbid,
+                        approval: p.annotation("approval").is_some(),
+                        reason: p.annotation("reason").map(str::to_string),
+                    };
+                    (p.id().to_string(), notes)
+                })
+                .collect(),
             selector: select::Selector::new(loaded.policies),
-            origins: loaded.origins,
+            entities: cache::Cache::default(),
+            authorizer: Authorizer::new(),
             input_type: loaded.input_type,
             files: loaded.files,
             dir: deployment.policy_dir.clone(),
@@ -115,11 +132,11 @@ impl Policies {
     }
 
     pub fn len(&self) -> usize {
-        self.origins.len()
+        self.notes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.origins.is_empty()
+        self.notes.is_empty()
     }
 
     /// May the call described by `call` run with `input`?
@@ -140,15 +157,10 @@ impl Policies {
     }
 
     fn egress(&self, call: &CallFacts, target: &Target, selection: Selection) -> Decision {
-        let Some(agent) = self.principals.agents.get(&call.agent) else {
-            return unknown_agent(&call.agent);
+        let entities = match self.entities(call, Some(&target.host)) {
+            Ok(entities) => entities,
+            Err(refusal) => return refusal,
         };
-        let mut entities = vec![
-            agent.clone(),
-            facts::tool_entity(&self.names, &call.tool),
-            facts::host_entity(&self.names, &target.host),
-        ];
-        self.add_user(call, &mut entities);
         let question = Question {
             action: &self.names.egress,
             principal: self.names.uid(&self.names.agent, &call.agent),
@@ -161,8 +173,8 @@ impl Policies {
                 target.display()
             ),
         };
-        let context = facts::egress_context(call, target);
-        self.evaluate(&question, entities, |_| context.clone(), None, selection)
+        let context = || Ok(facts::egress_context(&self.names, call, target));
+        self.evaluate(&question, &entities, |_| context(), None, selection)
     }
 
     /// What `call`'s agent may do with its tool before any input is known, decided with an
@@ -196,11 +208,10 @@ impl Policies {
         approved: bool,
         selection: Selection,
     ) -> Decision {
-        let Some(agent) = self.principals.agents.get(&call.agent) else {
-            return unknown_agent(&call.agent);
+        let entities = match self.entities(call, None) {
+            Ok(entities) => entities,
+            Err(refusal) => return refusal,
         };
-        let mut entities = vec![agent.clone(), facts::tool_entity(&self.names, &call.tool)];
-        self.add_user(call, &mut entities);
         let question = Question {
             action: &self.names.invoke,
             principal: self.names.uid(&self.names.agent, &call.agent),
@@ -208,15 +219,37 @@ impl Policies {
             what: format!("agent `{}` to invoke `{}`", call.agent, call.tool.name),
         };
         let context = |approved| {
-            facts::invoke_context(call, input, &self.input_type, untrusted_input, approved)
+            facts::invoke_context(
+                &self.names,
+                call,
+                input,
+                &self.input_type,
+                untrusted_input,
+                approved,
+            )
         };
-        self.evaluate(&question, entities, context, Some(approved), selection)
+        self.evaluate(&question, &entities, context, Some(approved), selection)
     }
 
-    fn add_user(&self, call: &CallFacts, entities: &mut Vec<Entity>) {
-        if let Some(user) = &call.user {
-            entities.push(self.principals.user(&self.names, &user.name));
-        }
+    /// The entities a decision about `call` (and `host`) refers to, built once per set of
+    /// facts. A decision about an agent the deployment does not know is a refusal.
+    fn entities(&self, call: &CallFacts, host: Option<&str>) -> Result<Arc<Entities>, Decision> {
+        let Some(agent) = self.principals.agents.get(&call.agent) else {
+            return Err(unknown_agent(&call.agent));
+        };
+        let user = call.user.as_ref().map(|u| u.name.clone());
+        let key = (call.agent.clone(), call.tool.clone(), user, host.map(str::to_string));
+        Ok(self.entities.get_or_make(key, || {
+            let mut entities = vec![agent.clone(), facts::tool_entity(&self.names, &call.tool)];
+            if let Some(user) = &call.user {
+                entities.push(self.principals.user(&self.names, &user.name));
+            }
+            if let Some(host) = host {
+                entities.push(facts::host_entity(&self.names, host));
+            }
+            // Distinct entities without parents: nothing here can fail.
+            Entities::from_entities(entities, None).expect("distinct entities")
+        }))
     }
 
     /// Decides `question`. `approved`: whether an approval is attached (None: the action
@@ -224,8 +257,8 @@ impl Policies {
     fn evaluate(
         &self,
         question: &Question,
-        entities: Vec<Entity>,
-        context: impl Fn(bool) -> serde_json::Value,
+        entities: &Entities,
+        context: impl Fn(bool) -> Result<facts::Pairs, String>,
         approved: Option<bool>,
         selection: Selection,
     ) -> Decision {
@@ -239,19 +272,11 @@ impl Policies {
             }
             Selection::All => &self.all,
         };
-        let entities = match Entities::from_entities(entities, None) {
-            Ok(entities) => entities,
-            Err(e) => return Decision::deny(format!("building the request's entities: {e}")),
-        };
         let run = |approved: bool| -> Result<Response, String> {
-            let context =
-                Context::from_json_value(context(approved), Some((&self.schema, question.action)))
-                    .map_err(|e| {
-                        format!(
-                            "the request does not fit the policy schema: {}",
-                            one_line(&e)
-                        )
-                    })?;
+            let context = Context::from_pairs(context(approved)?).map_err(|e| one_line(&e))?;
+            // Not checked against the schema here (a third of a decision's time): Warden
+            // builds the context in the schema's shape, and the input was checked against its
+            // declaration (`facts::declared`). A test holds the shape to the schema.
             let request = Request::new(
                 question.principal.clone(),
                 question.action.clone(),
@@ -260,19 +285,19 @@ impl Policies {
                 None,
             )
             .map_err(|e| one_line(&e))?;
-            Ok(Authorizer::new().is_authorized(&request, set, &entities))
+            Ok(self.authorizer.is_authorized(&request, set, entities))
         };
         let first = match run(approved.unwrap_or(false)) {
             Ok(response) => response,
             Err(reason) => return Decision::deny(reason),
         };
-        let mut decision = self.conclude(set, &first, question);
+        let mut decision = self.conclude(&first, question);
         let needs_second_look = decision.outcome == Outcome::Deny
             && approved == Some(false)
             && decision.errors.is_empty();
         if needs_second_look
             && let Ok(second) = run(true)
-            && self.conclude(set, &second, question).outcome == Outcome::Allow
+            && self.conclude(&second, question).outcome == Outcome::Allow
         {
             let permits = ids(&second);
             let mut policies: BTreeSet<String> = decision.policies.drain(..).collect();
@@ -287,13 +312,13 @@ impl Policies {
                 policies: policies.into_iter().collect(),
                 errors: vec![],
             };
-            self.add_annotated_reasons(set, &mut decision);
+            self.add_annotated_reasons(&mut decision);
         } else if decision.outcome == Outcome::Allow
             && approved == Some(false)
             && decision
                 .policies
                 .iter()
-                .all(|id| set.annotation(&PolicyId::new(id), "approval").is_some())
+                .all(|id| self.notes.get(id).is_some_and(|n| n.approval))
         {
             decision.outcome = Outcome::ApprovalRequired;
             decision.reasons[0] = format!(
@@ -306,7 +331,7 @@ impl Policies {
     }
 
     /// Turns one Cedar response into a decision (allow or deny).
-    fn conclude(&self, set: &PolicySet, response: &Response, question: &Question) -> Decision {
+    fn conclude(&self, response: &Response, question: &Question) -> Decision {
         // A forbid that cannot be evaluated denies: otherwise an input of an unexpected
         // shape could switch a forbid off.
         let mut errors = Vec::new();
@@ -314,9 +339,10 @@ impl Policies {
         for error in response.diagnostics().errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = error;
             errors.push(format!("`{}`: {}", e.policy_id(), one_line(e)));
-            if set
-                .policy(e.policy_id())
-                .is_some_and(|p| p.effect() == Effect::Forbid)
+            if self
+                .notes
+                .get(&e.policy_id().to_string())
+                .is_some_and(|n| n.forbid)
             {
                 broken_forbids.push(e.policy_id().to_string());
             }
@@ -352,17 +378,24 @@ impl Policies {
             reasons: vec![summary],
             errors,
         };
-        self.add_annotated_reasons(set, &mut decision);
+        self.add_annotated_reasons(&mut decision);
         decision
     }
 
-    fn add_annotated_reasons(&self, set: &PolicySet, decision: &mut Decision) {
+    fn add_annotated_reasons(&self, decision: &mut Decision) {
         for id in &decision.policies {
-            if let Some(reason) = set.annotation(&PolicyId::new(id), "reason") {
+            if let Some(reason) = self.notes.get(id).and_then(|n| n.reason.as_ref()) {
                 decision.reasons.push(format!("{id}: {reason}"));
             }
         }
     }
+}
+
+struct Notes {
+    forbid: bool,
+    /// Annotated `@approval`: the permit allows only with an approval.
+    approval: bool,
+    reason: Option<String>,
 }
 
 /// What is being decided, in Cedar terms and in words.
@@ -635,6 +668,49 @@ when { context.input has amount && context.input.amount > 100 };
         assert_eq!(decide(serde_json::json!({"amount": 500})), Outcome::Deny);
         // A string where a Long is declared cannot slip past the forbid.
         assert_eq!(decide(serde_json::json!({"amount": "500"})), Outcome::Deny);
+    }
+
+    /// The contexts Warden builds are not checked against the schema on each decision (see
+    /// `evaluate`); this holds their shape to it.
+    #[test]
+    fn the_contexts_warden_builds_fit_the_schema() {
+        let declaration = (
+            "input.cedarschema",
+            "type Input = { path?: String, n?: Long, tags?: Set<String> };",
+        );
+        let p = policies(&[declaration]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(declaration.0), declaration.1).unwrap();
+        let (schema, _) = load::load_schema(dir.path()).unwrap();
+        let mut facts = call("agent-0", "t", Impact::Read);
+        facts.user = Some(UserFacts {
+            name: "ada".into(),
+            scope: vec!["t".into()],
+        });
+        let input = serde_json::json!({"path": "/x", "n": 3, "tags": ["a"], "other": null});
+        let check = |action: &EntityUid, resource: EntityUid, pairs: facts::Pairs| {
+            let context = Context::from_pairs(pairs).unwrap();
+            let principal = p.names.uid(&p.names.agent, "agent-0");
+            Request::new(principal, action.clone(), resource, context, Some(&schema))
+                .unwrap_or_else(|e| panic!("{action}: {e:?}"));
+        };
+        for user in [facts.user.clone(), None] {
+            facts.user = user;
+            let invoke =
+                facts::invoke_context(&p.names, &facts, &input, &p.input_type, true, false);
+            check(
+                &p.names.invoke,
+                p.names.uid(&p.names.tool, "t"),
+                invoke.unwrap(),
+            );
+            let target = Target::from_uri("GET", &"https://h.example/a".parse().unwrap()).unwrap();
+            let egress = facts::egress_context(&p.names, &facts, &target);
+            check(
+                &p.names.egress,
+                p.names.uid(&p.names.host, "h.example"),
+                egress,
+            );
+        }
     }
 
     #[test]

@@ -6,27 +6,22 @@
 //! the principal is X, so a policy whose scope names another entity can never apply. A scope
 //! this code does not narrow on (no constraint, `is Type`) keeps the policy.
 
+use super::cache::Cache;
 use cedar_policy::{
     ActionConstraint, EntityUid, Policy, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
-/// Most (principal, action, resource) sets kept; egress hosts are open-ended.
-const CACHE_LIMIT: usize = 4096;
-
-type Key = (EntityUid, EntityUid, EntityUid);
+use std::sync::Arc;
 
 pub struct Selector {
     policies: Vec<Policy>,
-    cache: RwLock<HashMap<Key, Arc<PolicySet>>>,
+    chosen: Cache<(EntityUid, EntityUid, EntityUid), PolicySet>,
 }
 
 impl Selector {
     pub fn new(policies: Vec<Policy>) -> Selector {
         Selector {
             policies,
-            cache: RwLock::default(),
+            chosen: Cache::default(),
         }
     }
 
@@ -38,22 +33,15 @@ impl Selector {
         resource: &EntityUid,
     ) -> Arc<PolicySet> {
         let key = (principal.clone(), action.clone(), resource.clone());
-        if let Some(set) = self.cache.read().unwrap().get(&key) {
-            return set.clone();
-        }
-        let mut set = PolicySet::new();
-        for policy in &self.policies {
-            if can_apply(policy, principal, action, resource) {
-                set.add(policy.clone()).expect("policy ids are unique");
+        self.chosen.get_or_make(key, || {
+            let mut set = PolicySet::new();
+            for policy in &self.policies {
+                if can_apply(policy, principal, action, resource) {
+                    set.add(policy.clone()).expect("policy ids are unique");
+                }
             }
-        }
-        let set = Arc::new(set);
-        let mut cache = self.cache.write().unwrap();
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, set.clone());
-        set
+            set
+        })
     }
 }
 

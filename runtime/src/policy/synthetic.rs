@@ -12,7 +12,7 @@ pub const TOOLS: usize = 25;
 pub fn policies(count: usize) -> String {
     let mut text = String::new();
     for i in 0..count {
-        let agent = format!("Agent::\"agent-{}\"", i % AGENTS);
+        let agent = format!("Agent::\"agent-{}\"", (i * 3 + i / 10) % AGENTS);
         let tool = format!("Tool::\"tool-{}\"", (i * 7) % TOOLS);
         let policy = match i % 10 {
             0 => format!(
