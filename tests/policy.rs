@@ -441,3 +441,51 @@ fn the_example_policy_table_passes_and_a_wrong_expectation_fails() {
         stdout(&out)
     );
 }
+
+#[test]
+fn the_tools_an_agent_may_call_are_listed_with_how() {
+    let f = Fixture::new();
+    f.set_policies(&[
+        ("input.cedarschema", "type Input = { path?: String };"),
+        (
+            "list.cedar",
+            r#"
+permit(principal == Agent::"tester", action == Action::"invoke", resource == Tool::"hello");
+@approval("human")
+permit(principal == Agent::"tester", action == Action::"invoke", resource == Tool::"delete-note");
+permit(principal == Agent::"tester", action == Action::"invoke", resource == Tool::"read-file")
+when { context.input has path && context.input.path like "public/*" };
+permit(principal, action == Action::"invoke", resource == Tool::"write-note");
+forbid(principal == Agent::"limited", action == Action::"invoke", resource == Tool::"write-note");
+"#,
+        ),
+    ]);
+    let runtime = f.runtime();
+    let origin = || warden::policy::Origin {
+        kind: warden::policy::OriginKind::Mcp,
+        label: String::new(),
+    };
+    let tester: Vec<(String, warden::policy::Access)> =
+        runtime.callable_tools(AGENT, None, origin());
+    use warden::policy::Access::*;
+    assert_eq!(
+        tester,
+        vec![
+            ("delete-note".into(), ApprovalRequired),
+            ("hello".into(), Allowed),
+            ("read-file".into(), DependsOnInput),
+            ("write-note".into(), Allowed),
+        ]
+    );
+    assert!(runtime.callable_tools("limited", None, origin()).is_empty());
+    // A delegation narrows the list to its scope.
+    let acting = warden::session::ActingFor {
+        user: "alice".into(),
+        delegation: "d".into(),
+        scope: vec!["hello".into()],
+    };
+    assert_eq!(
+        runtime.callable_tools(AGENT, Some(&acting), origin()),
+        vec![("hello".to_string(), Allowed)]
+    );
+}

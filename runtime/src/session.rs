@@ -5,6 +5,8 @@
 use crate::credentials::Secret;
 use crate::identity::delegation::Delegation;
 use crate::identity::jwt;
+use crate::policy::{Access, CallFacts, Origin, SessionFacts, ToolFacts, UserFacts};
+use crate::registry;
 use crate::runtime::Runtime;
 use crate::state::Session;
 
@@ -84,6 +86,45 @@ impl Runtime {
             ));
         }
         Ok(d)
+    }
+
+    /// The tools `agent` may call (for `acting`'s user, within the delegation's scope), and
+    /// how, as far as policies tell before any input: what an MCP server lists. Tools that
+    /// cannot be read are left out (a call to them would fail); of two tools with one name,
+    /// the first found is the one a call would run.
+    pub fn callable_tools(
+        &self,
+        agent: &str,
+        acting: Option<&ActingFor>,
+        origin: Origin,
+    ) -> Vec<(String, Access)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut callable = Vec::new();
+        for dir in registry::tool_dirs(self.deployment()) {
+            let Ok(files) = registry::read_tool(&dir, true) else {
+                continue;
+            };
+            let name = files.manifest.name.clone();
+            if !seen.insert(name.clone()) || acting.is_some_and(|a| !a.allows(&name)) {
+                continue;
+            }
+            let facts = CallFacts {
+                agent: agent.to_string(),
+                tool: ToolFacts::of(&files.manifest, &files.digest),
+                user: acting.map(|a| UserFacts {
+                    name: a.user.clone(),
+                    scope: a.scope.clone(),
+                }),
+                origin: origin.clone(),
+                session: SessionFacts::default(),
+                calls_last_minute: 0,
+                time: jwt::now(),
+            };
+            if let Some(access) = self.policies().access(&facts) {
+                callable.push((name, access));
+            }
+        }
+        callable
     }
 
     /// The session `id` for a call by `agent`, and the user the call acts for (from its own

@@ -10,8 +10,8 @@
 //! Every decision names the policies that determined it (`@id`, else `file.cedar:index`) and
 //! carries their `@reason` texts.
 
-pub mod cases;
 mod cache;
+pub mod cases;
 mod facts;
 mod load;
 mod select;
@@ -28,8 +28,8 @@ use cedar_policy::{
 use facts::{Names, Principals};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -238,7 +238,12 @@ impl Policies {
             return Err(unknown_agent(&call.agent));
         };
         let user = call.user.as_ref().map(|u| u.name.clone());
-        let key = (call.agent.clone(), call.tool.clone(), user, host.map(str::to_string));
+        let key = (
+            call.agent.clone(),
+            call.tool.clone(),
+            user,
+            host.map(str::to_string),
+        );
         Ok(self.entities.get_or_make(key, || {
             let mut entities = vec![agent.clone(), facts::tool_entity(&self.names, &call.tool)];
             if let Some(user) = &call.user {

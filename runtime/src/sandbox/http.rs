@@ -40,6 +40,8 @@ use wasmtime_wasi_http::{
 
 /// Longest a single connect / first byte / between-bytes wait may take, whatever the guest asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How far past the call's deadline a request's wait may end (see `send`).
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
 /// One outgoing request as it appears in the call's record.
 #[derive(Debug, Clone, Serialize)]
@@ -351,8 +353,10 @@ async fn send(
             return Err(Error::HttpRequestDenied);
         }
     }
+    // No wait outlives the call; the margin lets the call's own timeout end a call that is
+    // still waiting at its deadline, so that it is reported as a timeout.
     let clamp = |asked: Option<Duration>| {
-        let remaining = budget.deadline.saturating_duration_since(Instant::now());
+        let remaining = budget.deadline.saturating_duration_since(Instant::now()) + DEADLINE_MARGIN;
         asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(remaining)
     };
     let options = options.unwrap_or_default();
