@@ -128,7 +128,7 @@ fn calls(c: &mut Criterion) {
     let request = warden::CallRequest::new(
         "hello",
         json!({ "name": "bench" }),
-        Caller::Session(session.clone()),
+        Caller::Authenticated(session.clone()),
     );
     let first = rt.block_on(runtime.call(request.clone()));
     assert!(first.error.is_none(), "{:?}", first.error);
@@ -191,7 +191,7 @@ fn calls(c: &mut Criterion) {
         ..warden::CallRequest::new(
             "http-get",
             json!({ "url": url }),
-            Caller::Session(session.clone()),
+            Caller::Authenticated(session.clone()),
         )
     };
     let with_credential = fetch(credentialed.url("/data"));

@@ -62,16 +62,16 @@ pub enum Caller {
     /// (`identity::assertion::sign`; what `warden call` sends).
     Assertion(Secret),
     /// An agent this runtime authenticated once for many calls (`Runtime::authenticate`).
-    Session(AgentSession),
+    Authenticated(AuthenticatedAgent),
 }
 
 /// An agent authenticated by this runtime. Only `Runtime::authenticate` makes one.
 #[derive(Debug, Clone)]
-pub struct AgentSession {
+pub struct AuthenticatedAgent {
     agent: String,
 }
 
-impl AgentSession {
+impl AuthenticatedAgent {
     pub fn agent(&self) -> &str {
         &self.agent
     }
@@ -81,7 +81,7 @@ impl Runtime {
     /// Verifies a session assertion (`identity::assertion::sign_session`) and returns a session
     /// whose calls need no further signature: for a long-lived caller such as an MCP server
     /// whose agent proved its key when it started.
-    pub fn authenticate(&self, assertion: &Secret) -> Result<AgentSession, String> {
+    pub fn authenticate(&self, assertion: &Secret) -> Result<AuthenticatedAgent, String> {
         let state = self.state().map_err(|e| format!("{e:#}"))?;
         let agent = assertion::verify(
             assertion.expose(),
@@ -90,7 +90,7 @@ impl Runtime {
             assertion::SESSION_TOOL,
             &serde_json::Value::Null,
         )?;
-        Ok(AgentSession { agent })
+        Ok(AuthenticatedAgent { agent })
     }
 }
 
@@ -280,7 +280,7 @@ impl Runtime {
                     return self.deny(report, format!("authentication failed: {reason}"));
                 }
             },
-            Caller::Session(session) => session.agent.clone(),
+            Caller::Authenticated(agent) => agent.agent.clone(),
         };
         report.agent = agent.clone();
         let own = match &request.on_behalf_of {
@@ -448,7 +448,7 @@ impl Caller {
                     .map(|c| c.sub)
                     .unwrap_or_else(|_| "(unreadable assertion)".into())
             }
-            Caller::Session(session) => session.agent.clone(),
+            Caller::Authenticated(agent) => agent.agent.clone(),
         }
     }
 }

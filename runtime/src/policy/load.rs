@@ -96,7 +96,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
 
     let mut problems = Vec::new();
     let mut policies = Vec::new();
-    let mut origins: HashMap<PolicyId, (PathBuf, usize)> = HashMap::new();
+    // Which file each policy came from.
+    let mut origins: HashMap<PolicyId, PathBuf> = HashMap::new();
     let mut texts: HashMap<PathBuf, String> = HashMap::new();
     for file in &files {
         let text = match std::fs::read_to_string(file) {
@@ -134,7 +135,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
                 Some(id) => PolicyId::new(id),
                 None => PolicyId::new(format!("{name}:{index}")),
             };
-            if let Some((other, _)) = origins.get(&id) {
+            if let Some(other) = origins.get(&id) {
                 problems.push(problem(
                     file,
                     None,
@@ -142,7 +143,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
                 ));
                 continue;
             }
-            origins.insert(id.clone(), (file.clone(), index));
+            origins.insert(id.clone(), file.clone());
             policies.push(policy.new_id(id));
         }
         texts.insert(file.clone(), text);
@@ -157,12 +158,15 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
     }
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     for error in result.validation_errors() {
-        let (file, _) = &origins[error.policy_id()];
-        problems.push(problem(
-            file,
-            line_of(&texts[file], error),
-            format!("policy `{}`: {}", error.policy_id(), one_line(error)),
-        ));
+        let file = &origins[error.policy_id()];
+        let mut message = one_line(error);
+        if message.contains("attribute `input.") {
+            message.push_str(&format!(
+                " (declare the input fields policies read in {})",
+                dir.join(INPUT_SCHEMA_FILE).display()
+            ));
+        }
+        problems.push(problem(file, line_of(&texts[file], error), message));
     }
     if !problems.is_empty() {
         return Err(PolicyError(problems));
@@ -241,7 +245,7 @@ fn line_of(text: &str, diagnostic: &dyn Diagnostic) -> Option<usize> {
 }
 
 /// A diagnostic and its help, on one line.
-fn one_line(diagnostic: &(impl Diagnostic + ?Sized)) -> String {
+pub(super) fn one_line(diagnostic: &(impl Diagnostic + ?Sized)) -> String {
     let mut text = diagnostic.to_string();
     if let Some(help) = diagnostic.help() {
         text.push_str(&format!(" ({help})"));

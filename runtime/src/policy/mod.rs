@@ -26,6 +26,7 @@ use cedar_policy::{
     Authorizer, Context, Effect, Entities, EntityUid, PolicySet, Request, Response,
 };
 use facts::{Names, Principals};
+use load::one_line;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -434,10 +435,6 @@ fn quoted(ids: &[String]) -> String {
         .map(|id| format!("`{id}`"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().replace('\n', " ")
 }
 
 fn unknown_agent(agent: &str) -> Decision {
