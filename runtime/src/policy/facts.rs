@@ -1,6 +1,7 @@
 //! What a decision is about, in Warden's terms, and how it becomes Cedar entities and context
 //! (the shapes are those of `schema.cedarschema`).
 
+use super::select::Chosen;
 use crate::deployment::{Deployment, Trust};
 use crate::manifest::{Digest, Impact, Manifest, Sensitivity};
 use crate::sandbox::egress::Target;
@@ -207,92 +208,110 @@ fn record<'a>(
         .expect("distinct field names")
 }
 
+/// A context holding just the attributes the chosen policies read, each built only then.
+struct ContextBuilder<'a> {
+    chosen: &'a Chosen,
+    pairs: Pairs,
+}
+
+impl ContextBuilder<'_> {
+    fn add(&mut self, name: &str, make: impl FnOnce() -> RestrictedExpression) {
+        if self.chosen.reads(name) {
+            self.pairs.push((name.to_string(), make()));
+        }
+    }
+}
+
 /// The context parts `invoke` and `egress` share.
-fn common_context(names: &Names, call: &CallFacts) -> Pairs {
-    let time = call.time;
-    let days = time.div_euclid(86_400);
-    let mut context = vec![
-        (
-            "origin".into(),
-            record([
-                ("kind", text(call.origin.kind.as_str())),
-                ("label", text(&call.origin.label)),
-            ]),
-        ),
-        (
-            "time".into(),
-            record([
-                ("unix", RestrictedExpression::new_long(time)),
-                (
-                    "hour",
-                    RestrictedExpression::new_long(time.rem_euclid(86_400) / 3600),
-                ),
-                // 1970-01-01 was a Thursday (3 when Monday is 0).
-                (
-                    "weekday",
-                    RestrictedExpression::new_long((days + 3).rem_euclid(7)),
-                ),
-            ]),
-        ),
-        (
-            "session".into(),
-            record([
-                ("id", text(&call.session.id)),
-                (
-                    "tainted",
-                    RestrictedExpression::new_bool(call.session.tainted),
-                ),
-                ("calls", long(call.session.calls)),
-            ]),
-        ),
-    ];
+fn common_context<'a>(names: &Names, chosen: &'a Chosen, call: &CallFacts) -> ContextBuilder<'a> {
+    let mut context = ContextBuilder {
+        chosen,
+        pairs: Vec::with_capacity(10),
+    };
+    context.add("origin", || {
+        record([
+            ("kind", text(call.origin.kind.as_str())),
+            ("label", text(&call.origin.label)),
+        ])
+    });
+    context.add("time", || {
+        let time = call.time;
+        let days = time.div_euclid(86_400);
+        record([
+            ("unix", RestrictedExpression::new_long(time)),
+            (
+                "hour",
+                RestrictedExpression::new_long(time.rem_euclid(86_400) / 3600),
+            ),
+            // 1970-01-01 was a Thursday (3 when Monday is 0).
+            (
+                "weekday",
+                RestrictedExpression::new_long((days + 3).rem_euclid(7)),
+            ),
+        ])
+    });
+    context.add("session", || {
+        record([
+            ("id", text(&call.session.id)),
+            (
+                "tainted",
+                RestrictedExpression::new_bool(call.session.tainted),
+            ),
+            ("calls", long(call.session.calls)),
+        ])
+    });
     if let Some(user) = &call.user {
-        context.push((
-            "user".into(),
-            RestrictedExpression::new_entity_uid(names.uid(&names.user, &user.name)),
-        ));
+        context.add("user", || {
+            RestrictedExpression::new_entity_uid(names.uid(&names.user, &user.name))
+        });
     }
     context
 }
 
 pub(super) fn invoke_context(
     names: &Names,
+    chosen: &Chosen,
     call: &CallFacts,
     input: &Value,
     input_type: &Value,
     untrusted_input: bool,
     approved: bool,
 ) -> Result<Pairs, String> {
-    let mut context = common_context(names, call);
+    let mut context = common_context(names, chosen, call);
+    // Checked whether or not a policy reads it, so that a call is refused alike by every
+    // choice of policies.
     let input = declared(input, input_type, "input")?;
-    let input = cedar_value(&input).unwrap_or_else(|| record([]));
-    context.push(("input".into(), input));
+    context.add("input", || {
+        cedar_value(&input).unwrap_or_else(|| record([]))
+    });
     if let Some(user) = &call.user {
-        let scope = user.scope.iter().map(|t| text(t));
-        context.push(("scope".into(), RestrictedExpression::new_set(scope)));
+        context.add("scope", || {
+            RestrictedExpression::new_set(user.scope.iter().map(|t| text(t)))
+        });
     }
-    context.push(("calls_last_minute".into(), long(call.calls_last_minute)));
-    context.push((
-        "untrusted_input".into(),
-        RestrictedExpression::new_bool(untrusted_input),
-    ));
-    context.push(("approved".into(), RestrictedExpression::new_bool(approved)));
-    Ok(context)
+    context.add("calls_last_minute", || long(call.calls_last_minute));
+    context.add("untrusted_input", || {
+        RestrictedExpression::new_bool(untrusted_input)
+    });
+    context.add("approved", || RestrictedExpression::new_bool(approved));
+    Ok(context.pairs)
 }
 
-pub(super) fn egress_context(names: &Names, call: &CallFacts, target: &Target) -> Pairs {
-    let mut context = common_context(names, call);
-    context.extend([
-        (
-            "tool".to_string(),
-            RestrictedExpression::new_entity_uid(names.uid(&names.tool, &call.tool.name)),
-        ),
-        ("method".into(), text(&target.method)),
-        ("scheme".into(), text(&target.scheme)),
-        ("port".into(), long(target.port.into())),
-        ("path".into(), text(&target.path)),
-    ]);
-    context
+pub(super) fn egress_context(
+    names: &Names,
+    chosen: &Chosen,
+    call: &CallFacts,
+    target: &Target,
+) -> Pairs {
+    let mut context = common_context(names, chosen, call);
+    context.add("tool", || {
+        RestrictedExpression::new_entity_uid(names.uid(&names.tool, &call.tool.name))
+    });
+    context.add("method", || text(&target.method));
+    context.add("scheme", || text(&target.scheme));
+    context.add("port", || long(target.port.into()));
+    context.add("path", || text(&target.path));
+    context.pairs
 }
 
 /// A JSON value as a Cedar value: integers are Longs, other numbers decimals (an error when

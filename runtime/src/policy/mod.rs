@@ -82,8 +82,8 @@ pub enum Access {
 
 /// The deployment's policies, validated and ready to decide.
 pub struct Policies {
-    /// Every policy, for `policy validate` and the selection test.
-    all: PolicySet,
+    /// Every policy, with the whole context: what the choice is checked against.
+    all: select::Chosen,
     selector: select::Selector,
     /// Entities per (agent, tool, user, host): built once, like the policy choice.
     entities: cache::Cache<(String, ToolFacts, Option<String>, Option<String>), Entities>,
@@ -102,10 +102,11 @@ impl Policies {
     /// Reads and validates the deployment's policy directory.
     pub fn load(deployment: &Deployment) -> Result<Policies, PolicyError> {
         let loaded = load::load_dir(&deployment.policy_dir)?;
-        let mut all = PolicySet::new();
+        let mut set = PolicySet::new();
         for policy in &loaded.policies {
-            all.add(policy.clone()).expect("policy ids are unique");
+            set.add(policy.clone()).expect("policy ids are unique");
         }
+        let all = select::Chosen { set, reads: None };
         let names = Names::new();
         Ok(Policies {
             principals: Principals::of(deployment, &names),
@@ -174,8 +175,10 @@ impl Policies {
                 target.display()
             ),
         };
-        let context = || Ok(facts::egress_context(&self.names, call, target));
-        self.evaluate(&question, &entities, |_| context(), None, selection)
+        let context = |chosen: &select::Chosen, _| {
+            Ok(facts::egress_context(&self.names, chosen, call, target))
+        };
+        self.evaluate(&question, &entities, context, None, selection)
     }
 
     /// What `call`'s agent may do with its tool before any input is known, decided with an
@@ -189,12 +192,14 @@ impl Policies {
             Outcome::ApprovalRequired => Some(Access::ApprovalRequired),
             Outcome::Deny if !decision.policies.is_empty() => None,
             Outcome::Deny => {
-                let set = self.selector.select(
+                let chosen = self.selector.select(
                     &self.names.uid(&self.names.agent, &call.agent),
                     &self.names.invoke,
                     &self.names.uid(&self.names.tool, &call.tool.name),
                 );
-                set.policies()
+                chosen
+                    .set
+                    .policies()
                     .any(|p| p.effect() == Effect::Permit)
                     .then_some(Access::DependsOnInput)
             }
@@ -219,9 +224,10 @@ impl Policies {
             resource: self.names.uid(&self.names.tool, &call.tool.name),
             what: format!("agent `{}` to invoke `{}`", call.agent, call.tool.name),
         };
-        let context = |approved| {
+        let context = |chosen: &select::Chosen, approved| {
             facts::invoke_context(
                 &self.names,
+                chosen,
                 call,
                 input,
                 &self.input_type,
@@ -264,22 +270,24 @@ impl Policies {
         &self,
         question: &Question,
         entities: &Entities,
-        context: impl Fn(bool) -> Result<facts::Pairs, String>,
+        context: impl Fn(&select::Chosen, bool) -> Result<facts::Pairs, String>,
         approved: Option<bool>,
         selection: Selection,
     ) -> Decision {
-        let chosen;
-        let set = match selection {
+        let selected;
+        let chosen = match selection {
             Selection::Chosen => {
-                chosen =
+                selected =
                     self.selector
                         .select(&question.principal, question.action, &question.resource);
-                &*chosen
+                &*selected
             }
             Selection::All => &self.all,
         };
+        let set = &chosen.set;
         let run = |approved: bool| -> Result<Response, String> {
-            let context = Context::from_pairs(context(approved)?).map_err(|e| one_line(&e))?;
+            let context =
+                Context::from_pairs(context(chosen, approved)?).map_err(|e| one_line(&e))?;
             // Not checked against the schema here (a third of a decision's time): Warden
             // builds the context in the schema's shape, and the input was checked against its
             // declaration (`facts::declared`). A test holds the shape to the schema.
@@ -699,14 +707,14 @@ when { context.input has amount && context.input.amount > 100 };
         for user in [facts.user.clone(), None] {
             facts.user = user;
             let invoke =
-                facts::invoke_context(&p.names, &facts, &input, &p.input_type, true, false);
+                facts::invoke_context(&p.names, &p.all, &facts, &input, &p.input_type, true, false);
             check(
                 &p.names.invoke,
                 p.names.uid(&p.names.tool, "t"),
                 invoke.unwrap(),
             );
             let target = Target::from_uri("GET", &"https://h.example/a".parse().unwrap()).unwrap();
-            let egress = facts::egress_context(&p.names, &facts, &target);
+            let egress = facts::egress_context(&p.names, &p.all, &facts, &target);
             check(
                 &p.names.egress,
                 p.names.uid(&p.names.host, "h.example"),
