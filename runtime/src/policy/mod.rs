@@ -432,7 +432,7 @@ fn ids(response: &Response) -> Vec<String> {
     let mut ids: Vec<String> = response
         .diagnostics()
         .reason()
-        .map(|id| id.to_string())
+        .map(|id| AsRef::<str>::as_ref(id).to_string())
         .collect();
     ids.sort();
     ids
