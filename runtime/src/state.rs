@@ -28,11 +28,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     taint_reason TEXT,
     calls        INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS calls (
-    agent TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent, at_ms);
+-- Calls per agent and second: a minute's count reads at most 60 rows, however busy.
+CREATE TABLE IF NOT EXISTS call_counts (
+    agent  TEXT NOT NULL,
+    second INTEGER NOT NULL,
+    calls  INTEGER NOT NULL,
+    PRIMARY KEY (agent, second)
+) WITHOUT ROWID;
 ";
 
 /// A session: calls of one agent (for one user) whose provenance is tracked together.
@@ -56,14 +58,14 @@ pub struct Session {
 /// The counts a call is decided with, taken as it was recorded.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallCounts {
-    /// Calls by the agent in the 60 s before this one.
+    /// Calls by the agent in the last 60 s (to the second) before this one.
     pub last_minute: u64,
     /// Calls earlier in the session.
     pub in_session: u64,
 }
 
-/// How long call times are kept for rate policies.
-const CALL_HISTORY_MS: i64 = 3_600_000;
+/// The window of `CallCounts::last_minute`, in seconds.
+const RATE_WINDOW: i64 = 60;
 
 impl StateDb {
     pub fn open(state_dir: &Path) -> Result<StateDb> {
@@ -146,11 +148,15 @@ impl StateDb {
     ) -> Result<CallCounts> {
         let mut conn = self.conn.lock().unwrap();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.prepare_cached("DELETE FROM calls WHERE agent = ?1 AND at_ms < ?2")?
-            .execute(params![agent, now_ms - CALL_HISTORY_MS])?;
+        let second = now_ms.div_euclid(1000);
+        tx.prepare_cached("DELETE FROM call_counts WHERE agent = ?1 AND second <= ?2")?
+            .execute(params![agent, second - RATE_WINDOW])?;
         let last_minute = count_recent(&tx, agent, now_ms)?;
-        tx.prepare_cached("INSERT INTO calls (agent, at_ms) VALUES (?1, ?2)")?
-            .execute(params![agent, now_ms])?;
+        tx.prepare_cached(
+            "INSERT INTO call_counts (agent, second, calls) VALUES (?1, ?2, 1)
+             ON CONFLICT (agent, second) DO UPDATE SET calls = calls + 1",
+        )?
+        .execute(params![agent, second])?;
         let in_session = match session {
             None => 0,
             Some(id) => tx
@@ -166,7 +172,7 @@ impl StateDb {
         })
     }
 
-    /// Calls by `agent` in the 60 s before `now_ms`.
+    /// Calls by `agent` in the last 60 s (to the second) before `now_ms`.
     pub fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
         Ok(count_recent(&self.conn.lock().unwrap(), agent, now_ms)?)
     }
@@ -184,8 +190,13 @@ impl StateDb {
 
 fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result<u64> {
     let count: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM calls WHERE agent = ?1 AND at_ms > ?2")?
-        .query_row(params![agent, now_ms - 60_000], |row| row.get(0))?;
+        .prepare_cached(
+            "SELECT COALESCE(SUM(calls), 0) FROM call_counts WHERE agent = ?1 AND second > ?2",
+        )?
+        .query_row(
+            params![agent, now_ms.div_euclid(1000) - RATE_WINDOW],
+            |row| row.get(0),
+        )?;
     Ok(count as u64)
 }
 
@@ -213,5 +224,7 @@ mod tests {
         assert_eq!(counts("a", 1_020_000), 2);
         // The first call is more than a minute old by now.
         assert_eq!(counts("a", 1_065_000), 2);
+        // Calls within one second add up.
+        assert_eq!(counts("a", 1_065_500), 3);
     }
 }
