@@ -489,3 +489,68 @@ forbid(principal == Agent::"limited", action == Action::"invoke", resource == To
         vec![("hello".to_string(), Allowed)]
     );
 }
+
+#[test]
+fn a_session_started_for_a_user_acts_for_that_user_within_the_delegation() {
+    let f = Fixture::new();
+    let token = warden::identity::delegation::issue(
+        &agent_key("alice"),
+        "alice",
+        AGENT,
+        &["hello".into()],
+        std::time::Duration::from_secs(600),
+    );
+    let out = f.run(&[
+        "session",
+        "start",
+        "--agent",
+        AGENT,
+        "--on-behalf-of",
+        &token,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let session = stdout(&out).trim().to_string();
+
+    let hello = f.call_cli(
+        "hello",
+        r#"{"name":"x"}"#,
+        &["--session", &session, "--json"],
+    );
+    assert_eq!(hello.status.code(), Some(0), "{}", stderr(&hello));
+    let envelope = json_of(&hello);
+    assert_eq!(envelope["user"], "alice");
+    assert_eq!(envelope["session"], session.as_str());
+
+    // The session carries the delegation's scope: read-file is outside it.
+    let read = f.call_cli(
+        "read-file",
+        r#"{"path":"hello.txt"}"#,
+        &["--session", &session, "--json"],
+    );
+    assert_eq!(read.status.code(), Some(3), "{}", stderr(&read));
+    let reason = json_of(&read)["decision"]["reasons"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("not in the scope of delegation"),
+        "{reason}"
+    );
+
+    let shown = json_of(&f.run(&["session", "show", &session]));
+    assert_eq!(shown["user"], "alice");
+    assert_eq!(shown["calls"], 1, "{shown}");
+
+    // A session nobody started is refused.
+    let unknown = f.call_cli(
+        "hello",
+        r#"{"name":"x"}"#,
+        &["--session", "no-such-session"],
+    );
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(
+        stderr(&unknown).contains("no session"),
+        "{}",
+        stderr(&unknown)
+    );
+}

@@ -40,7 +40,7 @@ pub struct Runtime {
 /// A tool found by name: already loaded, or read from its directory (digest checked).
 pub enum Found {
     Warm(Arc<LoadedTool>),
-    OnDisk(ToolFiles),
+    OnDisk(Box<ToolFiles>),
 }
 
 impl Found {
@@ -128,7 +128,7 @@ impl Runtime {
         let dir = registry::find_tool(&self.deployment, name)
             .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
         let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
-        Ok(Found::OnDisk(files))
+        Ok(Found::OnDisk(Box::new(files)))
     }
 
     /// The tool called `name`, loaded once and then kept warm.
@@ -141,7 +141,7 @@ impl Runtime {
     pub async fn load_found(&self, name: &str, found: Found) -> Result<Arc<LoadedTool>, LoadError> {
         let files = match found {
             Found::Warm(tool) => return Ok(tool),
-            Found::OnDisk(files) => files,
+            Found::OnDisk(files) => *files,
         };
         let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
         self.tools
