@@ -8,10 +8,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
-use warden::manifest::{Impact, Sensitivity};
-use warden::policy::{
-    CallFacts, Origin, OriginKind, Outcome, Policies, SessionFacts, ToolFacts, synthetic,
-};
+use warden::manifest::Impact;
+use warden::policy::{CallFacts, Outcome, Policies, SessionFacts, synthetic};
 
 /// A deployment with the example agents and agent-0 … agent-9, and `files` as policies.
 fn load(dir: &Path, files: &[(String, String)]) -> Policies {
@@ -30,29 +28,16 @@ fn load(dir: &Path, files: &[(String, String)]) -> Policies {
     Policies::load(&deployment).unwrap()
 }
 
+/// A call in the middle of a session: a few calls made, maybe tainted.
 fn facts(agent: &str, tool: &str, impact: Impact, tainted: bool) -> CallFacts {
-    CallFacts {
-        agent: agent.into(),
-        tool: ToolFacts {
-            name: tool.into(),
-            impact,
-            sensitivity: Sensitivity::Internal,
-            digest: format!("sha256:{}", "0".repeat(64)),
-            ingests_untrusted: false,
-        },
-        user: None,
-        origin: Origin {
-            kind: OriginKind::Cli,
-            label: String::new(),
-        },
-        session: SessionFacts {
-            id: "s".into(),
-            tainted,
-            calls: 3,
-        },
-        calls_last_minute: 2,
-        time: 1_764_316_800,
-    }
+    let mut call = synthetic::call(agent, tool, impact);
+    call.session = SessionFacts {
+        id: "s".into(),
+        tainted,
+        calls: 3,
+    };
+    call.calls_last_minute = 2;
+    call
 }
 
 /// Median of `n` timed runs, in µs.

@@ -306,9 +306,8 @@ impl Policies {
             Err(reason) => return Decision::deny(reason),
         };
         let mut decision = self.conclude(&first, question);
-        let needs_second_look = decision.outcome == Outcome::Deny
-            && approved == Some(false)
-            && decision.errors.is_empty();
+        // Would an approval change a denial? Decided, not guessed: once more, as if approved.
+        let needs_second_look = decision.outcome == Outcome::Deny && approved == Some(false);
         if needs_second_look
             && let Ok(second) = run(true)
             && self.conclude(&second, question).outcome == Outcome::Allow
@@ -468,7 +467,8 @@ impl crate::sandbox::http::EgressGate for PolicyGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Impact, Sensitivity};
+    use crate::manifest::Impact;
+    use synthetic::call;
 
     /// A deployment with agents `agent-0` … (agent-0 trusted high) and `files` as its
     /// policy directory.
@@ -486,27 +486,6 @@ mod tests {
         }
         let deployment = Deployment::load(&dir.path().join("warden.toml")).unwrap();
         Policies::load(&deployment)
-    }
-
-    fn call(agent: &str, tool: &str, impact: Impact) -> CallFacts {
-        CallFacts {
-            agent: agent.into(),
-            tool: ToolFacts {
-                name: tool.into(),
-                impact,
-                sensitivity: Sensitivity::Internal,
-                digest: "sha256:00".into(),
-                ingests_untrusted: false,
-            },
-            user: None,
-            origin: Origin {
-                kind: OriginKind::Cli,
-                label: String::new(),
-            },
-            session: SessionFacts::default(),
-            calls_last_minute: 0,
-            time: 1_764_316_800,
-        }
     }
 
     fn problem(files: &[(&str, &str)]) -> String {

@@ -1,6 +1,9 @@
 //! A deployment's worth of generated policies, spread over many agents and tools the way a
-//! real one's would be, for the decision benchmark and the test that the policies chosen
-//! for a request decide exactly as all of them do.
+//! real one's would be, and the facts of a call, for the decision benchmark and the test that
+//! the policies chosen for a request decide exactly as all of them do.
+
+use super::{CallFacts, Origin, OriginKind, SessionFacts, ToolFacts};
+use crate::manifest::{Impact, Sensitivity};
 
 /// Agents `agent-0` … and tools `tool-0` … that the generated policies name.
 pub const AGENTS: usize = 10;
@@ -39,4 +42,26 @@ pub fn policies(count: usize) -> String {
         text.push_str(&format!("@id(\"generated-{i}\")\n{policy}\n\n"));
     }
     text
+}
+
+/// A call by `agent` of `tool` from the CLI, outside any session, with nothing counted yet.
+pub fn call(agent: &str, tool: &str, impact: Impact) -> CallFacts {
+    CallFacts {
+        agent: agent.into(),
+        tool: ToolFacts {
+            name: tool.into(),
+            impact,
+            sensitivity: Sensitivity::Internal,
+            digest: format!("sha256:{}", "0".repeat(64)),
+            ingests_untrusted: false,
+        },
+        user: None,
+        origin: Origin {
+            kind: OriginKind::Cli,
+            label: String::new(),
+        },
+        session: SessionFacts::default(),
+        calls_last_minute: 0,
+        time: 1_764_316_800,
+    }
 }
