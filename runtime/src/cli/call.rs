@@ -1,7 +1,7 @@
 //! `warden call`: run one tool call as an agent.
 
+use super::AgentArgs;
 use super::UsageError;
-use super::{read_key, read_token};
 use crate::call::{CallRequest, Caller};
 use crate::credentials::Secret;
 use crate::deployment::Deployment;
@@ -16,16 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct CallArgs {
     /// The tool to call.
     tool: String,
-    /// The agent making the call.
-    #[arg(long)]
-    agent: String,
-    /// The agent's private key (from `warden keygen`); it signs this call's assertion.
-    #[arg(long, env = "WARDEN_AGENT_KEY")]
-    agent_key: PathBuf,
-    /// A delegation token (from `warden delegate`), or @FILE holding one: call on that
-    /// user's behalf.
-    #[arg(long)]
-    on_behalf_of: Option<String>,
+    #[command(flatten)]
+    who: AgentArgs,
     /// The input, as JSON text.
     #[arg(long, conflicts_with = "input_file")]
     input: Option<String>,
@@ -65,9 +57,8 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
     let input: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| UsageError(format!("the input is not valid JSON: {e}")))?;
 
-    let key = read_key(&args.agent_key)?;
-    let on_behalf_of = args.on_behalf_of.as_deref().map(read_token).transpose()?;
-    let assertion = assertion::sign(&key, &args.agent, &args.tool, &input);
+    let (key, on_behalf_of) = args.who.read()?;
+    let assertion = assertion::sign(&key, &args.who.agent, &args.tool, &input);
 
     let runtime = Runtime::new(Deployment::load(config)?)?;
     let report = runtime

@@ -127,6 +127,36 @@ fn init_logging(json: bool) {
     }
 }
 
+/// Who acts, shared by the commands an agent runs: its name, its key, and the user it acts
+/// for.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The agent.
+    #[arg(long)]
+    agent: String,
+    /// The agent's private key (from `warden keygen`); it signs the agent's proof.
+    #[arg(long, env = "WARDEN_AGENT_KEY")]
+    agent_key: PathBuf,
+    /// A delegation token (from `warden delegate`), or @FILE holding one: act on that
+    /// user's behalf.
+    #[arg(long)]
+    on_behalf_of: Option<String>,
+}
+
+impl AgentArgs {
+    /// The agent's key and the delegation token, read.
+    fn read(
+        &self,
+    ) -> anyhow::Result<(
+        ed25519_dalek::SigningKey,
+        Option<crate::credentials::Secret>,
+    )> {
+        let key = read_key(&self.agent_key)?;
+        let token = self.on_behalf_of.as_deref().map(read_token).transpose()?;
+        Ok((key, token))
+    }
+}
+
 /// A private key file given on the command line.
 fn read_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     crate::identity::keys::read_private(path).map_err(|e| UsageError(format!("{e:#}")).into())
