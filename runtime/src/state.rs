@@ -1,6 +1,7 @@
 //! The state shared by every `warden` process of a deployment: replay protection, sessions
 //! and their taint, call counts for rate policies (later: audit, approvals, revocations).
-//! One SQLite file in the state directory.
+//! One SQLite file in the state directory, its schema versioned (`PRAGMA user_version`) and
+//! migrated forward when a process opens it.
 
 use anyhow::{Context as _, Result};
 use rusqlite::{Connection, params};
@@ -11,7 +12,10 @@ pub struct StateDb {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
+/// The schema, one migration per version: a state file at version N has had the first N
+/// applied. Append, never edit: files in the field are at every earlier version.
+const MIGRATIONS: &[&str] = &["
+-- Version 1. `IF NOT EXISTS`: files made before versioning already hold `nonces`.
 CREATE TABLE IF NOT EXISTS nonces (
     nonce   TEXT PRIMARY KEY,
     expires INTEGER NOT NULL
@@ -35,7 +39,7 @@ CREATE TABLE IF NOT EXISTS call_counts (
     calls  INTEGER NOT NULL,
     PRIMARY KEY (agent, second)
 ) WITHOUT ROWID;
-";
+"];
 
 /// A session: calls of one agent (for one user) whose provenance is tracked together.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -72,12 +76,11 @@ impl StateDb {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let path = state_dir.join("warden.db");
-        let conn =
+        let mut conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("preparing {}", path.display()))?;
+        migrate(&mut conn).with_context(|| format!("preparing {}", path.display()))?;
         Ok(StateDb {
             conn: Mutex::new(conn),
         })
@@ -188,6 +191,28 @@ impl StateDb {
     }
 }
 
+/// Brings the file to the current schema version, in one transaction that concurrent
+/// processes take in turn (each re-reads the version inside it).
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: usize =
+        tx.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the state file is at schema version {version}, newer than this Warden knows ({}); \
+             use a newer warden",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration)
+            .with_context(|| format!("migrating the state file to schema version {}", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result<u64> {
     let count: i64 = conn
         .prepare_cached(
@@ -211,6 +236,35 @@ mod tests {
         assert!(a.use_nonce("n1", exp).unwrap());
         assert!(!b.use_nonce("n1", exp).unwrap());
         assert!(b.use_nonce("n2", exp).unwrap());
+    }
+
+    #[test]
+    fn the_schema_is_versioned_and_a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file from before versioning, holding a nonce, is adopted with its data.
+        let old = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+        old.execute_batch(
+            "CREATE TABLE nonces (nonce TEXT PRIMARY KEY, expires INTEGER NOT NULL);",
+        )
+        .unwrap();
+        let exp = crate::identity::jwt::now() + 60;
+        old.execute("INSERT INTO nonces VALUES ('seen', ?1)", [exp])
+            .unwrap();
+        drop(old);
+        let db = super::StateDb::open(dir.path()).unwrap();
+        assert!(!db.use_nonce("seen", exp).unwrap());
+        drop(db);
+        // Opening again applies nothing twice.
+        drop(super::StateDb::open(dir.path()).unwrap());
+        let conn = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, super::MIGRATIONS.len());
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = super::StateDb::open(dir.path()).err().unwrap();
+        assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
     }
 
     #[test]
