@@ -51,6 +51,17 @@ pub enum Trust {
     High,
 }
 
+impl Trust {
+    /// As written in warden.toml and seen by policies (`principal.trust`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Low => "low",
+            Trust::Medium => "medium",
+            Trust::High => "high",
+        }
+    }
+}
+
 /// A user who can delegate to agents with their own key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

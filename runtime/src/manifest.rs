@@ -62,6 +62,17 @@ pub enum Impact {
     Irreversible,
 }
 
+impl Impact {
+    /// As written in manifests and seen by policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impact::Read => "read",
+            Impact::Write => "write",
+            Impact::Irreversible => "irreversible",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sensitivity {
@@ -69,6 +80,18 @@ pub enum Sensitivity {
     Internal,
     Confidential,
     Restricted,
+}
+
+impl Sensitivity {
+    /// As written in manifests and seen by policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sensitivity::Public => "public",
+            Sensitivity::Internal => "internal",
+            Sensitivity::Confidential => "confidential",
+            Sensitivity::Restricted => "restricted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -360,6 +383,20 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_names_are_the_manifest_names() {
+        for impact in [Impact::Read, Impact::Write, Impact::Irreversible] {
+            assert_eq!(serde_json::to_value(impact).unwrap(), impact.as_str());
+        }
+        use Sensitivity::*;
+        for sensitivity in [Public, Internal, Confidential, Restricted] {
+            assert_eq!(
+                serde_json::to_value(sensitivity).unwrap(),
+                sensitivity.as_str()
+            );
+        }
+    }
 
     const GOOD: &str = r#"
 name = "issue-tracker"

@@ -2,7 +2,7 @@
 //! (the shapes are those of `schema.cedarschema`).
 
 use super::select::Chosen;
-use crate::deployment::{Deployment, Trust};
+use crate::deployment::Deployment;
 use crate::manifest::{Digest, Impact, Manifest, Sensitivity};
 use crate::sandbox::egress::Target;
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
@@ -137,7 +137,7 @@ impl Principals {
                     ),
                     (
                         "trust".into(),
-                        RestrictedExpression::new_string(trust(agent.trust).into()),
+                        RestrictedExpression::new_string(agent.trust.as_str().into()),
                     ),
                 ]);
                 (name.clone(), entity(names.uid(&names.agent, name), attrs))
@@ -171,8 +171,8 @@ fn user_entity(names: &Names, name: &str, roles: &[String]) -> Entity {
 pub(super) fn tool_entity(names: &Names, tool: &ToolFacts) -> Entity {
     let text = |v: &str| RestrictedExpression::new_string(v.into());
     let attrs = HashMap::from([
-        ("impact".into(), text(impact(tool.impact))),
-        ("sensitivity".into(), text(sensitivity(tool.sensitivity))),
+        ("impact".into(), text(tool.impact.as_str())),
+        ("sensitivity".into(), text(tool.sensitivity.as_str())),
         ("digest".into(), text(&tool.digest)),
         (
             "ingests_untrusted".into(),
@@ -381,31 +381,6 @@ fn declared(value: &Value, ty: &Value, at: &str) -> Result<Value, String> {
             "`{at}` is not a {} as the policy schema declares",
             kind.unwrap_or("value")
         ))
-    }
-}
-
-pub fn impact(impact: Impact) -> &'static str {
-    match impact {
-        Impact::Read => "read",
-        Impact::Write => "write",
-        Impact::Irreversible => "irreversible",
-    }
-}
-
-pub fn sensitivity(sensitivity: Sensitivity) -> &'static str {
-    match sensitivity {
-        Sensitivity::Public => "public",
-        Sensitivity::Internal => "internal",
-        Sensitivity::Confidential => "confidential",
-        Sensitivity::Restricted => "restricted",
-    }
-}
-
-fn trust(trust: Trust) -> &'static str {
-    match trust {
-        Trust::Low => "low",
-        Trust::Medium => "medium",
-        Trust::High => "high",
     }
 }
 
