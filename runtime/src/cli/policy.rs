@@ -103,8 +103,7 @@ pub fn run(config: &Path, command: PolicyCommand) -> Result<i32> {
         PolicyCommand::Test { file } => {
             let cases = cases::read_table(&file).map_err(UsageError)?;
             let runtime = Runtime::new(Deployment::load(config)?)?;
-            let run = cases::run_table(&cases, runtime.policies(), runtime.deployment())
-                .map_err(UsageError)?;
+            let run = cases::run_table(&cases, &runtime).map_err(UsageError)?;
             match run.failure {
                 None => {
                     println!("{}: {} passed, 0 failed", file.display(), run.passed);
@@ -172,9 +171,7 @@ fn explain(config: &Path, args: ExplainArgs) -> Result<i32> {
         expect: None,
         policies: None,
     };
-    let decision = case
-        .decide(runtime.policies(), runtime.deployment())
-        .map_err(UsageError)?;
+    let decision = case.decide(&runtime).map_err(UsageError)?;
     if args.json {
         println!("{}", serde_json::to_string(&decision)?);
     } else {

@@ -13,9 +13,8 @@
 //! ```
 
 use super::{CallFacts, Decision, Origin, OriginKind, Outcome, Policies, SessionFacts, UserFacts};
-use crate::deployment::Deployment;
 use crate::policy::Selection;
-use crate::registry;
+use crate::runtime::Runtime;
 use crate::sandbox::egress::Target;
 use serde::Deserialize;
 use std::path::Path;
@@ -73,24 +72,28 @@ struct Table {
     case: Vec<Case>,
 }
 
+/// A case made ready: its facts gathered once, then decided with either choice of policies.
+struct Prepared<'a> {
+    case: &'a Case,
+    call: CallFacts,
+    /// The request, when the case is about one.
+    target: Option<Target>,
+}
+
 impl Case {
-    /// Decides the case against `policies`; tool attributes come from the deployment's tools.
-    pub fn decide(&self, policies: &Policies, deployment: &Deployment) -> Result<Decision, String> {
-        self.decide_with(policies, deployment, Selection::Chosen)
+    /// Decides the case against the runtime's policies; the tool is the one a call would run
+    /// (`Runtime::find`), so its attributes are the call's.
+    pub fn decide(&self, runtime: &Runtime) -> Result<Decision, String> {
+        Ok(self
+            .prepare(runtime)?
+            .decide(runtime.policies(), Selection::Chosen))
     }
 
-    fn decide_with(
-        &self,
-        policies: &Policies,
-        deployment: &Deployment,
-        selection: Selection,
-    ) -> Result<Decision, String> {
-        let dir = registry::find_tool(deployment, &self.tool)
-            .ok_or_else(|| format!("unknown tool `{}`", self.tool))?;
-        let files = registry::read_tool(&dir, false).map_err(|e| e.to_string())?;
+    fn prepare(&self, runtime: &Runtime) -> Result<Prepared<'_>, String> {
+        let tool = runtime.find(&self.tool).map_err(|e| e.to_string())?.facts();
         let call = CallFacts {
             agent: self.agent.clone(),
-            tool: super::ToolFacts::of(&files.manifest, &files.digest),
+            tool,
             user: self.user.as_ref().map(|name| UserFacts {
                 name: name.clone(),
                 scope: self
@@ -110,14 +113,8 @@ impl Case {
             calls_last_minute: self.calls_last_minute,
             time: self.time.unwrap_or_else(crate::identity::jwt::now),
         };
-        match &self.egress {
-            None => Ok(policies.invoke(
-                &call,
-                &self.input,
-                self.untrusted_input,
-                self.approved,
-                selection,
-            )),
+        let target = match &self.egress {
+            None => None,
             Some(request) => {
                 let (method, url) = request
                     .split_once(' ')
@@ -125,9 +122,28 @@ impl Case {
                 let uri: http::Uri = url
                     .parse()
                     .map_err(|e| format!("egress `{request}`: {e}"))?;
-                let target = Target::from_uri(method, &uri)?;
-                Ok(policies.egress(&call, &target, selection))
+                Some(Target::from_uri(method, &uri)?)
             }
+        };
+        Ok(Prepared {
+            case: self,
+            call,
+            target,
+        })
+    }
+}
+
+impl Prepared<'_> {
+    fn decide(&self, policies: &Policies, selection: Selection) -> Decision {
+        match &self.target {
+            None => policies.invoke(
+                &self.call,
+                &self.case.input,
+                self.case.untrusted_input,
+                self.case.approved,
+                selection,
+            ),
+            Some(target) => policies.egress(&self.call, target, selection),
         }
     }
 }
@@ -165,11 +181,7 @@ pub fn read_table(path: &Path) -> Result<Vec<Case>, String> {
 /// Runs `cases` in order and stops at the first mismatch. Every case is decided twice, with
 /// the policies chosen for it and with all policies, and the two must agree: the choice may
 /// never drop a policy that applies.
-pub fn run_table(
-    cases: &[Case],
-    policies: &Policies,
-    deployment: &Deployment,
-) -> Result<TableRun, String> {
+pub fn run_table(cases: &[Case], runtime: &Runtime) -> Result<TableRun, String> {
     let mut passed = 0;
     for (i, case) in cases.iter().enumerate() {
         let label = if case.name.is_empty() {
@@ -177,12 +189,9 @@ pub fn run_table(
         } else {
             format!("case {} ({})", i + 1, case.name)
         };
-        let decision = case
-            .decide(policies, deployment)
-            .map_err(|e| format!("{label}: {e}"))?;
-        let reference = case
-            .decide_with(policies, deployment, Selection::All)
-            .map_err(|e| format!("{label}: {e}"))?;
+        let prepared = case.prepare(runtime).map_err(|e| format!("{label}: {e}"))?;
+        let decision = prepared.decide(runtime.policies(), Selection::Chosen);
+        let reference = prepared.decide(runtime.policies(), Selection::All);
         let mismatch = if decision.outcome != reference.outcome
             || decision.policies != reference.policies
         {
