@@ -367,12 +367,21 @@ fn validate_guest_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The 1-based line of `text` that byte `offset` falls on (for error messages).
+pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
 /// One line: the message, the line number and the offending line's text (which names the field).
 pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
-            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line_no = line_at(text, span.start);
             let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
             format!("line {line_no}: {message} (at `{line}`)")
         }

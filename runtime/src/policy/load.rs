@@ -241,7 +241,7 @@ pub(super) fn load_schema(dir: &Path) -> Result<(Schema, serde_json::Value), Pol
 /// The first labelled position of a Cedar diagnostic, as a 1-based line of `text`.
 fn line_of(text: &str, diagnostic: &dyn Diagnostic) -> Option<usize> {
     let offset = diagnostic.labels()?.next()?.offset();
-    Some(text[..offset.min(text.len())].matches('\n').count() + 1)
+    Some(crate::manifest::line_at(text, offset))
 }
 
 /// A diagnostic and its help, on one line.
