@@ -5,7 +5,8 @@
 use crate::credentials::Secret;
 use crate::identity::delegation::Delegation;
 use crate::identity::jwt;
-use crate::policy::{Access, CallFacts, Origin, SessionFacts, ToolFacts, UserFacts};
+use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::policy::{Access, CallFacts, Origin, SessionFacts, UserFacts};
 use crate::registry;
 use crate::runtime::Runtime;
 use crate::state::Session;
@@ -98,19 +99,23 @@ impl Runtime {
         acting: Option<&ActingFor>,
         origin: Origin,
     ) -> Vec<(String, Access)> {
-        let mut seen = std::collections::HashSet::new();
+        let mut names: Vec<String> = registry::tool_dirs(self.deployment())
+            .iter()
+            .filter_map(|dir| Manifest::load(&dir.join(MANIFEST_FILE)).ok())
+            .map(|manifest| manifest.name)
+            .filter(|name| acting.is_none_or(|a| a.allows(name)))
+            .collect();
+        names.sort();
+        names.dedup();
         let mut callable = Vec::new();
-        for dir in registry::tool_dirs(self.deployment()) {
-            let Ok(files) = registry::read_tool(&dir, true) else {
+        for name in names {
+            // The tool a call by that name would run: warm, or read (and its digest checked).
+            let Ok(found) = self.find(&name) else {
                 continue;
             };
-            let name = files.manifest.name.clone();
-            if !seen.insert(name.clone()) || acting.is_some_and(|a| !a.allows(&name)) {
-                continue;
-            }
             let facts = CallFacts {
                 agent: agent.to_string(),
-                tool: ToolFacts::of(&files.manifest, &files.digest),
+                tool: found.facts(),
                 user: acting.map(|a| UserFacts {
                     name: a.user.clone(),
                     scope: a.scope.clone(),
