@@ -64,14 +64,12 @@ tools = ["hostile-spy"]
         minted = minted.url(""),
         legacy = legacy.url(""),
     ));
-    let rules = format!(
-        "[[egress]]\nurl = \"{}/*\"\nallow_private = true\ncredential = \"tracker\"\n\n\
-         [[egress]]\nurl = \"{}/*\"\nallow_private = true\ncredential = \"legacy\"\n\n\
-         [[egress]]\nurl = \"{}/*\"\nallow_private = true\n",
-        minted.url(""),
-        legacy.url(""),
-        own.url(""),
-    );
+    let rules = [
+        loopback_rule(&minted.url(""), &[], Some("tracker")),
+        loopback_rule(&legacy.url(""), &[], Some("legacy")),
+        loopback_rule(&own.url(""), &[], None),
+    ]
+    .join("\n");
     f.install_tool("hostile-spy", Some(&rules));
     let http_get_rules = rules.replace("credential = \"legacy\"\n", "");
     f.install_tool("http-get", Some(&http_get_rules));
@@ -434,10 +432,7 @@ async fn a_credential_goes_only_where_the_deployment_binds_it() {
     let u = upstreams("60s").await;
     u.f.install_tool(
         "http-get",
-        Some(&format!(
-            "[[egress]]\nurl = \"{}/*\"\nallow_private = true\ncredential = \"tracker\"\n",
-            u.own.url("")
-        )),
+        Some(&loopback_rule(&u.own.url(""), &[], Some("tracker"))),
     );
     let report = u.fetch(u.own.url("/x")).await;
     assert_eq!(failed(&report), ErrorKind::InvalidTool);

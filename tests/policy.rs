@@ -101,13 +101,10 @@ when { context.input has path && context.input.path like "public/*" };
 #[tokio::test(flavor = "multi_thread")]
 async fn an_egress_forbid_stops_only_the_post() {
     let server = LoopbackServer::start().await.unwrap();
-    let port = server.addr.port();
     let f = Fixture::new();
     f.install_tool(
         "hostile-http",
-        Some(&format!(
-            "[[egress]]\nurl = \"http://127.0.0.1:{port}/*\"\nmethods = [\"GET\", \"POST\"]\nallow_private = true\n"
-        )),
+        Some(&loopback_rule(&server.url(""), &["GET", "POST"], None)),
     );
     f.set_policies(&[(
         "base.cedar",
@@ -193,13 +190,7 @@ fn start_session(f: &Fixture) -> String {
 async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
     let server = LoopbackServer::start().await.unwrap();
     let f = Fixture::new();
-    f.install_tool(
-        "http-get",
-        Some(&format!(
-            "[[egress]]\nurl = \"{}/*\"\nallow_private = true\n",
-            server.url("")
-        )),
-    );
+    f.install_tool("http-get", Some(&loopback_rule(&server.url(""), &[], None)));
     // The example policies, and tester (trusted high) may also read.
     with_policies(
         &f,

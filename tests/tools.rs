@@ -53,10 +53,7 @@ async fn write_note_writes_into_the_read_write_mount() {
 async fn http_get_fetches_from_an_allowed_upstream() {
     let server = LoopbackServer::start().await.unwrap();
     let f = Fixture::new();
-    let rule = format!(
-        "[[egress]]\nurl = \"http://127.0.0.1:{}/*\"\nallow_private = true\n",
-        server.addr.port()
-    );
+    let rule = loopback_rule(&server.url(""), &[], None);
     f.install_tool("http-get", Some(&rule));
     let runtime = f.runtime();
     // Repeated calls on one warm runtime: each GET must work (the guest body is drained).

@@ -208,6 +208,19 @@ pub fn request(
     }
 }
 
+/// An `[[egress]]` rule for everything under `origin` (a loopback server, so private
+/// addresses are allowed), with `methods` (empty: the default, GET) and a credential.
+pub fn loopback_rule(origin: &str, methods: &[&str], credential: Option<&str>) -> String {
+    let mut rule = format!("[[egress]]\nurl = \"{origin}/*\"\nallow_private = true\n");
+    if !methods.is_empty() {
+        rule.push_str(&format!("methods = {methods:?}\n"));
+    }
+    if let Some(name) = credential {
+        rule.push_str(&format!("credential = \"{name}\"\n"));
+    }
+    rule
+}
+
 /// Copies a tool built from `tools/` into `<into>/<name>` and returns that directory.
 pub fn copy_built_tool(name: &str, into: &Path) -> PathBuf {
     let to = into.join(name);
