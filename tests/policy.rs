@@ -263,7 +263,7 @@ async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
     let out = delete(&marked, "b.txt");
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(json_of(&out)["decision"]["outcome"], "approval_required");
-    // Without --json, the CLI says what would be needed.
+    // Without --json, the CLI says what a person does next.
     let said = f.call_cli(
         "delete-note",
         r#"{"name":"b.txt"}"#,
@@ -271,7 +271,7 @@ async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
     );
     assert_eq!(said.status.code(), Some(4));
     assert!(
-        stderr(&said).contains("approval needed"),
+        stderr(&said).contains("warden approve"),
         "{}",
         stderr(&said)
     );

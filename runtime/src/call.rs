@@ -4,6 +4,7 @@
 //! request decided again) -> run under limits -> check the output -> taint the session if
 //! the tool ingests untrusted content -> report.
 
+use crate::approval;
 use crate::credentials::Secret;
 use crate::credentials::mint::Minter;
 use crate::engine::{CallContext, Prepared, ToolError};
@@ -12,9 +13,11 @@ use crate::manifest::Limits;
 use crate::policy::{
     CallFacts, Decision, Origin, OriginKind, Outcome, PolicyGate, SessionFacts, UserFacts,
 };
+use crate::revocation::{CallGate, CallIds};
 use crate::runtime::{LoadError, LoadedTool, Runtime};
 use crate::sandbox::http::{EgressGate, EgressRecord};
 use crate::sandbox::{CallState, Observed};
+use crate::state::{Approval, ApprovalStatus, RevocationKind};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +38,8 @@ pub struct CallRequest {
     /// The caller vouches for nothing in this input: its session is tainted from this call on.
     pub untrusted_input: bool,
     pub origin: Origin,
+    /// The id of an approval a human gave for exactly this call (`warden approve`).
+    pub approval: Option<String>,
 }
 
 impl CallRequest {
@@ -51,6 +56,7 @@ impl CallRequest {
                 kind: OriginKind::Api,
                 label: String::new(),
             },
+            approval: None,
         }
     }
 }
@@ -86,7 +92,7 @@ impl Runtime {
         let agent = assertion::verify(
             assertion.expose(),
             self.deployment(),
-            state,
+            state.as_ref(),
             assertion::SESSION_TOOL,
             &serde_json::Value::Null,
         )?;
@@ -95,7 +101,7 @@ impl Runtime {
 }
 
 /// How a call that did not succeed ended. Callers branch on this; the CLI maps it to an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// No such tool.
@@ -140,7 +146,7 @@ impl ErrorKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CallFailure {
     pub kind: ErrorKind,
     pub message: String,
@@ -150,7 +156,11 @@ pub struct CallFailure {
 #[derive(Debug, Clone, Serialize)]
 pub struct CallReport {
     pub call_id: String,
+    /// Unix milliseconds when the call started.
+    pub time_ms: i64,
     pub tool: String,
+    /// sha256 of the input's canonical JSON (`identity::assertion::input_digest`).
+    pub input_digest: String,
     /// The agent (as claimed, until it is authenticated).
     pub agent: String,
     /// The user the call was made for, and the delegation's id.
@@ -160,6 +170,8 @@ pub struct CallReport {
     pub origin: Origin,
     pub tool_digest: Option<String>,
     pub decision: Decision,
+    /// The approval the call used, or the pending one it asks for.
+    pub approval: Option<String>,
     /// `ok` or `error`.
     pub outcome: &'static str,
     pub output: Option<serde_json::Value>,
@@ -195,7 +207,9 @@ impl Runtime {
             let started = Instant::now();
             let mut report = CallReport {
                 call_id: call_id.clone(),
+                time_ms: jwt::now_ms(),
                 tool: request.tool.clone(),
+                input_digest: assertion::input_digest(&request.input),
                 agent: claimed,
                 user: None,
                 delegation: None,
@@ -203,6 +217,7 @@ impl Runtime {
                 origin: request.origin.clone(),
                 tool_digest: None,
                 decision: Decision::deny("not decided".into()),
+                approval: None,
                 outcome: "error",
                 output: None,
                 error: None,
@@ -229,6 +244,16 @@ impl Runtime {
                 Err(failure) => report.error = Some(failure),
             }
             report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            // The record is durable before the caller sees the result; without it, no result.
+            if let Err(e) = self.audit(&request, &report) {
+                tracing::error!(error = %format!("{e:#}"), "writing the audit record failed");
+                report.outcome = "error";
+                report.output = None;
+                report.error = Some(failure(
+                    ErrorKind::Internal,
+                    format!("the call's audit record could not be written, so its result is withheld: {e:#}"),
+                ));
+            }
             match &report.error {
                 None => tracing::info!(duration_ms = report.duration_ms, egress = report.egress.len(), "call succeeded"),
                 Some(e) => tracing::info!(kind = ?e.kind, message = %e.message, duration_ms = report.duration_ms, "call failed"),
@@ -271,7 +296,7 @@ impl Runtime {
             Caller::Assertion(token) => match assertion::verify(
                 token.expose(),
                 self.deployment(),
-                state,
+                state.as_ref(),
                 &request.tool,
                 &request.input,
             ) {
@@ -308,6 +333,53 @@ impl Runtime {
             );
         }
 
+        // Revoked anything this call runs under: refused, and a revoked tool forgotten.
+        let tool_facts = found.facts();
+        let revocations = CallIds {
+            store: state.clone(),
+            ids: [
+                Some((RevocationKind::Agent, agent.clone())),
+                Some((RevocationKind::Tool, tool_facts.digest.clone())),
+                acting
+                    .as_ref()
+                    .map(|a| (RevocationKind::Delegation, a.delegation.clone())),
+                request
+                    .session
+                    .clone()
+                    .map(|s| (RevocationKind::Session, s)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        if let Err(refused) = revocations.check(&[]) {
+            if refused.kind == Some(RevocationKind::Tool) {
+                self.evict(&tool_facts.digest);
+            }
+            return self.deny(report, refused.reason);
+        }
+        let call = approval::CallIdentity {
+            agent: &agent,
+            user: acting.as_ref().map(|a| a.user.as_str()),
+            tool: &request.tool,
+            tool_digest: &tool_facts.digest,
+            input_digest: &report.input_digest,
+        }
+        .digest();
+        if let Some(id) = &request.approval {
+            let checked = match state.approval(id) {
+                Ok(Some(given)) => approval::check(&given, self.deployment(), &call, jwt::now()),
+                Ok(None) => Err(format!("no approval `{id}`")),
+                Err(e) => {
+                    return fail(ErrorKind::Internal, format!("reading approval {id}: {e:#}"));
+                }
+            };
+            if let Err(reason) = checked {
+                return self.deny(report, reason);
+            }
+            report.approval = Some(id.clone());
+        }
+
         let now_ms = crate::identity::jwt::now_ms();
         let counts = match state.record_call(&agent, request.session.as_deref(), now_ms) {
             Ok(counts) => counts,
@@ -320,7 +392,7 @@ impl Runtime {
         }
         let facts = CallFacts {
             agent: agent.clone(),
-            tool: found.facts(),
+            tool: tool_facts,
             user: acting.as_ref().map(|a| UserFacts {
                 name: a.user.clone(),
                 scope: a.scope.clone(),
@@ -334,21 +406,54 @@ impl Runtime {
             calls_last_minute: counts.last_minute,
             time: now_ms / 1000,
         };
-        report.decision =
-            self.policies()
-                .decide_invoke(&facts, &request.input, request.untrusted_input, false);
+        report.decision = self.policies().decide_invoke(
+            &facts,
+            &request.input,
+            request.untrusted_input,
+            report.approval.is_some(),
+        );
         let decision = &report.decision;
         tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
         match decision.outcome {
-            Outcome::Allow => {}
+            Outcome::Allow => {
+                // Used once, atomically: of two calls racing with one approval, one runs.
+                if let Some(id) = &report.approval {
+                    match state.use_approval(id, call_id) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return self
+                                .deny(report, format!("approval {id} has already been used"));
+                        }
+                        Err(e) => {
+                            return fail(
+                                ErrorKind::Internal,
+                                format!("using approval {id}: {e:#}"),
+                            );
+                        }
+                    }
+                }
+            }
             Outcome::Deny => {
                 return fail(ErrorKind::Denied, format!("denied: {}", decision.summary()));
             }
             Outcome::ApprovalRequired => {
-                return fail(
-                    ErrorKind::ApprovalRequired,
-                    format!("approval required: {}", decision.summary()),
-                );
+                let summary = decision.summary();
+                let pending = self.request_approval(&request.input, &facts, call, summary.clone());
+                return match pending {
+                    Ok(id) => {
+                        let message = format!(
+                            "approval required: {summary}. Approval {id} is pending: a person \
+                             approves it with `warden approve {id} --key APPROVER_KEY`, then \
+                             repeat this exact call with --approval {id}"
+                        );
+                        report.approval = Some(id);
+                        fail(ErrorKind::ApprovalRequired, message)
+                    }
+                    Err(e) => fail(
+                        ErrorKind::Internal,
+                        format!("recording the approval request: {e:#}"),
+                    ),
+                };
             }
         }
 
@@ -404,9 +509,12 @@ impl Runtime {
                 }
             }
         };
-        let gate = Arc::new(PolicyGate {
-            policies: self.policies().clone(),
-            call: facts,
+        let gate = Arc::new(CallGate {
+            revocations,
+            policy: PolicyGate {
+                policies: self.policies().clone(),
+                call: facts,
+            },
         });
         let ran = run(&tool, gate, minter, context, &request.input).await;
         // What the tool brought in is untrusted from now on, whether or not it succeeded.
@@ -426,6 +534,47 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Stores a pending approval for this exact call (or finds the one already pending) and
+    /// returns its id.
+    fn request_approval(
+        &self,
+        input: &serde_json::Value,
+        facts: &CallFacts,
+        digest: String,
+        reason: String,
+    ) -> anyhow::Result<String> {
+        let now = jwt::now();
+        let pending = Approval {
+            id: uuid::Uuid::new_v4().to_string(),
+            digest,
+            agent: facts.agent.clone(),
+            user: facts.user.as_ref().map(|u| u.name.clone()),
+            tool: facts.tool.name.clone(),
+            tool_digest: facts.tool.digest.clone(),
+            input_digest: assertion::input_digest(input),
+            input: input.clone(),
+            reason,
+            created: now,
+            expires: now + self.deployment().approvals.lifetime.as_secs() as i64,
+            status: ApprovalStatus::Pending,
+            approver: None,
+            signature: None,
+            used_by: None,
+        };
+        Ok(self.state()?.request_approval(&pending)?.id)
+    }
+
+    /// Appends the call's records to the audit chain (unless the deployment turned it off).
+    fn audit(&self, request: &CallRequest, report: &CallReport) -> anyhow::Result<()> {
+        let settings = &self.deployment().audit;
+        if !settings.enabled {
+            return Ok(());
+        }
+        let input = settings.record_input.then(|| request.input.clone());
+        self.state()?
+            .append_audit(&crate::audit::entries(report, input)?)
+    }
+
     /// A call refused before any policy could be asked (authentication, delegation).
     fn deny(&self, report: &mut CallReport, reason: String) -> Ran {
         report.decision = Decision::deny(reason.clone());

@@ -20,6 +20,10 @@ pub struct Deployment {
     pub policy_dir: PathBuf,
     pub agents: BTreeMap<String, Agent>,
     pub users: BTreeMap<String, User>,
+    /// The people who approve calls that policies hold for approval, with their keys.
+    pub approvers: BTreeMap<String, Approver>,
+    pub approvals: ApprovalSettings,
+    pub audit: AuditSettings,
     /// Trusted issuers of delegations (identity providers) and their keys.
     pub issuers: BTreeMap<String, KeySet>,
     pub mounts: Vec<MountBinding>,
@@ -70,6 +74,63 @@ pub struct User {
     /// Roles (`roles` of the `User` entity in policies).
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// A person who approves calls (`warden approve ID --key …`). Never an agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approver {
+    /// `ed25519:<base64url>`: the key that signs this approver's approvals.
+    pub public_key: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// How long a pending approval can be approved and then used (default 15m).
+    #[serde(
+        default = "default_approval_lifetime",
+        deserialize_with = "crate::units::serde_text::de_duration"
+    )]
+    pub lifetime: std::time::Duration,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            lifetime: default_approval_lifetime(),
+        }
+    }
+}
+
+fn default_approval_lifetime() -> std::time::Duration {
+    std::time::Duration::from_secs(15 * 60)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Write the audit chain (default true). Off only to measure what it costs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Keep each call's input (secret-looking values redacted) besides its digest.
+    #[serde(default)]
+    pub record_input: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            record_input: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a secret's value comes from. Never inline.
@@ -167,6 +228,12 @@ struct RawDeployment {
     #[serde(default)]
     users: BTreeMap<String, User>,
     #[serde(default)]
+    approvers: BTreeMap<String, Approver>,
+    #[serde(default)]
+    approvals: ApprovalSettings,
+    #[serde(default)]
+    audit: AuditSettings,
+    #[serde(default)]
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
     mounts: Vec<MountBinding>,
@@ -240,6 +307,26 @@ impl Deployment {
             crate::identity::keys::parse_public(&user.public_key)
                 .map_err(|e| error(format!("field `users.{name}.public_key`: {e}")))?;
         }
+        for (name, approver) in &raw.approvers {
+            let field = |m: String| error(format!("field `approvers.{name}.public_key`: {m}"));
+            let key = crate::identity::keys::parse_public(&approver.public_key).map_err(field)?;
+            // An agent's key never approves: the agent would approve its own calls.
+            if let Some((agent, _)) = raw.agents.iter().find(|(_, a)| {
+                a.public_key
+                    .as_deref()
+                    .and_then(|k| crate::identity::keys::parse_public(k).ok())
+                    == Some(key)
+            }) {
+                return Err(field(format!(
+                    "this is agent `{agent}`'s key; an agent cannot approve"
+                )));
+            }
+        }
+        if raw.approvals.lifetime.is_zero() {
+            return Err(error(
+                "field `approvals.lifetime`: must be at least 1s".into(),
+            ));
+        }
         let mut issuers = BTreeMap::new();
         for (name, issuer) in &raw.issuers {
             if name.starts_with("user:") {
@@ -294,6 +381,9 @@ impl Deployment {
             policy_dir: base.join(raw.policy_dir),
             agents: raw.agents,
             users: raw.users,
+            approvers: raw.approvers,
+            approvals: raw.approvals,
+            audit: raw.audit,
             issuers,
             secrets,
             credentials: raw.credentials,

@@ -112,6 +112,22 @@ impl Engine {
 
     /// Keeps a compiled component for later processes. Best effort: a failure costs a
     /// recompilation later, nothing else.
+    /// Removes the compiled forms of `digest` from the cache (of every engine configuration).
+    pub fn evict(&self, digest: &Digest) {
+        let Some(dir) = &self.cache_dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{}-", digest.hex());
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(file = %entry.path().display(), "cannot evict a revoked component: {e}");
+            }
+        }
+    }
+
     pub fn cache(&self, component: &Component, digest: &Digest) {
         let Some(dir) = &self.cache_dir else { return };
         let cached = dir.join(format!("{}-{}.cwasm", digest.hex(), self.config_hash));

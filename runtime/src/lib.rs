@@ -23,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod approval;
+pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod credentials;
@@ -33,6 +35,7 @@ pub mod loopback;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
+pub mod revocation;
 pub mod runtime;
 pub mod sandbox;
 pub mod session;

@@ -9,7 +9,7 @@ use crate::manifest::{Digest, Manifest};
 use crate::policy::{Policies, ToolFacts};
 use crate::registry::{self, ToolFiles};
 use crate::sandbox::{CallState, Grants, fs::grant_mounts};
-use crate::state::StateDb;
+use crate::state::StateStore;
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -32,7 +32,7 @@ pub struct Runtime {
     engine: Engine,
     tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
     /// Opened on first use, so that commands that only read (or refuse) write nothing.
-    state: OnceLock<StateDb>,
+    state: OnceLock<Arc<dyn StateStore>>,
     minter: OnceLock<Arc<Minter>>,
     pub(crate) delegations: delegation::Verifier,
 }
@@ -90,12 +90,12 @@ impl Runtime {
         })
     }
 
-    /// The state store (replay protection), opened on first use.
-    pub(crate) fn state(&self) -> Result<&StateDb> {
+    /// The state store shared by every process of the deployment, opened on first use.
+    pub fn state(&self) -> Result<&Arc<dyn StateStore>> {
         if let Some(state) = self.state.get() {
             return Ok(state);
         }
-        let opened = StateDb::open(&self.deployment.state_dir)?;
+        let opened = crate::state::open(&self.deployment.state_dir)?;
         Ok(self.state.get_or_init(|| opened))
     }
 
@@ -129,6 +129,17 @@ impl Runtime {
             .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
         let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
         Ok(Found::OnDisk(Box::new(files)))
+    }
+
+    /// Forgets every warm and cached compiled form of the component with `digest`.
+    pub(crate) fn evict(&self, digest: &str) {
+        self.tools
+            .write()
+            .unwrap()
+            .retain(|_, tool| tool.digest.as_str() != digest);
+        if let Ok(digest) = digest.parse() {
+            self.engine.evict(&digest);
+        }
     }
 
     /// The tool called `name`, loaded once and then kept warm.

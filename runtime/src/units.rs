@@ -79,6 +79,26 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Unix seconds as UTC, `2026-11-28T21:40:01Z` (civil-from-days, proleptic Gregorian).
+pub fn format_unix(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Serde adapters so that manifests can say `memory = "64MiB"` and `timeout = "5s"`.
 pub(crate) mod serde_text {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -111,6 +131,13 @@ pub(crate) mod serde_text {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unix_times_format_as_utc() {
+        assert_eq!(super::format_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::format_unix(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::format_unix(1_795_901_001), "2026-11-28T21:23:21Z");
+    }
+
     use super::*;
 
     #[test]

@@ -20,6 +20,7 @@ pub fn agent_key(name: &str) -> SigningKey {
         "limited" => 2,
         "alice" => 3,
         "bob" => 4,
+        "carol" => 5,
         _ => 99,
     };
     SigningKey::from_bytes(&[seed; 32])

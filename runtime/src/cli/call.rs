@@ -6,7 +6,7 @@ use crate::call::{CallRequest, Caller};
 use crate::credentials::Secret;
 use crate::deployment::Deployment;
 use crate::identity::assertion;
-use crate::policy::{Origin, OriginKind, Outcome};
+use crate::policy::{Origin, OriginKind};
 use crate::runtime::Runtime;
 use anyhow::Result;
 use clap::Args;
@@ -34,6 +34,9 @@ pub struct CallArgs {
     /// `context.origin.label`.
     #[arg(long, default_value = "")]
     origin_label: String,
+    /// An approval a person gave for exactly this call (`warden approve ID`).
+    #[arg(long)]
+    approval: Option<String>,
     /// Print one JSON envelope: call id, decision, output or error, egress, duration.
     #[arg(long)]
     json: bool,
@@ -66,6 +69,7 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
             on_behalf_of,
             session: args.session,
             untrusted_input: args.untrusted_input,
+            approval: args.approval,
             origin: Origin {
                 kind: OriginKind::Cli,
                 label: args.origin_label,
@@ -81,13 +85,6 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
             (Some(output), _) => println!("{}", serde_json::to_string_pretty(output)?),
             (_, Some(error)) => eprintln!("error: {} ({:?})", error.message, error.kind),
             _ => {}
-        }
-        if report.decision.outcome == Outcome::ApprovalRequired {
-            eprintln!(
-                "approval needed: a human approval for call {} (policies {})",
-                report.call_id,
-                report.decision.policies.join(", ")
-            );
         }
         for e in &report.egress {
             let why = e.reason.as_deref().unwrap_or("");

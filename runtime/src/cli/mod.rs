@@ -4,10 +4,14 @@
 //! input (including manifests, configuration and policies), 3 denied, 4 approval required,
 //! 5 the tool failed.
 
+mod approvals;
+mod audit;
+mod bench;
 mod call;
 mod demo;
 mod keys;
 mod policy;
+mod revoke;
 mod session;
 mod tool;
 
@@ -45,6 +49,24 @@ enum Command {
     /// Validate, question and test the policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Check and read the audit chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// List approvals that calls are waiting for.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Approve a pending call, signing it with an approver's key.
+    Approve(approvals::ApproveArgs),
+    /// Deny a pending call.
+    Deny(approvals::DenyArgs),
+    /// Revoke an agent, delegation, tool, credential or session, for every process at once.
+    Revoke(revoke::RevokeArgs),
+    /// List revocations.
+    Revocations,
+    /// Tell whether a token Warden minted is active (RFC 7662's answer, as JSON).
+    Introspect(revoke::IntrospectArgs),
+    /// Make many calls of one tool in one process; print calls per second and latency.
+    Bench(bench::BenchArgs),
     /// Make an Ed25519 key pair (for an agent, a user or an approver).
     Keygen(keys::KeygenArgs),
     /// Issue a delegation: a user lets an agent call some tools on their behalf.
@@ -88,6 +110,14 @@ pub fn main() -> i32 {
             Command::Call(args) => call::run(&cli.config, args).await,
             Command::Session(command) => session::run(&cli.config, command),
             Command::Policy(command) => policy::run(&cli.config, command),
+            Command::Audit(command) => audit::run(&cli.config, command),
+            Command::Approvals(command) => approvals::list(&cli.config, command),
+            Command::Approve(args) => approvals::approve(&cli.config, args),
+            Command::Deny(args) => approvals::deny(&cli.config, args),
+            Command::Revoke(args) => revoke::revoke(&cli.config, args),
+            Command::Revocations => revoke::list(&cli.config),
+            Command::Introspect(args) => revoke::introspect(&cli.config, args),
+            Command::Bench(args) => bench::run(&cli.config, args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Delegate(args) => keys::delegate(args),
             Command::Jwks => keys::jwks(&cli.config),

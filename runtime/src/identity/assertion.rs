@@ -4,7 +4,7 @@
 
 use super::{jwt, keys};
 use crate::deployment::Deployment;
-use crate::state::StateDb;
+use crate::state::StateStore;
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -24,7 +24,7 @@ pub struct CallAssertion {
     pub sub: String,
     pub aud: String,
     pub tool: String,
-    /// sha256 (hex) of the input JSON as serialized by serde_json.
+    /// `input_digest` of the input.
     pub input_sha256: String,
     pub iat: i64,
     pub exp: i64,
@@ -32,8 +32,43 @@ pub struct CallAssertion {
     pub jti: String,
 }
 
+/// sha256 (hex) of the input's canonical JSON (object keys sorted, no spaces): the same
+/// input has the same digest however its keys were ordered.
 pub fn input_digest(input: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(input.to_string().as_bytes()))
+    let mut canonical = Vec::new();
+    write_canonical(input, &mut canonical);
+    hex::encode(Sha256::digest(&canonical))
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend(Value::from(key.as_str()).to_string().into_bytes());
+                out.push(b':');
+                write_canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend(scalar.to_string().into_bytes()),
+    }
 }
 
 /// What the CLI (or any caller holding the agent's key) sends with a call.
@@ -61,7 +96,7 @@ pub fn sign_session(key: &SigningKey, agent: &str) -> String {
 pub fn verify(
     token: &str,
     deployment: &Deployment,
-    state: &StateDb,
+    state: &dyn StateStore,
     tool: &str,
     input: &serde_json::Value,
 ) -> Result<String, String> {

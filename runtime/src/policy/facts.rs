@@ -54,7 +54,7 @@ pub struct UserFacts {
 }
 
 /// Where a call came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Origin {
     pub kind: OriginKind,
     /// A label the caller chose (a framework's name, a CI job), "" when none.

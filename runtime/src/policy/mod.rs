@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// A decision and what determined it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Decision {
     pub outcome: Outcome,
     /// Ids of the policies that determined the outcome, sorted.
@@ -49,7 +49,7 @@ pub struct Decision {
     /// Why, in words: a summary, then the `@reason` of each of those policies.
     pub reasons: Vec<String>,
     /// Policies that could not be evaluated (a forbid among them denies).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
 
@@ -457,7 +457,7 @@ pub struct PolicyGate {
 }
 
 impl crate::sandbox::http::EgressGate for PolicyGate {
-    fn decide(&self, target: &Target) -> Decision {
+    fn decide(&self, target: &Target, _credentials: &[String]) -> Decision {
         let decision = self.policies.decide_egress(&self.call, target);
         tracing::debug!(url = %target.display(), outcome = ?decision.outcome, policies = ?decision.policies, "egress decision");
         decision

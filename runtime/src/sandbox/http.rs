@@ -113,6 +113,15 @@ impl EgressLog {
         self.0.lock().unwrap().clone()
     }
 
+    /// The ids of the tokens minted for this call so far.
+    fn minted(&self) -> Vec<String> {
+        let records = self.0.lock().unwrap();
+        records
+            .iter()
+            .filter_map(|r| r.credential.as_ref()?.jti.clone())
+            .collect()
+    }
+
     fn push(&self, record: EgressRecord) -> usize {
         let mut records = self.0.lock().unwrap();
         records.push(record);
@@ -143,8 +152,10 @@ pub struct Credentials {
 }
 
 /// The decision point as the sandbox sees it: decides each request whose rule matched.
+/// `credentials`: the credential this request would carry (by name) and the ids (`jti`) of
+/// the tokens minted for the call so far, which a revocation may have reached.
 pub trait EgressGate: Send + Sync {
-    fn decide(&self, target: &Target) -> Decision;
+    fn decide(&self, target: &Target, credentials: &[String]) -> Decision;
 }
 
 /// A request that passed the rules and the budget.
@@ -213,9 +224,10 @@ impl EgressHooks {
 fn ask_policy(
     gate: Option<&dyn EgressGate>,
     target: &Target,
+    credentials: &[String],
 ) -> Result<Vec<String>, (String, Vec<String>)> {
     let decision = match gate {
-        Some(gate) => gate.decide(target),
+        Some(gate) => gate.decide(target, credentials),
         None => Decision::deny("no request may be sent here".into()),
     };
     match decision.outcome {
@@ -341,7 +353,13 @@ async fn send(
     } = out;
     let index = out.index;
     // Policy is asked here, on a host thread: Cedar needs more stack than a guest's fiber has.
-    match ask_policy(out.gate.as_deref(), target) {
+    let carried: Vec<String> = rule
+        .credential
+        .iter()
+        .cloned()
+        .chain(log.minted())
+        .collect();
+    match ask_policy(out.gate.as_deref(), target, &carried) {
         Ok(policies) => log.update(index, |r| r.policies = policies),
         Err((reason, policies)) => {
             tracing::info!(url = %target.display(), %reason, ?policies, "egress denied by policy");

@@ -1,0 +1,447 @@
+//! The audit log: one record per call and one per egress request, appended to a hash chain
+//! in the state store before the call's result is returned. Each record holds the hash of the
+//! one before, so editing, deleting or reordering a record breaks the chain at that record;
+//! `warden audit verify` recomputes it. Records hold digests, ids and decisions, never a
+//! credential's value; the input itself only if the deployment asks (`[audit] record_input`),
+//! with secret-looking values redacted.
+
+use crate::call::{CallFailure, CallReport};
+use crate::deployment::CredentialKind;
+use crate::policy::{Decision, Origin};
+use crate::sandbox::http::EgressRecord;
+use crate::state::{AuditEntry, AuditLink, StateStore};
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of a record: its position, its call, its body and the hash before it.
+pub fn link_hash(prev: &str, seq: u64, call_id: &str, body: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [prev, &seq.to_string(), call_id, body] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Call(CallRecord),
+    Egress(EgressAudit),
+}
+
+/// What a call was: who, for whom, what, why it was allowed, how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    /// Unix milliseconds when the call started.
+    pub time_ms: i64,
+    pub agent: String,
+    pub user: Option<String>,
+    pub delegation: Option<String>,
+    pub session: Option<String>,
+    pub origin: Origin,
+    pub tool: String,
+    pub tool_digest: Option<String>,
+    /// sha256 of the input's canonical JSON.
+    pub input_digest: String,
+    /// The input (scrubbed), only when the deployment records inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    pub decision: Decision,
+    /// The approval this call used, or the one it asked for.
+    pub approval: Option<String>,
+    pub credentials: Vec<CredentialRecord>,
+    pub egress_requests: usize,
+    /// `ok` or `error`.
+    pub outcome: String,
+    pub error: Option<CallFailure>,
+    pub duration_ms: f64,
+}
+
+/// One request a tool made, allowed or not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EgressAudit {
+    pub call_id: String,
+    /// Its place among the call's requests, from 0.
+    pub index: usize,
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub path: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    pub rule: Option<String>,
+    pub policies: Vec<String>,
+    pub reason: Option<String>,
+    pub status: Option<u16>,
+    pub response_bytes: u64,
+    pub credential: Option<CredentialRecord>,
+}
+
+/// A credential the host added to a request: what it was, never its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub name: String,
+    pub kind: CredentialKind,
+    pub audience: String,
+    pub jti: Option<String>,
+    pub expires: Option<i64>,
+}
+
+/// The records of a finished call: the call's, then one per egress request.
+pub fn entries(report: &CallReport, input: Option<serde_json::Value>) -> Result<Vec<AuditEntry>> {
+    let egress: Vec<EgressAudit> = report
+        .egress
+        .iter()
+        .enumerate()
+        .map(|(index, r)| egress_audit(&report.call_id, index, r))
+        .collect();
+    let call = CallRecord {
+        call_id: report.call_id.clone(),
+        time_ms: report.time_ms,
+        agent: report.agent.clone(),
+        user: report.user.clone(),
+        delegation: report.delegation.clone(),
+        session: report.session.clone(),
+        origin: report.origin.clone(),
+        tool: report.tool.clone(),
+        tool_digest: report.tool_digest.clone(),
+        input_digest: report.input_digest.clone(),
+        input: input.map(|i| scrub(&i)),
+        decision: report.decision.clone(),
+        approval: report.approval.clone(),
+        credentials: egress.iter().filter_map(|e| e.credential.clone()).collect(),
+        egress_requests: egress.len(),
+        outcome: report.outcome.to_string(),
+        error: report.error.clone(),
+        duration_ms: report.duration_ms,
+    };
+    std::iter::once(Record::Call(call))
+        .chain(egress.into_iter().map(Record::Egress))
+        .map(|record| {
+            Ok(AuditEntry {
+                call_id: report.call_id.clone(),
+                body: serde_json::to_string(&record)?,
+            })
+        })
+        .collect()
+}
+
+fn egress_audit(call_id: &str, index: usize, r: &EgressRecord) -> EgressAudit {
+    // The record's URL is `scheme://host:port/path`, or `METHOD uri` when it did not parse.
+    let uri: Option<http::Uri> = r.url.parse().ok();
+    let part = |f: fn(&http::Uri) -> Option<&str>| {
+        uri.as_ref().and_then(f).unwrap_or_default().to_string()
+    };
+    EgressAudit {
+        call_id: call_id.to_string(),
+        index,
+        method: r.method.clone(),
+        scheme: part(|u| u.scheme_str()),
+        host: uri
+            .as_ref()
+            .and_then(|u| u.host())
+            .map_or_else(|| r.url.clone(), |h| h.trim_matches(['[', ']']).to_string()),
+        port: uri.as_ref().and_then(|u| u.port_u16()),
+        path: part(|u| Some(u.path())),
+        decision: r.decision.to_string(),
+        rule: r.rule.clone(),
+        policies: r.policies.clone(),
+        reason: r.reason.clone(),
+        status: r.status,
+        response_bytes: r.response_bytes,
+        credential: r.credential.as_ref().map(|c| CredentialRecord {
+            name: c.name.clone(),
+            kind: c.kind,
+            audience: c.audience.clone(),
+            jti: c.jti.clone(),
+            expires: c.expires,
+        }),
+    }
+}
+
+/// The input as recorded: values under secret-looking keys, and strings that look like
+/// tokens, replaced.
+pub fn scrub(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    const SECRET_KEYS: [&str; 8] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "key",
+        "authorization",
+        "cookie",
+        "credential",
+    ];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+                        (k.clone(), Value::String("[REDACTED]".into()))
+                    } else {
+                        (k.clone(), scrub(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(scrub).collect()),
+        Value::String(s) if looks_like_token(s) => Value::String("[REDACTED]".into()),
+        other => other.clone(),
+    }
+}
+
+/// A JWT (`eyJ…` in three parts) or a bearer value.
+fn looks_like_token(s: &str) -> bool {
+    let s = s.trim();
+    (s.starts_with("eyJ") && s.split('.').count() == 3)
+        || s.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+}
+
+/// The chain checked end to end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub records: u64,
+    pub calls: u64,
+    /// The hash of the last record: keep it elsewhere to detect a later truncation.
+    pub head: String,
+}
+
+/// The first record that does not belong where it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broken {
+    pub seq: u64,
+    pub call_id: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record #{} (call {}): {}",
+            self.seq, self.call_id, self.problem
+        )
+    }
+}
+
+/// Recomputes the chain. Err: the store could not be read; Ok(Err): the chain is broken.
+pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
+    const PAGE: usize = 1000;
+    let mut verified = Verified {
+        records: 0,
+        calls: 0,
+        head: GENESIS.to_string(),
+    };
+    let mut last_seq = 0;
+    loop {
+        let page = store.audit_records(last_seq, PAGE)?;
+        for link in &page {
+            let broken = |problem: String| Broken {
+                seq: link.seq,
+                call_id: link.call_id.clone(),
+                problem,
+            };
+            if link_hash(&link.prev_hash, link.seq, &link.call_id, &link.body) != link.hash {
+                return Ok(Err(broken(
+                    "its contents do not match its hash (the record was edited)".into(),
+                )));
+            }
+            if link.prev_hash != verified.head || link.seq != last_seq + 1 {
+                return Ok(Err(broken(format!(
+                    "it does not follow record #{last_seq} (a record before it was deleted, \
+                     inserted or moved)"
+                ))));
+            }
+            match serde_json::from_str::<Record>(&link.body) {
+                Ok(Record::Call(c)) if c.call_id == link.call_id => verified.calls += 1,
+                Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
+                Ok(_) => return Ok(Err(broken("it names another call".into()))),
+                Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
+            }
+            verified.records += 1;
+            verified.head = link.hash.clone();
+            last_seq = link.seq;
+        }
+        if page.len() < PAGE {
+            return Ok(Ok(verified));
+        }
+    }
+}
+
+/// A stored record, read back.
+pub fn parse(link: &AuditLink) -> Result<Record> {
+    serde_json::from_str(&link.body).with_context(|| format!("audit record #{}", link.seq))
+}
+
+/// A call explained for a human: who, on whose behalf, what it reached, which policies
+/// allowed it, how it ended.
+pub fn explain(links: &[AuditLink]) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for link in links {
+        match parse(link)? {
+            Record::Call(c) => {
+                let line = |out: &mut String, label: &str, text: &str| {
+                    let _ = writeln!(out, "  {label:<11}{text}");
+                };
+                let _ = writeln!(
+                    out,
+                    "call {}  at {}  (record #{})",
+                    c.call_id,
+                    crate::units::format_unix(c.time_ms.div_euclid(1000)),
+                    link.seq
+                );
+                line(&mut out, "agent", &c.agent);
+                if let Some(user) = &c.user {
+                    let by = c.delegation.as_deref().unwrap_or("?");
+                    line(&mut out, "for user", &format!("{user} (delegation {by})"));
+                }
+                if let Some(session) = &c.session {
+                    line(&mut out, "session", session);
+                }
+                let label = if c.origin.label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.origin.label)
+                };
+                line(
+                    &mut out,
+                    "origin",
+                    &format!("{}{label}", c.origin.kind.as_str()),
+                );
+                let digest = c.tool_digest.as_deref().unwrap_or("not loaded");
+                line(&mut out, "tool", &format!("{} {digest}", c.tool));
+                line(&mut out, "input", &format!("sha256:{}", c.input_digest));
+                if let Some(input) = &c.input {
+                    line(&mut out, "", &input.to_string());
+                }
+                let by = if c.decision.policies.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", c.decision.policies.join(", "))
+                };
+                let outcome = serde_json::to_value(c.decision.outcome)?;
+                line(
+                    &mut out,
+                    "decision",
+                    &format!("{}{by}", outcome.as_str().unwrap_or("?")),
+                );
+                for reason in &c.decision.reasons {
+                    line(&mut out, "", reason);
+                }
+                if let Some(approval) = &c.approval {
+                    line(&mut out, "approval", approval);
+                }
+                let ended = match &c.error {
+                    None => "ok".to_string(),
+                    Some(e) => format!("{:?}: {}", e.kind, e.message),
+                };
+                line(
+                    &mut out,
+                    "outcome",
+                    &format!("{ended} in {:.1} ms", c.duration_ms),
+                );
+                if c.egress_requests > 0 {
+                    line(
+                        &mut out,
+                        "egress",
+                        &format!("{} request(s):", c.egress_requests),
+                    );
+                }
+            }
+            Record::Egress(e) => {
+                let _ = write!(
+                    out,
+                    "    {} {}://{}:{}{} -> {}",
+                    e.method,
+                    e.scheme,
+                    e.host,
+                    e.port.map_or(String::new(), |p| p.to_string()),
+                    e.path,
+                    e.decision
+                );
+                if let Some(status) = e.status {
+                    let _ = write!(out, " {status}, {} bytes", e.response_bytes);
+                }
+                if !e.policies.is_empty() {
+                    let _ = write!(out, " by {}", e.policies.join(", "));
+                }
+                if let Some(reason) = &e.reason {
+                    let _ = write!(out, " ({reason})");
+                }
+                if let Some(c) = &e.credential {
+                    let jti = c
+                        .jti
+                        .as_deref()
+                        .map_or(String::new(), |j| format!(" jti {j}"));
+                    let _ = write!(out, "; credential {} ({:?}{jti})", c.name, c.kind);
+                }
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One line per call record, for `warden audit tail`.
+pub fn summary(link: &AuditLink) -> Result<Option<String>> {
+    let Record::Call(c) = parse(link)? else {
+        return Ok(None);
+    };
+    let outcome = serde_json::to_value(c.decision.outcome)?;
+    let ended = c
+        .error
+        .as_ref()
+        .map_or("ok".to_string(), |e| format!("{:?}", e.kind));
+    Ok(Some(format!(
+        "#{:<6} {}  {}  {:<16} {:<14} {:<8} {:<17} {}",
+        link.seq,
+        crate::units::format_unix(c.time_ms.div_euclid(1000)),
+        c.call_id,
+        c.agent,
+        c.tool,
+        outcome.as_str().unwrap_or("?"),
+        ended,
+        c.user.as_deref().unwrap_or("-"),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_in_recorded_inputs_are_redacted() {
+        let input = json!({
+            "path": "/notes/a.txt",
+            "api_key": "k-123",
+            "nested": [{"Password": "hunter2", "note": "Bearer abc", "jwt": "x"}],
+            "t": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2ln",
+        });
+        let scrubbed = scrub(&input).to_string();
+        for secret in ["k-123", "hunter2", "Bearer abc", "eyJhbGci"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("/notes/a.txt"), "{scrubbed}");
+    }
+
+    #[test]
+    fn each_hash_covers_position_call_body_and_predecessor() {
+        let h = link_hash(GENESIS, 1, "c", "{}");
+        assert_ne!(h, link_hash(GENESIS, 2, "c", "{}"));
+        assert_ne!(h, link_hash(GENESIS, 1, "d", "{}"));
+        assert_ne!(h, link_hash(GENESIS, 1, "c", "{ }"));
+        assert_ne!(h, link_hash(&h, 1, "c", "{}"));
+    }
+}

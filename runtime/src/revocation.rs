@@ -1,0 +1,160 @@
+//! Revocation: an agent, delegation, tool digest, credential or session revoked in the state
+//! store stops at the next call and at the next egress request of calls already running, in
+//! every process that shares the store. A revoked tool digest also leaves the warm and the
+//! on-disk caches. `introspect` tells an upstream whether a minted token is still active.
+
+use crate::credentials::mint::{ISSUER, KeyStore};
+use crate::identity::jwt;
+use crate::policy::{Decision, PolicyGate};
+use crate::runtime::Runtime;
+use crate::sandbox::egress::Target;
+use crate::sandbox::http::EgressGate;
+use crate::state::{Revocation, RevocationKind, StateStore};
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The revocable ids one call runs under: its agent, delegation, session and tool digest.
+pub struct CallIds {
+    pub store: Arc<dyn StateStore>,
+    pub ids: Vec<(RevocationKind, String)>,
+}
+
+/// Why a call or request may not go on.
+pub struct Refused {
+    /// What was revoked (None: the store could not be read).
+    pub kind: Option<RevocationKind>,
+    pub reason: String,
+}
+
+impl CallIds {
+    /// Refused if any of the call's ids, or of `more`, is revoked. A store that cannot be
+    /// read refuses: revocation fails closed.
+    pub fn check(&self, more: &[(RevocationKind, &str)]) -> Result<(), Refused> {
+        let ids: Vec<(RevocationKind, &str)> = self
+            .ids
+            .iter()
+            .map(|(kind, id)| (*kind, id.as_str()))
+            .chain(more.iter().copied())
+            .collect();
+        match self.store.revoked(&ids) {
+            Ok(None) => Ok(()),
+            Ok(Some(revoked)) => Err(Refused {
+                kind: Some(revoked.kind),
+                reason: revoked.to_string(),
+            }),
+            Err(e) => Err(Refused {
+                kind: None,
+                reason: format!("checking revocations: {e:#}"),
+            }),
+        }
+    }
+}
+
+/// The gate of one running call: revocations first, then the policies.
+pub struct CallGate {
+    pub revocations: CallIds,
+    pub policy: PolicyGate,
+}
+
+impl EgressGate for CallGate {
+    fn decide(&self, target: &Target, credentials: &[String]) -> Decision {
+        let more: Vec<(RevocationKind, &str)> = credentials
+            .iter()
+            .map(|c| (RevocationKind::Credential, c.as_str()))
+            .collect();
+        if let Err(Refused { reason, .. }) = self.revocations.check(&more) {
+            tracing::info!(url = %target.display(), %reason, "egress stopped by a revocation");
+            return Decision::deny(reason);
+        }
+        self.policy.decide(target, credentials)
+    }
+}
+
+impl Runtime {
+    /// Revokes `id` of `kind` for every process sharing the state store. A tool is revoked
+    /// by digest, or by name (the digest its manifest pins now). Returns what was revoked and
+    /// whether it was new.
+    pub fn revoke(
+        &self,
+        kind: RevocationKind,
+        id: &str,
+        reason: &str,
+    ) -> Result<(Revocation, bool)> {
+        let id = match kind {
+            RevocationKind::Tool if !id.starts_with("sha256:") => match self.find(id)? {
+                crate::runtime::Found::Warm(tool) => tool.digest.to_string(),
+                crate::runtime::Found::OnDisk(files) => files.digest.to_string(),
+            },
+            RevocationKind::Tool => id
+                .parse::<crate::manifest::Digest>()
+                .map_err(crate::cli::UsageError)?
+                .to_string(),
+            _ => id.to_string(),
+        };
+        let revocation = Revocation {
+            kind,
+            id,
+            at: jwt::now(),
+            reason: reason.to_string(),
+        };
+        let new = self.state()?.revoke(&revocation)?;
+        if kind == RevocationKind::Tool {
+            self.evict(&revocation.id);
+        }
+        tracing::warn!(kind = kind.as_str(), id = %revocation.id, "revoked");
+        Ok((revocation, new))
+    }
+
+    /// Whether a token Warden minted is active: signed by one of its keys, not expired, and
+    /// neither its `jti` nor its credential revoked (RFC 7662's answer).
+    pub fn introspect(&self, token: &str) -> Result<Introspection> {
+        let keys = KeyStore::new(&self.deployment().state_dir).jwks()?;
+        let inactive = Introspection::default();
+        let Some(key) = jwt::peek_header(token)
+            .ok()
+            .and_then(|h| keys.key(h.kid.as_deref()))
+        else {
+            return Ok(inactive);
+        };
+        let Ok(claims) = jwt::verify::<MintedClaims>(token, &key) else {
+            return Ok(inactive);
+        };
+        if claims.iss != ISSUER || claims.exp <= jwt::now() {
+            return Ok(inactive);
+        }
+        let revoked = self
+            .state()?
+            .revoked(&[(RevocationKind::Credential, &claims.jti)])
+            .context("checking revocations")?;
+        // An inactive token's claims are not disclosed (RFC 7662, section 2.2).
+        Ok(match revoked {
+            Some(_) => inactive,
+            None => Introspection {
+                active: true,
+                claims: Some(claims),
+            },
+        })
+    }
+}
+
+/// The claims of a minted token, as introspection reports them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintedClaims {
+    pub iss: String,
+    pub sub: String,
+    pub act: serde_json::Value,
+    pub aud: String,
+    pub scope: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub call_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<MintedClaims>,
+}

@@ -1,0 +1,538 @@
+//! The state store in one SQLite file (`<state_dir>/warden.db`, WAL), its schema versioned
+//! (`PRAGMA user_version`) and migrated forward when a process opens it. Every write that
+//! must be atomic across processes is one IMMEDIATE transaction: SQLite's write lock makes
+//! concurrent processes take turns.
+
+use super::*;
+use anyhow::{Context as _, Result};
+use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+/// The schema, one migration per version: a state file at version N has had the first N
+/// applied. Append, never edit: files in the field are at every earlier version.
+const MIGRATIONS: &[&str] = &[
+    "
+-- Version 1. `IF NOT EXISTS`: files made before versioning already hold `nonces`.
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce   TEXT PRIMARY KEY,
+    expires INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id           TEXT PRIMARY KEY,
+    agent        TEXT NOT NULL,
+    user         TEXT,
+    delegation   TEXT,
+    scope        TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    expires      INTEGER NOT NULL,
+    tainted      INTEGER NOT NULL DEFAULT 0,
+    taint_reason TEXT,
+    calls        INTEGER NOT NULL DEFAULT 0
+);
+-- Calls per agent and second: a minute's count reads at most 60 rows, however busy.
+CREATE TABLE IF NOT EXISTS call_counts (
+    agent  TEXT NOT NULL,
+    second INTEGER NOT NULL,
+    calls  INTEGER NOT NULL,
+    PRIMARY KEY (agent, second)
+) WITHOUT ROWID;
+",
+    "
+-- Version 2: the audit chain, approvals, revocations.
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY,
+    call_id   TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX audit_call ON audit (call_id);
+CREATE TABLE approvals (
+    id           TEXT PRIMARY KEY,
+    digest       TEXT NOT NULL,
+    agent        TEXT NOT NULL,
+    user         TEXT,
+    tool         TEXT NOT NULL,
+    tool_digest  TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    input        TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    expires      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    approver     TEXT,
+    signature    TEXT,
+    used_by      TEXT
+);
+CREATE INDEX approvals_by_digest ON approvals (digest, status);
+CREATE TABLE revocations (
+    kind   TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+",
+];
+
+/// The window of `CallCounts::last_minute`, in seconds.
+const RATE_WINDOW: i64 = 60;
+
+impl SqliteStore {
+    pub fn open(state_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let path = state_dir.join("warden.db");
+        let mut conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // WAL with NORMAL sync: a committed transaction survives the process being killed
+        // (the OS holds the write); only a power loss can take the last commits.
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        migrate(&mut conn).with_context(|| format!("preparing {}", path.display()))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that
+    /// concurrent processes queue instead of failing on upgrade).
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
+        let conn = self.conn.lock().unwrap();
+        let now = crate::identity::jwt::now();
+        conn.prepare_cached("DELETE FROM nonces WHERE expires < ?1")?
+            .execute(params![now])?;
+        let inserted = conn
+            .prepare_cached("INSERT OR IGNORE INTO nonces (nonce, expires) VALUES (?1, ?2)")?
+            .execute(params![nonce, expires])?;
+        Ok(inserted == 1)
+    }
+
+    fn start_session(&self, session: &Session) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.prepare_cached(
+            "INSERT INTO sessions (id, agent, user, delegation, scope, created, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            session.id,
+            session.agent,
+            session.user,
+            session.delegation,
+            serde_json::to_string(&session.scope)?,
+            crate::identity::jwt::now(),
+            session.expires
+        ])?;
+        Ok(())
+    }
+
+    fn session(&self, id: &str) -> Result<Option<Session>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query = conn.prepare_cached(
+            "SELECT id, agent, user, delegation, scope, expires, tainted, taint_reason, calls
+             FROM sessions WHERE id = ?1",
+        )?;
+        let mut rows = query.query(params![id])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let scope: String = row.get(4)?;
+        Ok(Some(Session {
+            id: row.get(0)?,
+            agent: row.get(1)?,
+            user: row.get(2)?,
+            delegation: row.get(3)?,
+            scope: serde_json::from_str(&scope).context("a session's scope")?,
+            expires: row.get(5)?,
+            tainted: row.get(6)?,
+            taint_reason: row.get(7)?,
+            calls: row.get::<_, i64>(8)? as u64,
+        }))
+    }
+
+    fn taint(&self, session: &str, reason: &str) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.prepare_cached(
+            "UPDATE sessions SET tainted = 1, taint_reason = COALESCE(taint_reason, ?2) WHERE id = ?1",
+        )?
+        .execute(params![session, reason])?;
+        Ok(())
+    }
+
+    fn record_call(&self, agent: &str, session: Option<&str>, now_ms: i64) -> Result<CallCounts> {
+        self.write(|tx| {
+            let second = now_ms.div_euclid(1000);
+            tx.prepare_cached("DELETE FROM call_counts WHERE agent = ?1 AND second <= ?2")?
+                .execute(params![agent, second - RATE_WINDOW])?;
+            let last_minute = count_recent(tx, agent, now_ms)?;
+            tx.prepare_cached(
+                "INSERT INTO call_counts (agent, second, calls) VALUES (?1, ?2, 1)
+                 ON CONFLICT (agent, second) DO UPDATE SET calls = calls + 1",
+            )?
+            .execute(params![agent, second])?;
+            let in_session = match session {
+                None => 0,
+                Some(id) => {
+                    tx.prepare_cached(
+                        "UPDATE sessions SET calls = calls + 1 WHERE id = ?1 RETURNING calls - 1",
+                    )?
+                    .query_row(params![id], |row| row.get::<_, i64>(0))? as u64
+                }
+            };
+            Ok(CallCounts {
+                last_minute,
+                in_session,
+            })
+        })
+    }
+
+    fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
+        Ok(count_recent(&self.conn.lock().unwrap(), agent, now_ms)?)
+    }
+
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        self.write(|tx| {
+            let last: Option<(i64, String)> = tx
+                .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let (mut seq, mut prev) = match last {
+                Some((seq, hash)) => (seq as u64, hash),
+                None => (0, crate::audit::GENESIS.to_string()),
+            };
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO audit (seq, call_id, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for entry in entries {
+                seq += 1;
+                let hash = crate::audit::link_hash(&prev, seq, &entry.call_id, &entry.body);
+                insert.execute(params![seq as i64, entry.call_id, entry.body, prev, hash])?;
+                prev = hash;
+            }
+            Ok(())
+        })
+    }
+
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditLink>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query = conn.prepare_cached(
+            "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = query.query_map(params![after as i64, limit as i64], audit_link)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_of_call(&self, call_id: &str) -> Result<Vec<AuditLink>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query = conn.prepare_cached(
+            "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE call_id = ?1 ORDER BY seq",
+        )?;
+        let rows = query.query_map(params![call_id], audit_link)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_tail(&self, count: usize) -> Result<Vec<AuditLink>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query = conn.prepare_cached(
+            "SELECT seq, call_id, body, prev_hash, hash FROM
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+        )?;
+        let rows = query.query_map(params![count as i64], audit_link)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn request_approval(&self, request: &Approval) -> Result<Approval> {
+        self.write(|tx| {
+            let pending = tx
+                .prepare_cached(&format!(
+                    "{APPROVAL_COLUMNS} WHERE digest = ?1 AND status = 'pending' AND expires > ?2
+                     ORDER BY created DESC LIMIT 1"
+                ))?
+                .query_row(
+                    params![request.digest, crate::identity::jwt::now()],
+                    approval,
+                )
+                .optional()?;
+            if let Some(pending) = pending {
+                return pending;
+            }
+            tx.prepare_cached(
+                "INSERT INTO approvals (id, digest, agent, user, tool, tool_digest, input_digest,
+                 input, reason, created, expires, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending')",
+            )?
+            .execute(params![
+                request.id,
+                request.digest,
+                request.agent,
+                request.user,
+                request.tool,
+                request.tool_digest,
+                request.input_digest,
+                request.input.to_string(),
+                request.reason,
+                request.created,
+                request.expires,
+            ])?;
+            Ok(request.clone())
+        })
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        let conn = self.conn.lock().unwrap();
+        conn.prepare_cached(&format!("{APPROVAL_COLUMNS} WHERE id = ?1"))?
+            .query_row(params![id], approval)
+            .optional()?
+            .transpose()
+    }
+
+    fn approvals(&self, all: bool) -> Result<Vec<Approval>> {
+        let conn = self.conn.lock().unwrap();
+        let filter = if all { "" } else { "WHERE status = 'pending'" };
+        let mut query = conn.prepare(&format!(
+            "{APPROVAL_COLUMNS} {filter} ORDER BY created DESC"
+        ))?;
+        let rows = query.query_map([], approval)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
+        let conn = self.conn.lock().unwrap();
+        let (status, approver, signature) = match decision {
+            ApprovalDecision::Approved {
+                approver,
+                signature,
+            } => (ApprovalStatus::Approved, approver, Some(signature)),
+            ApprovalDecision::Denied { by } => (ApprovalStatus::Denied, by, None),
+        };
+        let changed = conn
+            .prepare_cached(
+                "UPDATE approvals SET status = ?2, approver = ?3, signature = ?4
+                 WHERE id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![id, status.as_str(), approver, signature])?;
+        Ok(changed == 1)
+    }
+
+    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool> {
+        let conn = self.conn.lock().unwrap();
+        // One statement: SQLite runs it under the write lock, so two processes cannot both
+        // see `approved`.
+        let changed = conn
+            .prepare_cached(
+                "UPDATE approvals SET status = 'used', used_by = ?2
+                 WHERE id = ?1 AND status = 'approved'",
+            )?
+            .execute(params![id, call_id])?;
+        Ok(changed == 1)
+    }
+
+    fn revoke(&self, revocation: &Revocation) -> Result<bool> {
+        let conn = self.conn.lock().unwrap();
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO revocations (kind, id, at, reason) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                revocation.kind.as_str(),
+                revocation.id,
+                revocation.at,
+                revocation.reason
+            ])?;
+        Ok(inserted == 1)
+    }
+
+    fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query = conn.prepare_cached(
+            "SELECT kind, id, at, reason FROM revocations WHERE kind = ?1 AND id = ?2",
+        )?;
+        for (kind, id) in ids {
+            if let Some(found) = query
+                .query_row(params![kind.as_str(), id], revocation)
+                .optional()?
+            {
+                return found.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    fn revocations(&self) -> Result<Vec<Revocation>> {
+        let conn = self.conn.lock().unwrap();
+        let mut query =
+            conn.prepare("SELECT kind, id, at, reason FROM revocations ORDER BY at, kind, id")?;
+        let rows = query.query_map([], revocation)?;
+        rows.map(|row| row?).collect()
+    }
+}
+
+fn audit_link(row: &Row) -> rusqlite::Result<AuditLink> {
+    Ok(AuditLink {
+        seq: row.get::<_, i64>(0)? as u64,
+        call_id: row.get(1)?,
+        body: row.get(2)?,
+        prev_hash: row.get(3)?,
+        hash: row.get(4)?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "SELECT id, digest, agent, user, tool, tool_digest, input_digest,
+    input, reason, created, expires, status, approver, signature, used_by FROM approvals";
+
+/// A row of `APPROVAL_COLUMNS`; the inner error is a row that does not parse.
+fn approval(row: &Row) -> rusqlite::Result<Result<Approval>> {
+    let input: String = row.get(7)?;
+    let status: String = row.get(11)?;
+    let id: String = row.get(0)?;
+    let parsed = || -> Result<(serde_json::Value, ApprovalStatus)> {
+        let input = serde_json::from_str(&input).context("its input is not JSON")?;
+        let status =
+            ApprovalStatus::parse(&status).with_context(|| format!("unknown status `{status}`"))?;
+        Ok((input, status))
+    };
+    let (input, status) = match parsed() {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(Err(e.context(format!("approval {id} in the state file")))),
+    };
+    Ok(Ok(Approval {
+        id,
+        digest: row.get(1)?,
+        agent: row.get(2)?,
+        user: row.get(3)?,
+        tool: row.get(4)?,
+        tool_digest: row.get(5)?,
+        input_digest: row.get(6)?,
+        input,
+        reason: row.get(8)?,
+        created: row.get(9)?,
+        expires: row.get(10)?,
+        status,
+        approver: row.get(12)?,
+        signature: row.get(13)?,
+        used_by: row.get(14)?,
+    }))
+}
+
+fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
+    let kind: String = row.get(0)?;
+    let Some(kind) = RevocationKind::parse(&kind) else {
+        return Ok(Err(anyhow::anyhow!(
+            "unknown revocation kind `{kind}` in the state file"
+        )));
+    };
+    Ok(Ok(Revocation {
+        kind,
+        id: row.get(1)?,
+        at: row.get(2)?,
+        reason: row.get(3)?,
+    }))
+}
+
+/// Brings the file to the current schema version, in one transaction that concurrent
+/// processes take in turn (each re-reads the version inside it).
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: usize =
+        tx.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the state file is at schema version {version}, newer than this Warden knows ({}); \
+             use a newer warden",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration)
+            .with_context(|| format!("migrating the state file to schema version {}", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result<u64> {
+    let count: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(calls), 0) FROM call_counts WHERE agent = ?1 AND second > ?2",
+        )?
+        .query_row(
+            params![agent, now_ms.div_euclid(1000) - RATE_WINDOW],
+            |row| row.get(0),
+        )?;
+    Ok(count as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::StateStore as _;
+    #[test]
+    fn a_nonce_is_accepted_once_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = super::SqliteStore::open(dir.path()).unwrap();
+        let b = super::SqliteStore::open(dir.path()).unwrap();
+        let exp = crate::identity::jwt::now() + 60;
+        assert!(a.use_nonce("n1", exp).unwrap());
+        assert!(!b.use_nonce("n1", exp).unwrap());
+        assert!(b.use_nonce("n2", exp).unwrap());
+    }
+
+    #[test]
+    fn the_schema_is_versioned_and_a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file from before versioning, holding a nonce, is adopted with its data.
+        let old = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+        old.execute_batch(
+            "CREATE TABLE nonces (nonce TEXT PRIMARY KEY, expires INTEGER NOT NULL);",
+        )
+        .unwrap();
+        let exp = crate::identity::jwt::now() + 60;
+        old.execute("INSERT INTO nonces VALUES ('seen', ?1)", [exp])
+            .unwrap();
+        drop(old);
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        assert!(!db.use_nonce("seen", exp).unwrap());
+        drop(db);
+        // Opening again applies nothing twice.
+        drop(super::SqliteStore::open(dir.path()).unwrap());
+        let conn = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, super::MIGRATIONS.len());
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = super::SqliteStore::open(dir.path()).err().unwrap();
+        assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
+    }
+
+    #[test]
+    fn calls_are_counted_per_agent_within_the_last_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        let counts = |agent, at| db.record_call(agent, None, at).unwrap().last_minute;
+        assert_eq!(counts("a", 1_000_000), 0);
+        assert_eq!(counts("a", 1_010_000), 1);
+        assert_eq!(counts("b", 1_010_000), 0);
+        assert_eq!(counts("a", 1_020_000), 2);
+        // The first call is more than a minute old by now.
+        assert_eq!(counts("a", 1_065_000), 2);
+        // Calls within one second add up.
+        assert_eq!(counts("a", 1_065_500), 3);
+    }
+}

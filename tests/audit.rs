@@ -1,0 +1,249 @@
+//! The audit chain: one record per call and per egress request, committed before the result
+//! is returned; any edit, deletion or reordering is found and named by `warden audit verify`;
+//! concurrent and killed processes leave a valid chain with every returned call in it.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::BufRead as _;
+use std::process::Stdio;
+use warden::loopback::LoopbackServer;
+
+fn verify(f: &Fixture) -> std::process::Output {
+    f.run(&["audit", "verify"])
+}
+
+fn db(f: &Fixture) -> rusqlite::Connection {
+    rusqlite::Connection::open(f.path().join("state/warden.db")).unwrap()
+}
+
+/// The chain verifies and holds this many call records.
+fn assert_valid(f: &Fixture, calls: usize) {
+    let out = f.run(&["audit", "verify", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["chain"]["calls"], calls, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_and_request_is_recorded_and_explained_without_the_credential() {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    let origin = server.url("");
+    f.extend_deployment(&format!(
+        "[credentials.upstream]\naudience = \"{origin}\"\ntools = [\"http-get\"]\n"
+    ));
+    f.install_tool(
+        "http-get",
+        Some(&loopback_rule(&origin, &[], Some("upstream"))),
+    );
+    let runtime = f.runtime();
+    let fetched = call(&runtime, "http-get", json!({ "url": server.url("/page") })).await;
+    ok(&fetched);
+    let denied = runtime
+        .call(request(
+            "limited",
+            "read-file",
+            json!({ "path": "hello.txt" }),
+            None,
+        ))
+        .await;
+    assert_eq!(failed(&denied), warden::ErrorKind::Denied);
+    drop(runtime);
+
+    assert_valid(&f, 2);
+    let shown = f.run(&["audit", "show", &fetched.call_id]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    for expected in [
+        "agent      tester",
+        "tool       http-get sha256:",
+        "decision   allow by tester-invokes-anything",
+        "GET http://127.0.0.1",
+        "/page -> allow 200, 54 bytes by egress-as-manifests-ask",
+        "credential upstream (Minted jti ",
+        "outcome    ok",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let records: serde_json::Value = serde_json::from_str(&stdout(&f.run(&[
+        "audit",
+        "show",
+        &denied.call_id,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(records[0]["record"], "call");
+    assert_eq!(records[0]["agent"], "limited");
+    assert_eq!(records[0]["decision"]["outcome"], "deny");
+    assert_eq!(records[0]["error"]["kind"], "denied");
+    assert!(
+        records[0].get("input").is_none(),
+        "inputs are not kept by default"
+    );
+
+    // The minted token the upstream saw is nowhere in the state directory.
+    let token = server
+        .received()
+        .iter()
+        .flat_map(|r| r.headers.clone())
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.trim_start_matches("Bearer ").to_string())
+        .expect("the upstream got a credential");
+    for file in files_under(&f.path().join("state")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{} holds the token",
+            file.display()
+        );
+    }
+
+    let tail = stdout(&f.run(&["audit", "tail", "--json"]));
+    let kinds: Vec<String> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].to_string())
+        .collect();
+    assert_eq!(kinds, [r#""call""#, r#""egress""#, r#""call""#]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inputs_are_recorded_scrubbed_when_the_deployment_asks() {
+    let f = Fixture::new();
+    f.extend_deployment("[audit]\nrecord_input = true\n");
+    let report = call(
+        &f.runtime(),
+        "hello",
+        json!({ "name": "Ada", "token": "t-0p3n" }),
+    )
+    .await;
+    let records: serde_json::Value = serde_json::from_str(&stdout(&f.run(&[
+        "audit",
+        "show",
+        &report.call_id,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        records[0]["input"],
+        json!({ "name": "Ada", "token": "[REDACTED]" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_deleted_or_moved_record_is_named() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    for name in ["a", "b", "c", "d"] {
+        ok(&call(&runtime, "hello", json!({ "name": name })).await);
+    }
+    drop(runtime);
+    assert_valid(&f, 4);
+    let conn = db(&f);
+    let broken_at = |seq: u64| {
+        let out = verify(&f);
+        assert_eq!(out.status.code(), Some(1));
+        let said = stderr(&out);
+        assert!(said.contains(&format!("record #{seq} ")), "{said}");
+        said
+    };
+
+    // Edited: the decision of record 2 turned into something else.
+    let body: String = conn
+        .query_row("SELECT body FROM audit WHERE seq = 2", [], |r| r.get(0))
+        .unwrap();
+    conn.execute(
+        "UPDATE audit SET body = ?1 WHERE seq = 2",
+        [body.replace("\"tester\"", "\"limited\"")],
+    )
+    .unwrap();
+    assert!(broken_at(2).contains("edited"));
+    conn.execute("UPDATE audit SET body = ?1 WHERE seq = 2", [&body])
+        .unwrap();
+    assert_valid(&f, 4);
+
+    // Deleted: record 3 gone; record 4 no longer follows.
+    conn.execute(
+        "CREATE TABLE saved AS SELECT * FROM audit WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
+    assert!(broken_at(4).contains("deleted"));
+    conn.execute("INSERT INTO audit SELECT * FROM saved", [])
+        .unwrap();
+    assert_valid(&f, 4);
+
+    // Moved: records 2 and 3 swap places.
+    conn.execute_batch(
+        "UPDATE audit SET seq = 100 WHERE seq = 2;
+         UPDATE audit SET seq = 2 WHERE seq = 3;
+         UPDATE audit SET seq = 3 WHERE seq = 100;",
+    )
+    .unwrap();
+    broken_at(2);
+}
+
+/// `warden bench hello` as tester: `calls` calls in one process.
+fn bench(f: &Fixture, calls: usize) -> std::process::Command {
+    let mut cmd = f.cli();
+    cmd.args([
+        "bench",
+        "hello",
+        "--agent",
+        AGENT,
+        "--input",
+        r#"{"name":"x"}"#,
+    ])
+    .args(["--calls", &calls.to_string(), "--concurrency", "4"]);
+    cmd
+}
+
+#[test]
+fn two_processes_write_one_valid_chain() {
+    let f = Fixture::new();
+    let runs: Vec<_> = (0..2)
+        .map(|_| bench(&f, 500).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_valid(&f, 1000);
+}
+
+#[test]
+fn a_killed_process_leaves_a_valid_chain_with_every_returned_call() {
+    let f = Fixture::new();
+    let mut burst = bench(&f, 1_000_000)
+        .arg("--print-ids")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(burst.stdout.take().unwrap()).lines();
+    let mut returned: Vec<String> = (0..300).map(|_| lines.next().unwrap().unwrap()).collect();
+    // SIGKILL: no destructor, no flush, in the middle of calls.
+    burst.kill().unwrap();
+    burst.wait().unwrap();
+    returned.extend(lines.map_while(Result::ok));
+
+    let out = verify(&f);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let conn = db(&f);
+    for id in &returned {
+        let found: i64 = conn
+            .query_row("SELECT COUNT(*) FROM audit WHERE call_id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(found, 1, "call {id} was returned but is not in the chain");
+    }
+}
