@@ -29,6 +29,7 @@ pub mod call;
 pub mod cli;
 pub mod credentials;
 pub mod deployment;
+pub mod drill;
 pub mod engine;
 pub mod identity;
 pub mod loopback;

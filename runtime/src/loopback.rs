@@ -1,6 +1,7 @@
 //! A small HTTP server on 127.0.0.1 for the demo and the isolation tests: it records every
 //! request it receives (so a test can prove a request never arrived) and answers:
-//! paths ending in `/slow` after 60 s, in `/echo-headers-split` with the request's headers
+//! paths ending in `/hold` once the server's hold hook returns (a test acts while a tool
+//! waits on its request), in `/slow` after 60 s, in `/echo-headers-split` with the request's headers
 //! in 5-byte chunks, in `/redirect` with a
 //! 302 to the metadata address, in `/big` with 64 KiB, in `/echo-headers` with the request's headers as JSON, anything else with
 //! a short JSON body naming the path.
@@ -18,6 +19,10 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
 }
 
+/// Called with each `/hold` request; the response waits until the future it returns is done.
+pub type Hold =
+    Arc<dyn Fn(Received) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 pub struct LoopbackServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
@@ -27,6 +32,11 @@ pub struct LoopbackServer {
 impl LoopbackServer {
     /// Binds a free port on 127.0.0.1 and serves until dropped.
     pub async fn start() -> std::io::Result<LoopbackServer> {
+        LoopbackServer::start_with(None).await
+    }
+
+    /// The same, with a hook that holds `/hold` requests.
+    pub async fn start_with(hold: Option<Hold>) -> std::io::Result<LoopbackServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -34,10 +44,12 @@ impl LoopbackServer {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let log = log.clone();
+                let hold = hold.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(req, &log).await) }
+                        let hold = hold.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(req, &log, hold).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -103,7 +115,11 @@ impl hyper::body::Body for Chunks {
     }
 }
 
-async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<Chunks> {
+async fn answer(
+    req: Request<Incoming>,
+    log: &Mutex<Vec<Received>>,
+    hold: Option<Hold>,
+) -> Response<Chunks> {
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -115,12 +131,19 @@ async fn answer(req: Request<Incoming>, log: &Mutex<Vec<Received>>) -> Response<
         })
         .collect();
     let path = req.uri().path().to_string();
-    log.lock().unwrap().push(Received {
+    let received = Received {
         method: req.method().to_string(),
         path: path.clone(),
         headers: headers.clone(),
-    });
+    };
+    log.lock().unwrap().push(received.clone());
     let body = match path.rsplit('/').next().unwrap_or("") {
+        "hold" => {
+            if let Some(hold) = hold {
+                hold(received).await;
+            }
+            serde_json::json!({ "held": true }).to_string()
+        }
         "slow" => {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             "{}".to_string()

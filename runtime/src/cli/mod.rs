@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod call;
 mod demo;
+mod drill;
 mod keys;
 mod policy;
 mod revoke;
@@ -65,6 +66,9 @@ enum Command {
     Revocations,
     /// Tell whether a token Warden minted is active (RFC 7662's answer, as JSON).
     Introspect(revoke::IntrospectArgs),
+    /// Prove on this deployment's state store that controls hold (throwaway principals).
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
     /// Make many calls of one tool in one process; print calls per second and latency.
     Bench(bench::BenchArgs),
     /// Make an Ed25519 key pair (for an agent, a user or an approver).
@@ -117,6 +121,7 @@ pub fn main() -> i32 {
             Command::Revoke(args) => revoke::revoke(&cli.config, args),
             Command::Revocations => revoke::list(&cli.config),
             Command::Introspect(args) => revoke::introspect(&cli.config, args),
+            Command::Drill(command) => drill::run(&cli.config, command).await,
             Command::Bench(args) => bench::run(&cli.config, args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Delegate(args) => keys::delegate(args),
