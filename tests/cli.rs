@@ -311,6 +311,19 @@ fn the_demo_runs() {
         "{text}"
     );
     assert!(!dir.path().join("data/pwned.txt").exists());
+    // Held for approval, approved by carol, run once, replay refused, audit verified, a
+    // revoked agent refused.
+    for expected in [
+        "decision  ApprovalRequired",
+        "as `carol`",
+        "result    ok: {\"deleted\":\"/notes/draft.txt\"}",
+        "has already been used",
+        "and verifies",
+        "(approved by carol)",
+        "agent `demo-agent` was revoked",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in {text}");
+    }
 }
 
 #[test]

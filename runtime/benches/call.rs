@@ -2,9 +2,12 @@
 //! schema check, egress hook, limits and stdio capture installed) against a bare wasmtime
 //! instantiate + invoke of the same component, in the same run.
 //!
+//! Also: calls per second with the audit chain written and not, and an HTTP call with and
+//! without a minted credential.
+//!
 //! Run: `cargo bench -p warden --bench call`. The README records the medians and the ratio.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use serde_json::json;
 use std::path::Path;
@@ -159,23 +162,60 @@ fn calls(c: &mut Criterion) {
     group.finish();
 
     // The figure the README states: medians of interleaved runs, and their ratio.
-    let (mut bare, mut mediated) = (Vec::new(), Vec::new());
-    for _ in 0..3000 {
-        let started = std::time::Instant::now();
-        rt.block_on(bare_call(&engine, &pre, &input));
-        bare.push(started.elapsed());
-        let started = std::time::Instant::now();
-        rt.block_on(runtime.call(request.clone()));
-        mediated.push(started.elapsed());
-    }
-    let median = |v: &mut Vec<std::time::Duration>| {
-        v.sort();
-        v[v.len() / 2].as_secs_f64() * 1e6
-    };
-    let (bare, mediated) = (median(&mut bare), median(&mut mediated));
+    let (bare, mediated) = interleaved_medians(
+        || {
+            rt.block_on(bare_call(&engine, &pre, &input));
+        },
+        || {
+            rt.block_on(runtime.call(request.clone()));
+        },
+    );
     println!(
         "median bare {bare:.1} µs, mediated {mediated:.1} µs, ratio {:.2}",
         mediated / bare
+    );
+
+    // The same calls against the same state store, with the audit chain written and not.
+    let text = std::fs::read_to_string(dir.path().join("warden.toml")).unwrap();
+    let no_audit = dir.path().join("warden-no-audit.toml");
+    std::fs::write(&no_audit, format!("{text}\n[audit]\nenabled = false\n")).unwrap();
+    let unaudited = warden::Runtime::new(warden::Deployment::load(&no_audit).unwrap()).unwrap();
+    let unaudited_request = warden::CallRequest::new(
+        "hello",
+        json!({ "name": "bench" }),
+        Caller::Authenticated(
+            unaudited
+                .authenticate(&Secret::new(assertion::sign_session(&agent, "bench")))
+                .unwrap(),
+        ),
+    );
+    assert!(
+        rt.block_on(unaudited.call(unaudited_request.clone()))
+            .error
+            .is_none()
+    );
+    let mut group = c.benchmark_group("calls per second");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("audit on", |b| {
+        b.to_async(&rt).iter(|| runtime.call(request.clone()))
+    });
+    group.bench_function("audit off", |b| {
+        b.to_async(&rt)
+            .iter(|| unaudited.call(unaudited_request.clone()))
+    });
+    group.finish();
+    let (on, off) = interleaved_medians(
+        || {
+            rt.block_on(runtime.call(request.clone()));
+        },
+        || {
+            rt.block_on(unaudited.call(unaudited_request.clone()));
+        },
+    );
+    println!(
+        "median audit on {on:.1} µs ({:.0} calls/s), off {off:.1} µs ({:.0} calls/s)",
+        1e6 / on,
+        1e6 / off
     );
 
     // On behalf of a user, one loopback request: with a minted credential, and without.
@@ -222,6 +262,24 @@ fn calls(c: &mut Criterion) {
             .iter(|| runtime.call(without_credential.clone()))
     });
     group.finish();
+}
+
+/// Medians (µs) of 3000 runs of `a` and `b`, interleaved so that both see the same machine.
+fn interleaved_medians(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for _ in 0..3000 {
+        let started = std::time::Instant::now();
+        a();
+        first.push(started.elapsed());
+        let started = std::time::Instant::now();
+        b();
+        second.push(started.elapsed());
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    (median(&mut first), median(&mut second))
 }
 
 criterion_group!(benches, calls);

@@ -53,8 +53,10 @@ pub struct CallRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<serde_json::Value>,
     pub decision: Decision,
-    /// The approval this call used, or the one it asked for.
+    /// The approval this call used, or the one it asked for, and who approved it.
     pub approval: Option<String>,
+    #[serde(default)]
+    pub approved_by: Option<String>,
     pub credentials: Vec<CredentialRecord>,
     pub egress_requests: usize,
     /// `ok` or `error`.
@@ -116,6 +118,7 @@ pub fn entries(report: &CallReport, input: Option<serde_json::Value>) -> Result<
         input: input.map(|i| scrub(&i)),
         decision: report.decision.clone(),
         approval: report.approval.clone(),
+        approved_by: report.approved_by.clone(),
         credentials: egress.iter().filter_map(|e| e.credential.clone()).collect(),
         egress_requests: egress.len(),
         outcome: report.outcome.to_string(),
@@ -340,7 +343,11 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
                     line(&mut out, "", reason);
                 }
                 if let Some(approval) = &c.approval {
-                    line(&mut out, "approval", approval);
+                    let by = c
+                        .approved_by
+                        .as_deref()
+                        .map_or(" (pending)".to_string(), |a| format!(" (approved by {a})"));
+                    line(&mut out, "approval", &format!("{approval}{by}"));
                 }
                 let ended = match &c.error {
                     None => "ok".to_string(),

@@ -172,6 +172,8 @@ pub struct CallReport {
     pub decision: Decision,
     /// The approval the call used, or the pending one it asks for.
     pub approval: Option<String>,
+    /// The approver who signed the approval the call used.
+    pub approved_by: Option<String>,
     /// `ok` or `error`.
     pub outcome: &'static str,
     pub output: Option<serde_json::Value>,
@@ -218,6 +220,7 @@ impl Runtime {
                 tool_digest: None,
                 decision: Decision::deny("not decided".into()),
                 approval: None,
+                approved_by: None,
                 outcome: "error",
                 output: None,
                 error: None,
@@ -368,14 +371,16 @@ impl Runtime {
         .digest();
         if let Some(id) = &request.approval {
             let checked = match state.approval(id) {
-                Ok(Some(given)) => approval::check(&given, self.deployment(), &call, jwt::now()),
+                Ok(Some(given)) => approval::check(&given, self.deployment(), &call, jwt::now())
+                    .map(|()| given.approver),
                 Ok(None) => Err(format!("no approval `{id}`")),
                 Err(e) => {
                     return fail(ErrorKind::Internal, format!("reading approval {id}: {e:#}"));
                 }
             };
-            if let Err(reason) = checked {
-                return self.deny(report, reason);
+            match checked {
+                Ok(approver) => report.approved_by = approver,
+                Err(reason) => return self.deny(report, reason),
             }
             report.approval = Some(id.clone());
         }

@@ -102,7 +102,7 @@ impl Runtime {
         if kind == RevocationKind::Tool {
             self.evict(&revocation.id);
         }
-        tracing::warn!(kind = kind.as_str(), id = %revocation.id, "revoked");
+        tracing::info!(kind = kind.as_str(), id = %revocation.id, "revoked");
         Ok((revocation, new))
     }
 

@@ -26,11 +26,11 @@ pub enum ApprovalsCommand {
 #[derive(Args)]
 pub struct ApproveArgs {
     /// The approval id (printed by the call that needs it, and by `warden approvals list`).
-    id: String,
+    pub(super) id: String,
     /// The approver's private key (from `warden keygen`); its public key is registered
     /// under `[approvers]` in warden.toml.
     #[arg(long)]
-    key: PathBuf,
+    pub(super) key: PathBuf,
 }
 
 #[derive(Args)]

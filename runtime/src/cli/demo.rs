@@ -2,7 +2,9 @@
 //!
 //! It writes `examples/` and the example tools into a fresh directory, starts an HTTP server
 //! on loopback, and makes calls that show an allowed file read, an allowed HTTP request,
-//! and escapes that are denied, each with its decision and reasons.
+//! and escapes that are denied, each with its decision and reasons; then an irreversible call
+//! held for a person's approval, approved with the approver's key and used once, the audit
+//! chain verified, and a revoked agent refused.
 
 use crate::call::{CallReport, CallRequest, Caller};
 use crate::credentials::Secret;
@@ -173,31 +175,9 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
             json!({ "name": "Mallory" }),
         ),
     ];
+    let count = steps.len();
     for (i, step) in steps.into_iter().enumerate() {
-        println!("[{}] {}", i + 1, step.title);
-        let who = step
-            .on_behalf_of
-            .map_or(String::new(), |_| " on behalf of alice".into());
-        println!(
-            "    call      {} as {AGENT}{who} with {}",
-            step.tool, step.input
-        );
-        let assertion = assertion::sign(step.key, AGENT, step.tool, &step.input);
-        let report = runtime
-            .call(CallRequest {
-                on_behalf_of: step.on_behalf_of.cloned(),
-                origin: Origin {
-                    kind: OriginKind::Cli,
-                    label: "demo".into(),
-                },
-                ..CallRequest::new(
-                    step.tool,
-                    step.input,
-                    Caller::Assertion(Secret::new(assertion)),
-                )
-            })
-            .await;
-        print_report(&report);
+        step.run(i + 1, &runtime).await;
     }
 
     let received = server.received();
@@ -217,14 +197,104 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
     }
     let leaked = dir.join("data/pwned.txt").exists();
     println!(
-        "Nothing was written into the read-only mount: {}",
+        "Nothing was written into the read-only mount: {}\n",
         if leaked { "NO" } else { "yes" }
     );
 
+    let controls = approve_audit_revoke(&runtime, &keys, &dir, count).await?;
     if !args.keep && args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(if leaked { 1 } else { 0 })
+    Ok(if leaked || !controls { 1 } else { 0 })
+}
+
+/// An irreversible call held for approval, approved by carol and used once; the audit chain
+/// verified; a revoked agent refused. True if every control held.
+async fn approve_audit_revoke(
+    runtime: &Runtime,
+    keys: &DemoKeys,
+    dir: &Path,
+    done: usize,
+) -> Result<bool> {
+    let delete = |approval: Option<String>| Step {
+        title: "",
+        agent: OPS_AGENT,
+        tool: "delete-note",
+        key: &keys.ops,
+        on_behalf_of: None,
+        input: json!({ "name": "draft.txt" }),
+        untrusted_input: true,
+        approval,
+    };
+    let held = Step {
+        title: "An irreversible call on untrusted input: held for a person's approval",
+        ..delete(None)
+    }
+    .run(done + 1, runtime)
+    .await;
+    let Some(id) = held.approval.clone() else {
+        println!("    no approval was asked for");
+        return Ok(false);
+    };
+    println!("    carol approves it on her own channel, with her key:");
+    println!("    $ warden approve {id} --key keys/carol.key");
+    let approved = super::approvals::approve(
+        &dir.join("warden.toml"),
+        super::approvals::ApproveArgs {
+            id: id.clone(),
+            key: dir.join("keys/carol.key"),
+        },
+    )?;
+    println!();
+    let ran = Step {
+        title: "The same call with the approval: it runs, once",
+        ..delete(Some(id.clone()))
+    }
+    .run(done + 2, runtime)
+    .await;
+    let deleted = !dir.join("notes/draft.txt").exists();
+    std::fs::write(dir.join("notes/draft.txt"), "draft")?;
+    let replayed = Step {
+        title: "The approval replayed: refused",
+        ..delete(Some(id))
+    }
+    .run(done + 3, runtime)
+    .await;
+
+    let store = runtime.state()?;
+    let chain = crate::audit::verify(store.as_ref())?;
+    match &chain {
+        Ok(v) => println!(
+            "The audit chain holds {} records of {} calls and verifies (`warden audit verify`); head {}",
+            v.records, v.calls, v.head
+        ),
+        Err(broken) => println!("The audit chain is BROKEN at {broken}"),
+    }
+    println!("`warden audit show {}`:", ran.call_id);
+    print!(
+        "{}",
+        crate::audit::explain(&store.audit_of_call(&ran.call_id)?)?
+    );
+    println!();
+
+    println!("    $ warden revoke agent {AGENT} --reason \"demo\"");
+    runtime.revoke(crate::state::RevocationKind::Agent, AGENT, "demo")?;
+    let refused = Step::new(
+        "A call by the revoked agent: refused at once, in every process",
+        "read-file",
+        &keys.agent,
+        None,
+        json!({ "path": "welcome.txt" }),
+    )
+    .run(done + 4, runtime)
+    .await;
+    Ok(approved == 0
+        && held.exit_code() == 4
+        && ran.error.is_none()
+        && deleted
+        && replayed.exit_code() == 3
+        && refused.exit_code() == 3
+        && chain.is_ok())
 }
 
 /// Verifies a bearer token against a JWKS the way an upstream would, and shows its claims.
@@ -281,19 +351,24 @@ fn print_report(report: &CallReport) {
     );
 }
 
-/// The demo's one agent.
+/// The demo's agent, and the trusted agent that deletes a note.
 const AGENT: &str = "demo-agent";
+const OPS_AGENT: &str = "ops-agent";
 
-/// One call of the demo: `key` signs as the demo's agent (the last step uses a wrong key).
+/// One call of the demo: `key` signs as `agent` (one step uses a wrong key).
 struct Step<'a> {
     title: &'a str,
+    agent: &'a str,
     tool: &'a str,
     key: &'a SigningKey,
     on_behalf_of: Option<&'a Secret>,
     input: serde_json::Value,
+    untrusted_input: bool,
+    approval: Option<String>,
 }
 
 impl<'a> Step<'a> {
+    /// A call by the demo agent.
     fn new(
         title: &'a str,
         tool: &'a str,
@@ -303,17 +378,60 @@ impl<'a> Step<'a> {
     ) -> Self {
         Step {
             title,
+            agent: AGENT,
             tool,
             key,
             on_behalf_of,
             input,
+            untrusted_input: false,
+            approval: None,
         }
+    }
+
+    /// Prints the step, makes the call, prints its report.
+    async fn run(self, number: usize, runtime: &Runtime) -> CallReport {
+        println!("[{number}] {}", self.title);
+        let who = self
+            .on_behalf_of
+            .map_or(String::new(), |_| " on behalf of alice".into());
+        let mut how = String::new();
+        if self.untrusted_input {
+            how.push_str(", input marked untrusted");
+        }
+        if let Some(id) = &self.approval {
+            how.push_str(&format!(", approval {id}"));
+        }
+        println!(
+            "    call      {} as {}{who} with {}{how}",
+            self.tool, self.agent, self.input
+        );
+        let assertion = assertion::sign(self.key, self.agent, self.tool, &self.input);
+        let report = runtime
+            .call(CallRequest {
+                on_behalf_of: self.on_behalf_of.cloned(),
+                untrusted_input: self.untrusted_input,
+                approval: self.approval,
+                origin: Origin {
+                    kind: OriginKind::Cli,
+                    label: "demo".into(),
+                },
+                ..CallRequest::new(
+                    self.tool,
+                    self.input,
+                    Caller::Assertion(Secret::new(assertion)),
+                )
+            })
+            .await;
+        print_report(&report);
+        report
     }
 }
 
 struct DemoKeys {
     agent: SigningKey,
+    ops: SigningKey,
     alice: SigningKey,
+    carol: SigningKey,
 }
 
 /// Writes the example deployment with fresh keys for the agent and the user alice, and the
@@ -325,23 +443,31 @@ fn write_deployment(dir: &Path, upstream: &str) -> Result<DemoKeys> {
     }
     let keys = DemoKeys {
         agent: identity::keys::generate(),
+        ops: identity::keys::generate(),
         alice: identity::keys::generate(),
+        carol: identity::keys::generate(),
     };
-    identity::keys::write_private(&dir.join("keys/demo-agent.key"), &keys.agent)?;
+    let mut deployment = DEPLOYMENT.to_string();
+    for (name, key) in [(AGENT, &keys.agent), (OPS_AGENT, &keys.ops)] {
+        identity::keys::write_private(&dir.join(format!("keys/{name}.key")), key)?;
+        deployment = deployment.replace(
+            &format!("[agents.{name}]\n"),
+            &format!(
+                "[agents.{name}]\npublic_key = \"{}\"\n",
+                identity::keys::format_public(&key.verifying_key())
+            ),
+        );
+    }
     identity::keys::write_private(&dir.join("keys/alice.key"), &keys.alice)?;
-    let deployment = DEPLOYMENT.replace(
-        "[agents.demo-agent]\n",
-        &format!(
-            "[agents.demo-agent]\npublic_key = \"{}\"\n",
-            identity::keys::format_public(&keys.agent.verifying_key())
-        ),
-    );
+    identity::keys::write_private(&dir.join("keys/carol.key"), &keys.carol)?;
     let deployment = format!(
-        "{deployment}\n[users.alice]\npublic_key = \"{}\"\n\n[credentials.upstream]\nkind = \"minted\"\naudience = \"{upstream}\"\ntools = [\"http-get\"]\n",
-        identity::keys::format_public(&keys.alice.verifying_key())
+        "{deployment}\n[users.alice]\npublic_key = \"{}\"\n\n[approvers.carol]\npublic_key = \"{}\"\n\n[credentials.upstream]\nkind = \"minted\"\naudience = \"{upstream}\"\ntools = [\"http-get\"]\n",
+        identity::keys::format_public(&keys.alice.verifying_key()),
+        identity::keys::format_public(&keys.carol.verifying_key())
     );
     std::fs::write(dir.join("warden.toml"), deployment)?;
     std::fs::write(dir.join("data/welcome.txt"), WELCOME)?;
+    std::fs::write(dir.join("notes/draft.txt"), "draft")?;
     for (name, text) in POLICIES {
         std::fs::write(dir.join("policies").join(name), text)?;
     }

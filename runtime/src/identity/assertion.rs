@@ -141,3 +141,18 @@ pub fn verify(
         Err(e) => Err(format!("cannot record the assertion's nonce: {e:#}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_input_digest_ignores_key_order_and_nothing_else() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b":[1,{"y":2,"x":"é"}],"a":null}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#).unwrap();
+        let c: serde_json::Value =
+            serde_json::from_str(r#"{"a":null,"b":[{"x":"é","y":2},1]}"#).unwrap();
+        assert_eq!(super::input_digest(&a), super::input_digest(&b));
+        assert_ne!(super::input_digest(&a), super::input_digest(&c));
+    }
+}
