@@ -36,14 +36,7 @@ fn assert_valid(f: &Fixture, calls: usize) {
 async fn every_call_and_request_is_recorded_and_explained_without_the_credential() {
     let server = LoopbackServer::start().await.unwrap();
     let f = Fixture::new();
-    let origin = server.url("");
-    f.extend_deployment(&format!(
-        "[credentials.upstream]\naudience = \"{origin}\"\ntools = [\"http-get\"]\n"
-    ));
-    f.install_tool(
-        "http-get",
-        Some(&loopback_rule(&origin, &[], Some("upstream"))),
-    );
+    install_minted_http_get(&f, &server.url(""));
     let runtime = f.runtime();
     let fetched = call(&runtime, "http-get", json!({ "url": server.url("/page") })).await;
     ok(&fetched);
@@ -90,12 +83,8 @@ async fn every_call_and_request_is_recorded_and_explained_without_the_credential
     );
 
     // The minted token the upstream saw is nowhere in the state directory.
-    let token = server
-        .received()
-        .iter()
-        .flat_map(|r| r.headers.clone())
-        .find(|(k, _)| k == "authorization")
-        .map(|(_, v)| v.trim_start_matches("Bearer ").to_string())
+    let token = tokens(&server)
+        .pop()
         .expect("the upstream got a credential");
     for file in files_under(&f.path().join("state")) {
         let bytes = std::fs::read(&file).unwrap();

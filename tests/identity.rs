@@ -107,16 +107,6 @@ fn jwks(f: &Fixture) -> Value {
     serde_json::from_slice(&f.run(&["jwks"]).stdout).unwrap()
 }
 
-/// The bearer tokens a server received.
-fn tokens(server: &LoopbackServer) -> Vec<String> {
-    server
-        .received()
-        .iter()
-        .filter_map(|r| r.headers.iter().find(|(k, _)| k == "authorization"))
-        .map(|(_, v)| v.trim_start_matches("Bearer ").to_string())
-        .collect()
-}
-
 /// Verifies a token the way an upstream would: jsonwebtoken, Warden's JWKS, leeway 0.
 fn verify_as_upstream(
     token: &str,

@@ -120,14 +120,7 @@ fn a_revocation_by_one_process_refuses_the_next_call_of_another() {
 async fn credentials_are_revoked_by_token_id_or_by_name_and_introspection_agrees() {
     let server = LoopbackServer::start().await.unwrap();
     let f = Fixture::new();
-    let origin = server.url("");
-    f.extend_deployment(&format!(
-        "[credentials.upstream]\naudience = \"{origin}\"\ntools = [\"http-get\"]\nlifetime = \"5m\"\n"
-    ));
-    f.install_tool(
-        "http-get",
-        Some(&loopback_rule(&origin, &[], Some("upstream"))),
-    );
+    install_minted_http_get(&f, &server.url(""));
     let fetch = || async {
         call(
             &f.runtime(),
@@ -137,12 +130,7 @@ async fn credentials_are_revoked_by_token_id_or_by_name_and_introspection_agrees
         .await
     };
     ok(&fetch().await);
-    let token = server.received()[0]
-        .headers
-        .iter()
-        .find(|(k, _)| k == "authorization")
-        .map(|(_, v)| v.trim_start_matches("Bearer ").to_string())
-        .unwrap();
+    let token = tokens(&server).remove(0);
     let introspect = |token: &str| f.run(&["introspect", token]);
 
     let out = introspect(&token);

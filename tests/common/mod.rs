@@ -222,6 +222,28 @@ pub fn loopback_rule(origin: &str, methods: &[&str], credential: Option<&str>) -
     rule
 }
 
+/// `http-get`, allowed to reach `origin` (a loopback server) with the minted credential
+/// `upstream` (audience `origin`, 5 minutes).
+pub fn install_minted_http_get(f: &Fixture, origin: &str) {
+    f.extend_deployment(&format!(
+        "[credentials.upstream]\naudience = \"{origin}\"\ntools = [\"http-get\"]\nlifetime = \"5m\"\n"
+    ));
+    f.install_tool(
+        "http-get",
+        Some(&loopback_rule(origin, &[], Some("upstream"))),
+    );
+}
+
+/// The bearer tokens a server received.
+pub fn tokens(server: &warden::loopback::LoopbackServer) -> Vec<String> {
+    server
+        .received()
+        .iter()
+        .filter_map(|r| r.headers.iter().find(|(k, _)| k == "authorization"))
+        .map(|(_, v)| v.trim_start_matches("Bearer ").to_string())
+        .collect()
+}
+
 /// Copies a tool built from `tools/` into `<into>/<name>` and returns that directory.
 pub fn copy_built_tool(name: &str, into: &Path) -> PathBuf {
     let to = into.join(name);
