@@ -448,6 +448,8 @@ permit(principal == Agent::"tester", action == Action::"invoke", resource == Too
 when { context.input has path && context.input.path like "public/*" };
 permit(principal, action == Action::"invoke", resource == Tool::"write-note");
 forbid(principal == Agent::"limited", action == Action::"invoke", resource == Tool::"write-note");
+permit(principal == Agent::"limited", action == Action::"invoke", resource)
+when { resource == Tool::"hello" };
 "#,
         ),
     ]);
@@ -468,7 +470,12 @@ forbid(principal == Agent::"limited", action == Action::"invoke", resource == To
             ("write-note".into(), Allowed),
         ]
     );
-    assert!(runtime.callable_tools("limited", None, origin()).is_empty());
+    // A permit over every tool whose condition excludes all but one lists that one: the
+    // others do not depend on the input.
+    assert_eq!(
+        runtime.callable_tools("limited", None, origin()),
+        vec![("hello".to_string(), Allowed)]
+    );
     // A delegation narrows the list to its scope.
     let acting = warden::session::ActingFor {
         user: "alice".into(),

@@ -40,6 +40,8 @@ pub struct CallRequest {
     pub origin: Origin,
     /// The id of an approval a human gave for exactly this call (`warden approve`).
     pub approval: Option<String>,
+    /// Cancelled by the caller (an MCP client): the running tool is stopped.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl CallRequest {
@@ -57,6 +59,7 @@ impl CallRequest {
                 label: String::new(),
             },
             approval: None,
+            cancel: None,
         }
     }
 }
@@ -114,6 +117,8 @@ pub enum ErrorKind {
     Denied,
     /// Policy permits the call only with a human approval.
     ApprovalRequired,
+    /// The caller cancelled the call while it ran.
+    Cancelled,
     /// The call ran out of wall-clock time (waiting on I/O included).
     Timeout,
     /// The tool's wasm ran out of CPU time.
@@ -522,7 +527,15 @@ impl Runtime {
                 call: facts,
             },
         });
-        let ran = run(&tool, gate, minter, context, &request.input).await;
+        let ran = run(
+            &tool,
+            gate,
+            minter,
+            context,
+            &request.input,
+            request.cancel.as_ref(),
+        )
+        .await;
         // What the tool brought in is untrusted from now on, whether or not it succeeded.
         if let (true, Some(id)) = (tool.manifest.ingests_untrusted, &request.session)
             && let Err(e) = state.taint(
@@ -629,6 +642,7 @@ async fn run(
     minter: Option<Arc<Minter>>,
     context: CallContext,
     input: &serde_json::Value,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Ran {
     let limits = &tool.grants.limits;
     let input_text = input.to_string();
@@ -656,8 +670,8 @@ async fn run(
                 let instance = pre.instantiate_async(&mut store).await?;
                 instance.call_invoke(&mut store, &input_text).await
             };
-            match tokio::time::timeout(limits.timeout, invoke).await {
-                Err(_) => Err(timeout_failure(limits.timeout)),
+            match bounded(invoke, limits.timeout, cancel).await {
+                Err(stopped) => Err(stopped),
                 Ok(Err(trap)) => Err(classify(&trap, &store)),
                 Ok(Ok(Err(ToolError::InvalidInput(m)))) => Err(failure(
                     ErrorKind::InvalidInput,
@@ -672,8 +686,8 @@ async fn run(
                 let command = pre.instantiate_async(&mut store).await?;
                 command.wasi_cli_run().call_run(&mut store).await
             };
-            let exit = match tokio::time::timeout(limits.timeout, main).await {
-                Err(_) => Err(timeout_failure(limits.timeout)),
+            let exit = match bounded(main, limits.timeout, cancel).await {
+                Err(stopped) => Err(stopped),
                 Ok(Ok(Ok(()))) => Ok(0),
                 Ok(Ok(Err(()))) => Ok(1),
                 Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
@@ -711,6 +725,24 @@ async fn run(
     });
     let observed = Some(observed);
     Ran { result, observed }
+}
+
+/// Runs the guest until it is done, its timeout passes, or the caller cancels the call.
+async fn bounded<T>(
+    guest: impl Future<Output = T>,
+    timeout: Duration,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
+) -> Result<T, CallFailure> {
+    let cancelled = async {
+        match cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        done = tokio::time::timeout(timeout, guest) => done.map_err(|_| timeout_failure(timeout)),
+        () = cancelled => Err(failure(ErrorKind::Cancelled, "the caller cancelled the call".into())),
+    }
 }
 
 fn failure(kind: ErrorKind, message: String) -> CallFailure {

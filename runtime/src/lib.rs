@@ -34,6 +34,7 @@ pub mod engine;
 pub mod identity;
 pub mod loopback;
 pub mod manifest;
+pub mod mcp;
 pub mod policy;
 pub mod registry;
 pub mod revocation;

@@ -11,6 +11,7 @@ mod call;
 mod demo;
 mod drill;
 mod keys;
+mod mcp;
 mod policy;
 mod revoke;
 mod session;
@@ -69,6 +70,10 @@ enum Command {
     /// Prove on this deployment's state store that controls hold (throwaway principals).
     #[command(subcommand)]
     Drill(drill::DrillCommand),
+    /// Serve the tools an agent may call over the Model Context Protocol (stdio or HTTP).
+    Mcp(mcp::McpArgs),
+    /// Print a signed agent assertion: the bearer token of an MCP request over HTTP.
+    Assert(mcp::AssertArgs),
     /// Make many calls of one tool in one process; print calls per second and latency.
     Bench(bench::BenchArgs),
     /// Make an Ed25519 key pair (for an agent, a user or an approver).
@@ -122,6 +127,8 @@ pub fn main() -> i32 {
             Command::Revocations => revoke::list(&cli.config),
             Command::Introspect(args) => revoke::introspect(&cli.config, args),
             Command::Drill(command) => drill::run(&cli.config, command).await,
+            Command::Mcp(args) => mcp::run(&cli.config, args).await,
+            Command::Assert(args) => mcp::assert(args),
             Command::Bench(args) => bench::run(&cli.config, args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Delegate(args) => keys::delegate(args),

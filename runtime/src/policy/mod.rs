@@ -182,8 +182,9 @@ impl Policies {
     }
 
     /// What `call`'s agent may do with its tool before any input is known, decided with an
-    /// empty input. A tool denied by default that some permit names may be allowed for
-    /// another input (`DependsOnInput`); one a forbid denies, or no permit names, is `None`.
+    /// empty input. A tool denied by default may be allowed for another input if a permit
+    /// that can name it reads the input (`DependsOnInput`); one a forbid denies, or no such
+    /// permit names, is `None`.
     pub fn access(&self, call: &CallFacts) -> Option<Access> {
         let empty = serde_json::json!({});
         let decision = self.invoke(call, &empty, false, false, Selection::Chosen);
@@ -200,7 +201,10 @@ impl Policies {
                 chosen
                     .set
                     .policies()
-                    .any(|p| p.effect() == Effect::Permit)
+                    .any(|p| {
+                        p.effect() == Effect::Permit
+                            && select::context_reads(p).is_none_or(|r| r.contains("input"))
+                    })
                     .then_some(Access::DependsOnInput)
             }
         }

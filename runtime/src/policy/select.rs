@@ -81,7 +81,7 @@ impl Selector {
 }
 
 /// The context attributes `policy` reads; None when it uses `context` as a whole.
-fn context_reads(policy: &Policy) -> Option<BTreeSet<String>> {
+pub(super) fn context_reads(policy: &Policy) -> Option<BTreeSet<String>> {
     let json = policy.to_json().ok()?;
     let mut reads = BTreeSet::new();
     walk(&json, &mut reads).then_some(reads)

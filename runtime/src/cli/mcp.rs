@@ -1,0 +1,105 @@
+//! `warden mcp`: serve Warden's tools to an MCP client, over stdio (one agent, proven by its
+//! key when the server starts) or streamable HTTP (each request proves its agent);
+//! `warden assert`: the assertion an HTTP client sends as its bearer token.
+
+use super::{UsageError, read_key, read_token};
+use crate::call::AuthenticatedAgent;
+use crate::credentials::Secret;
+use crate::deployment::Deployment;
+use crate::identity::assertion;
+use crate::mcp::{Principal, WardenMcp};
+use crate::runtime::Runtime;
+use anyhow::Result;
+use clap::Args;
+use rmcp::ServiceExt as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct McpArgs {
+    /// Over stdio: the agent every call is made as.
+    #[arg(long, required_unless_present = "http")]
+    agent: Option<String>,
+    /// Over stdio: the agent's private key (proves the agent once, at start).
+    #[arg(long, env = "WARDEN_AGENT_KEY")]
+    agent_key: Option<PathBuf>,
+    /// Over stdio: act on the behalf of this delegation's user (a token, or @FILE).
+    #[arg(long)]
+    on_behalf_of: Option<String>,
+    /// Over stdio: the session every call belongs to.
+    #[arg(long)]
+    session: Option<String>,
+    /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (default 127.0.0.1:8931);
+    /// each request carries `Authorization: Bearer <warden assert output>`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8931",
+          conflicts_with_all = ["agent", "on_behalf_of", "session"])]
+    http: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct AssertArgs {
+    #[command(flatten)]
+    who: AssertWho,
+}
+
+#[derive(Args)]
+struct AssertWho {
+    /// The agent.
+    #[arg(long)]
+    agent: String,
+    /// The agent's private key.
+    #[arg(long, env = "WARDEN_AGENT_KEY")]
+    agent_key: PathBuf,
+}
+
+pub async fn run(config: &Path, args: McpArgs) -> Result<i32> {
+    let runtime = Arc::new(Runtime::new(Deployment::load(config)?)?);
+    if let Some(addr) = args.http {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "serving MCP beyond loopback");
+        }
+        crate::mcp::http::serve(runtime, addr, |bound| {
+            eprintln!("warden: MCP over streamable HTTP at http://{bound}/mcp");
+        })
+        .await?;
+        return Ok(0);
+    }
+    let (Some(agent), Some(key)) = (args.agent, args.agent_key) else {
+        return Err(UsageError("over stdio, give --agent and --agent-key".into()).into());
+    };
+    let key = read_key(&key)?;
+    let agent = match authenticate(&runtime, &key, &agent) {
+        Ok(agent) => agent,
+        Err(reason) => {
+            eprintln!("error: authentication failed: {reason}");
+            return Ok(3);
+        }
+    };
+    let principal = Principal {
+        agent,
+        on_behalf_of: args.on_behalf_of.as_deref().map(read_token).transpose()?,
+        session: args.session,
+    };
+    let server = WardenMcp::new(runtime, Some(principal))
+        .serve(rmcp::transport::stdio())
+        .await?;
+    server.waiting().await?;
+    Ok(0)
+}
+
+fn authenticate(
+    runtime: &Runtime,
+    key: &ed25519_dalek::SigningKey,
+    agent: &str,
+) -> Result<AuthenticatedAgent, String> {
+    runtime.authenticate(&Secret::new(assertion::sign_session(key, agent)))
+}
+
+/// Prints a fresh session assertion (valid for a minute, bound to the first server that
+/// sees it).
+pub fn assert(args: AssertArgs) -> Result<i32> {
+    let key = read_key(&args.who.agent_key)?;
+    println!("{}", assertion::sign_session(&key, &args.who.agent));
+    Ok(0)
+}

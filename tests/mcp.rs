@@ -1,0 +1,359 @@
+//! `warden mcp` with real clients: the official Python SDK over stdio and streamable HTTP
+//! (installed into `.venv` by `.ci/run`; `WARDEN_TEST_PYTHON` may name another interpreter),
+//! and raw JSON-RPC for malformed requests and cancellation.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use warden::identity::keys;
+use warden::loopback::LoopbackServer;
+
+/// tester may call hello and read-file (not hidden files) and delete notes with a person's
+/// approval; nothing else.
+const POLICIES: &str = r#"
+@id("tester-tools")
+permit(principal == Agent::"tester", action == Action::"invoke", resource)
+when { resource == Tool::"hello" || resource == Tool::"read-file" || resource == Tool::"delete-note" };
+
+@id("no-hidden-files")
+@reason("hidden files stay hidden")
+forbid(principal, action == Action::"invoke", resource == Tool::"read-file")
+when { context.input has path && context.input.path like ".*" };
+
+@id("deletes-need-approval")
+forbid(principal, action == Action::"invoke", resource == Tool::"delete-note")
+unless { context.approved };
+
+@id("egress-as-manifests-ask")
+permit(principal, action == Action::"egress", resource);
+"#;
+
+fn fixture() -> Fixture {
+    let f = Fixture::new();
+    f.set_policies(&[
+        ("base.cedar", POLICIES),
+        ("input.cedarschema", "type Input = { path?: String };"),
+    ]);
+    let carol = agent_key("carol");
+    keys::write_private(&f.key_file("carol"), &carol).unwrap();
+    f.extend_deployment(&format!(
+        "[approvers.carol]\npublic_key = \"{}\"\n",
+        keys::format_public(&carol.verifying_key())
+    ));
+    std::fs::write(f.path().join("notes/a"), "a").unwrap();
+    f
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("WARDEN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+/// Runs tests/mcp/client.py with `plan`; one JSON value per step.
+fn client(plan: Value) -> Vec<Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(plan.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run .ci/run's setup first)", python().display()));
+    assert!(out.status.success(), "client failed: {}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The steps both transports run, and what they must show.
+fn steps(f: &Fixture) -> Value {
+    let warden = env!("CARGO_BIN_EXE_warden");
+    json!([
+        { "op": "list" },
+        { "op": "call", "tool": "hello", "arguments": { "name": "Ada" } },
+        { "op": "call", "tool": "read-file", "arguments": { "path": ".env" } },
+        { "op": "call", "tool": "write-note", "arguments": { "name": "x", "text": "y" } },
+        { "op": "call", "tool": "delete-note", "arguments": { "name": "a" } },
+        { "op": "run", "command": [warden, "--config", f.config(), "approve", "{approval}",
+                                   "--key", f.key_file("carol")] },
+        { "op": "call", "tool": "delete-note", "arguments": { "name": "a" },
+          "meta": { "warden/approval": "{approval}" } },
+        { "op": "call", "tool": "no-such-tool", "arguments": {} },
+    ])
+}
+
+fn assert_steps(f: &Fixture, results: &[Value]) {
+    let [
+        listed,
+        hello,
+        hidden,
+        unlisted,
+        held,
+        approved,
+        deleted,
+        unknown,
+    ] = results
+    else {
+        panic!("{results:?}");
+    };
+    // Only what policy lets tester call is listed, with schema and hints.
+    let tools = listed["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["delete-note", "hello", "read-file"], "{listed}");
+    let hello_tool = &tools[1];
+    assert_eq!(hello_tool["read_only"], true);
+    assert!(
+        hello_tool["input_schema"]["properties"]["name"].is_object(),
+        "{hello_tool}"
+    );
+    assert_eq!(tools[0]["destructive"], true);
+    assert!(
+        tools[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("approval")
+    );
+
+    assert_eq!(hello["is_error"], false, "{hello}");
+    assert!(hello["text"].as_str().unwrap().contains("Ada"), "{hello}");
+
+    assert_eq!(hidden["is_error"], true);
+    let text = hidden["text"].as_str().unwrap();
+    assert!(
+        text.contains("denied") && text.contains("hidden files stay hidden"),
+        "{text}"
+    );
+    assert_eq!(unlisted["is_error"], true);
+    assert!(
+        unlisted["text"].as_str().unwrap().contains("denied"),
+        "{unlisted}"
+    );
+
+    assert_eq!(held["is_error"], true);
+    let id = held["structured"]["approval"].as_str().unwrap();
+    let text = held["text"].as_str().unwrap();
+    assert!(
+        text.contains("a person must approve") && text.contains(id),
+        "{text}"
+    );
+    assert_eq!(approved["code"], 0, "{approved}");
+    assert_eq!(deleted["is_error"], false, "{deleted}");
+    assert!(!f.path().join("notes/a").exists());
+    assert!(
+        unknown["rpc_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool"),
+        "{unknown}"
+    );
+
+    // Every call went through the audit, as an MCP call.
+    let out = f.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tail = stdout(&f.run(&["audit", "tail", "--json"]));
+    let origins: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["record"] == "call")
+        .map(|r| r["origin"]["kind"].clone())
+        .collect();
+    assert!(
+        !origins.is_empty() && origins.iter().all(|k| k == "mcp"),
+        "{origins:?}"
+    );
+}
+
+#[test]
+fn the_python_sdk_lists_and_calls_over_stdio() {
+    let f = fixture();
+    let results = client(json!({
+        "transport": "stdio",
+        "command": [env!("CARGO_BIN_EXE_warden"), "--config", f.config(), "mcp",
+                    "--agent", AGENT, "--agent-key", f.key_file(AGENT)],
+        "steps": steps(&f),
+    }));
+    assert_steps(&f, &results);
+}
+
+/// `warden mcp --http 127.0.0.1:0`, and its URL.
+struct HttpServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_server(f: &Fixture) -> HttpServer {
+    let mut child = f
+        .cli()
+        .args(["mcp", "--http", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let url = line.split("at ").nth(1).unwrap().trim().to_string();
+    std::thread::spawn(move || lines.for_each(drop));
+    HttpServer { child, url }
+}
+
+/// The status line of a raw `initialize` POST with `authorization`.
+fn raw_status(url: &str, authorization: Option<&str>) -> String {
+    let address = url.trim_start_matches("http://").split('/').next().unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}})
+    .to_string();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let auth = authorization.map_or(String::new(), |a| format!("authorization: {a}\r\n"));
+    write!(
+        stream,
+        "POST /mcp HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\n{auth}content-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.lines().next().unwrap_or("").to_string()
+}
+
+fn assertion(f: &Fixture, key: &str) -> String {
+    let out = f.run(&[
+        "assert",
+        "--agent",
+        AGENT,
+        "--agent-key",
+        f.key_file(key).to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn the_python_sdk_lists_and_calls_over_http_with_a_signed_assertion() {
+    let f = fixture();
+    keys::write_private(&f.key_file("bob"), &agent_key("bob")).unwrap();
+    let server = http_server(&f);
+
+    // Without an assertion, with garbage, or signed by another key: refused before MCP.
+    assert!(raw_status(&server.url, None).contains("401"));
+    assert!(raw_status(&server.url, Some("Bearer garbage")).contains("401"));
+    let forged = assertion(&f, "bob");
+    assert!(raw_status(&server.url, Some(&format!("Bearer {forged}"))).contains("401"));
+
+    let results = client(json!({
+        "transport": "http",
+        "url": server.url,
+        "token": assertion(&f, AGENT),
+        "steps": steps(&f),
+    }));
+    assert_steps(&f, &results);
+}
+
+/// A stdio server spoken to in raw JSON-RPC lines.
+struct RawStdio {
+    child: std::process::Child,
+    out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl RawStdio {
+    fn send(&mut self, message: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn receive(&mut self) -> Value {
+        serde_json::from_str(&self.out.next().unwrap().unwrap()).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_errors_and_a_cancelled_call_stops_its_tool() {
+    let upstream = LoopbackServer::start().await.unwrap();
+    let f = fixture();
+    f.install_tool(
+        "hostile-http",
+        Some(&loopback_rule(&upstream.url(""), &[], None)),
+    );
+    f.set_policies(&[(
+        "base.cedar",
+        "permit(principal == Agent::\"tester\", action, resource);",
+    )]);
+    let mut child = f
+        .cli()
+        .args(["mcp", "--agent", AGENT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut raw = RawStdio { child, out };
+    raw.send(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}})
+        .to_string(),
+    );
+    assert_eq!(raw.receive()["id"], 1);
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+
+    // A request for a method that does not exist, and a call without a tool name.
+    raw.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/explode","params":{}}"#);
+    let answer = raw.receive();
+    assert_eq!(answer["id"], 2);
+    assert!(answer["error"]["code"].is_i64(), "{answer}");
+    raw.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"arguments":{}}}"#);
+    let answer = raw.receive();
+    assert_eq!(answer["id"], 3);
+    assert!(answer["error"]["code"].is_i64(), "{answer}");
+
+    // A call that waits on a slow upstream, cancelled by the client.
+    let slow = json!({"url": upstream.url("/slow")});
+    raw.send(
+        &json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                "params": {"name": "hostile-http", "arguments": slow}})
+        .to_string(),
+    );
+    while !upstream.received().iter().any(|r| r.path == "/slow") {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":4}}"#);
+
+    // The server keeps serving.
+    raw.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#);
+    let answer = raw.receive();
+    assert_eq!(answer["id"], 5, "{answer}");
+    assert!(answer["result"]["tools"].is_array(), "{answer}");
+
+    // The cancelled call ended as cancelled (its timeout is 3 s), and was audited.
+    let mut kinds = Vec::new();
+    for _ in 0..100 {
+        let tail = stdout(&f.run(&["audit", "tail", "--json"]));
+        kinds = tail
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["record"] == "call" && r["tool"] == "hostile-http")
+            .map(|r| r["error"]["kind"].clone())
+            .collect();
+        if !kinds.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(kinds, [json!("cancelled")]);
+    let _ = raw.child.kill();
+    let _ = raw.child.wait();
+}
