@@ -54,14 +54,19 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
 }
 
-/// Runs tests/mcp/client.py with `plan`; one JSON value per step.
-fn client(plan: Value) -> Vec<Value> {
+/// Runs tests/mcp/client.py with `plan`.
+fn run_client(plan: Value) -> std::process::Output {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
-    let out = Command::new(python())
+    Command::new(python())
         .arg(script)
         .arg(plan.to_string())
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run .ci/run's setup first)", python().display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (run .ci/run's setup first)", python().display()))
+}
+
+/// Runs tests/mcp/client.py with `plan`; one JSON value per step.
+fn client(plan: Value) -> Vec<Value> {
+    let out = run_client(plan);
     assert!(out.status.success(), "client failed: {}", stderr(&out));
     stdout(&out)
         .lines()
@@ -251,6 +256,12 @@ fn the_python_sdk_lists_and_calls_over_http_with_a_signed_assertion() {
     assert!(raw_status(&server.url, Some("Bearer garbage")).contains("401"));
     let forged = assertion(&f, "bob");
     assert!(raw_status(&server.url, Some(&format!("Bearer {forged}"))).contains("401"));
+    // The SDK client with a bad assertion gets no session: it fails, having listed nothing.
+    let refused = run_client(json!({
+        "transport": "http", "url": server.url, "token": "garbage", "steps": [{ "op": "list" }],
+    }));
+    assert!(!refused.status.success());
+    assert!(stdout(&refused).is_empty(), "{}", stdout(&refused));
 
     let results = client(json!({
         "transport": "http",
@@ -310,7 +321,9 @@ async fn malformed_requests_get_errors_and_a_cancelled_call_stops_its_tool() {
     assert_eq!(raw.receive()["id"], 1);
     raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
 
-    // A request for a method that does not exist, and a call without a tool name.
+    // A line that is not JSON, a request for a method that does not exist, and a call
+    // without a tool name: errors (or nothing), and the server goes on.
+    raw.send("this is not json");
     raw.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/explode","params":{}}"#);
     let answer = raw.receive();
     assert_eq!(answer["id"], 2);

@@ -4,9 +4,7 @@
 
 use super::{AgentArgs, UsageError};
 use crate::call::{CallRequest, Caller};
-use crate::credentials::Secret;
 use crate::deployment::Deployment;
-use crate::identity::assertion;
 use crate::runtime::Runtime;
 use anyhow::Result;
 use clap::Args;
@@ -43,13 +41,9 @@ pub async fn run(config: &Path, args: BenchArgs) -> Result<i32> {
     }
     let (key, on_behalf_of) = args.who.read()?;
     let runtime = Arc::new(Runtime::new(Deployment::load(config)?)?);
-    let proof = Secret::new(assertion::sign_session(&key, &args.who.agent));
-    let agent = match runtime.authenticate(&proof) {
+    let agent = match super::authenticate(&runtime, &key, &args.who.agent) {
         Ok(agent) => agent,
-        Err(reason) => {
-            eprintln!("error: authentication failed: {reason}");
-            return Ok(3);
-        }
+        Err(code) => return Ok(code),
     };
     // Warm: the first call compiles or loads the tool.
     runtime.tool(&args.tool).await?;

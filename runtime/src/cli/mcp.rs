@@ -3,8 +3,6 @@
 //! `warden assert`: the assertion an HTTP client sends as its bearer token.
 
 use super::{UsageError, read_key, read_token};
-use crate::call::AuthenticatedAgent;
-use crate::credentials::Secret;
 use crate::deployment::Deployment;
 use crate::identity::assertion;
 use crate::mcp::{Principal, WardenMcp};
@@ -39,12 +37,6 @@ pub struct McpArgs {
 
 #[derive(Args)]
 pub struct AssertArgs {
-    #[command(flatten)]
-    who: AssertWho,
-}
-
-#[derive(Args)]
-struct AssertWho {
     /// The agent.
     #[arg(long)]
     agent: String,
@@ -69,12 +61,9 @@ pub async fn run(config: &Path, args: McpArgs) -> Result<i32> {
         return Err(UsageError("over stdio, give --agent and --agent-key".into()).into());
     };
     let key = read_key(&key)?;
-    let agent = match authenticate(&runtime, &key, &agent) {
+    let agent = match super::authenticate(&runtime, &key, &agent) {
         Ok(agent) => agent,
-        Err(reason) => {
-            eprintln!("error: authentication failed: {reason}");
-            return Ok(3);
-        }
+        Err(code) => return Ok(code),
     };
     let principal = Principal {
         agent,
@@ -88,18 +77,10 @@ pub async fn run(config: &Path, args: McpArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn authenticate(
-    runtime: &Runtime,
-    key: &ed25519_dalek::SigningKey,
-    agent: &str,
-) -> Result<AuthenticatedAgent, String> {
-    runtime.authenticate(&Secret::new(assertion::sign_session(key, agent)))
-}
-
 /// Prints a fresh session assertion (valid for a minute, bound to the first server that
 /// sees it).
 pub fn assert(args: AssertArgs) -> Result<i32> {
-    let key = read_key(&args.who.agent_key)?;
-    println!("{}", assertion::sign_session(&key, &args.who.agent));
+    let key = read_key(&args.agent_key)?;
+    println!("{}", assertion::sign_session(&key, &args.agent));
     Ok(0)
 }

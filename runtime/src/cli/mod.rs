@@ -199,6 +199,22 @@ impl AgentArgs {
     }
 }
 
+/// Proves `agent`'s key to `runtime` once, as a long-lived caller does. Err(exit code 3)
+/// when it fails, the reason printed.
+fn authenticate(
+    runtime: &crate::runtime::Runtime,
+    key: &ed25519_dalek::SigningKey,
+    agent: &str,
+) -> Result<crate::call::AuthenticatedAgent, i32> {
+    let proof = crate::identity::assertion::sign_session(key, agent);
+    runtime
+        .authenticate(&crate::credentials::Secret::new(proof))
+        .map_err(|reason| {
+            eprintln!("error: authentication failed: {reason}");
+            3
+        })
+}
+
 /// A private key file given on the command line.
 fn read_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     crate::identity::keys::read_private(path).map_err(|e| UsageError(format!("{e:#}")).into())

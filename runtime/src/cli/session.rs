@@ -1,9 +1,7 @@
 //! `warden session start|show`: sessions whose calls share provenance (taint).
 
 use super::{AgentArgs, UsageError};
-use crate::credentials::Secret;
 use crate::deployment::Deployment;
-use crate::identity::assertion;
 use crate::runtime::Runtime;
 use anyhow::Result;
 use clap::Subcommand;
@@ -25,13 +23,9 @@ pub fn run(config: &Path, command: SessionCommand) -> Result<i32> {
     match command {
         SessionCommand::Start { who } => {
             let (key, on_behalf_of) = who.read()?;
-            let proof = Secret::new(assertion::sign_session(&key, &who.agent));
-            let authenticated = match runtime.authenticate(&proof) {
-                Ok(session) => session,
-                Err(reason) => {
-                    eprintln!("error: authentication failed: {reason}");
-                    return Ok(3);
-                }
+            let authenticated = match super::authenticate(&runtime, &key, &who.agent) {
+                Ok(agent) => agent,
+                Err(code) => return Ok(code),
             };
             match runtime.start_session(authenticated.agent(), on_behalf_of.as_ref()) {
                 Ok(session) => {
