@@ -1,8 +1,10 @@
 //! The pipeline of one call, top to bottom:
-//! find the tool -> authenticate the agent -> verify the delegation and session -> count the
-//! call -> decide (policy) -> load the tool -> check the input -> prepare the sandbox (every
-//! request decided again) -> run under limits -> check the output -> taint the session if
-//! the tool ingests untrusted content -> report.
+//! find the tool -> authenticate the agent -> verify the delegation and session -> check
+//! revocations -> check the approval the caller names -> count the call -> decide (policy;
+//! store a pending approval when one is needed) -> load the tool -> check the input ->
+//! prepare the sandbox (every request decided and checked for revocations again) -> run under
+//! limits, until done or cancelled -> check the output -> taint the session if the tool
+//! ingests untrusted content -> report, with the audit records committed before it returns.
 
 use crate::approval;
 use crate::credentials::Secret;
@@ -342,7 +344,7 @@ impl Runtime {
             );
         }
 
-        // Revoked anything this call runs under: refused, and a revoked tool forgotten.
+        // Anything the call runs under that is revoked refuses it; a revoked tool is forgotten.
         let tool_facts = found.facts();
         let revocations = CallIds {
             store: state.clone(),
