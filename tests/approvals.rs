@@ -165,10 +165,12 @@ fn a_forged_signature_is_refused() {
 #[test]
 fn an_expired_approval_is_refused() {
     let f = fixture();
-    f.extend_deployment("[approvals]\nlifetime = \"1s\"\n");
+    // Expiry is in whole seconds: 2 s leaves at least one to approve in, and 3.1 s later it
+    // has passed whenever within its first second the approval was made.
+    f.extend_deployment("[approvals]\nlifetime = \"2s\"\n");
     let id = pending(&f, "d");
     assert_eq!(approve(&f, &id, "carol").status.code(), Some(0));
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     refused(&f, "d", &id, "has expired");
 }
 
