@@ -21,13 +21,7 @@ fn db(f: &Fixture) -> rusqlite::Connection {
 /// The chain verifies and holds this many call records.
 fn assert_valid(f: &Fixture, calls: usize) {
     let out = f.run(&["audit", "verify", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(answer["chain"]["calls"], calls, "{answer}");
 }

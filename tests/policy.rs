@@ -212,13 +212,7 @@ async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
     // Untainted: the trusted agent deletes.
     let clean = start_session(&f);
     let out = delete(&clean, "a.txt");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     assert!(!f.path().join("notes/a.txt").exists());
 
     // A page fetched in the session taints it: the same call now needs an approval.
@@ -233,13 +227,7 @@ async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
         "{shown}"
     );
     let out = delete(&tainted, "b.txt");
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 4);
     let envelope = json_of(&out);
     assert_eq!(envelope["decision"]["outcome"], "approval_required");
     assert_eq!(envelope["error"]["kind"], "approval_required");
@@ -399,13 +387,7 @@ fn the_example_policy_table_passes_and_a_wrong_expectation_fails() {
             .unwrap()
     };
     let out = run(&table);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     assert!(
         stdout(&out).contains("11 passed, 0 failed"),
         "{}",

@@ -36,13 +36,7 @@ async fn the_drill_passes_in_one_process() {
 fn the_drill_passes_across_processes() {
     let f = Fixture::new();
     let out = f.run(&["drill", "revocation", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(rows.len(), 5);
     assert!(rows.iter().all(|r| r["passed"] == true), "{rows:?}");

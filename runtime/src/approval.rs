@@ -70,19 +70,15 @@ pub fn approver_of<'d>(deployment: &'d Deployment, key: &SigningKey) -> Result<&
     {
         return Ok(name);
     }
-    let agent = deployment.agents.iter().find(|(_, a)| {
-        a.public_key
-            .as_deref()
-            .and_then(|k| keys::parse_public(k).ok())
-            == Some(public)
-    });
-    Err(match agent {
-        Some((agent, _)) => format!("this is agent `{agent}`'s key; an agent cannot approve"),
-        None => format!(
-            "this key belongs to no approver in {}",
-            deployment.file.display()
-        ),
-    })
+    Err(
+        match crate::deployment::agent_with_key(&deployment.agents, &public) {
+            Some(agent) => format!("this is agent `{agent}`'s key; an agent cannot approve"),
+            None => format!(
+                "this key belongs to no approver in {}",
+                deployment.file.display()
+            ),
+        },
+    )
 }
 
 /// Checks that `approval` lets the call whose digest is `digest` run now: approved, signed

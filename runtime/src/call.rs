@@ -319,15 +319,11 @@ impl Runtime {
             Caller::Authenticated(agent) => agent.agent.clone(),
         };
         report.agent = agent.clone();
-        let own = match &request.on_behalf_of {
-            None => None,
-            Some(token) => match self.verify_delegation(token, &agent) {
-                Ok(d) => Some(d),
-                Err(reason) => return self.deny(report, reason),
-            },
-        };
-        let (session, acting) = match self.resolve_session(request.session.as_deref(), &agent, own)
-        {
+        let (session, acting) = match self.resolve_session(
+            request.session.as_deref(),
+            &agent,
+            request.on_behalf_of.as_ref(),
+        ) {
             Ok(resolved) => resolved,
             Err(reason) => return self.deny(report, reason),
         };
@@ -451,7 +447,13 @@ impl Runtime {
             }
             Outcome::ApprovalRequired => {
                 let summary = decision.summary();
-                let pending = self.request_approval(&request.input, &facts, call, summary.clone());
+                let pending = self.request_approval(
+                    &request.input,
+                    &report.input_digest,
+                    &facts,
+                    call,
+                    summary.clone(),
+                );
                 return match pending {
                     Ok(id) => {
                         let message = format!(
@@ -560,6 +562,7 @@ impl Runtime {
     fn request_approval(
         &self,
         input: &serde_json::Value,
+        input_digest: &str,
         facts: &CallFacts,
         digest: String,
         reason: String,
@@ -572,7 +575,7 @@ impl Runtime {
             user: facts.user.as_ref().map(|u| u.name.clone()),
             tool: facts.tool.name.clone(),
             tool_digest: facts.tool.digest.clone(),
-            input_digest: assertion::input_digest(input),
+            input_digest: input_digest.to_string(),
             input: input.clone(),
             reason,
             created: now,

@@ -66,6 +66,23 @@ impl Trust {
     }
 }
 
+/// The agent whose registered public key is `key`.
+pub fn agent_with_key<'a>(
+    agents: &'a BTreeMap<String, Agent>,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Option<&'a str> {
+    agents
+        .iter()
+        .find(|(_, a)| {
+            a.public_key
+                .as_deref()
+                .and_then(|k| crate::identity::keys::parse_public(k).ok())
+                .as_ref()
+                == Some(key)
+        })
+        .map(|(name, _)| name.as_str())
+}
+
 /// A user who can delegate to agents with their own key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,12 +328,7 @@ impl Deployment {
             let field = |m: String| error(format!("field `approvers.{name}.public_key`: {m}"));
             let key = crate::identity::keys::parse_public(&approver.public_key).map_err(field)?;
             // An agent's key never approves: the agent would approve its own calls.
-            if let Some((agent, _)) = raw.agents.iter().find(|(_, a)| {
-                a.public_key
-                    .as_deref()
-                    .and_then(|k| crate::identity::keys::parse_public(k).ok())
-                    == Some(key)
-            }) {
+            if let Some(agent) = agent_with_key(&raw.agents, &key) {
                 return Err(field(format!(
                     "this is agent `{agent}`'s key; an agent cannot approve"
                 )));

@@ -132,14 +132,18 @@ impl Runtime {
         callable
     }
 
-    /// The session `id` for a call by `agent`, and the user the call acts for (from its own
-    /// delegation, which must then be the session's, or from the session's).
+    /// The session `id` for a call by `agent`, and the user the call acts for: from its own
+    /// delegation `on_behalf_of` (verified now, and then the session's), or from the
+    /// session's.
     pub(crate) fn resolve_session(
         &self,
         id: Option<&str>,
         agent: &str,
-        own: Option<Delegation>,
+        on_behalf_of: Option<&Secret>,
     ) -> Result<(Option<Session>, Option<ActingFor>), String> {
+        let own = on_behalf_of
+            .map(|token| self.verify_delegation(token, agent))
+            .transpose()?;
         let Some(id) = id else {
             return Ok((None, own.map(ActingFor::from)));
         };

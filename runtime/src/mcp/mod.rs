@@ -65,16 +65,13 @@ impl WardenMcp {
 
     /// The user the principal acts for (its delegation verified now), for listing.
     fn acting_for(&self, principal: &Principal) -> Result<Option<ActingFor>, McpError> {
-        let agent = principal.agent.agent();
-        let own = principal
-            .on_behalf_of
-            .as_ref()
-            .map(|token| self.runtime.verify_delegation(token, agent))
-            .transpose()
-            .map_err(|e| McpError::invalid_request(e, None))?;
         let (_, acting) = self
             .runtime
-            .resolve_session(principal.session.as_deref(), agent, own)
+            .resolve_session(
+                principal.session.as_deref(),
+                principal.agent.agent(),
+                principal.on_behalf_of.as_ref(),
+            )
             .map_err(|e| McpError::invalid_request(e, None))?;
         Ok(acting)
     }

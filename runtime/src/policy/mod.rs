@@ -106,7 +106,12 @@ impl Policies {
         for policy in &loaded.policies {
             set.add(policy.clone()).expect("policy ids are unique");
         }
-        let all = select::Chosen { set, reads: None };
+        // Every policy, with the whole context (what the chosen ones are checked against).
+        let all = select::Chosen {
+            set,
+            reads: None,
+            permit_reads_input: true,
+        };
         let names = Names::new();
         Ok(Policies {
             principals: Principals::of(deployment, &names),
@@ -192,21 +197,15 @@ impl Policies {
             Outcome::Allow => Some(Access::Allowed),
             Outcome::ApprovalRequired => Some(Access::ApprovalRequired),
             Outcome::Deny if !decision.policies.is_empty() => None,
-            Outcome::Deny => {
-                let chosen = self.selector.select(
+            Outcome::Deny => self
+                .selector
+                .select(
                     &self.names.uid(&self.names.agent, &call.agent),
                     &self.names.invoke,
                     &self.names.uid(&self.names.tool, &call.tool.name),
-                );
-                chosen
-                    .set
-                    .policies()
-                    .any(|p| {
-                        p.effect() == Effect::Permit
-                            && select::context_reads(p).is_none_or(|r| r.contains("input"))
-                    })
-                    .then_some(Access::DependsOnInput)
-            }
+                )
+                .permit_reads_input
+                .then_some(Access::DependsOnInput),
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Chosen {
     pub set: PolicySet,
     /// None: every attribute.
     pub reads: Option<BTreeSet<String>>,
+    /// Some permit among them reads the input (or the whole context): what it allows may
+    /// depend on the input.
+    pub permit_reads_input: bool,
 }
 
 impl Chosen {
@@ -63,9 +66,12 @@ impl Selector {
         self.chosen.get_or_make(key, || {
             let mut set = PolicySet::new();
             let mut reads = Some(BTreeSet::new());
+            let mut permit_reads_input = false;
             for (policy, its_reads) in &self.policies {
                 if can_apply(policy, principal, action, resource) {
                     set.add(policy.clone()).expect("policy ids are unique");
+                    permit_reads_input |= policy.effect() == cedar_policy::Effect::Permit
+                        && its_reads.as_ref().is_none_or(|r| r.contains("input"));
                     reads = match (reads, its_reads) {
                         (Some(mut all), Some(its)) => {
                             all.extend(its.iter().cloned());
@@ -75,13 +81,17 @@ impl Selector {
                     };
                 }
             }
-            Chosen { set, reads }
+            Chosen {
+                set,
+                reads,
+                permit_reads_input,
+            }
         })
     }
 }
 
 /// The context attributes `policy` reads; None when it uses `context` as a whole.
-pub(super) fn context_reads(policy: &Policy) -> Option<BTreeSet<String>> {
+fn context_reads(policy: &Policy) -> Option<BTreeSet<String>> {
     let json = policy.to_json().ok()?;
     let mut reads = BTreeSet::new();
     walk(&json, &mut reads).then_some(reads)
