@@ -436,3 +436,226 @@ async fn the_response_byte_budget_is_enforced() {
     );
     assert!(record.response_bytes <= 64 * 1024);
 }
+
+// ---- raw request lines (hostile-egress) ------------------------------------------------
+
+/// hostile-egress may GET anything under `prefix` (`/allowed/*`, or `/*` for ``) on the
+/// loopback server.
+async fn raw_fixture(prefix: &str) -> (Fixture, LoopbackServer) {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    f.install_tool(
+        "hostile-egress",
+        Some(&loopback_rule(&server.url(prefix), &[], None)),
+    );
+    (f, server)
+}
+
+/// The loopback server's authority, `127.0.0.1:PORT`.
+fn authority(server: &LoopbackServer) -> String {
+    server.addr.to_string()
+}
+
+/// The state directory's size in bytes (the SQLite file and its WAL).
+fn state_bytes(f: &Fixture) -> u64 {
+    files_under(&f.path().join("state"))
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// `warden call hostile-egress --json` and the envelope it printed.
+fn raw_call_cli(
+    f: &Fixture,
+    requests: serde_json::Value,
+) -> (std::process::Output, serde_json::Value) {
+    let input = json!({ "requests": requests }).to_string();
+    let out = f.call_cli("hostile-egress", &input, &["--json"]);
+    let envelope = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+        panic!(
+            "{e}: exit {:?}\n{}{}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    (out, envelope)
+}
+
+/// Odd request lines straight from `wasi:http`: none crashes `warden call` (a `?x` path once
+/// panicked the host: exit 101 and no audit record), and the call is in the audit chain.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_request_lines_do_not_crash_the_host_and_the_call_is_audited() {
+    let (f, server) = raw_fixture("").await;
+    let here = authority(&server);
+    let port = server.addr.port();
+    let odd = |authority: &str, path: Option<&str>, method: &str| json!({ "authority": authority, "path": path, "method": method });
+    let requests = json!([
+        odd(&here, Some("?x"), "GET"),
+        odd(&here, Some(""), "GET"),
+        odd(&here, None, "GET"),
+        odd(&here, Some("//x"), "GET"),
+        odd(&here, Some("/allowed/../x"), "GET"),
+        odd(
+            &here,
+            Some(&format!("/allowed/{}", "a".repeat(5_000))),
+            "GET"
+        ),
+        odd(&format!("127.0.0.1.:{port}"), Some("/allowed/?x"), "get"),
+        odd(
+            &format!("[::ffff:127.0.0.1]:{port}"),
+            Some("/allowed/x"),
+            "GET"
+        ),
+        odd(&format!("127.0.0.1:{port}0"), Some("/allowed/x"), "GET"),
+        odd(&format!("u@127.0.0.1:{port}"), Some("/allowed/x"), "GET"),
+        odd("2130706433", Some("/allowed/x"), "GET"),
+        odd(&here, Some("/allowed/x"), "bReW"),
+        odd(&here, Some("/allowed/x"), &"G".repeat(10_000)),
+    ]);
+    let (out, envelope) = raw_call_cli(&f, requests);
+    assert_exit(&out, 0);
+    let results = envelope["output"].as_array().unwrap();
+    assert_eq!(results[0]["status"], 200, "{envelope}");
+    let verify = f.run(&["audit", "verify", "--json"]);
+    assert_exit(&verify, 0);
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&verify)).unwrap();
+    assert_eq!(answer["chain"]["calls"], 1, "{answer}");
+}
+
+/// What the upstream receives is the normal form the rule and the policy decided on: the
+/// method in uppercase, the path decoded and resolved, `host` the authority the rule matched.
+#[tokio::test]
+async fn the_upstream_receives_the_normal_form_that_was_decided_on() {
+    let (f, server) = raw_fixture("/allowed").await;
+    let port = server.addr.port();
+    let report = call(
+        &f.runtime(),
+        "hostile-egress",
+        json!({ "requests": [
+            { "authority": format!("127.0.0.1.:{port}"), "method": "get",
+              "path": "//allowed/%61dmin/%7Euser?q=%61" },
+            { "authority": format!("127.0.0.1:{port}"), "path": "/allowed/?x" },
+        ]}),
+    )
+    .await;
+    let out = ok(&report);
+    assert_eq!(out[0]["status"], 200, "{out}");
+    assert_eq!(out[1]["status"], 200, "{out}");
+    let received = server.received();
+    let [first, second] = received.as_slice() else {
+        panic!("{received:?}")
+    };
+    assert_eq!(first.method, "GET");
+    assert_eq!(first.path, "/allowed/admin/~user");
+    assert_eq!(first.query.as_deref(), Some("q=%61"));
+    let host = |r: &warden::loopback::Received| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == "host")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(host(first), Some(format!("127.0.0.1:{port}")));
+    assert_eq!(
+        (second.path.as_str(), second.query.as_deref()),
+        ("/allowed/", Some("x"))
+    );
+    assert_eq!(report.egress[0].method, "GET");
+    assert_eq!(
+        report.egress[0].url,
+        format!("http://127.0.0.1:{port}/allowed/admin/~user")
+    );
+}
+
+/// A tool looping on denied requests with long URLs once grew the state file by 56 MB in one
+/// call: now the denials are budgeted (the call ends with its own kind) and recorded bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_denied_requests_ends_the_call_and_leaves_the_state_small() {
+    let (f, server) = raw_fixture("/allowed").await;
+    let long = format!("/denied/{}", "x".repeat(2000));
+    let (out, envelope) = raw_call_cli(
+        &f,
+        json!([{ "authority": authority(&server), "path": long, "repeat": 100_000 }]),
+    );
+    assert_exit(&out, 5);
+    assert_eq!(
+        envelope["error"]["kind"], "denied_request_limit",
+        "{envelope}"
+    );
+    let egress = envelope["egress"].as_array().unwrap();
+    assert_eq!(
+        egress.len(),
+        warden::sandbox::http::MAX_DENIED_REQUESTS as usize
+    );
+    assert!(egress.iter().all(|e| e["decision"] == "deny"));
+    assert!(server.received().is_empty());
+    let size = state_bytes(&f);
+    assert!(size < 1 << 20, "the state is {size} bytes");
+}
+
+/// However many requests a call makes, it keeps a bounded number of records and one that
+/// counts the rest.
+#[tokio::test]
+async fn a_call_keeps_a_bounded_number_of_egress_records() {
+    let (f, server) = raw_fixture("/allowed").await;
+    edit(&f.path().join("tools/hostile-egress/tool.toml"), |text| {
+        text.replace("[limits]", "[limits]\negress_requests = 100")
+    });
+    let kept = warden::sandbox::http::MAX_RECORDS;
+    let sent = kept + 16;
+    let report = call(
+        &f.runtime(),
+        "hostile-egress",
+        json!({ "requests": [
+            { "authority": authority(&server), "path": "/allowed/x", "repeat": sent },
+        ]}),
+    )
+    .await;
+    assert_eq!(ok(&report)[0]["status"], 200);
+    assert_eq!(server.received().len(), sent);
+    assert_eq!(report.egress.len(), kept + 1);
+    let last = report.egress.last().unwrap();
+    assert_eq!(last.decision, "omitted");
+    assert!(
+        last.reason.as_deref().unwrap().starts_with("16 more"),
+        "{last:?}"
+    );
+}
+
+/// A URL over the bound is refused before anything else, with a reason, and recorded cut.
+#[tokio::test]
+async fn a_url_over_the_bound_is_refused_with_a_reason() {
+    let (f, server) = raw_fixture("/allowed").await;
+    let bound = warden::sandbox::egress::MAX_URL_BYTES;
+    let report = call(
+        &f.runtime(),
+        "hostile-egress",
+        json!({ "requests": [
+            { "authority": authority(&server), "path": format!("/allowed/{}", "a".repeat(bound)) },
+        ]}),
+    )
+    .await;
+    let out = ok(&report);
+    assert_eq!(out[0]["sent"], false, "{out}");
+    assert!(
+        out[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied")
+    );
+    let [record] = report.egress.as_slice() else {
+        panic!("{:?}", report.egress)
+    };
+    assert_eq!(record.decision, "deny");
+    let why = record.reason.as_deref().unwrap();
+    assert!(
+        why.contains(&format!("more than the limit of {bound}")),
+        "{why}"
+    );
+    assert!(
+        record.url.len() <= bound + 4,
+        "{} bytes recorded",
+        record.url.len()
+    );
+    assert!(server.received().is_empty());
+}

@@ -145,6 +145,60 @@ async fn an_egress_forbid_stops_only_the_post() {
     assert_eq!(paths, vec!["/first"]);
 }
 
+/// Policies see the normal form of a path: an escaped, doubled-slash or dot-segment way to
+/// `/v1/admin` is stopped by a policy that forbids `/v1/admin*`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_egress_forbid_on_a_path_holds_against_its_encodings() {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    f.install_tool(
+        "hostile-http",
+        Some(&loopback_rule(&server.url(""), &[], None)),
+    );
+    f.set_policies(&[(
+        "base.cedar",
+        &format!(
+            "{POLICIES}\n@id(\"no-admin\")\nforbid(principal, action == Action::\"egress\", resource)\nwhen {{ context.path like \"/v1/admin*\" }};\n"
+        ),
+    )]);
+    let runtime = f.runtime();
+    let then: Vec<serde_json::Value> = ["/v1/%61dmin", "/v1//admin/x", "/v1/%41dmin", "/v1/public"]
+        .iter()
+        .map(|p| json!({ "url": server.url(p) }))
+        .collect();
+    let report = call(
+        &runtime,
+        "hostile-http",
+        json!({ "url": server.url("/v1/%61dmin/users"), "then": then }),
+    )
+    .await;
+    let out = ok(&report);
+    assert_eq!(out["sent"], false, "{out}");
+    let decisions: Vec<(String, &str)> = report
+        .egress
+        .iter()
+        .map(|e| (e.url.clone(), e.decision))
+        .collect();
+    let expected = [
+        (server.url("/v1/admin/users"), "deny"),
+        (server.url("/v1/admin"), "deny"),
+        (server.url("/v1/admin/x"), "deny"),
+        // `%41` is `A`: another path, which the policy does not name.
+        (server.url("/v1/Admin"), "allow"),
+        (server.url("/v1/public"), "allow"),
+    ];
+    assert_eq!(decisions, expected);
+    assert!(
+        report
+            .egress
+            .iter()
+            .take(3)
+            .all(|e| e.policies == ["no-admin"])
+    );
+    let paths: Vec<String> = server.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/v1/Admin", "/v1/public"]);
+}
+
 #[tokio::test]
 async fn calls_over_the_rate_in_policy_are_denied_from_the_right_call_on() {
     let f = Fixture::new();

@@ -137,6 +137,9 @@ pub enum ErrorKind {
     InvalidOutput,
     /// Warden itself failed.
     Internal,
+    /// The tool kept sending requests no rule or policy allows, past the call's budget of
+    /// denied requests (`sandbox::http::MAX_DENIED_REQUESTS`).
+    DeniedRequestLimit,
 }
 
 impl ErrorKind {
@@ -675,7 +678,8 @@ async fn run(
                 let instance = pre.instantiate_async(&mut store).await?;
                 instance.call_invoke(&mut store, &input_text).await
             };
-            match bounded(invoke, limits.timeout, cancel).await {
+            let invoke = bounded(invoke, limits.timeout, cancel);
+            match observed.egress.until_spent(invoke).await {
                 Err(stopped) => Err(stopped),
                 Ok(Err(trap)) => Err(classify(&trap, &store)),
                 Ok(Ok(Err(ToolError::InvalidInput(m)))) => Err(failure(
@@ -691,7 +695,8 @@ async fn run(
                 let command = pre.instantiate_async(&mut store).await?;
                 command.wasi_cli_run().call_run(&mut store).await
             };
-            let exit = match bounded(main, limits.timeout, cancel).await {
+            let main = bounded(main, limits.timeout, cancel);
+            let exit = match observed.egress.until_spent(main).await {
                 Err(stopped) => Err(stopped),
                 Ok(Ok(Ok(()))) => Ok(0),
                 Ok(Ok(Err(()))) => Ok(1),

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 pub struct Received {
     pub method: String,
     pub path: String,
+    pub query: Option<String>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -69,7 +70,10 @@ impl LoopbackServer {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -115,6 +119,8 @@ impl hyper::body::Body for Chunks {
     }
 }
 
+/// The `.expect("static response")` below cannot fail: the builders get only fixed, valid
+/// statuses and headers; nothing from the request goes into them.
 async fn answer(
     req: Request<Incoming>,
     log: &Mutex<Vec<Received>>,
@@ -134,9 +140,13 @@ async fn answer(
     let received = Received {
         method: req.method().to_string(),
         path: path.clone(),
+        query: req.uri().query().map(str::to_string),
         headers: headers.clone(),
     };
-    log.lock().unwrap().push(received.clone());
+    // Nothing panics while the lock is held; a poisoned log is still a log.
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(received.clone());
     let body = match path.rsplit('/').next().unwrap_or("") {
         "hold" => {
             if let Some(hold) = hold {

@@ -3,9 +3,17 @@
 //! A request leaves only if one rule matches its scheme, host, port, path and method. This is
 //! decided before any DNS query; afterwards the address the name resolves to is checked too
 //! (`check_address`), so a listed name cannot point the host at an internal service.
+//!
+//! A request is first brought into one normal form (`Target::from_uri`): the rules, the
+//! policies, the record and the upstream all see that same form, so no layer can read a
+//! request differently from the one that decided on it.
 
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Longest URL (authority, path and query) a tool may request. Longer ones are refused before
+/// any other check, so nothing derived from a request (reasons, records) can be large.
+pub const MAX_URL_BYTES: usize = 2048;
 
 /// One `[[egress]]` entry of a manifest, e.g. `url = "https://api.example.com/v1/*"`.
 #[derive(Debug, Clone, Serialize)]
@@ -71,21 +79,11 @@ impl EgressRule {
                 ));
             }
         };
-        if path_has_traversal(path) {
-            return Err(format!(
-                "url `{url}`: path must not contain `..` or encoded separators"
-            ));
-        }
+        // The rule's path in the form requests are brought to, so that both sides compare alike.
+        let path = normalize_path(path).map_err(|e| format!("url `{url}`: {e}"))?;
         let methods = methods
             .iter()
-            .map(|m| {
-                let m = m.to_ascii_uppercase();
-                if METHODS.contains(&m.as_str()) {
-                    Ok(m)
-                } else {
-                    Err(format!("method `{m}` is not one of {}", METHODS.join(", ")))
-                }
-            })
+            .map(|m| normalize_method(m))
             .collect::<Result<Vec<_>, _>>()?;
         if methods.is_empty() {
             return Err(format!("url `{url}`: methods must not be empty"));
@@ -98,7 +96,7 @@ impl EgressRule {
             scheme: scheme.to_string(),
             host,
             port,
-            path: path.to_string(),
+            path,
         })
     }
 
@@ -143,20 +141,33 @@ impl Origin {
     }
 }
 
-/// The parts of an outgoing request that rules look at.
+/// An outgoing request in its normal form: what the rules match, what the policies are asked
+/// about, what is recorded, and what is sent (method, `host` header and request line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// One of `METHODS`, uppercase.
     pub method: String,
     pub scheme: String,
-    /// Lowercase, without a trailing dot; IPv6 without brackets.
+    /// Lowercase, without a trailing dot; an IP in its canonical text, IPv6 without brackets.
     pub host: String,
     pub port: u16,
-    /// Path without the query.
+    /// Path without the query, normalised by `normalize_path`.
     pub path: String,
+    /// The query as the tool wrote it (rules do not look at it; it is not recorded).
+    pub query: Option<String>,
 }
 
 impl Target {
+    /// Brings a request into its normal form, or says why it has none.
     pub fn from_uri(method: &str, uri: &http::Uri) -> Result<Target, String> {
+        let length = uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if length > MAX_URL_BYTES {
+            return Err(format!(
+                "the URL is {length} bytes long, more than the limit of {MAX_URL_BYTES}"
+            ));
+        }
+        let method = normalize_method(method)?;
         let scheme = uri
             .scheme_str()
             .ok_or("request has no scheme")?
@@ -165,15 +176,22 @@ impl Target {
         if authority.as_str().contains('@') {
             return Err("user info in a request URL is not allowed".into());
         }
-        let port = authority
-            .port_u16()
-            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        // Split here rather than by `http`, which reads a port it cannot parse (`:99999`) as
+        // no port at all.
+        let (host, port) = split_host_port(authority.as_str())
+            .ok_or_else(|| format!("authority `{authority}` has a bad port"))?;
+        let host = normalize_host(host);
+        if !valid_host(&host) {
+            return Err(format!("host `{host}` is not a valid name or IP address"));
+        }
+        let port = port.unwrap_or(default_port(&scheme));
         Ok(Target {
-            method: method.to_ascii_uppercase(),
-            host: normalize_host(authority.host()),
+            method,
+            host,
             scheme,
             port,
-            path: uri.path().to_string(),
+            path: normalize_path(uri.path())?,
+            query: uri.query().map(str::to_string),
         })
     }
 
@@ -182,6 +200,28 @@ impl Target {
             scheme: self.scheme.clone(),
             host: self.host.clone(),
             port: self.port,
+        }
+    }
+
+    /// `host[:port]` (the port only when not the scheme's default): the `host` header sent.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default_port(&self.scheme) {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// `/path?query`: the request line's target sent upstream.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.clone(),
         }
     }
 
@@ -196,14 +236,114 @@ impl Target {
     }
 }
 
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+/// A method in the one case that is matched and sent: lowercase `get` is sent as `GET`, so
+/// that what the rule allowed is what the upstream receives. Anything not in `METHODS` is
+/// refused (no rule can name it).
+pub fn normalize_method(method: &str) -> Result<String, String> {
+    let upper = method.to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(format!(
+            "method `{}` is not one of {}",
+            clip(method, 32),
+            METHODS.join(", ")
+        ))
+    }
+}
+
+/// The one normal form of a path, for rules and requests alike. Servers decode and resolve
+/// paths before routing; a rule or policy that matched the raw text could be walked around
+/// (`/v1/%61dmin` is `/v1/admin`, `/v1/public/../admin`, `/v1/admin;x`, `/v1//admin`). So:
+/// - `%XX` of an unreserved character is decoded; other escapes are kept, in uppercase;
+/// - escaped separators (`%2F`, `%5C`), `%3B`, escaped control bytes and double encoding
+///   (`%25` followed by two hex digits) are refused: no single meaning;
+/// - `;` parameters, `\`, `.` and `..` segments (also when escaped) are refused;
+/// - runs of `/` become one (servers that merge them would otherwise see another path);
+/// - characters outside RFC 3986 `pchar` must be escaped by the tool; an empty path is `/`.
+pub fn normalize_path(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Ok("/".into());
+    }
+    if !raw.starts_with('/') {
+        return Err(format!("path `{}` does not start with `/`", clip(raw, 64)));
+    }
+    let refuse = |what: &str| Err(format!("path `{}` {what}", clip(raw, 256)));
+    let mut decoded = String::with_capacity(raw.len());
+    let mut rest = raw.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match b {
+            b'%' => {
+                let Some(d) = hex_pair(rest.first(), rest.get(1)) else {
+                    return refuse("has a `%` not followed by two hex digits");
+                };
+                rest = rest.get(2..).unwrap_or_default();
+                if unreserved(d) {
+                    decoded.push(char::from(d));
+                } else if d == b'%' && hex_pair(rest.first(), rest.get(1)).is_some() {
+                    return refuse("is encoded twice (`%25` followed by hex digits)");
+                } else if matches!(d, b'/' | b'\\' | b';') {
+                    return refuse("contains an encoded `/`, `\\` or `;`");
+                } else if d < 0x20 || d == 0x7f {
+                    return refuse("contains an encoded control character");
+                } else {
+                    decoded.push_str(&format!("%{d:02X}"));
+                }
+            }
+            b';' => return refuse("has `;` parameters"),
+            b'\\' => return refuse("contains `\\`"),
+            b'/' | b':' | b'@' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b','
+            | b'=' => decoded.push(char::from(b)),
+            b if unreserved(b) => decoded.push(char::from(b)),
+            _ => return refuse("contains a character that must be percent-encoded"),
+        }
+    }
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut path = String::with_capacity(decoded.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        match segment {
+            "." | ".." => return refuse("has a `.` or `..` segment"),
+            // An empty segment: `//` collapses; a trailing `/` stays.
+            "" if i != last => {}
+            _ => {
+                path.push('/');
+                path.push_str(segment);
+            }
+        }
+    }
+    Ok(path)
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_pair(high: Option<&u8>, low: Option<&u8>) -> Option<u8> {
+    let digit = |b: Option<&u8>| char::from(*b?).to_digit(16);
+    Some((digit(high)? * 16 + digit(low)?) as u8)
+}
+
+/// At most `max` bytes of `text` (cut at a character boundary, marked with `…`): what is
+/// kept of text a tool chose, in reasons and records.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text.get(..end).unwrap_or_default())
+}
+
 /// Finds the rule that allows `target`, or says which check failed.
 pub fn match_rule<'a>(rules: &'a [EgressRule], target: &Target) -> Result<&'a EgressRule, String> {
-    if path_has_traversal(&target.path) {
-        return Err(format!(
-            "path `{}` contains `..` or encoded separators",
-            target.path
-        ));
-    }
     let by_host: Vec<&EgressRule> = rules
         .iter()
         .filter(|r| r.matches_host(&target.host))
@@ -244,12 +384,48 @@ pub fn match_rule<'a>(rules: &'a [EgressRule], target: &Target) -> Result<&'a Eg
         })
 }
 
-/// Whether the host may connect to `ip` for a request allowed by `rule`.
+/// Cloud metadata and credential endpoints: never reachable from a tool, whatever its rule
+/// says (`allow_private` included). The one list of them; each names the provider's document.
+const METADATA: [(IpAddr, &str); 8] = [
+    // AWS "Instance metadata service" (also GCP, Azure IMDS, OpenStack, Oracle OCI IMDS v2,
+    // DigitalOcean: all answer on this link-local address).
+    (v4(169, 254, 169, 254), "instance metadata"),
+    // AWS EC2 User Guide, "Access instance metadata": the IPv6 IMDS endpoint on Nitro.
+    (v6(0xfd00, 0xec2, 0x254), "AWS instance metadata (IPv6)"),
+    // Microsoft Learn, "What is IP address 168.63.129.16?": Azure WireServer (VM agent,
+    // extensions and their settings).
+    (v4(168, 63, 129, 16), "Azure WireServer"),
+    // AWS ECS Developer Guide, "Task IAM role" / "Task metadata endpoint v2": the task's
+    // credentials at 169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI.
+    (v4(169, 254, 170, 2), "AWS ECS task credentials"),
+    // AWS EKS User Guide, "EKS Pod Identity": the agent on 169.254.170.23 and fd00:ec2::23.
+    (v4(169, 254, 170, 23), "AWS EKS Pod Identity"),
+    (v6(0xfd00, 0xec2, 0x23), "AWS EKS Pod Identity (IPv6)"),
+    // Alibaba Cloud ECS documentation, "Instance metadata": 100.100.100.200.
+    (v4(100, 100, 100, 200), "Alibaba Cloud instance metadata"),
+    // Oracle Cloud Infrastructure documentation, "Getting instance metadata" (the legacy
+    // endpoint 192.0.0.192 beside 169.254.169.254).
+    (v4(192, 0, 0, 192), "Oracle Cloud instance metadata"),
+];
+
+const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// `first:second::last`, the shape of the AWS IPv6 endpoints.
+const fn v6(first: u16, second: u16, last: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(first, second, 0, 0, 0, 0, 0, last))
+}
+
+/// Whether the host may connect to `ip` for a request allowed by a rule with `allow_private`.
 pub fn check_address(ip: IpAddr, allow_private: bool) -> Result<(), String> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
+    if let Some((_, name)) = METADATA.iter().find(|(m, _)| *m == ip) {
+        return Err(format!("{ip} is a cloud metadata address ({name})"));
+    }
     let class = match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
@@ -271,8 +447,6 @@ enum AddressClass {
     Loopback,
     Private,
     LinkLocal,
-    /// Cloud instance metadata: never reachable from a tool.
-    Metadata,
     /// Unspecified, broadcast, multicast, reserved: never reachable from a tool.
     Unroutable,
 }
@@ -284,7 +458,6 @@ impl AddressClass {
             AddressClass::Loopback => "loopback",
             AddressClass::Private => "private",
             AddressClass::LinkLocal => "link-local",
-            AddressClass::Metadata => "cloud metadata",
             AddressClass::Unroutable => "non-routable",
         }
     }
@@ -292,9 +465,7 @@ impl AddressClass {
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     let [a, b, ..] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(100, 100, 100, 200) {
-        AddressClass::Metadata
-    } else if ip.is_loopback() {
+    if ip.is_loopback() {
         AddressClass::Loopback
     } else if ip.is_private() || (a == 100 && (64..128).contains(&b)) {
         // RFC 1918 and carrier-grade NAT (100.64/10).
@@ -309,36 +480,53 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
 }
 
 fn classify_v6(ip: Ipv6Addr) -> AddressClass {
-    let first = ip.segments()[0];
-    if ip == "fd00:ec2::254".parse::<Ipv6Addr>().unwrap() {
-        AddressClass::Metadata
-    } else if ip.is_loopback() {
+    let [first, ..] = ip.segments();
+    if ip.is_loopback() {
         AddressClass::Loopback
     } else if ip.is_unique_local() {
         AddressClass::Private
     } else if ip.is_unicast_link_local() {
         AddressClass::LinkLocal
-    } else if ip.is_unspecified() || ip.is_multicast() || first == 0x0064 || first == 0x2002 {
-        // Also NAT64 (64:ff9b::/96) and 6to4, which can embed any IPv4 address.
+    } else if ip.is_unspecified()
+        || ip.is_multicast()
+        || first == 0
+        || first == 0x0064
+        || first == 0x2002
+    {
+        // Also IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 addresses, which
+        // can embed any IPv4 address. (IPv4-mapped ones were turned into IPv4 above.)
         AddressClass::Unroutable
     } else {
         AddressClass::Public
     }
 }
 
+/// Lowercase, without brackets or one trailing dot; an IP address in its canonical text, so
+/// that `[0:0::1]` and `::1` are the same host.
 fn normalize_host(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
+    let host = host.strip_prefix('[').unwrap_or(host);
+    let host = host.strip_suffix(']').unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host,
+    }
 }
 
+/// An IP address, or a DNS name whose last label is not numeric: resolvers read names like
+/// `2130706433` or `0x7f.1` as addresses, which a rule naming a host must not allow.
 fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && (host.parse::<IpAddr>().is_ok()
-            || host.split('.').all(|l| {
-                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            }))
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let labels_ok = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || (last.starts_with("0x") && last.bytes().skip(2).all(|b| b.is_ascii_hexdigit()));
+    labels_ok && !numeric
 }
 
 fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
@@ -356,30 +544,25 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Servers normalise `..` and decode `%2f`; a prefix rule must not be escaped that way.
-fn path_has_traversal(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    path.split('/').any(|seg| seg == ".." || seg == ".")
-        || lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-}
-
 /// `*` matches any run of characters (including `/`); everything else matches itself.
 fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
         return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(i) => rest = &rest[i + middle.len()..],
+    };
+    let mut middles: Vec<&str> = parts.collect();
+    let Some(last) = middles.pop() else {
+        // No `*`: the whole text must be the pattern.
+        return rest.is_empty();
+    };
+    let Some(inner) = rest.strip_suffix(last) else {
+        return false;
+    };
+    rest = inner;
+    for middle in middles {
+        match rest.split_once(middle) {
+            Some((_, after)) => rest = after,
             None => return false,
         }
     }
@@ -417,9 +600,82 @@ mod tests {
         );
         assert!(denied("GET", "https://api.example.com:8443/v1/x").contains(":8443"));
         assert!(denied("GET", "https://api.example.com/v2/x").contains("path"));
-        assert!(denied("GET", "https://api.example.com/v1/../admin").contains(".."));
-        assert!(denied("GET", "https://api.example.com/v1/%2e%2e/admin").contains(".."));
         assert!(denied("DELETE", "https://api.example.com/v1/x").contains("method DELETE"));
+        // Matched in normal form: an escaped or doubled way into /v1/ is still /v1/.
+        assert!(match_rule(&rules, &target("GET", "https://api.example.com/%76%31/x")).is_ok());
+        assert!(match_rule(&rules, &target("GET", "https://api.example.com//v1/x")).is_ok());
+    }
+
+    #[test]
+    fn paths_are_normalised_or_refused() {
+        for (raw, normal) in [
+            ("", "/"),
+            ("/", "/"),
+            ("/v1/%61dmin", "/v1/admin"),
+            ("/%7Euser/a%2Db%5f", "/~user/a-b_"),
+            ("/a%2eb", "/a.b"),
+            ("/a/%c3%a9", "/a/%C3%A9"),
+            ("/a/%3f%23%25", "/a/%3F%23%25"),
+            ("//x", "/x"),
+            ("/a//b///c/", "/a/b/c/"),
+            ("/a/b/", "/a/b/"),
+            ("/x:y@z!$&'()*+,=", "/x:y@z!$&'()*+,="),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(normal), "{raw}");
+        }
+        for (raw, why) in [
+            ("x", "start with"),
+            ("/a/../b", "`..` segment"),
+            ("/a/./b", "`..` segment"),
+            ("/a/..", "`..` segment"),
+            ("/a/%2e%2e/b", "`..` segment"),
+            ("/a/.%2E/b", "`..` segment"),
+            ("/a%2fb", "encoded `/`"),
+            ("/a%5Cb", "encoded `/`"),
+            ("/a%3bb", "encoded `/`"),
+            ("/a\\b", "`\\`"),
+            ("/v1/admin;x=1", "`;` parameters"),
+            ("/..;/admin", "`;` parameters"),
+            ("/a%252e%252e", "encoded twice"),
+            ("/a%2561", "encoded twice"),
+            ("/a%", "two hex digits"),
+            ("/a%4", "two hex digits"),
+            ("/a%zz", "two hex digits"),
+            ("/a%00", "control character"),
+            ("/a b", "percent-encoded"),
+            ("/a\"b", "percent-encoded"),
+            ("/é", "percent-encoded"),
+        ] {
+            let error = normalize_path(raw).unwrap_err();
+            assert!(error.contains(why), "{raw}: {error}");
+        }
+        // A literal `%` may be sent escaped, as long as it does not form another escape.
+        assert_eq!(normalize_path("/100%25").as_deref(), Ok("/100%25"));
+    }
+
+    #[test]
+    fn requests_have_one_normal_form() {
+        let t = target("get", "http://127.0.0.1.:8080//v1/%61dmin?q=%61");
+        assert_eq!(t.method, "GET");
+        assert_eq!(t.host, "127.0.0.1");
+        assert_eq!(t.path, "/v1/admin");
+        assert_eq!(t.path_and_query(), "/v1/admin?q=%61");
+        assert_eq!(t.authority(), "127.0.0.1:8080");
+        assert_eq!(
+            target("GET", "https://EXAMPLE.com./").authority(),
+            "example.com"
+        );
+        assert_eq!(target("GET", "http://[0:0::1]:80/").authority(), "[::1]");
+        assert_eq!(target("GET", "http://h.example?x").path_and_query(), "/?x");
+        let refused = |m: &str, u: &str| Target::from_uri(m, &u.parse().unwrap()).unwrap_err();
+        assert!(refused("BREW", "http://h.example/").contains("method `BREW`"));
+        assert!(refused(&"G".repeat(5000), "http://h.example/").len() < 200);
+        assert!(refused("GET", "http://2130706433/").contains("not a valid name"));
+        assert!(refused("GET", "http://0x7f.1/").contains("not a valid name"));
+        assert!(refused("GET", "http://h.example:99999/").contains("bad port"));
+        let long = format!("http://h.example/{}", "a".repeat(MAX_URL_BYTES));
+        assert!(refused("GET", &long).contains("more than the limit"));
+        assert!(refused("GET", "http://h.example/a/../b").contains("`..` segment"));
     }
 
     #[test]
@@ -441,6 +697,8 @@ mod tests {
             "https://u@x.com/",
             "https://x.com/a?b",
             "https://x.com/../a",
+            "https://x.com/a;b",
+            "https://x.com/a%2fb",
         ] {
             assert!(
                 EgressRule::new(url, &["GET".into()], false, None).is_err(),
@@ -471,16 +729,35 @@ mod tests {
             assert!(ok(internal, true), "{internal} refused with allow_private");
         }
         for never in [
-            "169.254.169.254",
             "0.0.0.0",
             "::",
             "255.255.255.255",
             "224.0.0.1",
-            "fd00:ec2::254",
             "64:ff9b::7f00:1",
+            "::127.0.0.1",
         ] {
             assert!(!ok(never, true), "{never} allowed");
         }
+    }
+
+    #[test]
+    fn cloud_metadata_is_never_reachable() {
+        for metadata in [
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "168.63.129.16",
+            "169.254.170.2",
+            "169.254.170.23",
+            "fd00:ec2::23",
+            "100.100.100.200",
+            "192.0.0.192",
+            "::ffff:169.254.169.254",
+            "::ffff:168.63.129.16",
+        ] {
+            let refused = check_address(metadata.parse().unwrap(), true).unwrap_err();
+            assert!(refused.contains("cloud metadata"), "{metadata}: {refused}");
+        }
+        assert!(check_address("169.254.170.3".parse().unwrap(), true).is_ok());
     }
 
     #[test]
@@ -490,5 +767,8 @@ mod tests {
         assert!(!glob_match("/*/x", "/a/b/y"));
         assert!(glob_match("/a*b*c", "/aXbYc"));
         assert!(!glob_match("/a", "/ab"));
+        assert!(glob_match("/a", "/a"));
+        assert!(!glob_match("/a*a", "/a"));
+        assert!(glob_match("/v1/*", "/v1/"));
     }
 }

@@ -10,9 +10,12 @@
 //! 4. redirects are not followed, timeouts are clamped to the call's deadline, and response
 //!    bytes count against the call's budget.
 //!
-//! Every request, allowed or denied, is appended to the call's egress log with its reason.
+//! Every request, allowed or denied, is appended to the call's egress log with its reason (up
+//! to `MAX_RECORDS`, then counted). Denied requests spend the call's denial budget: a tool
+//! that keeps knocking is stopped (`ErrorKind::DeniedRequestLimit`).
 
-use super::egress::{EgressRule, Target, check_address, match_rule};
+use super::egress::{EgressRule, MAX_URL_BYTES, Target, check_address, clip, match_rule};
+use crate::call::{CallFailure, ErrorKind};
 use crate::credentials::mint::Minter;
 use crate::credentials::scrub::{Scrubber, scrub_all};
 use crate::credentials::{Granted, Secret};
@@ -27,7 +30,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -42,6 +45,13 @@ use wasmtime_wasi_http::{
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How far past the call's deadline a request's wait may end (see `send`).
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+/// Requests a call may have denied; the last one ends the call. A tool that meets a denial
+/// has no reason to insist, and every denial costs a record.
+pub const MAX_DENIED_REQUESTS: u32 = 16;
+/// Egress records a call keeps; the requests past them are only counted (one more record).
+pub const MAX_RECORDS: usize = 64;
+/// Longest method text kept in a record (a tool may send any token as a method).
+const MAX_RECORDED_METHOD: usize = 16;
 
 /// One outgoing request as it appears in the call's record.
 #[derive(Debug, Clone, Serialize)]
@@ -104,33 +114,125 @@ pub struct CredentialUse {
     pub scrubbed: usize,
 }
 
-/// The per-call egress log, shared between the hook and the call that reads it afterwards.
-#[derive(Clone, Default)]
-pub struct EgressLog(Arc<Mutex<Vec<EgressRecord>>>);
+/// The per-call egress log, shared between the hook and the call that reads it afterwards,
+/// with the call's budget of denied requests.
+#[derive(Clone)]
+pub struct EgressLog(Arc<LogInner>);
+
+struct LogInner {
+    kept: Mutex<Kept>,
+    denials_left: AtomicU32,
+    /// Cancelled when the last denied request of the budget is spent.
+    spent: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Default)]
+struct Kept {
+    records: Vec<EgressRecord>,
+    /// Requests past `MAX_RECORDS`.
+    omitted: u64,
+    /// The ids of the tokens minted for the call, recorded or not (revocations may name them).
+    minted: Vec<String>,
+}
+
+impl Default for EgressLog {
+    fn default() -> Self {
+        EgressLog(Arc::new(LogInner {
+            kept: Mutex::default(),
+            denials_left: AtomicU32::new(MAX_DENIED_REQUESTS),
+            spent: Default::default(),
+        }))
+    }
+}
 
 impl EgressLog {
+    /// The records kept, then (when some requests were not kept) one that counts them.
     pub fn records(&self) -> Vec<EgressRecord> {
-        self.0.lock().unwrap().clone()
+        let kept = self.kept();
+        let mut records = kept.records.clone();
+        if kept.omitted > 0 {
+            records.push(EgressRecord::new(
+                String::new(),
+                String::new(),
+                "omitted",
+                None,
+                vec![],
+                Some(format!(
+                    "{} more request(s) not recorded: a call keeps {MAX_RECORDS} records",
+                    kept.omitted
+                )),
+            ));
+        }
+        records
+    }
+
+    /// Runs the call's guest until it is done or its denial budget is spent.
+    pub async fn until_spent<T>(
+        &self,
+        guest: impl Future<Output = Result<T, CallFailure>>,
+    ) -> Result<T, CallFailure> {
+        tokio::select! {
+            biased;
+            () = self.0.spent.cancelled() => Err(CallFailure {
+                kind: ErrorKind::DeniedRequestLimit,
+                message: format!(
+                    "the tool was stopped after {MAX_DENIED_REQUESTS} denied requests"
+                ),
+            }),
+            done = guest => done,
+        }
+    }
+
+    /// The records are plain data: a panic elsewhere while the lock was held leaves them usable.
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        self.0.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The ids of the tokens minted for this call so far.
     fn minted(&self) -> Vec<String> {
-        let records = self.0.lock().unwrap();
-        records
-            .iter()
-            .filter_map(|r| r.credential.as_ref()?.jti.clone())
-            .collect()
+        self.kept().minted.clone()
     }
 
-    fn push(&self, record: EgressRecord) -> usize {
-        let mut records = self.0.lock().unwrap();
-        records.push(record);
-        records.len() - 1
+    /// Notes the credential added to the request at `index`.
+    fn credential(&self, index: Option<usize>, used: CredentialUse) {
+        let mut kept = self.kept();
+        kept.minted.extend(used.jti.clone());
+        if let Some(record) = index.and_then(|i| kept.records.get_mut(i)) {
+            record.credential = Some(used);
+        }
     }
 
-    fn update(&self, index: usize, f: impl FnOnce(&mut EgressRecord)) {
-        if let Some(r) = self.0.lock().unwrap().get_mut(index) {
-            f(r);
+    /// Keeps `record` (its index, for updates) or, past `MAX_RECORDS`, only counts it.
+    fn push(&self, record: EgressRecord) -> Option<usize> {
+        let mut kept = self.kept();
+        if kept.records.len() >= MAX_RECORDS {
+            kept.omitted += 1;
+            return None;
+        }
+        kept.records.push(record);
+        Some(kept.records.len() - 1)
+    }
+
+    fn update(&self, index: Option<usize>, f: impl FnOnce(&mut EgressRecord)) {
+        let mut kept = self.kept();
+        if let Some(record) = index.and_then(|i| kept.records.get_mut(i)) {
+            f(record);
+        }
+    }
+
+    /// Whether the call's denied requests are spent (it is being stopped).
+    fn spent(&self) -> bool {
+        self.0.spent.is_cancelled()
+    }
+
+    /// Spends one denied request; the last one of the budget stops the call.
+    fn denied(&self) {
+        let left = self
+            .0
+            .denials_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if matches!(left, Ok(1) | Err(_)) {
+            self.0.spent.cancel();
         }
     }
 }
@@ -200,7 +302,9 @@ impl EgressHooks {
     /// Checks that need nothing but the request line; no DNS, no network.
     /// Returns the URL to record and the reason when the request is refused.
     fn admit(&self, method: &str, uri: &http::Uri) -> Result<Admitted, (String, String)> {
-        let target = Target::from_uri(method, uri).map_err(|e| (format!("{method} {uri}"), e))?;
+        // A request without a normal form is recorded as the tool wrote it, cut to a bound.
+        let target = Target::from_uri(method, uri)
+            .map_err(|e| (clip(&uri.to_string(), MAX_URL_BYTES), e))?;
         let rule = match_rule(&self.rules, &target).map_err(|e| (target.display(), e))?;
         let left =
             self.budget
@@ -274,10 +378,17 @@ impl WasiHttpHooks for EgressHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if self.log.spent() {
+            // The call is being stopped; the requests the tool squeezes in meanwhile are
+            // refused without a record.
+            drain(request.into_body());
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
         let method = request.method().as_str().to_string();
         let Admitted { target, rule } = match self.admit(&method, request.uri()) {
             Ok(admitted) => admitted,
             Err((url, reason)) => {
+                let method = clip(&method, MAX_RECORDED_METHOD);
                 tracing::info!(%method, %url, %reason, "egress denied");
                 self.log.push(EgressRecord::new(
                     method,
@@ -287,6 +398,7 @@ impl WasiHttpHooks for EgressHooks {
                     vec![],
                     Some(reason),
                 ));
+                self.log.denied();
                 // The guest may still be writing the body; drain it so it sees the denial
                 // instead of a reset connection.
                 drain(request.into_body());
@@ -294,7 +406,7 @@ impl WasiHttpHooks for EgressHooks {
             }
         };
         let index = self.log.push(EgressRecord::new(
-            method,
+            target.method.clone(),
             target.display(),
             "allow",
             Some(rule.url.clone()),
@@ -321,6 +433,9 @@ impl WasiHttpHooks for EgressHooks {
                     }
                     r.reason.get_or_insert_with(|| format!("{e:?}"));
                 });
+                if denied {
+                    out.log.denied();
+                }
             }
             result
         })
@@ -335,7 +450,7 @@ struct Outgoing {
     credentials: Credentials,
     budget: Arc<Budget>,
     log: EgressLog,
-    index: usize,
+    index: Option<usize>,
 }
 
 async fn send(
@@ -402,7 +517,7 @@ async fn send(
     let secrets = match &rule.credential {
         Some(name) => match inject(&mut request, name, target, credentials) {
             Ok((secret, used)) => {
-                log.update(index, |r| r.credential = Some(used));
+                log.credential(index, used);
                 vec![secret.expose().as_bytes().to_vec()]
             }
             Err(reason) => {
@@ -434,7 +549,7 @@ async fn send(
     .await
     .map_err(|_| Error::ConnectionTimeout)??;
 
-    let request = origin_form(request);
+    let request = origin_form(request, target)?;
     let first_byte_timeout = clamp(options.first_byte_timeout);
     let between_bytes = clamp(options.between_bytes_timeout);
     let conn = tokio::spawn(conn);
@@ -448,8 +563,9 @@ async fn send(
     for value in parts.headers.values_mut() {
         let (clean, n) = scrub_all(&secrets, value.as_bytes());
         if n > 0 {
-            *value = http::HeaderValue::from_bytes(&clean)
-                .expect("scrubbing keeps a header value valid");
+            *value = http::HeaderValue::from_bytes(&clean).map_err(|_| {
+                Error::InternalError(Some("a scrubbed response header is not valid".into()))
+            })?;
             scrubbed += n;
         }
     }
@@ -546,6 +662,7 @@ static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
+    // Fixed configuration, no input: ring supports the default versions.
     .expect("ring supports the default TLS versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
@@ -586,18 +703,23 @@ async fn connect(
     Err(last)
 }
 
-/// hyper sends the request line as given: use origin form (`/path?query`), not the full URL.
-/// A GET/HEAD without a length gets an empty body, and the guest's body stream is drained, or
-/// hyper would drop it mid-write and the guest would see a reset connection.
-fn origin_form(request: http::Request<WasiBody>) -> http::Request<WasiBody> {
+/// The request as sent: the normal form's method, origin-form target (`/path?query`, as
+/// hyper sends the request line as given) and `host` (the authority the rule matched, not the
+/// one the tool wrote). A GET/HEAD/OPTIONS without a length gets an empty body, and the
+/// guest's body stream is drained, or hyper would drop it mid-write and the guest would see a
+/// reset connection.
+fn origin_form(
+    request: http::Request<WasiBody>,
+    target: &Target,
+) -> Result<http::Request<WasiBody>, Error> {
     let (mut parts, body) = request.into_parts();
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .parse()
-        .expect("a path and query is a valid URI");
+    parts.method = http::Method::from_bytes(target.method.as_bytes())
+        .map_err(|_| Error::HttpRequestMethodInvalid)?;
+    parts.uri =
+        http::Uri::try_from(target.path_and_query()).map_err(|_| Error::HttpRequestUriInvalid)?;
+    let host = http::HeaderValue::try_from(target.authority())
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    parts.headers.insert(http::header::HOST, host);
     let bodiless = matches!(
         parts.method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
@@ -610,7 +732,7 @@ fn origin_form(request: http::Request<WasiBody>) -> http::Request<WasiBody> {
     } else {
         body
     };
-    http::Request::from_parts(parts, body)
+    Ok(http::Request::from_parts(parts, body))
 }
 
 fn drain(body: WasiBody) {
@@ -626,7 +748,7 @@ struct CountedBody {
     inner: WasiBody,
     budget: Arc<Budget>,
     log: EgressLog,
-    index: usize,
+    index: Option<usize>,
     between_bytes: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     scrubber: Option<Scrubber>,
