@@ -58,7 +58,7 @@ impl EgressRule {
             return Err(format!("url `{url}`: scheme must be http or https"));
         }
         let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
+            Some(i) => rest.split_at(i),
             None => (rest, "/*"),
         };
         if authority.contains('@') || path.contains(['?', '#']) {

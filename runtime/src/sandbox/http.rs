@@ -831,6 +831,34 @@ impl http_body::Body for CountedBody {
 mod tests {
     use super::*;
 
+    fn record(decision: &'static str) -> EgressRecord {
+        EgressRecord::new("GET".into(), "u".into(), decision, None, vec![], None)
+    }
+
+    #[test]
+    fn the_log_keeps_a_bounded_number_of_records_and_counts_the_rest() {
+        let log = EgressLog::default();
+        for _ in 0..MAX_RECORDS + 5 {
+            log.push(record("allow"));
+        }
+        let records = log.records();
+        assert_eq!(records.len(), MAX_RECORDS + 1);
+        let last = records.last().unwrap();
+        assert_eq!(last.decision, "omitted");
+        assert!(last.reason.as_deref().unwrap().starts_with("5 more"));
+    }
+
+    #[test]
+    fn the_last_denied_request_of_the_budget_stops_the_call() {
+        let log = EgressLog::default();
+        for _ in 1..MAX_DENIED_REQUESTS {
+            log.denied();
+        }
+        assert!(!log.spent());
+        log.denied();
+        assert!(log.spent());
+    }
+
     #[test]
     fn tools_cannot_set_credentials_or_routing_headers() {
         for name in [
