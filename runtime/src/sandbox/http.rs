@@ -59,7 +59,8 @@ pub struct EgressRecord {
     pub method: String,
     /// `scheme://host:port/path` (no query string).
     pub url: String,
-    /// `allow` or `deny`.
+    /// `allow`, `deny`, or `omitted` (the last record of a call past `MAX_RECORDS`, whose
+    /// reason counts the requests not recorded).
     pub decision: &'static str,
     /// The rule that allowed it.
     pub rule: Option<String>,
