@@ -167,8 +167,8 @@ fn encodings(value: &str) -> serde_json::Value {
         "base64url": URL_SAFE_NO_PAD.encode(value),
         "basic": STANDARD.encode(format!("user:{value}")),
         "url": url,
-        // The JSON text of the value, itself escaped again as a JSON string.
-        "json": serde_json::Value::from(value).to_string(),
+        // As it is, which the JSON body escapes.
+        "json": value,
     })
 }
 
