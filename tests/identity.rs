@@ -150,7 +150,7 @@ async fn the_upstream_verifies_a_token_minted_per_call_for_the_user_and_agent() 
         assert_eq!(report.user.as_deref(), Some("alice"));
         let used = report.egress[0].credential.as_ref().unwrap();
         assert_eq!(used.name, "tracker");
-        assert!(used.scrubbed >= 1);
+        assert!(report.egress[0].scrubbed >= 1);
         assert!(!used.long_lived);
     }
     let jwks = jwks(&u.f);
@@ -520,7 +520,7 @@ async fn an_echo_split_across_chunks_is_scrubbed_too() {
     let body = ok(&report)["body"].as_str().unwrap().to_string();
     assert!(body.contains("Bearer [REDACTED]"), "{body}");
     assert!(!body.contains(&tokens(&u.minted)[0]));
-    assert_eq!(report.egress[0].credential.as_ref().unwrap().scrubbed, 1);
+    assert_eq!(report.egress[0].scrubbed, 1);
 }
 
 #[tokio::test]
@@ -576,4 +576,227 @@ async fn a_trusted_issuer_can_delegate_for_its_users() {
             .await,
         "signature",
     );
+}
+
+// ---- what a tool can read back ----------------------------------------------------------
+
+/// A static key with characters that JSON- and URL-encoding change.
+const ODD_KEY: &str = "sk-live/static+key \"0123456789\"";
+
+/// `hostile-exfil` may reach `minted` (a token minted per call), `legacy` (the static
+/// `ODD_KEY`) and `beside` (no credential; it shares `minted`'s memo: what a request stores on
+/// one, `/stored` answers with on the other).
+struct Exfil {
+    f: Fixture,
+    minted: LoopbackServer,
+    legacy: LoopbackServer,
+    beside: LoopbackServer,
+}
+
+async fn exfil_upstreams() -> Exfil {
+    let minted = LoopbackServer::start().await.unwrap();
+    let legacy = LoopbackServer::start().await.unwrap();
+    let beside = minted.start_beside().await.unwrap();
+    let f = Fixture::new();
+    let key_file = f.path().join("legacy.key");
+    std::fs::write(&key_file, ODD_KEY).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    f.extend_deployment(&format!(
+        r#"
+[secrets.legacy-key]
+file = "legacy.key"
+
+[credentials.tracker]
+kind = "minted"
+audience = "{minted}"
+lifetime = "60s"
+tools = ["hostile-exfil"]
+
+[credentials.legacy]
+kind = "static"
+audience = "{legacy}"
+secret = "legacy-key"
+header = "x-api-key"
+prefix = ""
+tools = ["hostile-exfil"]
+"#,
+        minted = minted.url(""),
+        legacy = legacy.url(""),
+    ));
+    let rules = [
+        loopback_rule(&minted.url(""), &[], Some("tracker")),
+        loopback_rule(&legacy.url(""), &[], Some("legacy")),
+        loopback_rule(&beside.url(""), &[], None),
+    ]
+    .join("\n");
+    f.install_tool("hostile-exfil", Some(&rules));
+    Exfil {
+        f,
+        minted,
+        legacy,
+        beside,
+    }
+}
+
+impl Exfil {
+    /// Runs `hostile-exfil` with `requests`; returns the report and what the tool saw of each
+    /// response: its header values and body bytes, decoded as the tool could (gzip inflated).
+    async fn exfil(&self, requests: Value) -> (warden::CallReport, Vec<Value>, Vec<Vec<u8>>) {
+        let report = call(
+            &self.f.runtime(),
+            "hostile-exfil",
+            json!({ "requests": requests }),
+        )
+        .await;
+        let responses = ok(&report)["responses"].as_array().unwrap().clone();
+        let seen = responses.iter().map(seen_by_tool).collect();
+        (report, responses, seen)
+    }
+
+    /// Every secret the deployment used: the tokens `minted` received and the static key.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = tokens(&self.minted);
+        assert!(!secrets.is_empty());
+        secrets.push(ODD_KEY.to_string());
+        secrets
+    }
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    hex::decode(text).unwrap()
+}
+
+fn seen_by_tool(response: &Value) -> Vec<u8> {
+    let mut seen = Vec::new();
+    for header in response["headers"].as_array().into_iter().flatten() {
+        seen.extend(unhex(header[1].as_str().unwrap()));
+        seen.push(b'\n');
+    }
+    let body = unhex(response["body_hex"].as_str().unwrap_or(""));
+    if body.starts_with(&[0x1f, 0x8b]) {
+        use std::io::Read as _;
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut seen)
+            .unwrap();
+    } else {
+        seen.extend(body);
+    }
+    seen
+}
+
+/// Whether `seen` holds any 12 consecutive bytes of `secret`.
+fn holds_part_of(seen: &[u8], secret: &str) -> bool {
+    secret
+        .as_bytes()
+        .windows(warden::credentials::scrub::FRAGMENT)
+        .any(|w| seen.windows(w.len()).any(|s| s == w))
+}
+
+fn assert_nothing_leaked(e: &Exfil, seen: &[Vec<u8>]) {
+    for secret in e.secrets() {
+        for (i, s) in seen.iter().enumerate() {
+            assert!(
+                !holds_part_of(s, &secret),
+                "response {i} leaks a secret: {}",
+                String::from_utf8_lossy(s)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tool_cannot_inflate_a_credential_out_of_a_compressed_echo() {
+    let e = exfil_upstreams().await;
+    let gzip = json!([["accept-encoding", "gzip"]]);
+    let (report, responses, seen) = e
+        .exfil(json!([
+            { "url": e.minted.url("/echo-headers-gzip"), "headers": gzip },
+            { "url": e.legacy.url("/echo-headers-gzip"), "headers": gzip },
+            { "url": e.minted.url("/echo-headers-gzip-always") },
+        ]))
+        .await;
+    assert_nothing_leaked(&e, &seen);
+    // The host asked for the identity encoding whatever the tool said, and was answered so.
+    for server in [&e.minted, &e.legacy] {
+        for request in server.received() {
+            let asked: Vec<&str> = request
+                .headers
+                .iter()
+                .filter(|(k, _)| k == "accept-encoding")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(asked, ["identity"], "{request:?}");
+        }
+    }
+    let first = String::from_utf8_lossy(&seen[0]);
+    assert!(first.contains("Bearer [REDACTED]"), "{first}");
+    assert!(String::from_utf8_lossy(&seen[1]).contains("[REDACTED]"));
+    // An upstream that encodes anyway is refused: the tool gets an error, not the bytes.
+    assert!(responses[2]["error"].is_string(), "{}", responses[2]);
+    assert!(
+        report.egress[2]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("content-encoding")),
+        "{:?}",
+        report.egress[2]
+    );
+}
+
+#[tokio::test]
+async fn a_credential_echoed_back_through_another_request_is_scrubbed() {
+    let e = exfil_upstreams().await;
+    let (report, _, seen) = e
+        .exfil(json!([
+            { "url": e.minted.url("/store") },
+            { "url": e.beside.url("/stored") },
+        ]))
+        .await;
+    assert_nothing_leaked(&e, &seen);
+    let stored = String::from_utf8_lossy(&seen[1]);
+    assert!(stored.contains("Bearer [REDACTED]"), "{stored}");
+    assert!(report.egress[1].credential.is_none());
+    assert!(report.egress[1].scrubbed >= 1);
+}
+
+#[tokio::test]
+async fn a_static_key_is_scrubbed_in_the_forms_upstreams_echo() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let e = exfil_upstreams().await;
+    let (_, responses, _) = e
+        .exfil(json!([{ "url": e.legacy.url("/echo-key-forms") }]))
+        .await;
+    let body: Value =
+        serde_json::from_slice(&unhex(responses[0]["body_hex"].as_str().unwrap())).unwrap();
+    let encoded_key = [
+        STANDARD.encode(ODD_KEY),
+        URL_SAFE_NO_PAD.encode(ODD_KEY),
+        STANDARD.encode(format!("user:{ODD_KEY}")),
+        "sk-live%2Fstatic%2Bkey%20%220123456789%22".to_string(),
+        // JSON-escaped in the body; as it is once parsed.
+        ODD_KEY.to_string(),
+    ];
+    for (field, form) in ["base64", "base64url", "basic", "url", "json"]
+        .into_iter()
+        .zip(encoded_key)
+    {
+        let echoed = body[field].as_str().unwrap();
+        assert!(echoed.contains("[REDACTED]"), "{field}: {echoed}");
+        assert!(
+            !echoed.contains(&form[4..form.len() - 4]),
+            "{field}: {echoed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_echo_cut_off_mid_token_keeps_no_fragment_of_it() {
+    let e = exfil_upstreams().await;
+    let (_, _, seen) = e
+        .exfil(json!([{ "url": e.minted.url("/echo-headers-truncated") }]))
+        .await;
+    let body = String::from_utf8_lossy(&seen[0]);
+    assert!(body.ends_with("Bearer [REDACTED]"), "{body}");
+    assert_nothing_leaked(&e, &seen);
 }

@@ -168,3 +168,111 @@ async fn credentials_are_revoked_by_token_id_or_by_name_and_introspection_agrees
     );
     assert_eq!(server.received().len(), before, "the request never left");
 }
+
+/// A token minted for a call of `http-get` by the tester on alice's behalf, in a session: the
+/// fixture, the token and its introspection while nothing is revoked.
+struct MintedInSession {
+    f: Fixture,
+    _server: LoopbackServer,
+    token: String,
+    session: String,
+    answer: serde_json::Value,
+}
+
+async fn minted_in_a_session() -> MintedInSession {
+    use warden::credentials::Secret;
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    install_minted_http_get(&f, &server.url(""));
+    let delegation = warden::identity::delegation::issue(
+        &agent_key("alice"),
+        "alice",
+        AGENT,
+        &["http-get".to_string()],
+        std::time::Duration::from_secs(600),
+    );
+    let runtime = f.runtime();
+    let session = runtime
+        .start_session(AGENT, Some(&Secret::new(delegation.clone())))
+        .unwrap()
+        .id;
+    let mut request = request(
+        AGENT,
+        "http-get",
+        json!({ "url": server.url("/page") }),
+        Some(&delegation),
+    );
+    request.session = Some(session.clone());
+    ok(&runtime.call(request).await);
+    let token = tokens(&server).remove(0);
+    let out = f.run(&["introspect", &token]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["active"], true);
+    MintedInSession {
+        f,
+        _server: server,
+        token,
+        session,
+        answer,
+    }
+}
+
+/// After `warden revoke <kind> <id>`, introspection says the token is inactive.
+fn revoked_token_is_inactive(m: &MintedInSession, kind: &str, id: &str) {
+    let out = m.f.run(&["revoke", kind, id]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = m.f.run(&["introspect", &m.token]);
+    assert_eq!(out.status.code(), Some(3), "{kind} {id}: {}", stdout(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"active":false}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_names_what_a_token_can_be_revoked_by() {
+    let m = minted_in_a_session().await;
+    let a = &m.answer;
+    assert_eq!(a["credential"], "upstream");
+    assert_eq!(a["session"], m.session.as_str());
+    assert!(
+        a["delegation"].as_str().is_some_and(|d| !d.is_empty()),
+        "{a}"
+    );
+    assert!(
+        a["tool_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{a}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_credential_is_revoked_by_name_is_inactive() {
+    let m = minted_in_a_session().await;
+    revoked_token_is_inactive(&m, "credential", "upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_agent_is_revoked_is_inactive() {
+    let m = minted_in_a_session().await;
+    revoked_token_is_inactive(&m, "agent", AGENT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_delegation_is_revoked_is_inactive() {
+    let m = minted_in_a_session().await;
+    // The delegation's id, as `warden delegate` prints it and the call's record names it.
+    let id = m.answer["delegation"].as_str().unwrap().to_string();
+    revoked_token_is_inactive(&m, "delegation", &id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_session_is_revoked_is_inactive() {
+    let m = minted_in_a_session().await;
+    revoked_token_is_inactive(&m, "session", &m.session);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_tool_is_revoked_is_inactive() {
+    let m = minted_in_a_session().await;
+    revoked_token_is_inactive(&m, "tool", "http-get");
+}

@@ -4,7 +4,12 @@
 //! waits on its request), in `/slow` after 60 s, in `/echo-headers-split` with the request's headers
 //! in 5-byte chunks, in `/redirect` with a
 //! 302 to the metadata address, in `/big` with 64 KiB, in `/echo-headers` with the request's headers as JSON, anything else with
-//! a short JSON body naming the path.
+//! a short JSON body naming the path. Echoes of the headers in other shapes:
+//! `/echo-headers-gzip` gzip-compressed when the request accepts gzip (as an ordinary server
+//! does), `/echo-headers-gzip-always` gzip-compressed whatever was asked, `/echo-headers-truncated`
+//! cut off in the middle of the longest header value, `/echo-key-forms` the `x-api-key` header
+//! in the encodings upstreams commonly echo. `/store` keeps the request's headers and `/stored`
+//! answers with them, also on the servers started with `start_beside`.
 
 use bytes::Bytes;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
@@ -27,8 +32,12 @@ pub type Hold =
 pub struct LoopbackServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    memo: Memo,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// What `/store` kept, for `/stored`.
+type Memo = Arc<Mutex<String>>;
 
 impl LoopbackServer {
     /// Binds a free port on 127.0.0.1 and serves until dropped.
@@ -38,19 +47,34 @@ impl LoopbackServer {
 
     /// The same, with a hook that holds `/hold` requests.
     pub async fn start_with(hold: Option<Hold>) -> std::io::Result<LoopbackServer> {
+        LoopbackServer::serve(hold, Memo::default()).await
+    }
+
+    /// Another server (another origin) that shares this one's memo: what a request stored on
+    /// one, `/stored` on the other answers with.
+    pub async fn start_beside(&self) -> std::io::Result<LoopbackServer> {
+        LoopbackServer::serve(None, self.memo.clone()).await
+    }
+
+    async fn serve(hold: Option<Hold>, memo: Memo) -> std::io::Result<LoopbackServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let log = received.clone();
+        let shared = memo.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let log = log.clone();
                 let hold = hold.clone();
+                let memo = shared.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
                         let hold = hold.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(req, &log, hold).await) }
+                        let memo = memo.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(answer(req, &log, hold, &memo).await)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -61,6 +85,7 @@ impl LoopbackServer {
         Ok(LoopbackServer {
             addr,
             received,
+            memo,
             task,
         })
     }
@@ -87,9 +112,9 @@ impl Drop for LoopbackServer {
 pub struct Chunks(std::collections::VecDeque<Bytes>);
 
 impl Chunks {
-    fn whole(body: String) -> Chunks {
+    fn whole(body: impl Into<Bytes>) -> Chunks {
         Chunks(
-            [Bytes::from(body)]
+            [body.into()]
                 .into_iter()
                 .filter(|b| !b.is_empty())
                 .collect(),
@@ -119,12 +144,45 @@ impl hyper::body::Body for Chunks {
     }
 }
 
+fn gzip(body: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(body.as_bytes())
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default()
+}
+
+/// `value` in the encodings an upstream commonly echoes a header in.
+fn encodings(value: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let url: String = value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    serde_json::json!({
+        "base64": STANDARD.encode(value),
+        "base64url": URL_SAFE_NO_PAD.encode(value),
+        "basic": STANDARD.encode(format!("user:{value}")),
+        "url": url,
+        // As it is, which the JSON body escapes.
+        "json": value,
+    })
+}
+
 /// The `.expect("static response")` below cannot fail: the builders get only fixed, valid
 /// statuses and headers; nothing from the request goes into them.
 async fn answer(
     req: Request<Incoming>,
     log: &Mutex<Vec<Received>>,
     hold: Option<Hold>,
+    memo: &Mutex<String>,
 ) -> Response<Chunks> {
     let headers: Vec<(String, String)> = req
         .headers()
@@ -167,6 +225,45 @@ async fn answer(
         }
         "big" => "x".repeat(64 * 1024),
         "echo-headers" => serde_json::json!({ "headers": headers }).to_string(),
+        "echo-headers-gzip" | "echo-headers-gzip-always" => {
+            let body = serde_json::json!({ "headers": headers }).to_string();
+            let accepts = headers
+                .iter()
+                .any(|(k, v)| k == "accept-encoding" && v.contains("gzip"));
+            if accepts || path.ends_with("-always") {
+                return Response::builder()
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(Chunks::whole(gzip(&body)))
+                    .expect("static response");
+            }
+            body
+        }
+        "echo-headers-truncated" => {
+            // Cut in the middle of the longest header value, as a size limit would.
+            let body = serde_json::json!({ "headers": headers }).to_string();
+            let longest = headers
+                .iter()
+                .map(|(_, v)| v.as_str())
+                .max_by_key(|v| v.len())
+                .unwrap_or("");
+            let cut = body
+                .find(longest)
+                .map_or(body.len(), |at| at + longest.len() / 2);
+            body.get(..cut).unwrap_or(&body).to_string()
+        }
+        "echo-key-forms" => {
+            let key = headers
+                .iter()
+                .find(|(k, _)| k == "x-api-key")
+                .map_or("", |(_, v)| v.as_str());
+            encodings(key).to_string()
+        }
+        "store" => {
+            *memo.lock().unwrap() = serde_json::json!({ "headers": headers }).to_string();
+            serde_json::json!({ "stored": true }).to_string()
+        }
+        "stored" => memo.lock().unwrap().clone(),
         "echo-headers-split" => {
             // The same, sent 5 bytes per chunk: a credential echo straddles chunk boundaries.
             let body = serde_json::json!({ "headers": headers }).to_string();

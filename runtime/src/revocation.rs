@@ -3,6 +3,7 @@
 //! every process that shares the store. A revoked tool digest also leaves the warm and the
 //! on-disk caches. `introspect` tells an upstream whether a minted token is still active.
 
+pub use crate::credentials::mint::MintedClaims;
 use crate::credentials::mint::{ISSUER, KeyStore};
 use crate::identity::jwt;
 use crate::policy::{Decision, PolicyGate};
@@ -11,7 +12,7 @@ use crate::sandbox::egress::Target;
 use crate::sandbox::http::EgressGate;
 use crate::state::{Revocation, RevocationKind, StateStore};
 use anyhow::{Context as _, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::Arc;
 
 /// The revocable ids one call runs under: its agent, delegation, session and tool digest.
@@ -69,6 +70,10 @@ impl EgressGate for CallGate {
         }
         self.policy.decide(target, credentials)
     }
+
+    fn call_ids(&self) -> &[(RevocationKind, String)] {
+        &self.revocations.ids
+    }
 }
 
 impl Runtime {
@@ -107,7 +112,8 @@ impl Runtime {
     }
 
     /// Whether a token Warden minted is active: signed by one of its keys, not expired, and
-    /// neither its `jti` nor its credential revoked (RFC 7662's answer).
+    /// nothing it names revoked — its `jti`, its credential, the agent, the delegation, the
+    /// session or the tool it was minted for (RFC 7662's answer).
     pub fn introspect(&self, token: &str) -> Result<Introspection> {
         let keys = KeyStore::new(&self.deployment().state_dir).jwks()?;
         let inactive = Introspection::default();
@@ -125,7 +131,7 @@ impl Runtime {
         }
         let revoked = self
             .state()?
-            .revoked(&[(RevocationKind::Credential, &claims.jti)])
+            .revoked(&claims.revocable())
             .context("checking revocations")?;
         // An inactive token's claims are not disclosed (RFC 7662, section 2.2).
         Ok(match revoked {
@@ -136,20 +142,6 @@ impl Runtime {
             },
         })
     }
-}
-
-/// The claims of a minted token, as introspection reports them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MintedClaims {
-    pub iss: String,
-    pub sub: String,
-    pub act: serde_json::Value,
-    pub aud: String,
-    pub scope: String,
-    pub jti: String,
-    pub iat: i64,
-    pub exp: i64,
-    pub call_id: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -336,7 +336,7 @@ fn print_report(report: &CallReport) {
                 c.kind,
                 c.jti.as_deref().unwrap_or("-"),
                 c.audience,
-                c.scrubbed
+                e.scrubbed
             );
         }
     }

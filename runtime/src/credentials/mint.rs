@@ -9,9 +9,10 @@ use crate::deployment::MAX_CREDENTIAL_LIFETIME;
 use crate::engine::CallContext;
 use crate::identity::jwks::KeySet;
 use crate::identity::{jwt, keys};
+use crate::state::RevocationKind;
 use anyhow::{Context as _, Result};
 use ed25519_dalek::SigningKey;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The `iss` of every minted credential.
@@ -32,24 +33,65 @@ impl std::fmt::Debug for Minter {
     }
 }
 
-#[derive(Serialize)]
-struct Actor<'a> {
-    sub: &'a str,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
 }
 
-#[derive(Serialize)]
-struct MintedClaims<'a> {
-    iss: &'a str,
+/// The claims of a minted token. Besides who it is for, it names everything a revocation can
+/// reach it by — its credential, and the call's delegation, session and tool — so that
+/// introspection can answer for every kind of revocation. None of these is a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintedClaims {
+    pub iss: String,
     /// The user, or the agent when the call is on nobody's behalf.
-    sub: &'a str,
-    act: Actor<'a>,
-    aud: &'a str,
-    scope: &'a str,
-    jti: &'a str,
-    iat: i64,
-    exp: i64,
+    pub sub: String,
+    /// The agent.
+    pub act: Actor,
+    pub aud: String,
+    pub scope: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
     /// The Warden call this token was minted for.
-    call_id: &'a str,
+    pub call_id: String,
+    /// The credential's name in the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// The tool's component digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_digest: Option<String>,
+    /// The id of the delegation the call acts under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<String>,
+    /// The session the call belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl MintedClaims {
+    /// Everything a revocation can name this token by.
+    pub fn revocable(&self) -> Vec<(RevocationKind, &str)> {
+        [
+            Some((RevocationKind::Credential, self.jti.as_str())),
+            Some((RevocationKind::Agent, self.act.sub.as_str())),
+            self.credential
+                .as_deref()
+                .map(|c| (RevocationKind::Credential, c)),
+            self.tool_digest
+                .as_deref()
+                .map(|t| (RevocationKind::Tool, t)),
+            self.delegation
+                .as_deref()
+                .map(|d| (RevocationKind::Delegation, d)),
+            self.session
+                .as_deref()
+                .map(|s| (RevocationKind::Session, s)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// What is recorded of a minted token (never the token).
@@ -64,20 +106,37 @@ impl Minter {
         &self.kid
     }
 
-    pub fn mint(&self, credential: &Granted, call: &CallContext) -> (super::Secret, Minted) {
+    /// A token of `credential` for `call`; `ids` are the revocable ids the call runs under.
+    pub fn mint(
+        &self,
+        credential: &Granted,
+        call: &CallContext,
+        ids: &[(RevocationKind, String)],
+    ) -> (super::Secret, Minted) {
         let iat = jwt::now();
         let exp = iat + credential.lifetime.as_secs() as i64;
         let jti = uuid::Uuid::new_v4().to_string();
+        let id = |kind: RevocationKind| {
+            ids.iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, id)| id.clone())
+        };
         let claims = MintedClaims {
-            iss: ISSUER,
-            sub: call.user.as_deref().unwrap_or(&call.agent),
-            act: Actor { sub: &call.agent },
-            aud: &credential.audience,
-            scope: &credential.scope,
-            jti: &jti,
+            iss: ISSUER.to_string(),
+            sub: call.user.clone().unwrap_or_else(|| call.agent.clone()),
+            act: Actor {
+                sub: call.agent.clone(),
+            },
+            aud: credential.audience.clone(),
+            scope: credential.scope.clone(),
+            jti: jti.clone(),
             iat,
             exp,
-            call_id: &call.call_id,
+            call_id: call.call_id.clone(),
+            credential: Some(credential.name.clone()),
+            tool_digest: id(RevocationKind::Tool),
+            delegation: id(RevocationKind::Delegation),
+            session: id(RevocationKind::Session),
         };
         let token = jwt::sign(&self.key, Some(&self.kid), &claims);
         (super::Secret::new(token), Minted { jti, expires: exp })

@@ -96,7 +96,7 @@ impl Verifier {
             return Err(format!(
                 "delegation {} expired {} s ago",
                 delegation.id,
-                jwt::now() - delegation.expires
+                jwt::now().saturating_sub(delegation.expires)
             ));
         }
         Ok(delegation)

@@ -16,14 +16,13 @@ impl KeySet {
 
     /// The key with this `kid`, or the only key when the token names none.
     pub fn key(&self, kid: Option<&str>) -> Option<VerifyingKey> {
-        match kid {
-            Some(kid) => self
-                .keys
+        match (kid, self.keys.as_slice()) {
+            (Some(kid), keys) => keys
                 .iter()
                 .find(|(k, _)| k.as_deref() == Some(kid))
                 .map(|(_, key)| *key),
-            None if self.keys.len() == 1 => Some(self.keys[0].1),
-            None => None,
+            (None, [(_, only)]) => Some(*only),
+            (None, _) => None,
         }
     }
 

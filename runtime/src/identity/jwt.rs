@@ -85,19 +85,20 @@ pub fn now_ms() -> i64 {
 }
 
 /// `iat`/`exp` sanity: not expired, not issued in the future (with `skew` seconds of slack),
-/// and not living longer than `max_lifetime` seconds.
+/// and not living longer than `max_lifetime` seconds. The times come from a token anyone can
+/// write: the arithmetic saturates.
 pub fn check_times(iat: i64, exp: i64, max_lifetime: i64, skew: i64) -> Result<(), String> {
     let now = now();
     if exp <= now {
-        return Err(format!("expired {} s ago", now - exp));
+        return Err(format!("expired {} s ago", now.saturating_sub(exp)));
     }
-    if iat > now + skew {
+    if iat > now.saturating_add(skew) {
         return Err("issued in the future".into());
     }
-    if exp - iat > max_lifetime {
+    let lifetime = exp.saturating_sub(iat);
+    if lifetime > max_lifetime {
         return Err(format!(
-            "lifetime of {} s exceeds the maximum of {max_lifetime} s",
-            exp - iat
+            "lifetime of {lifetime} s exceeds the maximum of {max_lifetime} s"
         ));
     }
     Ok(())
@@ -131,5 +132,17 @@ mod tests {
             B64.encode(br#"{"sub":"x"}"#)
         );
         assert!(verify::<Value>(&none, &key.verifying_key()).is_err());
+    }
+
+    #[test]
+    fn extreme_times_are_refused_without_overflow() {
+        for (iat, exp) in [
+            (i64::MIN, i64::MIN),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MAX),
+            (0, i64::MIN),
+        ] {
+            assert!(check_times(iat, exp, 3600, 60).is_err(), "{iat} {exp}");
+        }
     }
 }

@@ -8,7 +8,9 @@
 //!    and non-routable addresses unless the rule allows private ones;
 //! 3. it connects to the very address it checked (no second lookup, no rebinding);
 //! 4. redirects are not followed, timeouts are clamped to the call's deadline, and response
-//!    bytes count against the call's budget.
+//!    bytes count against the call's budget;
+//! 5. every response is scrubbed of every secret the call holds (`credentials::scrub`): the
+//!    host asks for unencoded responses and refuses an encoded one, which it could not scrub.
 //!
 //! Every request, allowed or denied, is appended to the call's egress log with its reason (up
 //! to `MAX_RECORDS`, then counted). Denied requests spend the call's denial budget: a tool
@@ -16,12 +18,13 @@
 
 use super::egress::{EgressRule, MAX_URL_BYTES, Target, check_address, clip, match_rule};
 use crate::call::{CallFailure, ErrorKind};
+use crate::credentials::Granted;
 use crate::credentials::mint::Minter;
-use crate::credentials::scrub::{Scrubber, scrub_all};
-use crate::credentials::{Granted, Secret};
+use crate::credentials::scrub::{Scrubber, SecretSet};
 use crate::deployment::CredentialKind;
 use crate::engine::CallContext;
 use crate::policy::{Decision, Outcome};
+use crate::state::RevocationKind;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
@@ -74,6 +77,8 @@ pub struct EgressRecord {
     pub response_bytes: u64,
     /// The credential the host added, if any (never its value).
     pub credential: Option<CredentialUse>,
+    /// Echoes of the call's secrets replaced in the response before the tool saw it.
+    pub scrubbed: usize,
 }
 
 impl EgressRecord {
@@ -96,6 +101,7 @@ impl EgressRecord {
             status: None,
             response_bytes: 0,
             credential: None,
+            scrubbed: 0,
         }
     }
 }
@@ -111,8 +117,6 @@ pub struct CredentialUse {
     pub expires: Option<i64>,
     /// A static key is a long-lived secret: every use is flagged.
     pub long_lived: bool,
-    /// Echoes of the credential replaced in the response before the tool saw it.
-    pub scrubbed: usize,
 }
 
 /// The per-call egress log, shared between the hook and the call that reads it afterwards,
@@ -245,13 +249,35 @@ struct Budget {
     deadline: Instant,
 }
 
-/// Everything needed to add credentials to one call's requests.
+/// Everything needed to add credentials to one call's requests, and to keep them from its tool.
 #[derive(Clone)]
 pub struct Credentials {
     pub granted: Arc<HashMap<String, Arc<Granted>>>,
     /// Present when the tool may carry minted credentials.
     pub minter: Option<Arc<Minter>>,
     pub call: CallContext,
+    /// Every secret the call holds: its static keys from the start, each token as it is
+    /// minted. Every response of the call is scrubbed of all of them.
+    pub secrets: SecretSet,
+}
+
+impl Credentials {
+    pub fn new(
+        granted: Arc<HashMap<String, Arc<Granted>>>,
+        minter: Option<Arc<Minter>>,
+        call: CallContext,
+    ) -> Credentials {
+        let secrets = SecretSet::new();
+        for secret in granted.values().filter_map(|g| g.secret.as_ref()) {
+            secrets.add(secret);
+        }
+        Credentials {
+            granted,
+            minter,
+            call,
+            secrets,
+        }
+    }
 }
 
 /// The decision point as the sandbox sees it: decides each request whose rule matched.
@@ -259,6 +285,12 @@ pub struct Credentials {
 /// the tokens minted for the call so far, which a revocation may have reached.
 pub trait EgressGate: Send + Sync {
     fn decide(&self, target: &Target, credentials: &[String]) -> Decision;
+
+    /// The revocable ids the call runs under (agent, tool, delegation, session): a token
+    /// minted for the call names them, so that introspection reflects their revocation.
+    fn call_ids(&self) -> &[(RevocationKind, String)] {
+        &[]
+    }
 }
 
 /// A request that passed the rules and the budget.
@@ -515,20 +547,23 @@ async fn send(
         return Err(Error::HttpRequestDenied);
     }
     // Only now, with the rule and the address checked, is the credential added.
-    let secrets = match &rule.credential {
-        Some(name) => match inject(&mut request, name, target, credentials) {
-            Ok((secret, used)) => {
-                log.credential(index, used);
-                vec![secret.expose().as_bytes().to_vec()]
-            }
+    if let Some(name) = &rule.credential {
+        let ids = out.gate.as_deref().map_or(&[][..], |g| g.call_ids());
+        match inject(&mut request, name, target, credentials, ids) {
+            Ok(used) => log.credential(index, used),
             Err(reason) => {
                 log.update(index, |r| r.reason = Some(reason));
                 drain(request.into_body());
                 return Err(Error::HttpRequestDenied);
             }
-        },
-        None => Vec::new(),
-    };
+        }
+    }
+    // The scrubber reads bytes as sent: the host owns the encoding of every response, and a
+    // tool's own `accept-encoding` is replaced.
+    request.headers_mut().insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
     let (stream, address) = connect(&addresses, connect_timeout).await?;
     log.update(index, |r| r.address = Some(address.to_string()));
 
@@ -560,26 +595,18 @@ async fn send(
     log.update(index, |r| r.status = Some(response.status().as_u16()));
 
     let (mut parts, incoming) = response.into_parts();
-    let mut scrubbed = 0;
-    for value in parts.headers.values_mut() {
-        let (clean, n) = scrub_all(&secrets, value.as_bytes());
-        if n > 0 {
-            *value = http::HeaderValue::from_bytes(&clean).map_err(|_| {
-                Error::InternalError(Some("a scrubbed response header is not valid".into()))
-            })?;
-            scrubbed += n;
-        }
+    if let Some(header) = encoded(&parts.headers) {
+        let reason = format!(
+            "the response is encoded ({header}) although the host asked for identity: it cannot be scrubbed"
+        );
+        tracing::info!(url = %target.display(), %reason, "egress response refused");
+        log.update(index, |r| r.reason = Some(reason));
+        return Err(Error::HttpResponseContentCoding(None));
     }
-    let scrubber = (!secrets.is_empty()).then(|| Scrubber::new(secrets));
-    if scrubber.is_some() {
-        // The body may shrink or grow by the marker; its declared length no longer holds.
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-    }
-    log.update(index, |r| {
-        if let Some(c) = &mut r.credential {
-            c.scrubbed = scrubbed;
-        }
-    });
+    let scrubbed = scrub_headers(&credentials.secrets, &mut parts.headers);
+    // The body may shrink or grow by the marker; its declared length no longer holds.
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    log.update(index, |r| r.scrubbed += scrubbed);
     let body = CountedBody {
         inner: incoming.map_err(Error::from).boxed_unsync(),
         budget: budget.clone(),
@@ -587,7 +614,9 @@ async fn send(
         index,
         between_bytes,
         timer: Box::pin(tokio::time::sleep(between_bytes)),
-        scrubber,
+        secrets: credentials.secrets.clone(),
+        scrubber: credentials.secrets.scrubber(),
+        trailers: None,
         done: false,
     };
     let response = http::Response::from_parts(parts, body.boxed_unsync());
@@ -600,13 +629,51 @@ async fn send(
     Ok((response, Box::new(io)))
 }
 
-/// Adds the credential `name` to `request`, minting one for this call if it is minted.
+/// The response header that says its body is encoded in a way the scrubber cannot read
+/// through: a content coding other than identity, or a transfer coding other than chunked
+/// (which hyper removes).
+fn encoded(headers: &http::HeaderMap) -> Option<&'static str> {
+    let foreign = |name: http::header::HeaderName, allowed: &str| {
+        headers.get_all(name).iter().any(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .split(',')
+                .map(str::trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(allowed))
+        })
+    };
+    if foreign(http::header::CONTENT_ENCODING, "identity") {
+        Some("content-encoding")
+    } else if foreign(http::header::TRANSFER_ENCODING, "chunked") {
+        Some("transfer-encoding")
+    } else {
+        None
+    }
+}
+
+/// Scrubs header (or trailer) values in place; returns the number of echoes replaced.
+fn scrub_headers(secrets: &SecretSet, headers: &mut http::HeaderMap) -> usize {
+    let mut scrubbed = 0;
+    for value in headers.values_mut() {
+        let (clean, n) = secrets.scrub_all(value.as_bytes());
+        if n > 0 {
+            // The marker is visible ASCII, so the value stays valid; if not, nothing is kept.
+            *value = http::HeaderValue::from_bytes(&clean)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("[REDACTED]"));
+            scrubbed += n;
+        }
+    }
+    scrubbed
+}
+
+/// Adds the credential `name` to `request`, minting one for this call if it is minted, and
+/// adds its secret to the call's set. `ids`: the call's revocable ids, for a minted token.
 fn inject(
     request: &mut http::Request<WasiBody>,
     name: &str,
     target: &Target,
     credentials: &Credentials,
-) -> Result<(Secret, CredentialUse), String> {
+    ids: &[(RevocationKind, String)],
+) -> Result<CredentialUse, String> {
     let granted = credentials
         .granted
         .get(name)
@@ -624,7 +691,7 @@ fn inject(
                 .minter
                 .as_ref()
                 .ok_or("no signing key is loaded")?;
-            let (token, minted) = minter.mint(granted, &credentials.call);
+            let (token, minted) = minter.mint(granted, &credentials.call, ids);
             (token, Some(minted))
         }
         CredentialKind::Static => (
@@ -635,6 +702,8 @@ fn inject(
             None,
         ),
     };
+    // Before it leaves: a response can only echo a secret already in the set.
+    credentials.secrets.add(&secret);
     let mut value = http::HeaderValue::from_str(&format!("{}{}", granted.prefix, secret.expose()))
         .map_err(|_| format!("credential `{name}` is not a valid header value"))?;
     value.set_sensitive(true);
@@ -647,9 +716,8 @@ fn inject(
         jti: minted.as_ref().map(|m| m.jti.clone()),
         expires: minted.map(|m| m.expires),
         long_lived: granted.kind == CredentialKind::Static,
-        scrubbed: 0,
     };
-    Ok((secret, used))
+    Ok(used)
 }
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
@@ -744,7 +812,7 @@ fn drain(body: WasiBody) {
 }
 
 /// A response body that counts bytes against the call's budget, times out between frames,
-/// and replaces echoes of the request's credential.
+/// and replaces echoes of the call's secrets in its data and trailers.
 struct CountedBody {
     inner: WasiBody,
     budget: Arc<Budget>,
@@ -752,20 +820,20 @@ struct CountedBody {
     index: Option<usize>,
     between_bytes: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
-    scrubber: Option<Scrubber>,
+    secrets: SecretSet,
+    scrubber: Scrubber,
+    /// Trailers that wait while the data held back by the scrubber is passed on first.
+    trailers: Option<Frame<Bytes>>,
     done: bool,
 }
 
 impl CountedBody {
-    fn record_scrubbed(&self) {
-        if let Some(s) = &self.scrubber {
-            let n = s.replaced;
-            self.log.update(self.index, |r| {
-                if let Some(c) = &mut r.credential {
-                    c.scrubbed += n;
-                }
-            });
-        }
+    /// The data held back by the scrubber, with its count recorded: the body's data ends.
+    fn finish(&mut self) -> Option<Frame<Bytes>> {
+        let rest = self.scrubber.finish();
+        let n = std::mem::take(&mut self.scrubber.replaced);
+        self.log.update(self.index, |r| r.scrubbed += n);
+        (!rest.is_empty()).then(|| Frame::data(Bytes::from(rest)))
     }
 }
 
@@ -777,6 +845,12 @@ impl http_body::Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let Some(trailers) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(trailers)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -798,22 +872,30 @@ impl http_body::Body for CountedBody {
                 }
                 let next = Instant::now() + self.between_bytes;
                 self.timer.as_mut().reset(next);
-                let frame = match (frame.into_data(), &mut self.scrubber) {
-                    (Ok(data), Some(scrubber)) => Frame::data(Bytes::from(scrubber.feed(&data))),
-                    (Ok(data), None) => Frame::data(data),
-                    (Err(trailers), _) => trailers,
+                let frame = match frame.into_data() {
+                    Ok(data) => Frame::data(Bytes::from(self.scrubber.feed(&data))),
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(mut trailers) => {
+                            let n = scrub_headers(&self.secrets, &mut trailers);
+                            self.log.update(self.index, |r| r.scrubbed += n);
+                            // Trailers end the data: what the scrubber held goes first.
+                            let trailers = Frame::trailers(trailers);
+                            match self.finish() {
+                                Some(rest) => {
+                                    self.trailers = Some(trailers);
+                                    rest
+                                }
+                                None => trailers,
+                            }
+                        }
+                        Err(other) => other,
+                    },
                 };
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
                 self.done = true;
-                self.record_scrubbed();
-                match self.scrubber.as_mut().map(Scrubber::finish) {
-                    Some(rest) if !rest.is_empty() => {
-                        Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))))
-                    }
-                    _ => Poll::Ready(None),
-                }
+                Poll::Ready(self.finish().map(Ok))
             }
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
@@ -824,7 +906,7 @@ impl http_body::Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || (self.scrubber.is_none() && self.inner.is_end_stream())
+        self.done && self.trailers.is_none()
     }
 }
 
@@ -877,5 +959,75 @@ mod tests {
             );
         }
         assert!(!forbidden_header(&http::HeaderName::from_static("accept")));
+    }
+
+    /// An upstream's trailers are scrubbed like its headers, and the data the scrubber held
+    /// back (here the start of a truncated echo) comes before them, scrubbed too.
+    #[tokio::test]
+    async fn trailers_are_scrubbed_and_come_after_the_held_data() {
+        use http_body_util::Full;
+        let secrets = SecretSet::new();
+        secrets.add(&crate::credentials::Secret::new("sk-trailer-secret-0123"));
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "x-echo",
+            http::HeaderValue::from_static("key=sk-trailer-secret-0123"),
+        );
+        let inner = Full::new(Bytes::from("the body ends with sk-trailer-sec"))
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .map_err(|never: std::convert::Infallible| match never {})
+            .boxed_unsync();
+        let log = EgressLog::default();
+        let index = log.push(EgressRecord::new(
+            "GET".into(),
+            "http://upstream/".into(),
+            "allow",
+            None,
+            vec![],
+            None,
+        ));
+        let between_bytes = Duration::from_secs(5);
+        let body = CountedBody {
+            inner,
+            budget: Arc::new(Budget {
+                requests_left: AtomicU32::new(1),
+                response_bytes_left: AtomicU64::new(1024),
+                deadline: Instant::now() + between_bytes,
+            }),
+            log: log.clone(),
+            index,
+            between_bytes,
+            timer: Box::pin(tokio::time::sleep(between_bytes)),
+            secrets: secrets.clone(),
+            scrubber: secrets.scrubber(),
+            trailers: None,
+            done: false,
+        };
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(trailers["x-echo"], "key=[REDACTED]");
+        assert_eq!(collected.to_bytes(), "the body ends with [REDACTED]");
+        assert_eq!(log.records()[0].scrubbed, 2);
+    }
+
+    #[test]
+    fn encoded_responses_are_recognised() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(*k, http::HeaderValue::from_static(v));
+            }
+            map
+        };
+        assert_eq!(encoded(&headers(&[])), None);
+        assert_eq!(encoded(&headers(&[("content-encoding", "Identity")])), None);
+        assert_eq!(encoded(&headers(&[("transfer-encoding", "chunked")])), None);
+        for refused in [
+            [("content-encoding", "gzip")],
+            [("content-encoding", "identity, br")],
+            [("transfer-encoding", "gzip, chunked")],
+        ] {
+            assert!(encoded(&headers(&refused)).is_some(), "{refused:?}");
+        }
     }
 }

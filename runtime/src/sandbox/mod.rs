@@ -96,11 +96,7 @@ impl CallState {
                     format!("opening mount {} ({})", mount.guest, mount.host.display())
                 })?;
         }
-        let credentials = Credentials {
-            granted: grants.credentials.clone(),
-            minter,
-            call: context.clone(),
-        };
+        let credentials = Credentials::new(grants.credentials.clone(), minter, context.clone());
         let hooks = EgressHooks::new(
             grants.egress.clone(),
             gate,
