@@ -491,7 +491,7 @@ methods = ["GET", "POST"]
                 "memroy",
             ),
             (
-                GOOD.replace("[limits]", "[limits]\ncpu = \"1h\""),
+                GOOD.replace("[limits]", "[limits]\ncpu = \"10m\""),
                 "limits.cpu",
             ),
             (

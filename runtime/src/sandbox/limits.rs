@@ -126,6 +126,7 @@ pub struct CpuMeter {
 }
 
 /// Marks when the guest resumes after a yield.
+#[derive(Debug)]
 pub struct Resumed(Arc<Mutex<Instant>>);
 
 impl Resumed {
