@@ -52,12 +52,18 @@ fn main() {
         let text = std::fs::read_to_string(&manifest).unwrap();
         let name = field(&text, "name");
         let component = field(&text, "component");
-        let bytes = std::fs::read(artifacts.join(&component)).unwrap_or_else(|e| {
-            panic!(
-                "{}: component {component} was not built: {e}",
-                manifest.display()
-            )
-        });
+        // A component written as WebAssembly text (one Rust cannot express) is compiled here.
+        let wat = manifest.with_file_name(Path::new(&component).with_extension("wat"));
+        let bytes = if wat.is_file() {
+            wat::parse_file(&wat).unwrap_or_else(|e| panic!("{}: {e}", wat.display()))
+        } else {
+            std::fs::read(artifacts.join(&component)).unwrap_or_else(|e| {
+                panic!(
+                    "{}: component {component} was not built: {e}",
+                    manifest.display()
+                )
+            })
+        };
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let dir = assembled.join(&name);
         std::fs::create_dir_all(&dir).unwrap();

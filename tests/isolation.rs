@@ -658,4 +658,192 @@ async fn a_url_over_the_bound_is_refused_with_a_reason() {
         record.url.len()
     );
     assert!(server.received().is_empty());
+
+// ---- spinning tools share the workers; whole-call limits --------------------------------
+
+/// Sets `hostile-cpu`'s wall timeout and CPU budget.
+fn spinner_limits(f: &Fixture, timeout: &str, cpu: &str) {
+    edit(&f.path().join("tools/hostile-cpu/tool.toml"), |text| {
+        text.replace(
+            "timeout = \"1s\"",
+            &format!("timeout = \"{timeout}\"\ncpu = \"{cpu}\""),
+        )
+    });
+}
+
+/// Like a server: two worker threads for many concurrent calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_spinning_tools_do_not_hold_up_a_hello() {
+    let f = Fixture::new();
+    spinner_limits(&f, "3s", "5m");
+    let runtime = std::sync::Arc::new(f.runtime());
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let spawn = |tool: &'static str, input: serde_json::Value| {
+        let (runtime, finished) = (runtime.clone(), finished.clone());
+        tokio::spawn(async move {
+            let report = call(&runtime, tool, input).await;
+            finished.lock().unwrap().push(tool);
+            report
+        })
+    };
+    let spinners: Vec<_> = (0..8)
+        .map(|_| spawn("hostile-cpu", json!({ "attack": "loop" })))
+        .collect();
+    // Let the spinners take both workers before the hello arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hello = spawn("hello", json!({ "name": "world" }));
+    ok(&hello.await.unwrap());
+    for spinner in spinners {
+        // Each ends at its wall deadline, long before its CPU budget.
+        assert_eq!(failed(&spinner.await.unwrap()), ErrorKind::Timeout);
+    }
+    assert_eq!(finished.lock().unwrap()[0], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinner_with_cpu_to_spare_ends_at_its_wall_deadline() {
+    let f = Fixture::new();
+    spinner_limits(&f, "1s", "5m");
+    let report = call(&f.runtime(), "hostile-cpu", json!({ "attack": "loop" })).await;
+    assert_eq!(failed(&report), ErrorKind::Timeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_spinner_is_stopped() {
+    let f = Fixture::new();
+    spinner_limits(&f, "5m", "5m");
+    let runtime = f.runtime();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let spinning = {
+        let mut request = common::request(AGENT, "hostile-cpu", json!({ "attack": "loop" }), None);
+        request.cancel = Some(cancel.clone());
+        runtime.call(request)
+    };
+    let cancelling = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+    };
+    let (report, ()) = tokio::join!(spinning, cancelling);
+    assert_eq!(failed(&report), ErrorKind::Cancelled);
+}
+
+// ---- memories, pool slots, host handles, error text ----------------------------------
+
+#[tokio::test]
+async fn several_memories_together_hit_the_memory_limit() {
+    // Three memories of 16 MiB: each under the 32 MiB limit, together over it.
+    let f = Fixture::new();
+    let report = call(&f.runtime(), "hostile-memories", json!({})).await;
+    assert_eq!(
+        failed(&report),
+        ErrorKind::MemoryLimit,
+        "{:?}",
+        report.error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_cannot_take_every_pool_slot() {
+    let f = Fixture::new();
+    let runtime = std::sync::Arc::new(f.runtime());
+    ok(&call(&runtime, "hello", json!({ "name": "first" })).await);
+    // A component with a memory in every slot of the pool, spinning while it holds them.
+    let hog = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { call(&runtime, "hostile-slots", json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(&call(&runtime, "hello", json!({ "name": "second" })).await);
+    let refused = hog.await.unwrap();
+    assert_eq!(failed(&refused), ErrorKind::InvalidTool);
+    let message = refused.error.unwrap().message;
+    assert!(
+        message.contains("exceeds the configured maximum"),
+        "{message}"
+    );
+}
+
+fn fds_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.extend_deployment("[[mounts]]\ntool = \"hostile-fds\"\nguest = \"/data\"\nhost = \"data\"");
+    f
+}
+
+#[tokio::test]
+async fn a_tool_cannot_hold_open_files_without_bound() {
+    let f = fds_fixture();
+    let runtime = f.runtime();
+    let report = call(
+        &runtime,
+        "hostile-fds",
+        json!({ "attack": "files", "count": 5000 }),
+    )
+    .await;
+    assert_eq!(
+        failed(&report),
+        ErrorKind::ResourceLimit,
+        "{:?}",
+        report.output
+    );
+    // The host is unharmed: the next call opens files as usual.
+    assert_eq!(
+        ok(&call(
+            &runtime,
+            "hostile-fds",
+            json!({ "attack": "files", "count": 10 })
+        )
+        .await)["opened"],
+        10
+    );
+}
+
+#[tokio::test]
+async fn a_tool_cannot_make_http_fields_without_bound() {
+    let f = fds_fixture();
+    let runtime = f.runtime();
+    let many = call(
+        &runtime,
+        "hostile-fds",
+        json!({ "attack": "fields", "count": 100000 }),
+    )
+    .await;
+    assert_eq!(failed(&many), ErrorKind::ResourceLimit, "{:?}", many.output);
+    // One fields resource grows until refused, far below what the host could be made to hold.
+    let big = call(
+        &runtime,
+        "hostile-fds",
+        json!({ "attack": "headers", "count": 4096 }),
+    )
+    .await;
+    assert_eq!(failed(&big), ErrorKind::ResourceLimit, "{:?}", big.output);
+    let kib: u64 = big.stdout.lines().last().unwrap().parse().unwrap();
+    assert!(kib < 32, "{kib} KiB of headers");
+}
+
+#[tokio::test]
+async fn a_huge_error_message_is_cut() {
+    let f = fds_fixture();
+    let runtime = f.runtime();
+    for (attack, kind) in [
+        ("error", ErrorKind::ToolError),
+        ("invalid", ErrorKind::InvalidInput),
+    ] {
+        let report = call(
+            &runtime,
+            "hostile-fds",
+            json!({ "attack": attack, "count": 8 }),
+        )
+        .await;
+        assert_eq!(failed(&report), kind);
+        let message = report.error.unwrap().message;
+        assert!(
+            message.len() <= 8 << 10,
+            "{attack}: {} bytes",
+            message.len()
+        );
+        assert!(
+            message.ends_with(" bytes in all]"),
+            "{attack}: not marked as cut"
+        );
+    }
 }

@@ -18,13 +18,18 @@ use crate::policy::{
 use crate::revocation::{CallGate, CallIds};
 use crate::runtime::{LoadError, LoadedTool, Runtime};
 use crate::sandbox::http::{EgressGate, EgressRecord};
+use crate::sandbox::limits::{
+    CpuExhausted, CpuMeter, MAX_ERROR_TEXT, MAX_FIELDS_BYTES, MAX_HANDLES, bound_text,
+};
 use crate::sandbox::{CallState, Observed};
 use crate::state::{Approval, ApprovalStatus, RevocationKind};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use wasmtime::{Store, Trap};
+use wasmtime::component::ResourceTableError;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::FieldMapError;
 
 /// What an orchestrator asks for.
 #[derive(Debug, Clone)]
@@ -140,6 +145,8 @@ pub enum ErrorKind {
     /// The tool kept sending requests no rule or policy allows, past the call's budget of
     /// denied requests (`sandbox::http::MAX_DENIED_REQUESTS`).
     DeniedRequestLimit,
+    /// The tool held more host handles (open files, streams, HTTP fields…) than a call may.
+    ResourceLimit,
 }
 
 impl ErrorKind {
@@ -241,7 +248,7 @@ impl Runtime {
                 stdio_truncated: false,
                 duration_ms: 0.0,
             };
-            let ran = self.pipeline(&request, &call_id, &mut report).await;
+            let ran = self.pipeline(&request, &call_id, &mut report, started).await;
             if let Some(observed) = ran.observed {
                 let (stdout, cut_out) = observed.stdout.contents();
                 let (stderr, cut_err) = observed.stderr.contents();
@@ -278,7 +285,14 @@ impl Runtime {
         .await
     }
 
-    async fn pipeline(&self, request: &CallRequest, call_id: &str, report: &mut CallReport) -> Ran {
+    /// `accepted`: when the call was accepted; its timeout counts from then.
+    async fn pipeline(
+        &self,
+        request: &CallRequest,
+        call_id: &str,
+        report: &mut CallReport,
+        accepted: Instant,
+    ) -> Ran {
         let fail = |kind, message: String| Ran {
             result: Err(CallFailure { kind, message }),
             observed: None,
@@ -540,6 +554,7 @@ impl Runtime {
             minter,
             context,
             &request.input,
+            accepted.into(),
             request.cancel.as_ref(),
         )
         .await;
@@ -637,10 +652,26 @@ pub(crate) fn new_store(
 ) -> Store<CallState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // CPU: the deadline is counted in epoch ticks; without one the first instruction traps.
-    let ticks = limits.timeout.as_millis() / crate::engine::EPOCH_TICK.as_millis() + 1;
-    store.set_epoch_deadline(ticks as u64);
-    store.epoch_deadline_trap();
+    // CPU: at every epoch tick the guest yields to the executor (other calls run, and the
+    // call's timeout and cancellation take effect) and its running time is charged.
+    let mut meter = CpuMeter::new(
+        limits.cpu_budget(),
+        crate::engine::EPOCH_TICK,
+        Instant::now(),
+    );
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        let resumed = meter.tick(Instant::now())?;
+        // tokio's own yield (not a plain self-wake) also lets the runtime drive its timers
+        // and I/O before the guest resumes.
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                resumed.at(Instant::now());
+            }),
+        ))
+    });
     store
 }
 
@@ -650,11 +681,12 @@ async fn run(
     minter: Option<Arc<Minter>>,
     context: CallContext,
     input: &serde_json::Value,
+    accepted: tokio::time::Instant,
     cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Ran {
     let limits = &tool.grants.limits;
     let input_text = input.to_string();
-    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let deadline = accepted + limits.timeout;
     let stdin =
         matches!(tool.prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
     let (state, observed) =
@@ -678,7 +710,7 @@ async fn run(
                 let instance = pre.instantiate_async(&mut store).await?;
                 instance.call_invoke(&mut store, &input_text).await
             };
-            let invoke = bounded(invoke, limits.timeout, cancel);
+            let invoke = bounded(invoke, deadline, limits.timeout, cancel);
             match observed.egress.until_spent(invoke).await {
                 Err(stopped) => Err(stopped),
                 Ok(Err(trap)) => Err(classify(&trap, &store)),
@@ -695,7 +727,7 @@ async fn run(
                 let command = pre.instantiate_async(&mut store).await?;
                 command.wasi_cli_run().call_run(&mut store).await
             };
-            let main = bounded(main, limits.timeout, cancel);
+            let main = bounded(main, deadline, limits.timeout, cancel);
             let exit = match observed.egress.until_spent(main).await {
                 Err(stopped) => Err(stopped),
                 Ok(Ok(Ok(()))) => Ok(0),
@@ -737,9 +769,12 @@ async fn run(
     Ran { result, observed }
 }
 
-/// Runs the guest until it is done, its timeout passes, or the caller cancels the call.
+/// Runs the guest until it is done, its `deadline` (`timeout` after the call was accepted)
+/// passes, or the caller cancels the call. A guest running wasm yields at every epoch tick,
+/// so both take effect even while it computes.
 async fn bounded<T>(
     guest: impl Future<Output = T>,
+    deadline: tokio::time::Instant,
     timeout: Duration,
     cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Result<T, CallFailure> {
@@ -750,13 +785,17 @@ async fn bounded<T>(
         }
     };
     tokio::select! {
-        done = tokio::time::timeout(timeout, guest) => done.map_err(|_| timeout_failure(timeout)),
+        done = tokio::time::timeout_at(deadline, guest) => done.map_err(|_| timeout_failure(timeout)),
         () = cancelled => Err(failure(ErrorKind::Cancelled, "the caller cancelled the call".into())),
     }
 }
 
+/// The message may carry the tool's own text, so it is bounded.
 fn failure(kind: ErrorKind, message: String) -> CallFailure {
-    CallFailure { kind, message }
+    CallFailure {
+        kind,
+        message: bound_text(message, MAX_ERROR_TEXT),
+    }
 }
 
 fn output_limit(limits: &Limits) -> CallFailure {
@@ -784,11 +823,27 @@ fn classify(error: &wasmtime::Error, store: &Store<CallState>) -> CallFailure {
             format!("the tool exceeded its memory limit: {error}"),
         );
     }
+    if let Some(spent) = error.downcast_ref::<CpuExhausted>() {
+        return failure(ErrorKind::CpuLimit, spent.to_string());
+    }
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return failure(
+            ErrorKind::ResourceLimit,
+            format!(
+                "the tool held more than {MAX_HANDLES} host handles (open files, streams, HTTP \
+                 fields…) at once"
+            ),
+        );
+    }
+    if let Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields) =
+        error.downcast_ref::<FieldMapError>()
+    {
+        return failure(
+            ErrorKind::ResourceLimit,
+            format!("the tool made HTTP fields larger than {MAX_FIELDS_BYTES} bytes"),
+        );
+    }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => failure(
-            ErrorKind::CpuLimit,
-            "the tool used up its CPU time and was stopped".into(),
-        ),
         Some(Trap::StackOverflow) => failure(
             ErrorKind::StackOverflow,
             "the tool overflowed its stack".into(),

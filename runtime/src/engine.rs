@@ -3,7 +3,7 @@
 //! Per call, only a fresh `Store` is made (see `call.rs`).
 
 use crate::manifest::{Digest, MAX_MEMORY, ToolKind};
-use crate::sandbox::CallState;
+use crate::sandbox::{CallState, limits};
 use anyhow::{Context as _, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -46,7 +46,12 @@ impl Engine {
             .total_memories(64)
             .total_tables(640)
             .total_stacks(64)
-            .max_memory_size(MAX_MEMORY.0 as usize);
+            .max_memory_size(MAX_MEMORY.0 as usize)
+            // One call never takes more than its share of the slots: a component with more
+            // is refused when it is compiled.
+            .max_core_instances_per_component(limits::MAX_INSTANCES)
+            .max_memories_per_component(limits::MAX_MEMORIES)
+            .max_tables_per_component(limits::MAX_TABLES);
         let mut config = Config::new();
         config
             .epoch_interruption(true)

@@ -103,12 +103,18 @@ pub struct Limits {
         serialize_with = "serde_text::ser_size"
     )]
     pub memory: ByteSize,
-    /// Wall time of the whole call, and the CPU time of its wasm.
+    /// Wall time of the whole call, counted from when it is accepted.
     #[serde(
         deserialize_with = "serde_text::de_duration",
         serialize_with = "serde_text::ser_duration"
     )]
     pub timeout: Duration,
+    /// CPU time the tool's wasm may run for (`Limits::cpu_budget`).
+    #[serde(
+        deserialize_with = "serde_text::de_opt_duration",
+        serialize_with = "serde_text::ser_opt_duration"
+    )]
+    pub cpu: Option<Duration>,
     /// Size of the tool's output (JSON text).
     #[serde(
         deserialize_with = "serde_text::de_size",
@@ -136,11 +142,20 @@ impl Default for Limits {
         Limits {
             memory: ByteSize(64 << 20),
             timeout: Duration::from_secs(10),
+            cpu: None,
             output: ByteSize(1 << 20),
             stdio: ByteSize(64 << 10),
             egress_requests: 16,
             response_bytes: ByteSize(8 << 20),
         }
+    }
+}
+
+impl Limits {
+    /// The CPU budget: `cpu`, or else half the timeout, so that a tool that computes for its
+    /// whole time is told apart (`cpu_limit`) from one that waits (`timeout`).
+    pub fn cpu_budget(&self) -> Duration {
+        self.cpu.unwrap_or(self.timeout / 2)
     }
 }
 
@@ -333,6 +348,11 @@ fn validate_limits(l: &Limits) -> Result<(), String> {
     if l.timeout < Duration::from_millis(10) || l.timeout > MAX_TIMEOUT {
         return Err("field `limits.timeout`: must be between 10ms and 5m".into());
     }
+    if l.cpu
+        .is_some_and(|cpu| cpu < Duration::from_millis(10) || cpu > MAX_TIMEOUT)
+    {
+        return Err("field `limits.cpu`: must be between 10ms and 5m".into());
+    }
     if l.output.0 == 0 || l.output > ByteSize(64 << 20) {
         return Err(format!(
             "field `limits.output`: {} must be between 1B and 64MiB",
@@ -469,6 +489,10 @@ methods = ["GET", "POST"]
             (
                 GOOD.replace("[limits]", "[limits]\nmemroy = \"1MiB\""),
                 "memroy",
+            ),
+            (
+                GOOD.replace("[limits]", "[limits]\ncpu = \"10m\""),
+                "limits.cpu",
             ),
             (
                 GOOD.replace("memory = \"64MiB\"", "memory = \"8GiB\""),

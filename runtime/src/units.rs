@@ -127,6 +127,23 @@ pub(crate) mod serde_text {
     pub fn ser_duration<S: Serializer>(v: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_duration(*v))
     }
+
+    /// For a duration that may be left out (`#[serde(default)]` gives `None` then).
+    pub fn de_opt_duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        de_duration(d).map(Some)
+    }
+
+    pub fn ser_opt_duration<S: Serializer>(
+        v: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => ser_duration(d, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,20 +4,46 @@ use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Refuses any memory growth beyond `max` bytes and remembers that it did, so that the call
-/// can report `memory_limit` rather than a generic trap.
+/// Core module instances, linear memories and tables one call's component may have. The
+/// pooling allocator refuses a component with more when it is compiled, and the limiter
+/// refuses them when it is instantiated, so that one call never takes more than its share of
+/// the pool's slots.
+pub const MAX_INSTANCES: u32 = 32;
+pub const MAX_MEMORIES: u32 = 4;
+pub const MAX_TABLES: u32 = 32;
+/// Elements of any one table.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Host handles (open files, streams, pollables, HTTP fields and requests…) one call may
+/// hold at once. Every concurrent call holds at most this many host file descriptors.
+pub const MAX_HANDLES: usize = 256;
+/// Bytes of one `wasi:http` fields resource, in memory (about half of that on the wire); with
+/// `MAX_HANDLES`, this bounds the host memory a call's headers can take.
+pub const MAX_FIELDS_BYTES: usize = 32 << 10;
+/// Bytes of an error message a tool returns (or a command's last stderr line) that are kept.
+pub const MAX_ERROR_TEXT: usize = 4 << 10;
+
+/// Refuses memory growth that would take the call's memories together beyond `max` bytes,
+/// and remembers that it did, so that the call can report `memory_limit` rather than a
+/// generic trap. Also caps instances, memories and tables.
 pub struct MemoryLimiter {
     max: usize,
+    /// Bytes of every linear memory of the call, together.
+    total: usize,
+    /// The growth last allowed, taken back if the memory then fails to grow.
+    pending: usize,
     exceeded: bool,
 }
 
 impl MemoryLimiter {
     pub fn new(max: u64) -> Self {
         MemoryLimiter {
-            max: max as usize,
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            total: 0,
+            pending: 0,
             exceeded: false,
         }
     }
@@ -30,17 +56,30 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
+        // A memory is created by a call with `current` 0, so the sum covers every memory.
+        let growth = desired.saturating_sub(current);
+        let total = self.total.saturating_add(growth);
+        if total > self.max {
             self.exceeded = true;
             // An error (rather than `Ok(false)`) ends the call at once instead of letting the
             // guest's allocator turn it into an abort that looks like any other trap.
-            wasmtime::bail!("memory limit of {} bytes exceeded", self.max);
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded: the call's memories would take {total} bytes",
+                self.max
+            );
         }
+        self.total = total;
+        self.pending = growth;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.total -= std::mem::take(&mut self.pending);
+        Ok(())
     }
 
     fn table_growing(
@@ -49,8 +88,88 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES as usize
+    }
+}
+
+/// The call's wasm used up its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("the tool used up its CPU time of {} and was stopped", crate::units::format_duration(*budget))]
+pub struct CpuExhausted {
+    pub budget: Duration,
+}
+
+/// Measures the time a call's wasm runs for. At every epoch tick the guest yields to the
+/// executor, so that a spinning tool neither holds a worker thread nor escapes its wall-clock
+/// timeout and cancellation; the time from when it last started or resumed to the tick is
+/// charged, and once `budget` is used the call ends with `CpuExhausted`. Time waiting for a
+/// worker after a yield is not charged; a wait on host I/O between two ticks is charged at
+/// most `max_charge`. (Counting ticks instead would undercount when a loaded machine delays
+/// the epoch thread.)
+pub struct CpuMeter {
+    used: Duration,
+    budget: Duration,
+    max_charge: Duration,
+    since: Arc<Mutex<Instant>>,
+}
+
+/// Marks when the guest resumes after a yield.
+#[derive(Debug)]
+pub struct Resumed(Arc<Mutex<Instant>>);
+
+impl Resumed {
+    pub fn at(self, when: Instant) {
+        *self.0.lock().unwrap() = when;
+    }
+}
+
+impl CpuMeter {
+    /// `start`: when the guest starts running; `tick`: the epoch tick.
+    pub fn new(budget: Duration, tick: Duration, start: Instant) -> Self {
+        CpuMeter {
+            used: Duration::ZERO,
+            budget,
+            max_charge: tick * 5,
+            since: Arc::new(Mutex::new(start)),
+        }
+    }
+
+    /// A tick at `now`: the guest yields and goes on (marking its resumption), or its budget
+    /// is spent.
+    pub fn tick(&mut self, now: Instant) -> Result<Resumed, CpuExhausted> {
+        let since = *self.since.lock().unwrap();
+        self.used += now.saturating_duration_since(since).min(self.max_charge);
+        if self.used >= self.budget {
+            return Err(CpuExhausted {
+                budget: self.budget,
+            });
+        }
+        Ok(Resumed(self.since.clone()))
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked as cut when it was.
+pub fn bound_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} bytes in all]", &text[..end], text.len())
 }
 
 /// Captures a stdout or stderr stream: keeps the first `cap` bytes, counts the rest, and never
@@ -161,5 +280,39 @@ mod tests {
         c.write(Bytes::from_static(b"world")).unwrap();
         assert_eq!(c.contents(), ("hello wo".to_string(), true));
         assert_eq!(c.total(), 11);
+    }
+
+    #[test]
+    fn memory_is_limited_across_all_memories() {
+        use wasmtime::ResourceLimiter as _;
+        let mut l = MemoryLimiter::new(100);
+        assert!(l.memory_growing(0, 40, None).unwrap());
+        assert!(l.memory_growing(0, 40, None).unwrap());
+        // A growth the memory then fails to make is not counted.
+        assert!(l.memory_growing(40, 60, None).unwrap());
+        l.memory_grow_failed(wasmtime::format_err!("no room"))
+            .unwrap();
+        assert!(l.memory_growing(40, 60, None).unwrap());
+        assert!(!l.exceeded());
+        assert!(l.memory_growing(0, 1, None).is_err());
+        assert!(l.exceeded());
+    }
+
+    #[test]
+    fn the_cpu_meter_charges_running_time_only() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut m = CpuMeter::new(ms(100), ms(10), t0);
+        m.tick(t0 + ms(10)).unwrap().at(t0 + ms(200)); // 10 ms run, then waited for a worker
+        m.tick(t0 + ms(220)).unwrap().at(t0 + ms(220)); // 20 ms run
+        // 10 s of host I/O before the next tick is charged as 50 ms: 80 ms in all.
+        m.tick(t0 + ms(10_220)).unwrap().at(t0 + ms(10_220));
+        assert_eq!(m.tick(t0 + ms(10_240)).unwrap_err().budget, ms(100));
+    }
+
+    #[test]
+    fn text_is_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(bound_text("short".into(), 8), "short");
+        assert_eq!(bound_text("ééééé".into(), 5), "éé… [cut: 10 bytes in all]");
     }
 }

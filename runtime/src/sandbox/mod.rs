@@ -106,10 +106,14 @@ impl CallState {
             deadline,
             observed.egress.clone(),
         );
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits::MAX_HANDLES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits::MAX_FIELDS_BYTES);
         let state = CallState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             hooks,
             limiter: MemoryLimiter::new(grants.limits.memory.0),
             context,
