@@ -137,6 +137,8 @@ pub enum ErrorKind {
     InvalidOutput,
     /// Warden itself failed.
     Internal,
+    /// The tool tried to add more to its read-write mounts than its disk quota.
+    DiskLimit,
 }
 
 impl ErrorKind {
@@ -728,6 +730,12 @@ async fn run(
             )
         })
     });
+    // The tool saw `insufficient-space` and did not write all it meant to, whatever it made
+    // of that: the call says so.
+    let result = match observed.disk.exhausted() {
+        true => Err(disk_limit(&observed.disk)),
+        false => result,
+    };
     let observed = Some(observed);
     Ran { result, observed }
 }
@@ -758,6 +766,16 @@ fn output_limit(limits: &Limits) -> CallFailure {
     failure(
         ErrorKind::OutputLimit,
         format!("the output exceeds the limit of {}", limits.output),
+    )
+}
+
+fn disk_limit(quota: &crate::sandbox::fs::DiskQuota) -> CallFailure {
+    failure(
+        ErrorKind::DiskLimit,
+        format!(
+            "the tool tried to write past its disk quota of {} on its read-write mounts and was refused (insufficient-space)",
+            quota.limit()
+        ),
     )
 }
 
