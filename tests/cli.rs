@@ -195,6 +195,48 @@ fn a_malformed_deployment_file_is_a_usage_error() {
     assert_refused(&f, &out, 2, "warden.toml");
 }
 
+/// A mount that overlaps (contains, lies inside, or reaches through a symlink) anything Warden
+/// trusts on disk is refused when the deployment is loaded: exit 2, one line naming the file
+/// and the field, nothing written. One case per kind of overlap.
+#[test]
+fn a_mount_over_what_warden_trusts_is_refused_at_load() {
+    let cases = [
+        ("state", "`state_dir`"),
+        ("state/keys", "the signing keys"),
+        ("state/cache/x", "the compile cache"),
+        (".", "the signing keys"),
+        ("policies", "`policy_dir`"),
+        ("vault", "the secret file `secrets.api.file`"),
+        ("tools/hello", "`tool_dirs[0]`"),
+        ("link-to-keys", "the signing keys"),
+        ("link-to-policies/sub", "`policy_dir`"),
+    ];
+    for (host, needle) in cases {
+        let f = Fixture::new();
+        std::fs::create_dir(f.path().join("vault")).unwrap();
+        std::fs::write(f.path().join("vault/api.key"), SECRET).unwrap();
+        // Dangling until the state directory is made, and through an existing directory.
+        std::os::unix::fs::symlink("state/keys", f.path().join("link-to-keys")).unwrap();
+        std::os::unix::fs::symlink(f.path().join("policies"), f.path().join("link-to-policies"))
+            .unwrap();
+        f.extend_deployment(&format!(
+            "[[mounts]]\ntool = \"hostile-fs\"\nguest = \"/extra\"\nhost = \"{host}\"\n\n\
+             [secrets.api]\nfile = \"vault/api.key\"\n"
+        ));
+        let out = f.call_cli("hello", "{}", &[]);
+        assert_refused(&f, &out, 2, needle);
+        let err = stderr(&out);
+        assert!(
+            err.contains("warden.toml") && err.contains("field `mounts[6].host`"),
+            "{host}: {err}"
+        );
+        assert!(
+            !f.path().join("state").exists(),
+            "{host}: state was created"
+        );
+    }
+}
+
 #[test]
 fn the_json_envelope_and_exit_codes() {
     let f = Fixture::new();

@@ -56,9 +56,143 @@ async fn a_preplaced_symlink_out_of_a_mount_is_not_followed() {
 #[tokio::test]
 async fn symlinks_the_tool_creates_do_not_lead_out() {
     let f = Fixture::new();
-    fs_attack(&f, "create-symlink").await;
-    // An absolute target is refused outright; a relative one may exist but leads nowhere.
+    let out = fs_attack(&f, "create-symlink").await;
+    // No link is created at all, whatever its target.
     assert!(std::fs::symlink_metadata(f.path().join("scratch/abs-link")).is_err());
+    assert!(std::fs::symlink_metadata(f.path().join("scratch/rel-link")).is_err());
+    let detail = out["detail"].as_str().unwrap();
+    assert_eq!(detail.matches("not-permitted").count(), 2, "{detail}");
+}
+
+// ---- disk quota ------------------------------------------------------------------------
+
+/// `hostile-disk`'s quota (its manifest's `limits.disk`).
+const QUOTA: u64 = 1 << 20;
+/// What a created file or directory counts (`sandbox::fs::ENTRY_COST`).
+const ENTRY: u64 = 4096;
+
+/// A deployment where `hostile-disk` has `/scratch`, read-write.
+fn disk_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.extend_deployment(
+        "[[mounts]]\ntool = \"hostile-disk\"\nguest = \"/scratch\"\nhost = \"scratch\"",
+    );
+    f
+}
+
+/// What is under `dir` as the quota counts it: every entry, and every file's length.
+fn added(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        total += ENTRY;
+        if meta.is_dir() {
+            total += added(&path);
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// Runs a `hostile-disk` attack that must hit the quota: the call fails with `DiskLimit`
+/// saying so, the guest saw an error (printed on stdout) and the mount holds no more than the
+/// quota. Returns what the guest saw.
+async fn disk_attack(f: &Fixture, attack: &str) -> serde_json::Value {
+    let report = call(&f.runtime(), "hostile-disk", json!({ "attack": attack })).await;
+    assert_eq!(
+        failed(&report),
+        ErrorKind::DiskLimit,
+        "{attack}: {:?}",
+        report.error
+    );
+    let message = &report.error.as_ref().unwrap().message;
+    assert!(message.contains("disk quota of 1MiB"), "{message}");
+    let seen: serde_json::Value = serde_json::from_str(report.stdout.trim())
+        .unwrap_or_else(|e| panic!("{attack}: stdout {:?}: {e}", report.stdout));
+    assert!(
+        seen["error"].is_string(),
+        "{attack} was not stopped: {seen}"
+    );
+    let on_disk = added(&f.path().join("scratch"));
+    assert!(on_disk <= QUOTA, "{attack} left {on_disk} bytes");
+    seen
+}
+
+#[tokio::test]
+async fn one_write_past_the_disk_quota_is_refused_whole() {
+    let f = disk_fixture();
+    let seen = disk_attack(&f, "big-write").await;
+    assert_eq!(seen["error"], "insufficient-space");
+    assert_eq!(
+        std::fs::metadata(f.path().join("scratch/big"))
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn many_small_writes_stop_at_the_disk_quota() {
+    for attack in ["stream-writes", "append-writes", "zeroes"] {
+        let f = disk_fixture();
+        let seen = disk_attack(&f, attack).await;
+        assert_eq!(seen["error"], "insufficient-space", "{attack}");
+        // The file's own entry, then 4KiB chunks until the quota is full: not one byte more.
+        assert_eq!(seen["steps"], (QUOTA - ENTRY) / 4096, "{attack}: {seen}");
+        assert_eq!(added(&f.path().join("scratch")), QUOTA, "{attack}");
+    }
+    // Rust's std over wasi-libc, as a tool author writes it. wasi-libc reports a failed
+    // stream write as EIO without asking `filesystem-error-code`, so std sees an I/O error.
+    let f = disk_fixture();
+    let seen = disk_attack(&f, "std-writes").await;
+    assert_eq!(seen["steps"], (QUOTA - ENTRY) / 4096, "{seen}");
+    assert_eq!(added(&f.path().join("scratch")), QUOTA);
+}
+
+#[tokio::test]
+async fn growing_a_file_without_writing_it_counts_against_the_disk_quota() {
+    for (attack, file) in [("set-size", "sized"), ("seek-write", "sparse")] {
+        let f = disk_fixture();
+        let seen = disk_attack(&f, attack).await;
+        assert_eq!(seen["error"], "insufficient-space", "{attack}");
+        let len = std::fs::metadata(f.path().join("scratch").join(file))
+            .unwrap()
+            .len();
+        assert_eq!(len, 0, "{attack}");
+    }
+}
+
+#[tokio::test]
+async fn creating_many_files_or_directories_stops_at_the_disk_quota() {
+    for attack in ["many-files", "many-dirs"] {
+        let f = disk_fixture();
+        let seen = disk_attack(&f, attack).await;
+        assert_eq!(seen["error"], "insufficient-space", "{attack}");
+        assert_eq!(seen["steps"], QUOTA / ENTRY, "{attack}: {seen}");
+        let entries = std::fs::read_dir(f.path().join("scratch")).unwrap().count() as u64;
+        assert_eq!(entries, QUOTA / ENTRY, "{attack}");
+    }
+}
+
+#[tokio::test]
+async fn a_tool_cannot_create_symlinks_even_inside_its_mount() {
+    let f = disk_fixture();
+    let report = call(
+        &f.runtime(),
+        "hostile-disk",
+        json!({ "attack": "symlinks" }),
+    )
+    .await;
+    let out = ok(&report);
+    for link in ["absolute", "relative", "inside"] {
+        assert_eq!(out[link], "not-permitted", "{link}: {out}");
+    }
+    assert_eq!(
+        files_under(&f.path().join("scratch")),
+        vec![f.path().join("scratch/inside.txt")]
+    );
 }
 
 #[tokio::test]

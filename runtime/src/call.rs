@@ -147,6 +147,8 @@ pub enum ErrorKind {
     DeniedRequestLimit,
     /// The tool held more host handles (open files, streams, HTTP fields…) than a call may.
     ResourceLimit,
+    /// The tool tried to add more to its read-write mounts than its disk quota.
+    DiskLimit,
 }
 
 impl ErrorKind {
@@ -765,6 +767,12 @@ async fn run(
             )
         })
     });
+    // The tool saw `insufficient-space` and did not write all it meant to, whatever it made
+    // of that: the call says so.
+    let result = match observed.disk.exhausted() {
+        true => Err(disk_limit(&observed.disk)),
+        false => result,
+    };
     let observed = Some(observed);
     Ran { result, observed }
 }
@@ -802,6 +810,16 @@ fn output_limit(limits: &Limits) -> CallFailure {
     failure(
         ErrorKind::OutputLimit,
         format!("the output exceeds the limit of {}", limits.output),
+    )
+}
+
+fn disk_limit(quota: &crate::sandbox::fs::DiskQuota) -> CallFailure {
+    failure(
+        ErrorKind::DiskLimit,
+        format!(
+            "the tool tried to write past its disk quota of {} on its read-write mounts and was refused (insufficient-space)",
+            quota.limit()
+        ),
     )
 }
 

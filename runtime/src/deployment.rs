@@ -3,6 +3,7 @@
 
 use crate::identity::jwks::KeySet;
 use crate::manifest::{ManifestError, is_tool_name, toml_error};
+use crate::sandbox::fs::{overlap, resolved};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -340,15 +341,18 @@ impl Deployment {
             ));
         }
         let mut issuers = BTreeMap::new();
+        let mut trusted = Vec::new();
         for (name, issuer) in &raw.issuers {
             if name.starts_with("user:") {
                 return Err(error(format!(
                     "field `issuers.{name}`: issuer names must not start with `user:`"
                 )));
             }
-            let issuer = read_jwks(&base.join(&issuer.jwks))
-                .map_err(|e| error(format!("field `issuers.{name}.jwks`: {e}")))?;
+            let jwks = base.join(&issuer.jwks);
+            let issuer =
+                read_jwks(&jwks).map_err(|e| error(format!("field `issuers.{name}.jwks`: {e}")))?;
             issuers.insert(name.clone(), issuer);
+            trusted.push((format!("`issuers.{name}.jwks`"), jwks));
         }
         for (name, c) in &raw.credentials {
             let field = |f: &str, m: String| error(format!("field `credentials.{name}.{f}`: {m}"));
@@ -386,7 +390,7 @@ impl Deployment {
                 env => (name, env),
             })
             .collect();
-        Ok(Deployment {
+        let deployment = Deployment {
             file: path.to_path_buf(),
             state_dir: base.join(raw.state_dir),
             tool_dirs: raw.tool_dirs.iter().map(|d| base.join(d)).collect(),
@@ -407,7 +411,62 @@ impl Deployment {
                     ..m
                 })
                 .collect(),
-        })
+        };
+        deployment.refuse_mounts_over(trusted).map_err(error)?;
+        Ok(deployment)
+    }
+
+    /// Everything Warden trusts on disk, as (what, path): a mount over any of it would let a
+    /// tool read or plant keys, secrets, policies, tools or the compiled native code Warden
+    /// loads. `also`: more of it, found while loading.
+    fn trusted_paths(&self, also: Vec<(String, PathBuf)>) -> Vec<(String, PathBuf)> {
+        // The parts of the state directory first, so that a message names the closest one.
+        let mut trusted = vec![
+            ("the signing keys in `state_dir`".into(), self.keys_dir()),
+            ("the compile cache in `state_dir`".into(), self.cache_dir()),
+            ("`state_dir`".into(), self.state_dir.clone()),
+            ("`policy_dir`".into(), self.policy_dir.clone()),
+            ("this deployment file".into(), self.file.clone()),
+        ];
+        for (i, dir) in self.tool_dirs.iter().enumerate() {
+            trusted.push((format!("`tool_dirs[{i}]`"), dir.clone()));
+        }
+        for (name, source) in &self.secrets {
+            if let SecretSource::File(file) = source {
+                trusted.push((
+                    format!("the secret file `secrets.{name}.file`"),
+                    file.clone(),
+                ));
+            }
+        }
+        trusted.extend(also);
+        trusted
+    }
+
+    /// Refuses a mount whose host directory overlaps (contains, or lies inside) anything
+    /// Warden trusts, comparing paths with symlinks resolved. Whatever the mode: read-only
+    /// would still show the tool keys and secrets.
+    fn refuse_mounts_over(&self, also: Vec<(String, PathBuf)>) -> Result<(), String> {
+        let resolve = |what: &str, path: &Path| {
+            resolved(path).map_err(|e| format!("{what}: cannot resolve {}: {e}", path.display()))
+        };
+        let mut trusted = Vec::new();
+        for (what, path) in self.trusted_paths(also) {
+            let real = resolve(&what, &path)?;
+            trusted.push((what, real));
+        }
+        for (i, mount) in self.mounts.iter().enumerate() {
+            let field = format!("field `mounts[{i}].host`");
+            let host = resolve(&field, &mount.host)?;
+            if let Some((what, path)) = trusted.iter().find(|(_, p)| overlap(&host, p)) {
+                return Err(format!(
+                    "{field}: {} overlaps {what} ({}); a tool must not reach what Warden trusts",
+                    mount.host.display(),
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The host directory bound to `guest` for `tool`, if the deployment binds one.
@@ -425,6 +484,11 @@ impl Deployment {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.state_dir.join("cache")
+    }
+
+    /// Where the signing keys live (`credentials::mint::KeyStore`).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.state_dir.join("keys")
     }
 }
 

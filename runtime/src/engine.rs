@@ -75,6 +75,8 @@ impl Engine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // The filesystem with the call's disk quota and no symlinks, in place of wasmtime-wasi's.
+        crate::sandbox::filesystem::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         self::warden::tool::context::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,

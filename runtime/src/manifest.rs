@@ -15,6 +15,8 @@ pub const MANIFEST_FILE: &str = "tool.toml";
 /// The largest memory any tool may ask for; the pooling allocator reserves this per slot.
 pub const MAX_MEMORY: ByteSize = ByteSize(1 << 30);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest disk quota any tool may ask for, per call.
+pub const MAX_DISK: ByteSize = ByteSize(16 << 30);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -135,6 +137,13 @@ pub struct Limits {
         serialize_with = "serde_text::ser_size"
     )]
     pub response_bytes: ByteSize,
+    /// What one call may add to its read-write mounts: bytes written past a file's end and
+    /// files or directories created (`sandbox::fs::DiskQuota`). Enforced while the tool writes.
+    #[serde(
+        deserialize_with = "serde_text::de_size",
+        serialize_with = "serde_text::ser_size"
+    )]
+    pub disk: ByteSize,
 }
 
 impl Default for Limits {
@@ -147,6 +156,7 @@ impl Default for Limits {
             stdio: ByteSize(64 << 10),
             egress_requests: 16,
             response_bytes: ByteSize(8 << 20),
+            disk: ByteSize(64 << 20),
         }
     }
 }
@@ -370,6 +380,12 @@ fn validate_limits(l: &Limits) -> Result<(), String> {
     }
     if l.response_bytes > ByteSize(1 << 30) {
         return Err("field `limits.response_bytes`: must be at most 1GiB".into());
+    }
+    if l.disk > MAX_DISK {
+        return Err(format!(
+            "field `limits.disk`: {} must be at most {MAX_DISK}",
+            l.disk
+        ));
     }
     Ok(())
 }

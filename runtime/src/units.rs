@@ -64,7 +64,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
-        "m" | "min" => Ok(Duration::from_secs(number * 60)),
+        "m" | "min" => number
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration `{text}` is too long")),
         other => Err(format!(
             "unknown duration unit `{other}` in `{text}` (use ms, s, m)"
         )),
@@ -176,6 +179,8 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5 hours").is_err());
         assert!(parse_duration("").is_err());
+        // A number of minutes too large for the seconds counter is an error, not an overflow.
+        assert!(parse_duration("999999999999999999m").is_err());
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

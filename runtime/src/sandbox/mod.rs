@@ -1,10 +1,12 @@
 //! The per-call sandbox: everything a tool can reach during one call, built fresh each time.
 //!
-//! One file per capability: `fs` (mounts), `egress` (rules, pure) and `http` (the `wasi:http`
-//! hook that enforces them), `limits` (memory, stdio). This module assembles them into the
+//! One file per capability: `fs` (mounts, disk quota, pure) and `filesystem` (the
+//! `wasi:filesystem` host that enforces the quota), `egress` (rules, pure) and `http` (the
+//! `wasi:http` hook that enforces them), `limits` (memory, stdio). This module assembles them into the
 //! `Store` data of one call.
 
 pub mod egress;
+pub mod filesystem;
 pub mod fs;
 pub mod http;
 pub mod limits;
@@ -15,12 +17,14 @@ use crate::engine::CallContext;
 use crate::manifest::{Limits, MountMode};
 use anyhow::{Context as _, Result};
 use egress::EgressRule;
-use fs::Mount;
+use filesystem::QuotaFilesystem;
+use fs::{DiskQuota, Mount};
 use http::{Credentials, EgressGate, EgressHooks, EgressLog};
 use limits::{Capture, MemoryLimiter};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -41,6 +45,7 @@ pub struct CallState {
     http: WasiHttpCtx,
     hooks: EgressHooks,
     pub(crate) limiter: MemoryLimiter,
+    disk: DiskQuota,
     context: CallContext,
 }
 
@@ -49,6 +54,8 @@ pub struct Observed {
     pub stdout: Capture,
     pub stderr: Capture,
     pub egress: EgressLog,
+    /// What the call added to its read-write mounts, and whether it hit its quota.
+    pub disk: DiskQuota,
 }
 
 impl CallState {
@@ -72,6 +79,7 @@ impl CallState {
             stdout: Capture::new(stdout_cap),
             stderr: Capture::new(grants.limits.stdio.0),
             egress: EgressLog::default(),
+            disk: DiskQuota::new(grants.limits.disk),
         };
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(observed.stdout.clone())
@@ -116,6 +124,7 @@ impl CallState {
             http,
             hooks,
             limiter: MemoryLimiter::new(grants.limits.memory.0),
+            disk: observed.disk.clone(),
             context,
         };
         Ok((state, observed))
@@ -127,6 +136,19 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl CallState {
+    /// The `wasi:filesystem/types` host of this call (see `filesystem.rs`).
+    pub(crate) fn filesystem_host(&mut self) -> QuotaFilesystem<'_> {
+        QuotaFilesystem {
+            inner: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            quota: &self.disk,
         }
     }
 }
