@@ -1,6 +1,8 @@
 //! The audit chain: one record per call and per egress request, committed before the result
-//! is returned; any edit, deletion or reordering is found and named by `warden audit verify`;
-//! concurrent and killed processes leave a valid chain with every returned call in it.
+//! is returned, and one when a tool starts; any edit, deletion or reordering is found and
+//! named by `warden audit verify`; concurrent and killed processes leave a valid chain with
+//! every returned call in it, and a call killed while its tool ran is named as unfinished;
+//! what agents and tools chose is printed escaped, and an unproven agent name as a claim.
 
 mod common;
 
@@ -8,7 +10,11 @@ use common::*;
 use serde_json::json;
 use std::io::BufRead as _;
 use std::process::Stdio;
-use warden::loopback::LoopbackServer;
+use std::sync::Arc;
+use warden::call::Caller;
+use warden::credentials::Secret;
+use warden::identity::assertion;
+use warden::loopback::{Hold, LoopbackServer};
 
 fn verify(f: &Fixture) -> std::process::Output {
     f.run(&["audit", "verify"])
@@ -94,7 +100,11 @@ async fn every_call_and_request_is_recorded_and_explained_without_the_credential
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].to_string())
         .collect();
-    assert_eq!(kinds, [r#""call""#, r#""egress""#, r#""call""#]);
+    // The fetch started (its tool ran), then ended with its request; the denied call ran nothing.
+    assert_eq!(
+        kinds,
+        [r#""started""#, r#""call""#, r#""egress""#, r#""call""#]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,15 +228,189 @@ fn a_killed_process_leaves_a_valid_chain_with_every_returned_call() {
     burst.wait().unwrap();
     returned.extend(lines.map_while(Result::ok));
 
+    // Calls killed while their tool ran are named, but the chain is intact: exit 0.
     let out = verify(&f);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let conn = db(&f);
     for id in &returned {
         let found: i64 = conn
-            .query_row("SELECT COUNT(*) FROM audit WHERE call_id = ?1", [id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE call_id = ?1 AND body LIKE '{\"record\":\"call\"%'",
+                [id],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(found, 1, "call {id} was returned but is not in the chain");
     }
+}
+
+/// The records `warden audit tail --json` prints.
+fn tail_records(f: &Fixture) -> Vec<serde_json::Value> {
+    stdout(&f.run(&["audit", "tail", "--json", "-n", "1000"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_killed_while_its_tool_runs_is_named_as_started_and_never_finished() {
+    // The upstream tells the test when the tool's request arrives, and never answers it.
+    let (arrived, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let hold: Hold = Arc::new(move |_| {
+        let _ = arrived.send(());
+        Box::pin(std::future::pending::<()>())
+    });
+    let server = LoopbackServer::start_with(Some(hold)).await.unwrap();
+    let f = Fixture::new();
+    f.install_tool(
+        "hostile-http",
+        Some(&loopback_rule(&server.url(""), &[], None)),
+    );
+    let input = json!({ "url": server.url("/hold") }).to_string();
+    let mut cli = f
+        .call_cmd("hostile-http", &input)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A guard against a hang, not a timing assertion: the request arrives within seconds.
+    tokio::time::timeout(std::time::Duration::from_secs(120), running.recv())
+        .await
+        .expect("the tool's request never reached the upstream");
+    // SIGKILL while the tool waits on its request: the tool's effect (the request) happened.
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+
+    let records = tail_records(&f);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["record"], "started");
+    assert_eq!(records[0]["tool"], "hostile-http");
+    assert_eq!(records[0]["agent"], AGENT);
+    assert_eq!(records[0]["decision"]["outcome"], "allow");
+    let id = records[0]["call_id"].as_str().unwrap().to_string();
+
+    // The chain is valid (exit 0), and the unfinished call is named in both forms.
+    let out = verify(&f);
+    assert_exit(&out, 0);
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("call {id} started (record #1) and never finished")),
+        "{said}"
+    );
+    let out = f.run(&["audit", "verify", "--json"]);
+    assert_exit(&out, 0);
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["valid"], true);
+    assert_eq!(answer["chain"]["calls"], 0);
+    assert_eq!(
+        answer["chain"]["unfinished"],
+        json!([{ "seq": 1, "call_id": id }])
+    );
+
+    let shown = f.run(&["audit", "show", &id]);
+    assert_exit(&shown, 0);
+    let text = stdout(&shown);
+    for expected in [
+        "agent      tester",
+        "tool       hostile-http sha256:",
+        "decision   allow by tester-invokes-anything",
+        "outcome    started, never finished",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+
+    // A call that does finish is no longer named.
+    ok(&call(&f.runtime(), "hello", json!({ "name": "x" })).await);
+    let out = f.run(&["audit", "verify", "--json"]);
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["chain"]["calls"], 1);
+    assert_eq!(answer["chain"]["unfinished"].as_array().unwrap().len(), 1);
+}
+
+/// Characters a terminal acts on (clear the screen, return to the line's start, reverse the
+/// text) appear in none of `text`.
+fn assert_no_terminal_controls(text: &str) {
+    for c in ['\u{1b}', '\r', '\u{202e}', '\u{9b}'] {
+        assert!(!text.contains(c), "{c:?} printed raw in\n{text:?}");
+    }
+}
+
+#[test]
+fn text_chosen_by_agents_and_tools_is_printed_escaped() {
+    let f = Fixture::new();
+    let label = "ci\u{1b}[2J\rjob\u{202e}";
+    // hostile-cpu names an unknown attack in its error: the tool chooses that text.
+    let input = json!({ "attack": "\u{1b}[2J\rall good\u{9b}" }).to_string();
+    let out = f.call_cli("hostile-cpu", &input, &["--origin-label", label, "--json"]);
+    assert_exit(&out, 2);
+    let id = serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An unknown tool's name is the agent's choice too.
+    let evil_tool = "evil\u{1b}[2J\rtool";
+    assert_exit(&f.call_cli(evil_tool, "{}", &[]), 2);
+
+    let shown = f.run(&["audit", "show", &id]);
+    assert_exit(&shown, 0);
+    let text = stdout(&shown);
+    assert_no_terminal_controls(&text);
+    for expected in [
+        r"origin     cli (ci\u{1b}[2J\rjob\u{202e})",
+        r"unknown attack \u{1b}[2J\rall good\u{9b}",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let tail = stdout(&f.run(&["audit", "tail"]));
+    assert_no_terminal_controls(&tail);
+    assert!(tail.contains(r"evil\u{1b}[2J\rtool"), "{tail}");
+
+    // The JSON forms escape them too, and still carry the text exactly.
+    let json_out = stdout(&f.run(&["audit", "show", &id, "--json"]));
+    assert_no_terminal_controls(&json_out);
+    let records: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(records[0]["origin"]["label"], label);
+    let tail_json = stdout(&f.run(&["audit", "tail", "--json"]));
+    assert_no_terminal_controls(&tail_json);
+    assert_eq!(tail_records(&f).last().unwrap()["tool"], evil_tool);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_fails_authentication_records_the_agent_only_as_claimed() {
+    let f = Fixture::new();
+    // tester signs an assertion that claims to come from `limited`, a real agent.
+    let input = json!({ "name": "x" });
+    let forged = assertion::sign(&agent_key(AGENT), "limited", "hello", &input);
+    let report = f
+        .runtime()
+        .call(warden::CallRequest::new(
+            "hello",
+            input,
+            Caller::Assertion(Secret::new(forged)),
+        ))
+        .await;
+    assert_eq!(failed(&report), warden::ErrorKind::Denied);
+    assert_eq!(report.agent, None);
+    assert_eq!(report.claimed_agent.as_deref(), Some("limited"));
+
+    let text = stdout(&f.run(&["audit", "show", &report.call_id]));
+    assert!(
+        text.contains("agent      (claimed limited, not authenticated)"),
+        "{text}"
+    );
+    assert!(!text.contains("agent      limited"), "{text}");
+    let records: serde_json::Value = serde_json::from_str(&stdout(&f.run(&[
+        "audit",
+        "show",
+        &report.call_id,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(records[0]["agent"], serde_json::Value::Null);
+    assert_eq!(records[0]["claimed_agent"], "limited");
+    let tail = stdout(&f.run(&["audit", "tail"]));
+    assert!(
+        tail.contains("(claimed limited, not authenticated)"),
+        "{tail}"
+    );
 }

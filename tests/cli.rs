@@ -281,7 +281,7 @@ fn the_json_envelope_and_exit_codes() {
         "--agent-key",
         limited_key.to_str().unwrap(),
         "--input",
-        "{}",
+        r#"{"name":"n","text":"t"}"#,
         "--json",
     ]);
     assert_eq!(denied.status.code(), Some(3));

@@ -88,14 +88,15 @@ when { context.input has path && context.input.path like "public/*" };
     let denied = call(&runtime, "read-file", json!({"path": "hello.txt"})).await;
     assert_eq!(failed(&denied), ErrorKind::Denied);
     assert_eq!(denied.decision.outcome, Outcome::Deny);
-    // An undeclared field cannot be used to get around the rule either.
+    // An undeclared field cannot be used to get around the rule either: read-file's schema
+    // refuses it before any decision.
     let smuggled = call(
         &runtime,
         "read-file",
         json!({"path": "hello.txt", "also": "public/a.txt"}),
     )
     .await;
-    assert_eq!(failed(&smuggled), ErrorKind::Denied);
+    assert_eq!(failed(&smuggled), ErrorKind::InvalidInput);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -587,4 +588,48 @@ fn a_session_started_for_a_user_acts_for_that_user_within_the_delegation() {
         "{}",
         stderr(&unknown)
     );
+}
+
+#[test]
+fn an_input_the_schema_rejects_is_invalid_input_before_any_decision() {
+    let f = Fixture::new();
+    // The example policies declare `name?: String` for policies to read; tester may say hello.
+    with_policies(
+        &f,
+        &[(
+            "tester.cedar",
+            r#"permit(principal == Agent::"tester", action == Action::"invoke", resource == Tool::"hello");"#,
+        )],
+    );
+    // A number where the schema wants a string: the tool's input is wrong, not the agent.
+    let out = f.call_cli("hello", r#"{"name":5}"#, &["--json"]);
+    assert_exit(&out, 2);
+    assert_eq!(json_of(&out)["error"]["kind"], "invalid_input");
+
+    // A tool that needs a person's approval: an input the tool would reject asks nobody.
+    f.set_policies(&[(
+        "base.cedar",
+        r#"
+@id("tester-invokes-anything")
+permit(principal == Agent::"tester", action == Action::"invoke", resource);
+
+@id("hello-needs-approval")
+forbid(principal, action == Action::"invoke", resource == Tool::"hello")
+unless { context.approved };
+"#,
+    )]);
+    let no_approvals = |f: &Fixture| {
+        let listed = f.run(&["approvals", "list", "--json"]);
+        assert_exit(&listed, 0);
+        json_of(&listed)
+    };
+    for bad in [r#"{"name":""}"#, r#"{"name":5}"#, r#"{"nom":"x"}"#] {
+        let out = f.call_cli("hello", bad, &["--json"]);
+        assert_exit(&out, 2);
+        assert_eq!(json_of(&out)["error"]["kind"], "invalid_input");
+        assert_eq!(no_approvals(&f), json!([]), "after {bad}");
+    }
+    // A valid input is held for approval, as the policy says.
+    assert_exit(&f.call_cli("hello", r#"{"name":"x"}"#, &["--json"]), 4);
+    assert_eq!(no_approvals(&f).as_array().unwrap().len(), 1);
 }

@@ -1,5 +1,7 @@
 //! The audit log: one record per call and one per egress request, appended to a hash chain
-//! in the state store before the call's result is returned. Each record holds the hash of the
+//! in the state store before the call's result is returned, and for a call that runs its
+//! tool, a `started` record committed before the tool runs (a process killed meanwhile
+//! leaves a call that started and never finished, which `verify` and `explain` name). Each record holds the hash of the
 //! one before, so editing, deleting or reordering a record breaks the chain at that record;
 //! `warden audit verify` recomputes it. Records hold digests, ids and decisions, never a
 //! credential's value; the input itself only if the deployment asks (`[audit] record_input`),
@@ -32,6 +34,9 @@ pub fn link_hash(prev: &str, seq: u64, call_id: &str, body: &str) -> String {
 pub enum Record {
     Call(CallRecord),
     Egress(EgressAudit),
+    /// The call as it was when its tool started (outcome `started`); its `call` record
+    /// follows when it ends.
+    Started(CallRecord),
 }
 
 /// What a call was: who, for whom, what, why it was allowed, how it ended.
@@ -40,7 +45,11 @@ pub struct CallRecord {
     pub call_id: String,
     /// Unix milliseconds when the call started.
     pub time_ms: i64,
-    pub agent: String,
+    /// The authenticated agent; none if the call ended before the caller proved who it is.
+    pub agent: Option<String>,
+    /// Who an unauthenticated caller claimed to be: a claim, never evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_agent: Option<String>,
     pub user: Option<String>,
     pub delegation: Option<String>,
     pub session: Option<String>,
@@ -59,7 +68,7 @@ pub struct CallRecord {
     pub approved_by: Option<String>,
     pub credentials: Vec<CredentialRecord>,
     pub egress_requests: usize,
-    /// `ok` or `error`.
+    /// `ok` or `error` (`started` in a `started` record).
     pub outcome: String,
     pub error: Option<CallFailure>,
     pub duration_ms: f64,
@@ -104,10 +113,37 @@ pub fn entries(report: &CallReport, input: Option<serde_json::Value>) -> Result<
         .enumerate()
         .map(|(index, r)| egress_audit(&report.call_id, index, r))
         .collect();
-    let call = CallRecord {
+    let call = call_record(report, input, &egress, report.outcome);
+    std::iter::once(Record::Call(call))
+        .chain(egress.into_iter().map(Record::Egress))
+        .map(|record| entry(&report.call_id, &record))
+        .collect()
+}
+
+/// The record of a call whose tool is about to run (decided, not yet ended).
+pub fn started(report: &CallReport, input: Option<serde_json::Value>) -> Result<Vec<AuditEntry>> {
+    let call = call_record(report, input, &[], "started");
+    Ok(vec![entry(&report.call_id, &Record::Started(call))?])
+}
+
+fn entry(call_id: &str, record: &Record) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        call_id: call_id.to_string(),
+        body: serde_json::to_string(record)?,
+    })
+}
+
+fn call_record(
+    report: &CallReport,
+    input: Option<serde_json::Value>,
+    egress: &[EgressAudit],
+    outcome: &str,
+) -> CallRecord {
+    CallRecord {
         call_id: report.call_id.clone(),
         time_ms: report.time_ms,
         agent: report.agent.clone(),
+        claimed_agent: report.claimed_agent.clone(),
         user: report.user.clone(),
         delegation: report.delegation.clone(),
         session: report.session.clone(),
@@ -121,19 +157,10 @@ pub fn entries(report: &CallReport, input: Option<serde_json::Value>) -> Result<
         approved_by: report.approved_by.clone(),
         credentials: egress.iter().filter_map(|e| e.credential.clone()).collect(),
         egress_requests: egress.len(),
-        outcome: report.outcome.to_string(),
+        outcome: outcome.to_string(),
         error: report.error.clone(),
         duration_ms: report.duration_ms,
-    };
-    std::iter::once(Record::Call(call))
-        .chain(egress.into_iter().map(Record::Egress))
-        .map(|record| {
-            Ok(AuditEntry {
-                call_id: report.call_id.clone(),
-                body: serde_json::to_string(&record)?,
-            })
-        })
-        .collect()
+    }
 }
 
 fn egress_audit(call_id: &str, index: usize, r: &EgressRecord) -> EgressAudit {
@@ -217,6 +244,27 @@ pub struct Verified {
     pub calls: u64,
     /// The hash of the last record: keep it elsewhere to detect a later truncation.
     pub head: String,
+    /// Calls whose tool started and that have no final record: their process was killed
+    /// (the tool's effects may have happened) or they still run. Not a broken chain.
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// A call with a `started` record and no `call` record after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    /// The `started` record.
+    pub seq: u64,
+    pub call_id: String,
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "call {} started (record #{}) and never finished",
+            self.call_id, self.seq
+        )
+    }
 }
 
 /// The first record that does not belong where it is.
@@ -244,7 +292,10 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
         records: 0,
         calls: 0,
         head: GENESIS.to_string(),
+        unfinished: vec![],
     };
+    // Calls started and not yet ended, by id: as many as ran at once, plus the unfinished.
+    let mut running: std::collections::HashMap<String, u64> = Default::default();
     let mut last_seq = 0;
     loop {
         let page = store.audit_records(last_seq, PAGE)?;
@@ -259,14 +310,20 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
                     "its contents do not match its hash (the record was edited)".into(),
                 )));
             }
-            if link.prev_hash != verified.head || link.seq != last_seq + 1 {
+            if link.prev_hash != verified.head || Some(link.seq) != last_seq.checked_add(1) {
                 return Ok(Err(broken(format!(
                     "it does not follow record #{last_seq} (a record before it was deleted, \
                      inserted or moved)"
                 ))));
             }
             match serde_json::from_str::<Record>(&link.body) {
-                Ok(Record::Call(c)) if c.call_id == link.call_id => verified.calls += 1,
+                Ok(Record::Call(c)) if c.call_id == link.call_id => {
+                    running.remove(&c.call_id);
+                    verified.calls += 1;
+                }
+                Ok(Record::Started(c)) if c.call_id == link.call_id => {
+                    running.insert(c.call_id, link.seq);
+                }
                 Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
                 Ok(_) => return Ok(Err(broken("it names another call".into()))),
                 Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
@@ -276,6 +333,11 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
             last_seq = link.seq;
         }
         if page.len() < PAGE {
+            verified.unfinished = running
+                .into_iter()
+                .map(|(call_id, seq)| Unfinished { seq, call_id })
+                .collect();
+            verified.unfinished.sort_by_key(|u| u.seq);
             return Ok(Ok(verified));
         }
     }
@@ -287,88 +349,37 @@ pub fn parse(link: &AuditLink) -> Result<Record> {
 }
 
 /// A call explained for a human: who, on whose behalf, what it reached, which policies
-/// allowed it, how it ended.
+/// allowed it, how it ended (or that it started and never finished). Every line goes through
+/// `text::printable`: agents, tools and upstreams chose much of what is shown.
 pub fn explain(links: &[AuditLink]) -> Result<String> {
-    use std::fmt::Write as _;
+    let records = links
+        .iter()
+        .map(|link| Ok((link.seq, parse(link)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let finished: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Call(c) => Some(c.call_id.as_str()),
+            _ => None,
+        })
+        .collect();
     let mut out = String::new();
-    for link in links {
-        match parse(link)? {
-            Record::Call(c) => {
-                let line = |out: &mut String, label: &str, text: &str| {
-                    let _ = writeln!(out, "  {label:<11}{text}");
-                };
-                let _ = writeln!(
-                    out,
-                    "call {}  at {}  (record #{})",
-                    c.call_id,
-                    crate::units::format_unix(c.time_ms.div_euclid(1000)),
-                    link.seq
-                );
-                line(&mut out, "agent", &c.agent);
-                if let Some(user) = &c.user {
-                    let by = c.delegation.as_deref().unwrap_or("?");
-                    line(&mut out, "for user", &format!("{user} (delegation {by})"));
-                }
-                if let Some(session) = &c.session {
-                    line(&mut out, "session", session);
-                }
-                let label = if c.origin.label.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", c.origin.label)
-                };
-                line(
-                    &mut out,
-                    "origin",
-                    &format!("{}{label}", c.origin.kind.as_str()),
-                );
-                let digest = c.tool_digest.as_deref().unwrap_or("not loaded");
-                line(&mut out, "tool", &format!("{} {digest}", c.tool));
-                line(&mut out, "input", &format!("sha256:{}", c.input_digest));
-                if let Some(input) = &c.input {
-                    line(&mut out, "", &input.to_string());
-                }
-                let by = if c.decision.policies.is_empty() {
-                    String::new()
-                } else {
-                    format!(" by {}", c.decision.policies.join(", "))
-                };
-                let outcome = serde_json::to_value(c.decision.outcome)?;
-                line(
-                    &mut out,
-                    "decision",
-                    &format!("{}{by}", outcome.as_str().unwrap_or("?")),
-                );
-                for reason in &c.decision.reasons {
-                    line(&mut out, "", reason);
-                }
-                if let Some(approval) = &c.approval {
-                    let by = c
-                        .approved_by
-                        .as_deref()
-                        .map_or(" (pending)".to_string(), |a| format!(" (approved by {a})"));
-                    line(&mut out, "approval", &format!("{approval}{by}"));
-                }
-                let ended = match &c.error {
-                    None => "ok".to_string(),
-                    Some(e) => format!("{:?}: {}", e.kind, e.message),
-                };
-                line(
-                    &mut out,
-                    "outcome",
-                    &format!("{ended} in {:.1} ms", c.duration_ms),
-                );
-                if c.egress_requests > 0 {
-                    line(
-                        &mut out,
-                        "egress",
-                        &format!("{} request(s):", c.egress_requests),
-                    );
-                }
-            }
+    for (seq, record) in &records {
+        match record {
+            Record::Call(c) => explain_call(&mut out, c, *seq, None)?,
+            // A call that ended says all its start record did.
+            Record::Started(c) if finished.contains(c.call_id.as_str()) => {}
+            Record::Started(c) => explain_call(
+                &mut out,
+                c,
+                *seq,
+                Some(
+                    "started, never finished (its process was killed while the tool ran, \
+                     or it still runs)",
+                ),
+            )?,
             Record::Egress(e) => {
-                let _ = write!(
-                    out,
+                let mut text = format!(
                     "    {} {}://{}:{}{} -> {}",
                     e.method,
                     e.scheme,
@@ -378,49 +389,140 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
                     e.decision
                 );
                 if let Some(status) = e.status {
-                    let _ = write!(out, " {status}, {} bytes", e.response_bytes);
+                    text += &format!(" {status}, {} bytes", e.response_bytes);
                 }
                 if !e.policies.is_empty() {
-                    let _ = write!(out, " by {}", e.policies.join(", "));
+                    text += &format!(" by {}", e.policies.join(", "));
                 }
                 if let Some(reason) = &e.reason {
-                    let _ = write!(out, " ({reason})");
+                    text += &format!(" ({reason})");
                 }
                 if let Some(c) = &e.credential {
                     let jti = c
                         .jti
                         .as_deref()
                         .map_or(String::new(), |j| format!(" jti {j}"));
-                    let _ = write!(out, "; credential {} ({:?}{jti})", c.name, c.kind);
+                    text += &format!("; credential {} ({:?}{jti})", c.name, c.kind);
                 }
-                out.push('\n');
+                push_line(&mut out, &text);
             }
         }
     }
     Ok(out)
 }
 
-/// One line per call record, for `warden audit tail`.
-pub fn summary(link: &AuditLink) -> Result<Option<String>> {
-    let Record::Call(c) = parse(link)? else {
-        return Ok(None);
+/// Appends one line of stored text, escaped.
+fn push_line(out: &mut String, text: &str) {
+    out.push_str(&crate::text::printable(text));
+    out.push('\n');
+}
+
+/// The agent as a person should read it: proven, or only claimed.
+fn agent_shown(c: &CallRecord) -> String {
+    match (&c.agent, &c.claimed_agent) {
+        (Some(agent), _) => agent.clone(),
+        (None, Some(claimed)) => format!("(claimed {claimed}, not authenticated)"),
+        (None, None) => "(not authenticated)".into(),
+    }
+}
+
+/// A call record's lines; `unfinished` replaces the outcome of a call that never ended.
+fn explain_call(
+    out: &mut String,
+    c: &CallRecord,
+    seq: u64,
+    unfinished: Option<&str>,
+) -> Result<()> {
+    let line = |out: &mut String, label: &str, text: &str| {
+        push_line(out, &format!("  {label:<11}{text}"));
+    };
+    push_line(
+        out,
+        &format!(
+            "call {}  at {}  (record #{seq})",
+            c.call_id,
+            crate::units::format_unix(c.time_ms.div_euclid(1000)),
+        ),
+    );
+    line(out, "agent", &agent_shown(c));
+    if let Some(user) = &c.user {
+        let by = c.delegation.as_deref().unwrap_or("?");
+        line(out, "for user", &format!("{user} (delegation {by})"));
+    }
+    if let Some(session) = &c.session {
+        line(out, "session", session);
+    }
+    let label = if c.origin.label.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", c.origin.label)
+    };
+    line(out, "origin", &format!("{}{label}", c.origin.kind.as_str()));
+    let digest = c.tool_digest.as_deref().unwrap_or("not loaded");
+    line(out, "tool", &format!("{} {digest}", c.tool));
+    line(out, "input", &format!("sha256:{}", c.input_digest));
+    if let Some(input) = &c.input {
+        line(out, "", &input.to_string());
+    }
+    let by = if c.decision.policies.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", c.decision.policies.join(", "))
     };
     let outcome = serde_json::to_value(c.decision.outcome)?;
-    let ended = c
-        .error
-        .as_ref()
-        .map_or("ok".to_string(), |e| format!("{:?}", e.kind));
-    Ok(Some(format!(
+    line(
+        out,
+        "decision",
+        &format!("{}{by}", outcome.as_str().unwrap_or("?")),
+    );
+    for reason in &c.decision.reasons {
+        line(out, "", reason);
+    }
+    if let Some(approval) = &c.approval {
+        let by = c
+            .approved_by
+            .as_deref()
+            .map_or(" (pending)".to_string(), |a| format!(" (approved by {a})"));
+        line(out, "approval", &format!("{approval}{by}"));
+    }
+    let ended = match (unfinished, &c.error) {
+        (Some(unfinished), _) => unfinished.to_string(),
+        (None, None) => format!("ok in {:.1} ms", c.duration_ms),
+        (None, Some(e)) => format!("{:?}: {} in {:.1} ms", e.kind, e.message, c.duration_ms),
+    };
+    line(out, "outcome", &ended);
+    if c.egress_requests > 0 {
+        line(out, "egress", &format!("{} request(s):", c.egress_requests));
+    }
+    Ok(())
+}
+
+/// One line per call record (and per call started), for `warden audit tail`, escaped.
+pub fn summary(link: &AuditLink) -> Result<Option<String>> {
+    let (c, ended) = match parse(link)? {
+        Record::Egress(_) => return Ok(None),
+        Record::Started(c) => (c, "started".to_string()),
+        Record::Call(c) => {
+            let ended = c
+                .error
+                .as_ref()
+                .map_or("ok".to_string(), |e| format!("{:?}", e.kind));
+            (c, ended)
+        }
+    };
+    let outcome = serde_json::to_value(c.decision.outcome)?;
+    let line = format!(
         "#{:<6} {}  {}  {:<16} {:<14} {:<8} {:<17} {}",
         link.seq,
         crate::units::format_unix(c.time_ms.div_euclid(1000)),
         c.call_id,
-        c.agent,
+        agent_shown(&c),
         c.tool,
         outcome.as_str().unwrap_or("?"),
         ended,
         c.user.as_deref().unwrap_or("-"),
-    )))
+    );
+    Ok(Some(crate::text::printable(&line).into_owned()))
 }
 
 #[cfg(test)]

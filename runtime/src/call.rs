@@ -1,10 +1,14 @@
 //! The pipeline of one call, top to bottom:
 //! find the tool -> authenticate the agent -> verify the delegation and session -> check
-//! revocations -> check the approval the caller names -> count the call -> decide (policy;
-//! store a pending approval when one is needed) -> load the tool -> check the input ->
-//! prepare the sandbox (every request decided and checked for revocations again) -> run under
-//! limits, until done or cancelled -> check the output -> taint the session if the tool
-//! ingests untrusted content -> report, with the audit records committed before it returns.
+//! revocations -> check the approval the caller names -> load the tool -> check the input
+//! against its schema -> count the call -> decide (policy; store a pending approval when one
+//! is needed) -> prepare the sandbox (every request decided and checked for revocations
+//! again) -> record that the call started (and spend its approval) -> run under limits, until
+//! done or cancelled -> check the output -> taint the session if the tool ingests untrusted
+//! content -> report, with the audit records committed before it returns.
+//!
+//! A call that runs its tool commits three write transactions: the rate count, the start
+//! record with the approval's use, the final records.
 
 use crate::approval;
 use crate::credentials::Secret;
@@ -22,7 +26,7 @@ use crate::sandbox::limits::{
     CpuExhausted, CpuMeter, MAX_ERROR_TEXT, MAX_FIELDS_BYTES, MAX_HANDLES, bound_text,
 };
 use crate::sandbox::{CallState, Observed};
-use crate::state::{Approval, ApprovalStatus, RevocationKind};
+use crate::state::{Approval, ApprovalStatus, AuditEntry, RevocationKind};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,8 +184,12 @@ pub struct CallReport {
     pub tool: String,
     /// sha256 of the input's canonical JSON (`identity::assertion::input_digest`).
     pub input_digest: String,
-    /// The agent (as claimed, until it is authenticated).
-    pub agent: String,
+    /// The agent, once the caller proved it is that agent; none if the call ended before.
+    pub agent: Option<String>,
+    /// Who the caller claimed to be, when the call ended before that was proven: a claim an
+    /// attacker chooses, never evidence of who called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_agent: Option<String>,
     /// The user the call was made for, and the delegation's id.
     pub user: Option<String>,
     pub delegation: Option<String>,
@@ -222,9 +230,17 @@ impl Runtime {
     pub async fn call(&self, request: CallRequest) -> CallReport {
         // Time-ordered (v7): the audit's index by call id grows at its end, not everywhere.
         let call_id = uuid::Uuid::now_v7().to_string();
-        let claimed = request.caller.claimed_agent();
-        let span =
-            tracing::info_span!("call", call_id = %call_id, tool = %request.tool, agent = %claimed);
+        // Until the caller proves who it is, its name is only a claim.
+        let (agent, claimed_agent) = match &request.caller {
+            Caller::Authenticated(a) => (Some(a.agent.clone()), None),
+            Caller::Assertion(token) => (None, Some(claimed_agent(token))),
+        };
+        let span = tracing::info_span!(
+            "call",
+            call_id = %call_id,
+            tool = %request.tool,
+            agent = %agent.as_deref().or(claimed_agent.as_deref()).unwrap_or_default()
+        );
         async move {
             let started = Instant::now();
             let mut report = CallReport {
@@ -232,7 +248,8 @@ impl Runtime {
                 time_ms: jwt::now_ms(),
                 tool: request.tool.clone(),
                 input_digest: assertion::input_digest(&request.input),
-                agent: claimed,
+                agent,
+                claimed_agent,
                 user: None,
                 delegation: None,
                 session: request.session.clone(),
@@ -337,7 +354,8 @@ impl Runtime {
             },
             Caller::Authenticated(agent) => agent.agent.clone(),
         };
-        report.agent = agent.clone();
+        report.agent = Some(agent.clone());
+        report.claimed_agent = None;
         let (session, acting) = match self.resolve_session(
             request.session.as_deref(),
             &agent,
@@ -408,6 +426,40 @@ impl Runtime {
             report.approval = Some(id.clone());
         }
 
+        let tool = match self.load_found(&request.tool, found).await {
+            Ok(tool) => tool,
+            Err(e) => {
+                return fail(
+                    ErrorKind::InvalidTool,
+                    format!("tool `{}` cannot be loaded: {e}", request.tool),
+                );
+            }
+        };
+        report.tool_digest = Some(tool.digest.to_string());
+
+        // Check the input against the tool's schema before the decision: a person is never
+        // asked to approve an input the tool would reject. The schema comes from the loaded
+        // tool (its `describe`), so only an authenticated agent's call loads it.
+        let problems: Vec<String> = tool
+            .validator
+            .iter_errors(&request.input)
+            .take(3)
+            .map(|error| {
+                let at = error.instance_path.to_string();
+                format!("input{at}: {error}")
+            })
+            .collect();
+        if !problems.is_empty() {
+            return fail(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} (schema of tool `{}`)",
+                    problems.join("; "),
+                    request.tool
+                ),
+            );
+        }
+
         let now_ms = crate::identity::jwt::now_ms();
         let counts = match state.record_call(&agent, request.session.as_deref(), now_ms) {
             Ok(counts) => counts,
@@ -443,24 +495,7 @@ impl Runtime {
         let decision = &report.decision;
         tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
         match decision.outcome {
-            Outcome::Allow => {
-                // Used once, atomically: of two calls racing with one approval, one runs.
-                if let Some(id) = &report.approval {
-                    match state.use_approval(id, call_id) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            return self
-                                .deny(report, format!("approval {id} has already been used"));
-                        }
-                        Err(e) => {
-                            return fail(
-                                ErrorKind::Internal,
-                                format!("using approval {id}: {e:#}"),
-                            );
-                        }
-                    }
-                }
-            }
+            Outcome::Allow => {}
             Outcome::Deny => {
                 return fail(ErrorKind::Denied, format!("denied: {}", decision.summary()));
             }
@@ -491,38 +526,6 @@ impl Runtime {
             }
         }
 
-        let tool = match self.load_found(&request.tool, found).await {
-            Ok(tool) => tool,
-            Err(e) => {
-                return fail(
-                    ErrorKind::InvalidTool,
-                    format!("tool `{}` cannot be loaded: {e}", request.tool),
-                );
-            }
-        };
-        report.tool_digest = Some(tool.digest.to_string());
-
-        // Check the input against the tool's schema before anything runs.
-        let problems: Vec<String> = tool
-            .validator
-            .iter_errors(&request.input)
-            .take(3)
-            .map(|error| {
-                let at = error.instance_path.to_string();
-                format!("input{at}: {error}")
-            })
-            .collect();
-        if !problems.is_empty() {
-            return fail(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{} (schema of tool `{}`)",
-                    problems.join("; "),
-                    request.tool
-                ),
-            );
-        }
-
         let context = CallContext {
             call_id: call_id.to_string(),
             tool: request.tool.clone(),
@@ -550,6 +553,31 @@ impl Runtime {
                 call: facts,
             },
         });
+        // The call is on record, and its approval spent (once, atomically: of two calls racing
+        // with one approval, one runs), before the guest runs: a process killed while the
+        // tool runs leaves a call that started and never finished, not effects without a record.
+        let started = match self.audit_entries(request, report, crate::audit::started) {
+            Ok(started) => started,
+            Err(e) => {
+                return fail(
+                    ErrorKind::Internal,
+                    format!("recording the call's start: {e:#}"),
+                );
+            }
+        };
+        match state.start_call(call_id, report.approval.as_deref(), &started) {
+            Ok(true) => {}
+            Ok(false) => {
+                let id = report.approval.clone().unwrap_or_default();
+                return self.deny(report, format!("approval {id} has already been used"));
+            }
+            Err(e) => {
+                return fail(
+                    ErrorKind::Internal,
+                    format!("recording the call's start: {e:#}"),
+                );
+            }
+        }
         let ran = run(
             &tool,
             gate,
@@ -599,7 +627,9 @@ impl Runtime {
             input: input.clone(),
             reason,
             created: now,
-            expires: now + self.deployment().approvals.lifetime.as_secs() as i64,
+            expires: now.saturating_add(
+                i64::try_from(self.deployment().approvals.lifetime.as_secs()).unwrap_or(i64::MAX),
+            ),
             status: ApprovalStatus::Pending,
             approver: None,
             signature: None,
@@ -608,15 +638,29 @@ impl Runtime {
         Ok(self.state()?.request_approval(&pending)?.id)
     }
 
-    /// Appends the call's records to the audit chain (unless the deployment turned it off).
+    /// Appends the call's final records to the audit chain (unless the deployment turned it
+    /// off).
     fn audit(&self, request: &CallRequest, report: &CallReport) -> anyhow::Result<()> {
-        let settings = &self.deployment().audit;
-        if !settings.enabled {
+        let entries = self.audit_entries(request, report, crate::audit::entries)?;
+        if entries.is_empty() {
             return Ok(());
         }
-        let input = settings.record_input.then(|| request.input.clone());
-        self.state()?
-            .append_audit(&crate::audit::entries(report, input)?)
+        self.state()?.append_audit(&entries)
+    }
+
+    /// The call's records as `records` (`audit::started` or `audit::entries`) makes them, with
+    /// the input if the deployment keeps inputs; none if the deployment keeps no audit.
+    fn audit_entries(
+        &self,
+        request: &CallRequest,
+        report: &CallReport,
+        records: fn(&CallReport, Option<serde_json::Value>) -> anyhow::Result<Vec<AuditEntry>>,
+    ) -> anyhow::Result<Vec<AuditEntry>> {
+        let settings = &self.deployment().audit;
+        if !settings.enabled {
+            return Ok(vec![]);
+        }
+        records(report, settings.record_input.then(|| request.input.clone()))
     }
 
     /// A call refused before any policy could be asked (authentication, delegation).
@@ -632,18 +676,11 @@ impl Runtime {
     }
 }
 
-impl Caller {
-    /// The agent the caller claims to be, for logs before it is authenticated.
-    fn claimed_agent(&self) -> String {
-        match self {
-            Caller::Assertion(token) => {
-                jwt::peek_claims::<assertion::CallAssertion>(token.expose())
-                    .map(|c| c.sub)
-                    .unwrap_or_else(|_| "(unreadable assertion)".into())
-            }
-            Caller::Authenticated(agent) => agent.agent.clone(),
-        }
-    }
+/// The agent an assertion claims to be from, before (or without) its signature checked.
+fn claimed_agent(token: &Secret) -> String {
+    jwt::peek_claims::<assertion::CallAssertion>(token.expose())
+        .map(|c| c.sub)
+        .unwrap_or_else(|_| "(unreadable assertion)".into())
 }
 
 /// A fresh `Store` with the call's limits installed. Used for every instantiation.

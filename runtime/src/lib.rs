@@ -42,6 +42,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod session;
 pub mod state;
+pub mod text;
 pub mod units;
 
 pub use call::{CallReport, CallRequest, ErrorKind};

@@ -6,6 +6,7 @@ use crate::approval;
 use crate::deployment::Deployment;
 use crate::identity::jwt;
 use crate::state::{self, ApprovalDecision, ApprovalStatus};
+use crate::text::{printable, printable_json};
 use crate::units::format_unix;
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -45,15 +46,17 @@ pub fn list(config: &Path, command: ApprovalsCommand) -> Result<i32> {
     let ApprovalsCommand::List { all, json } = command;
     let deployment = Deployment::load(config)?;
     let approvals = state::open(&deployment.state_dir)?.approvals(all)?;
+    // The input is the agent's: a person reads it escaped before approving it.
     if json {
-        println!("{}", serde_json::to_string_pretty(&approvals)?);
+        let text = serde_json::to_string_pretty(&approvals)?;
+        println!("{}", printable_json(&text));
         return Ok(0);
     }
     if approvals.is_empty() {
         println!("no {}approvals", if all { "" } else { "pending " });
     }
     for a in approvals {
-        println!(
+        let header = format!(
             "{}  {:<8}  agent {} calls {} for {}  (expires {})",
             a.id,
             a.status.as_str(),
@@ -62,8 +65,9 @@ pub fn list(config: &Path, command: ApprovalsCommand) -> Result<i32> {
             a.user.as_deref().unwrap_or("nobody"),
             format_unix(a.expires)
         );
-        println!("    input  {}", a.input);
-        println!("    why    {}", a.reason);
+        println!("{}", printable(&header));
+        println!("    input  {}", printable(&a.input.to_string()));
+        println!("    why    {}", printable(&a.reason));
     }
     Ok(0)
 }
@@ -102,7 +106,7 @@ pub fn approve(config: &Path, args: ApproveArgs) -> Result<i32> {
         eprintln!("error: approval {} was decided meanwhile", args.id);
         return Ok(3);
     }
-    println!(
+    let approved = format!(
         "approved {} as `{approver}`: agent {} may call {} once with input {} for {}, until {}",
         pending.id,
         pending.agent,
@@ -111,6 +115,7 @@ pub fn approve(config: &Path, args: ApproveArgs) -> Result<i32> {
         pending.user.as_deref().unwrap_or("nobody"),
         format_unix(pending.expires)
     );
+    println!("{}", printable(&approved));
     Ok(0)
 }
 

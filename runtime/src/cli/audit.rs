@@ -1,9 +1,12 @@
-//! `warden audit verify|show|tail`: read the audit chain.
+//! `warden audit verify|show|tail`: read the audit chain. Everything printed from it goes
+//! through `text::printable` or `text::printable_json`: agents, tools and upstreams chose much
+//! of what the records hold.
 
 use super::UsageError;
 use crate::audit;
 use crate::deployment::Deployment;
 use crate::state;
+use crate::text::{printable, printable_json};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::Path;
@@ -11,7 +14,9 @@ use std::path::Path;
 #[derive(Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain; name the first record that was edited, deleted or moved
-    /// (exit 1), else print the number of records and the head hash.
+    /// (exit 1), else print the number of records and the head hash, and name the calls
+    /// that started and never finished (killed while their tool ran, or still running):
+    /// the chain is intact, so they do not change the exit code (0).
     Verify {
         /// Print the result as JSON.
         #[arg(long)]
@@ -42,37 +47,44 @@ pub fn run(config: &Path, command: AuditCommand) -> Result<i32> {
         AuditCommand::Verify { json } => match audit::verify(store.as_ref())? {
             Ok(verified) => {
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "valid": true, "chain": verified })
-                    );
+                    let answer = serde_json::json!({ "valid": true, "chain": verified });
+                    println!("{}", printable_json(&answer.to_string()));
                 } else {
                     println!(
                         "audit chain valid: {} records ({} calls), head {}",
                         verified.records, verified.calls, verified.head
                     );
+                    for unfinished in &verified.unfinished {
+                        println!("{}", printable(&unfinished.to_string()));
+                    }
                 }
                 Ok(0)
             }
             Err(broken) => {
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "valid": false, "broken": broken })
-                    );
+                    let answer = serde_json::json!({ "valid": false, "broken": broken });
+                    println!("{}", printable_json(&answer.to_string()));
                 }
-                eprintln!("error: audit chain broken at {broken}");
+                eprintln!(
+                    "error: audit chain broken at {}",
+                    printable(&broken.to_string())
+                );
                 Ok(1)
             }
         },
         AuditCommand::Show { call_id, json } => {
             let links = store.audit_of_call(&call_id)?;
             if links.is_empty() {
-                return Err(UsageError(format!("no audit record of call `{call_id}`")).into());
+                return Err(UsageError(format!(
+                    "no audit record of call `{}`",
+                    printable(&call_id)
+                ))
+                .into());
             }
             if json {
                 let records = links.iter().map(audit::parse).collect::<Result<Vec<_>>>()?;
-                println!("{}", serde_json::to_string_pretty(&records)?);
+                let text = serde_json::to_string_pretty(&records)?;
+                println!("{}", printable_json(&text));
             } else {
                 print!("{}", audit::explain(&links)?);
             }
@@ -81,7 +93,7 @@ pub fn run(config: &Path, command: AuditCommand) -> Result<i32> {
         AuditCommand::Tail { count, json } => {
             for link in store.audit_tail(count)? {
                 if json {
-                    println!("{}", link.body);
+                    println!("{}", printable_json(&link.body));
                 } else if let Some(line) = audit::summary(&link)? {
                     println!("{line}");
                 }

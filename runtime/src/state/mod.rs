@@ -47,9 +47,17 @@ pub trait StateStore: Send + Sync {
     fn approvals(&self, all: bool) -> Result<Vec<Approval>>;
     /// Records a human's decision on a pending approval. False if it is no longer pending.
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool>;
-    /// Marks an approved approval used by `call_id`. False if it was not approved or was
-    /// used already: of concurrent callers, exactly one gets true.
-    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool>;
+    /// Starts a call whose tool is about to run: marks `approval` (if any) used by `call_id`
+    /// and appends `entries` (its start record) to the audit chain as `append_audit` does,
+    /// atomically, so that a spent approval always has its call on record. False, and
+    /// nothing written, if the approval was not approved or was used already: of concurrent
+    /// callers, exactly one gets true.
+    fn start_call(
+        &self,
+        call_id: &str,
+        approval: Option<&str>,
+        entries: &[AuditEntry],
+    ) -> Result<bool>;
 
     /// Records a revocation. False if it was revoked before.
     fn revoke(&self, revocation: &Revocation) -> Result<bool>;

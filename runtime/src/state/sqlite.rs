@@ -104,10 +104,19 @@ impl SqliteStore {
         })
     }
 
+    /// The connection. A thread that panicked while holding it left no transaction open
+    /// (an unfinished one rolls back when dropped), so the lock is taken back, not refused:
+    /// one panic does not take every later call of the process down with it.
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that
     /// concurrent processes queue instead of failing on upgrade).
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap();
+        let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -117,7 +126,7 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let now = crate::identity::jwt::now();
         conn.prepare_cached("DELETE FROM nonces WHERE expires < ?1")?
             .execute(params![now])?;
@@ -128,7 +137,7 @@ impl StateStore for SqliteStore {
     }
 
     fn start_session(&self, session: &Session) -> Result<()> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         conn.prepare_cached(
             "INSERT INTO sessions (id, agent, user, delegation, scope, created, expires)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -146,7 +155,7 @@ impl StateStore for SqliteStore {
     }
 
     fn session(&self, id: &str) -> Result<Option<Session>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let mut query = conn.prepare_cached(
             "SELECT id, agent, user, delegation, scope, expires, tainted, taint_reason, calls
              FROM sessions WHERE id = ?1",
@@ -170,7 +179,7 @@ impl StateStore for SqliteStore {
     }
 
     fn taint(&self, session: &str, reason: &str) -> Result<()> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         conn.prepare_cached(
             "UPDATE sessions SET tainted = 1, taint_reason = COALESCE(taint_reason, ?2) WHERE id = ?1",
         )?
@@ -206,34 +215,15 @@ impl StateStore for SqliteStore {
     }
 
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
-        Ok(count_recent(&self.conn.lock().unwrap(), agent, now_ms)?)
+        Ok(count_recent(&self.conn(), agent, now_ms)?)
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
-        self.write(|tx| {
-            let last: Option<(i64, String)> = tx
-                .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            let (mut seq, mut prev) = match last {
-                Some((seq, hash)) => (seq as u64, hash),
-                None => (0, crate::audit::GENESIS.to_string()),
-            };
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO audit (seq, call_id, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for entry in entries {
-                seq += 1;
-                let hash = crate::audit::link_hash(&prev, seq, &entry.call_id, &entry.body);
-                insert.execute(params![seq as i64, entry.call_id, entry.body, prev, hash])?;
-                prev = hash;
-            }
-            Ok(())
-        })
+        self.write(|tx| append_audit(tx, entries))
     }
 
     fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditLink>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let mut query = conn.prepare_cached(
             "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -242,7 +232,7 @@ impl StateStore for SqliteStore {
     }
 
     fn audit_of_call(&self, call_id: &str) -> Result<Vec<AuditLink>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let mut query = conn.prepare_cached(
             "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE call_id = ?1 ORDER BY seq",
         )?;
@@ -251,7 +241,7 @@ impl StateStore for SqliteStore {
     }
 
     fn audit_tail(&self, count: usize) -> Result<Vec<AuditLink>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let mut query = conn.prepare_cached(
             "SELECT seq, call_id, body, prev_hash, hash FROM
              (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
@@ -298,7 +288,7 @@ impl StateStore for SqliteStore {
     }
 
     fn approval(&self, id: &str) -> Result<Option<Approval>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         conn.prepare_cached(&format!("{APPROVAL_COLUMNS} WHERE id = ?1"))?
             .query_row(params![id], approval)
             .optional()?
@@ -306,7 +296,7 @@ impl StateStore for SqliteStore {
     }
 
     fn approvals(&self, all: bool) -> Result<Vec<Approval>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let filter = if all { "" } else { "WHERE status = 'pending'" };
         let mut query = conn.prepare(&format!(
             "{APPROVAL_COLUMNS} {filter} ORDER BY created DESC"
@@ -316,7 +306,7 @@ impl StateStore for SqliteStore {
     }
 
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let (status, approver, signature) = match decision {
             ApprovalDecision::Approved {
                 approver,
@@ -333,21 +323,35 @@ impl StateStore for SqliteStore {
         Ok(changed == 1)
     }
 
-    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
-        // One statement: SQLite runs it under the write lock, so two processes cannot both
-        // see `approved`.
-        let changed = conn
-            .prepare_cached(
-                "UPDATE approvals SET status = 'used', used_by = ?2
-                 WHERE id = ?1 AND status = 'approved'",
-            )?
-            .execute(params![id, call_id])?;
-        Ok(changed == 1)
+    fn start_call(
+        &self,
+        call_id: &str,
+        approval: Option<&str>,
+        entries: &[AuditEntry],
+    ) -> Result<bool> {
+        if approval.is_none() && entries.is_empty() {
+            return Ok(true);
+        }
+        // Under the write lock: two processes cannot both see `approved`.
+        self.write(|tx| {
+            if let Some(id) = approval {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE approvals SET status = 'used', used_by = ?2
+                         WHERE id = ?1 AND status = 'approved'",
+                    )?
+                    .execute(params![id, call_id])?;
+                if changed != 1 {
+                    return Ok(false);
+                }
+            }
+            append_audit(tx, entries)?;
+            Ok(true)
+        })
     }
 
     fn revoke(&self, revocation: &Revocation) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let inserted = conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO revocations (kind, id, at, reason) VALUES (?1, ?2, ?3, ?4)",
@@ -367,7 +371,7 @@ impl StateStore for SqliteStore {
         }
         // One query for all of a call's ids (it runs on every call and every request).
         let pairs = vec!["(?, ?)"; ids.len()].join(", ");
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let mut query = conn.prepare_cached(&format!(
             "SELECT kind, id, at, reason FROM revocations WHERE (kind, id) IN (VALUES {pairs})
              ORDER BY at LIMIT 1"
@@ -380,12 +384,34 @@ impl StateStore for SqliteStore {
     }
 
     fn revocations(&self) -> Result<Vec<Revocation>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let mut query =
             conn.prepare("SELECT kind, id, at, reason FROM revocations ORDER BY at, kind, id")?;
         let rows = query.query_map([], revocation)?;
         rows.map(|row| row?).collect()
     }
+}
+
+/// Appends `entries` after the chain's last record, each linked to the one before.
+fn append_audit(tx: &rusqlite::Transaction, entries: &[AuditEntry]) -> Result<()> {
+    let last: Option<(i64, String)> = tx
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (mut seq, mut prev) = match last {
+        Some((seq, hash)) => (seq as u64, hash),
+        None => (0, crate::audit::GENESIS.to_string()),
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit (seq, call_id, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for entry in entries {
+        seq += 1;
+        let hash = crate::audit::link_hash(&prev, seq, &entry.call_id, &entry.body);
+        insert.execute(params![seq as i64, entry.call_id, entry.body, prev, hash])?;
+        prev = hash;
+    }
+    Ok(())
 }
 
 fn audit_link(row: &Row) -> rusqlite::Result<AuditLink> {
