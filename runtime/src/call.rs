@@ -19,7 +19,7 @@ use crate::revocation::{CallGate, CallIds};
 use crate::runtime::{LoadError, LoadedTool, Runtime};
 use crate::sandbox::http::{EgressGate, EgressRecord};
 use crate::sandbox::{CallState, Observed};
-use crate::state::{Approval, ApprovalStatus, RevocationKind};
+use crate::state::{Approval, ApprovalStatus, RevocationKind, TooManyPending};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -464,10 +464,13 @@ impl Runtime {
                         report.approval = Some(id);
                         fail(ErrorKind::ApprovalRequired, message)
                     }
-                    Err(e) => fail(
-                        ErrorKind::Internal,
-                        format!("recording the approval request: {e:#}"),
-                    ),
+                    Err(e) => match e.downcast_ref::<TooManyPending>() {
+                        Some(full) => fail(ErrorKind::Denied, format!("denied: {full}")),
+                        None => fail(
+                            ErrorKind::Internal,
+                            format!("recording the approval request: {e:#}"),
+                        ),
+                    },
                 };
             }
         }
@@ -585,7 +588,10 @@ impl Runtime {
             signature: None,
             used_by: None,
         };
-        Ok(self.state()?.request_approval(&pending)?.id)
+        Ok(self
+            .state()?
+            .request_approval(&pending, approval::MAX_PENDING_PER_AGENT)?
+            .id)
     }
 
     /// Appends the call's records to the audit chain (unless the deployment turned it off).

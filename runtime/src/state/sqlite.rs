@@ -11,6 +11,8 @@ use std::sync::Mutex;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Writes that added a row an agent can grow, since this process opened the file.
+    growth: std::sync::atomic::AtomicU64,
 }
 
 /// The schema, one migration per version: a state file at version N has had the first N
@@ -78,7 +80,23 @@ CREATE TABLE revocations (
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 ",
+    "
+-- Version 3: what pruning and the cap on pending approvals look up.
+CREATE INDEX nonces_expiry ON nonces (expires);
+CREATE INDEX sessions_expiry ON sessions (expires);
+CREATE INDEX approvals_pending ON approvals (status, agent, expires);
+",
 ];
+
+/// What pruning keeps, and how often it runs: once when a process opens the file, then after
+/// every `PRUNE_EVERY`-th write that adds a nonce, a session or an approval (the rows an agent
+/// can add), so that no call pays for it and a long-running server's file stays bounded.
+const PRUNE_EVERY: u64 = 1000;
+/// Sessions and pending approvals are kept this long after they expire: a call naming an
+/// expired session is told so (not "no such session"), and a person reviewing approvals
+/// still sees the requests that lapsed. The audit record of every call keeps its session,
+/// the approval it asked for or used, the decision and its reasons, for good.
+pub const PRUNE_AFTER: i64 = 24 * 3600;
 
 /// The window of `CallCounts::last_minute`, in seconds.
 const RATE_WINDOW: i64 = 60;
@@ -99,15 +117,61 @@ impl SqliteStore {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;",
         )?;
         migrate(&mut conn).with_context(|| format!("preparing {}", path.display()))?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             conn: Mutex::new(conn),
+            growth: std::sync::atomic::AtomicU64::new(0),
+        };
+        store
+            .prune(crate::identity::jwt::now())
+            .with_context(|| format!("pruning {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// Deletes what no decision and no person needs any more, as of `now` (unix seconds):
+    /// expired nonces (an expired assertion is refused before its nonce is looked at), the
+    /// rate counters of past minutes, and sessions and pending approvals `PRUNE_AFTER` past
+    /// their expiry. Approvals a person decided (approved, denied, used) are kept: they are
+    /// the signed evidence the audit points to, and only people add them.
+    pub fn prune(&self, now: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM nonces WHERE expires < ?1")?
+                .execute(params![now])?;
+            tx.prepare_cached("DELETE FROM call_counts WHERE second <= ?1")?
+                .execute(params![now - RATE_WINDOW])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE expires < ?1")?
+                .execute(params![now - PRUNE_AFTER])?;
+            tx.prepare_cached("DELETE FROM approvals WHERE status = 'pending' AND expires < ?1")?
+                .execute(params![now - PRUNE_AFTER])?;
+            Ok(())
         })
+    }
+
+    /// Counts a write that added a row an agent can grow, and prunes every `PRUNE_EVERY`-th.
+    /// A failed pruning is logged, never the caller's failure: the next one catches up.
+    fn grew(&self) {
+        let count = self
+            .growth
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if count.is_multiple_of(PRUNE_EVERY)
+            && let Err(e) = self.prune(crate::identity::jwt::now())
+        {
+            tracing::warn!(error = %format!("{e:#}"), "pruning the state file failed");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic elsewhere while holding the connection leaves no transaction open
+        // (rusqlite rolls back on drop): the connection is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that
     /// concurrent processes queue instead of failing on upgrade).
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap();
+        let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -117,18 +181,16 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
-        let now = crate::identity::jwt::now();
-        conn.prepare_cached("DELETE FROM nonces WHERE expires < ?1")?
-            .execute(params![now])?;
-        let inserted = conn
+        let inserted = self
+            .lock()
             .prepare_cached("INSERT OR IGNORE INTO nonces (nonce, expires) VALUES (?1, ?2)")?
             .execute(params![nonce, expires])?;
+        self.grew();
         Ok(inserted == 1)
     }
 
     fn start_session(&self, session: &Session) -> Result<()> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         conn.prepare_cached(
             "INSERT INTO sessions (id, agent, user, delegation, scope, created, expires)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -142,11 +204,13 @@ impl StateStore for SqliteStore {
             crate::identity::jwt::now(),
             session.expires
         ])?;
+        drop(conn);
+        self.grew();
         Ok(())
     }
 
     fn session(&self, id: &str) -> Result<Option<Session>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let mut query = conn.prepare_cached(
             "SELECT id, agent, user, delegation, scope, expires, tainted, taint_reason, calls
              FROM sessions WHERE id = ?1",
@@ -170,7 +234,7 @@ impl StateStore for SqliteStore {
     }
 
     fn taint(&self, session: &str, reason: &str) -> Result<()> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         conn.prepare_cached(
             "UPDATE sessions SET tainted = 1, taint_reason = COALESCE(taint_reason, ?2) WHERE id = ?1",
         )?
@@ -206,7 +270,7 @@ impl StateStore for SqliteStore {
     }
 
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
-        Ok(count_recent(&self.conn.lock().unwrap(), agent, now_ms)?)
+        Ok(count_recent(&self.lock(), agent, now_ms)?)
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
@@ -233,7 +297,7 @@ impl StateStore for SqliteStore {
     }
 
     fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditLink>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let mut query = conn.prepare_cached(
             "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -242,7 +306,7 @@ impl StateStore for SqliteStore {
     }
 
     fn audit_of_call(&self, call_id: &str) -> Result<Vec<AuditLink>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let mut query = conn.prepare_cached(
             "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE call_id = ?1 ORDER BY seq",
         )?;
@@ -251,7 +315,7 @@ impl StateStore for SqliteStore {
     }
 
     fn audit_tail(&self, count: usize) -> Result<Vec<AuditLink>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let mut query = conn.prepare_cached(
             "SELECT seq, call_id, body, prev_hash, hash FROM
              (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
@@ -260,8 +324,8 @@ impl StateStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn request_approval(&self, request: &Approval) -> Result<Approval> {
-        self.write(|tx| {
+    fn request_approval(&self, request: &Approval, max_pending: u64) -> Result<Approval> {
+        let stored = self.write(|tx| {
             let pending = tx
                 .prepare_cached(&format!(
                     "{APPROVAL_COLUMNS} WHERE digest = ?1 AND status = 'pending' AND expires > ?2
@@ -274,6 +338,19 @@ impl StateStore for SqliteStore {
                 .optional()?;
             if let Some(pending) = pending {
                 return pending;
+            }
+            let waiting: i64 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM approvals
+                     WHERE status = 'pending' AND agent = ?1 AND expires > ?2",
+                )?
+                .query_row(params![request.agent, request.created], |row| row.get(0))?;
+            if waiting as u64 >= max_pending {
+                return Err(TooManyPending {
+                    agent: request.agent.clone(),
+                    max: max_pending,
+                }
+                .into());
             }
             tx.prepare_cached(
                 "INSERT INTO approvals (id, digest, agent, user, tool, tool_digest, input_digest,
@@ -294,11 +371,13 @@ impl StateStore for SqliteStore {
                 request.expires,
             ])?;
             Ok(request.clone())
-        })
+        })?;
+        self.grew();
+        Ok(stored)
     }
 
     fn approval(&self, id: &str) -> Result<Option<Approval>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         conn.prepare_cached(&format!("{APPROVAL_COLUMNS} WHERE id = ?1"))?
             .query_row(params![id], approval)
             .optional()?
@@ -306,7 +385,7 @@ impl StateStore for SqliteStore {
     }
 
     fn approvals(&self, all: bool) -> Result<Vec<Approval>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let filter = if all { "" } else { "WHERE status = 'pending'" };
         let mut query = conn.prepare(&format!(
             "{APPROVAL_COLUMNS} {filter} ORDER BY created DESC"
@@ -316,7 +395,7 @@ impl StateStore for SqliteStore {
     }
 
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let (status, approver, signature) = match decision {
             ApprovalDecision::Approved {
                 approver,
@@ -334,7 +413,7 @@ impl StateStore for SqliteStore {
     }
 
     fn use_approval(&self, id: &str, call_id: &str) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         // One statement: SQLite runs it under the write lock, so two processes cannot both
         // see `approved`.
         let changed = conn
@@ -347,7 +426,7 @@ impl StateStore for SqliteStore {
     }
 
     fn revoke(&self, revocation: &Revocation) -> Result<bool> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let inserted = conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO revocations (kind, id, at, reason) VALUES (?1, ?2, ?3, ?4)",
@@ -367,7 +446,7 @@ impl StateStore for SqliteStore {
         }
         // One query for all of a call's ids (it runs on every call and every request).
         let pairs = vec!["(?, ?)"; ids.len()].join(", ");
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let mut query = conn.prepare_cached(&format!(
             "SELECT kind, id, at, reason FROM revocations WHERE (kind, id) IN (VALUES {pairs})
              ORDER BY at LIMIT 1"
@@ -380,7 +459,7 @@ impl StateStore for SqliteStore {
     }
 
     fn revocations(&self) -> Result<Vec<Revocation>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.lock();
         let mut query =
             conn.prepare("SELECT kind, id, at, reason FROM revocations ORDER BY at, kind, id")?;
         let rows = query.query_map([], revocation)?;
@@ -540,5 +619,134 @@ mod tests {
         assert_eq!(counts("a", 1_065_000), 2);
         // Calls within one second add up.
         assert_eq!(counts("a", 1_065_500), 3);
+    }
+
+    fn session(id: &str, expires: i64) -> super::Session {
+        super::Session {
+            id: id.into(),
+            agent: "a".into(),
+            user: None,
+            delegation: None,
+            scope: vec![],
+            expires,
+            tainted: false,
+            taint_reason: None,
+            calls: 0,
+        }
+    }
+
+    fn approval(id: &str, agent: &str, created: i64, expires: i64) -> super::Approval {
+        super::Approval {
+            id: id.into(),
+            digest: format!("digest of {id}"),
+            agent: agent.into(),
+            user: None,
+            tool: "t".into(),
+            tool_digest: "sha256:0".into(),
+            input_digest: "sha256:1".into(),
+            input: serde_json::json!({}),
+            reason: "r".into(),
+            created,
+            expires,
+            status: super::ApprovalStatus::Pending,
+            approver: None,
+            signature: None,
+            used_by: None,
+        }
+    }
+
+    #[test]
+    fn pruning_removes_expired_rows_and_keeps_live_and_decided_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        let now = crate::identity::jwt::now();
+        // Pruned a week from now.
+        let then = now + 7 * 24 * 3600;
+        let long_gone = then - super::PRUNE_AFTER - 1;
+        assert!(db.use_nonce("gone", then - 1).unwrap());
+        assert!(db.use_nonce("live", then + 60).unwrap());
+        for (id, expires) in [
+            ("old", long_gone),
+            ("lapsed", then - 10),
+            ("open", then + 10),
+        ] {
+            db.start_session(&session(id, expires)).unwrap();
+        }
+        for (id, expires) in [
+            ("stale", long_gone),
+            ("used", long_gone),
+            ("waiting", then + 10),
+        ] {
+            db.request_approval(&approval(id, "a", now, expires), 100)
+                .unwrap();
+        }
+        let decided = super::ApprovalDecision::Approved {
+            approver: "carol".into(),
+            signature: "sig".into(),
+        };
+        assert!(db.decide_approval("used", &decided).unwrap());
+        assert!(db.use_approval("used", "call-1").unwrap());
+        db.record_call("a", None, (then - 120) * 1000).unwrap();
+        db.record_call("b", None, (then - 5) * 1000).unwrap();
+
+        db.prune(then).unwrap();
+
+        // An expired nonce is gone (so it could be recorded again); a live one is kept.
+        assert!(db.use_nonce("gone", then - 1).unwrap());
+        assert!(!db.use_nonce("live", then + 60).unwrap());
+        // Sessions: gone a day after they expired, not before.
+        assert!(db.session("old").unwrap().is_none());
+        assert!(db.session("lapsed").unwrap().is_some());
+        assert!(db.session("open").unwrap().is_some());
+        // Approvals: a lapsed request goes; the live one and the one a person decided stay.
+        assert!(db.approval("stale").unwrap().is_none());
+        assert!(db.approval("waiting").unwrap().is_some());
+        assert_eq!(
+            db.approval("used").unwrap().unwrap().status,
+            super::ApprovalStatus::Used
+        );
+        // Counters of past minutes go; the last minute's stay.
+        let counted = |agent| db.recent_calls(agent, then * 1000).unwrap();
+        assert_eq!((counted("a"), counted("b")), (0, 1));
+        let rows: i64 = db
+            .lock()
+            .query_row("SELECT COUNT(*) FROM call_counts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn an_agent_may_have_only_so_many_approvals_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        let now = crate::identity::jwt::now();
+        db.request_approval(&approval("1", "a", now, now + 60), 2)
+            .unwrap();
+        db.request_approval(&approval("2", "a", now, now + 60), 2)
+            .unwrap();
+        // The same call again is the pending one, not a new one.
+        assert_eq!(
+            db.request_approval(&approval("1", "a", now, now + 60), 2)
+                .unwrap()
+                .id,
+            "1"
+        );
+        let e = db
+            .request_approval(&approval("3", "a", now, now + 60), 2)
+            .unwrap_err();
+        assert!(
+            e.downcast_ref::<super::super::TooManyPending>().is_some(),
+            "{e:#}"
+        );
+        assert!(db.approval("3").unwrap().is_none(), "not stored");
+        // Another agent has its own count; a decided or expired approval leaves room.
+        db.request_approval(&approval("4", "b", now, now + 60), 2)
+            .unwrap();
+        let denied = super::ApprovalDecision::Denied { by: "carol".into() };
+        assert!(db.decide_approval("1", &denied).unwrap());
+        db.request_approval(&approval("5", "a", now, now + 60), 2)
+            .unwrap();
+        db.request_approval(&approval("6", "a", now + 61, now + 120), 2)
+            .unwrap();
     }
 }
