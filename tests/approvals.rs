@@ -221,3 +221,31 @@ fn an_agent_key_cannot_be_registered_as_an_approver() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_agent_cannot_pile_up_pending_approvals() {
+    let f = fixture();
+    let max = warden::approval::MAX_PENDING_PER_AGENT;
+    let ids: Vec<String> = (0..max).map(|n| pending(&f, &format!("n{n}"))).collect();
+    // Asking again for a call already waiting is that approval, not one more.
+    assert_eq!(pending(&f, "n0"), ids[0]);
+
+    // One more call is refused with a clear error, and nothing is stored for it.
+    let out = delete(&f, "one-too-many", None);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let refused = envelope(&out);
+    assert!(refused["approval"].is_null(), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("already has {max} approvals waiting")),
+        "{message}"
+    );
+    let listed = f.run(&["approvals", "list", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert!(!stdout(&listed).contains("one-too-many"));
+
+    // Once a person has decided on one, the agent may ask again.
+    let denied = f.run(&["deny", &ids[0]]);
+    assert_eq!(denied.status.code(), Some(0), "{}", stderr(&denied));
+    pending(&f, "one-too-many");
+}

@@ -1,6 +1,6 @@
 //! `warden mcp` with real clients: the official Python SDK over stdio and streamable HTTP
 //! (installed into `.venv` by `.ci/run`; `WARDEN_TEST_PYTHON` may name another interpreter),
-//! and raw JSON-RPC for malformed requests and cancellation.
+//! and raw JSON-RPC for malformed requests, cancellation and a client that goes away.
 
 mod common;
 
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use warden::identity::keys;
 use warden::loopback::LoopbackServer;
 
@@ -369,4 +370,245 @@ async fn malformed_requests_get_errors_and_a_cancelled_call_stops_its_tool() {
     assert_eq!(kinds, [json!("cancelled")]);
     let _ = raw.child.kill();
     let _ = raw.child.wait();
+}
+
+/// The example policies as shipped, and tester (trusted high) may also read.
+fn example_policies(f: &Fixture) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    files.push((
+        "tester.cedar".into(),
+        "permit(principal == Agent::\"tester\", action == Action::\"invoke\", resource) \
+         when { resource.impact == \"read\" };"
+            .into(),
+    ));
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    f.set_policies(&borrowed);
+}
+
+/// A page fetched over a connection taints that connection's session: deleting then needs a
+/// person; a fresh connection is a fresh, clean session.
+fn assert_connections_are_sessions(
+    f: &Fixture,
+    upstream: &LoopbackServer,
+    run: impl Fn(Value) -> Vec<Value>,
+) {
+    let first = run(json!([
+        { "op": "call", "tool": "http-get", "arguments": { "url": upstream.url("/page") } },
+        { "op": "call", "tool": "delete-note", "arguments": { "name": "a" } },
+    ]));
+    let [fetched, held] = &first[..] else {
+        panic!("{first:?}");
+    };
+    assert_eq!(fetched["is_error"], false, "{fetched}");
+    assert_eq!(held["is_error"], true, "{held}");
+    assert!(held["structured"]["approval"].is_string(), "{held}");
+    assert!(
+        held["structured"]["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("irreversible-needs-clean-session")),
+        "{held}"
+    );
+    assert!(f.path().join("notes/a").exists(), "nothing was deleted");
+    let session = fetched["session"].as_str().unwrap();
+    assert_eq!(held["session"], session, "one connection, one session");
+
+    let second = run(json!([
+        { "op": "call", "tool": "delete-note", "arguments": { "name": "a" } },
+    ]));
+    let [deleted] = &second[..] else {
+        panic!("{second:?}");
+    };
+    assert_eq!(deleted["is_error"], false, "{deleted}");
+    assert_ne!(
+        deleted["session"], session,
+        "a fresh connection, a fresh session"
+    );
+    assert!(!f.path().join("notes/a").exists());
+}
+
+fn provenance_fixture(upstream: &LoopbackServer) -> Fixture {
+    let f = fixture();
+    f.install_tool(
+        "http-get",
+        Some(&loopback_rule(&upstream.url(""), &[], None)),
+    );
+    example_policies(&f);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_stdio_each_connection_is_a_session_that_untrusted_content_taints() {
+    let upstream = LoopbackServer::start().await.unwrap();
+    let f = provenance_fixture(&upstream);
+    // Outside any session, the example policies fail closed: an irreversible call needs a
+    // person even though nothing untrusted is known to have come in.
+    let out = f.call_cli("delete-note", r#"{"name":"a"}"#, &["--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(f.path().join("notes/a").exists());
+
+    assert_connections_are_sessions(&f, &upstream, |steps| {
+        client(json!({
+            "transport": "stdio",
+            "command": [env!("CARGO_BIN_EXE_warden"), "--config", f.config(), "mcp",
+                        "--agent", AGENT, "--agent-key", f.key_file(AGENT)],
+            "steps": steps,
+        }))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_each_mcp_session_is_a_session_that_untrusted_content_taints() {
+    let upstream = LoopbackServer::start().await.unwrap();
+    let f = provenance_fixture(&upstream);
+    let server = http_server(&f);
+    assert_connections_are_sessions(&f, &upstream, |steps| {
+        client(json!({
+            "transport": "http",
+            "url": server.url,
+            "token": assertion(&f, AGENT),
+            "steps": steps,
+        }))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_stdin_lets_the_call_in_flight_finish_and_be_recorded() {
+    // The upstream holds the tool's request until the test lets it go.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let hold: warden::loopback::Hold = {
+        let release = release.clone();
+        Arc::new(move |_| {
+            let release = release.clone();
+            Box::pin(async move {
+                let _ = release.acquire().await.map(|p| p.forget());
+            })
+        })
+    };
+    let upstream = LoopbackServer::start_with(Some(hold)).await.unwrap();
+    let f = fixture();
+    f.install_tool(
+        "hostile-http",
+        Some(&loopback_rule(&upstream.url(""), &[], None)),
+    );
+    // Longer than the transport's own grace for handlers (5 s), so that only waiting for the
+    // call keeps it alive.
+    let manifest = f.path().join("tools/hostile-http/tool.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("timeout = \"3s\"", "timeout = \"60s\""),
+    )
+    .unwrap();
+    f.set_policies(&[(
+        "base.cedar",
+        "permit(principal == Agent::\"tester\", action, resource);",
+    )]);
+    let mut child = f
+        .cli()
+        .args(["mcp", "--agent", AGENT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut raw = RawStdio { child, out };
+    raw.send(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}})
+        .to_string(),
+    );
+    assert_eq!(raw.receive()["id"], 1);
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    raw.send(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "hostile-http", "arguments": {"url": upstream.url("/hold")}}})
+        .to_string(),
+    );
+    while !upstream.received().iter().any(|r| r.path == "/hold") {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The client goes away mid-call; the upstream answers well after the transport gave up.
+    drop(raw.child.stdin.take());
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    release.add_permits(1);
+    let status = tokio::task::spawn_blocking(move || raw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // The process ended after the call did, and recorded how it ended.
+    let tail = stdout(&f.run(&["audit", "tail", "--json"]));
+    let calls: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["record"] == "call" && r["tool"] == "hostile-http")
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["outcome"] == "ok" && c["error"].is_null()),
+        "{tail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stateless_http_call_runs_in_the_session_it_names_or_in_none() {
+    let upstream = LoopbackServer::start().await.unwrap();
+    let f = provenance_fixture(&upstream);
+    let server = http_server(&f);
+    let page = json!({ "url": upstream.url("/page") });
+    let results = client(json!({
+        "transport": "http",
+        "stateless": true,
+        "url": server.url,
+        "token": assertion(&f, AGENT),
+        "steps": [
+            // Naming no session: outside any, where deleting needs a person.
+            { "op": "call", "tool": "http-get", "arguments": page },
+            { "op": "call", "tool": "delete-note", "arguments": { "name": "a" } },
+            // A new session, which the page taints; the delete naming it needs a person.
+            { "op": "call", "tool": "http-get", "arguments": page,
+              "meta": { "warden/session": "new" } },
+            { "op": "call", "tool": "delete-note", "arguments": { "name": "a" },
+              "meta": { "warden/session": "{session}" } },
+            // A session nobody started is refused.
+            { "op": "call", "tool": "hello", "arguments": { "name": "x" },
+              "meta": { "warden/session": "made-up" } },
+        ],
+    }));
+    let [outside, held_outside, fetched, held, made_up] = &results[..] else {
+        panic!("{results:?}");
+    };
+    assert_eq!(outside["is_error"], false, "{outside}");
+    assert!(outside["session"].is_null(), "{outside}");
+    assert_eq!(
+        held_outside["structured"]["error"], "approval_required",
+        "{held_outside}"
+    );
+    let session = fetched["session"].as_str().unwrap();
+    assert_eq!(held["session"], session, "{held}");
+    assert_eq!(held["structured"]["error"], "approval_required", "{held}");
+    assert!(f.path().join("notes/a").exists());
+    assert_eq!(made_up["is_error"], true, "{made_up}");
+    assert!(
+        made_up["text"].as_str().unwrap().contains("no session"),
+        "{made_up}"
+    );
+    let shown = f.run(&["session", "show", session]);
+    assert!(stdout(&shown).contains("http-get"), "{}", stdout(&shown));
 }

@@ -444,7 +444,7 @@ fn the_example_policy_table_passes_and_a_wrong_expectation_fails() {
     let out = run(&table);
     assert_exit(&out, 0);
     assert!(
-        stdout(&out).contains("11 passed, 0 failed"),
+        stdout(&out).contains("12 passed, 0 failed"),
         "{}",
         stdout(&out)
     );

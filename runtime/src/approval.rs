@@ -12,6 +12,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use sha2::{Digest as _, Sha256};
 
+/// How many approvals one agent may have waiting for a person at once: requests beyond it are
+/// refused, not stored.
+pub const MAX_PENDING_PER_AGENT: u64 = 20;
+
 /// The exact call an approval is for.
 pub struct CallIdentity<'a> {
     pub agent: &'a str,

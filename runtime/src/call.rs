@@ -26,7 +26,7 @@ use crate::sandbox::limits::{
     CpuExhausted, CpuMeter, MAX_ERROR_TEXT, MAX_FIELDS_BYTES, MAX_HANDLES, bound_text,
 };
 use crate::sandbox::{CallState, Observed};
-use crate::state::{Approval, ApprovalStatus, AuditEntry, RevocationKind};
+use crate::state::{Approval, ApprovalStatus, AuditEntry, RevocationKind, TooManyPending};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -518,10 +518,13 @@ impl Runtime {
                         report.approval = Some(id);
                         fail(ErrorKind::ApprovalRequired, message)
                     }
-                    Err(e) => fail(
-                        ErrorKind::Internal,
-                        format!("recording the approval request: {e:#}"),
-                    ),
+                    Err(e) => match e.downcast_ref::<TooManyPending>() {
+                        Some(full) => fail(ErrorKind::Denied, format!("denied: {full}")),
+                        None => fail(
+                            ErrorKind::Internal,
+                            format!("recording the approval request: {e:#}"),
+                        ),
+                    },
                 };
             }
         }
@@ -635,7 +638,10 @@ impl Runtime {
             signature: None,
             used_by: None,
         };
-        Ok(self.state()?.request_approval(&pending)?.id)
+        Ok(self
+            .state()?
+            .request_approval(&pending, approval::MAX_PENDING_PER_AGENT)?
+            .id)
     }
 
     /// Appends the call's final records to the audit chain (unless the deployment turned it

@@ -3,10 +3,12 @@
     python client.py PLAN_JSON
 
 PLAN: {"transport": "stdio", "command": [...]} or {"transport": "http", "url": ..., "token": ...,
-"headers": {...}}, and "steps": a list of
+"headers": {...}, "stateless": true (MCP 2026-07-28: no initialize, no MCP session)}, and "steps":
+a list of
   {"op": "list"}
   {"op": "call", "tool": T, "arguments": {...}, "meta": {...}}  ("{approval}" in meta values is
-      replaced by the approval id of the last call that asked for one)
+      replaced by the approval id of the last call that asked for one, "{session}" by the
+      Warden session the last call that named one ran in)
   {"op": "run", "command": [...]}                               (same replacement)
 Prints one JSON line per step.
 """
@@ -17,24 +19,37 @@ import subprocess
 import sys
 
 import httpx2
+import mcp_types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 
-def substitute(value, approval):
+def substitute(value, approval, session=None):
     if isinstance(value, str):
-        return value.replace("{approval}", approval or "")
+        return value.replace("{approval}", approval or "").replace("{session}", session or "")
     if isinstance(value, list):
-        return [substitute(v, approval) for v in value]
+        return [substitute(v, approval, session) for v in value]
     if isinstance(value, dict):
-        return {k: substitute(v, approval) for k, v in value.items()}
+        return {k: substitute(v, approval, session) for k, v in value.items()}
     return value
 
 
-async def run_steps(session, steps):
-    await session.initialize()
+async def run_steps(session, steps, stateless=False):
+    if stateless:
+        session.adopt(
+            mcp_types.DiscoverResult(
+                supported_versions=["2026-07-28"],
+                capabilities=mcp_types.ServerCapabilities(),
+                result_type="complete",
+                ttl_ms=0,
+                cache_scope="public",
+            )
+        )
+    else:
+        await session.initialize()
     approval = None
+    warden_session = None
     for step in steps:
         if step["op"] == "list":
             listed = await session.list_tools()
@@ -55,13 +70,21 @@ async def run_steps(session, steps):
                 result = await session.call_tool(
                     step["tool"],
                     step.get("arguments", {}),
-                    meta=substitute(step.get("meta"), approval),
+                    meta=substitute(step.get("meta"), approval, warden_session),
                 )
                 text = "".join(getattr(c, "text", "") for c in result.content)
                 structured = result.structured_content
                 if isinstance(structured, dict) and structured.get("approval"):
                     approval = structured["approval"]
-                out = {"is_error": bool(result.is_error), "text": text, "structured": structured}
+                meta = getattr(result, "meta", None) or {}
+                if meta.get("warden/session"):
+                    warden_session = meta["warden/session"]
+                out = {
+                    "is_error": bool(result.is_error),
+                    "text": text,
+                    "structured": structured,
+                    "session": meta.get("warden/session"),
+                }
             except Exception as e:  # a JSON-RPC error
                 out = {"rpc_error": str(e)}
         elif step["op"] == "run":
@@ -86,7 +109,7 @@ async def main(plan):
             async with streamable_http_client(plan["url"], http_client=client) as streams:
                 read, write = streams[0], streams[1]
                 async with ClientSession(read, write) as session:
-                    await run_steps(session, plan["steps"])
+                    await run_steps(session, plan["steps"], plan.get("stateless", False))
 
 
 if __name__ == "__main__":

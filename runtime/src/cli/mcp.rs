@@ -25,7 +25,7 @@ pub struct McpArgs {
     /// Over stdio: act on the behalf of this delegation's user (a token, or @FILE).
     #[arg(long)]
     on_behalf_of: Option<String>,
-    /// Over stdio: the session every call belongs to.
+    /// Over stdio: the session every call belongs to (default: a new one for this connection).
     #[arg(long)]
     session: Option<String>,
     /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (default 127.0.0.1:8931);
@@ -70,11 +70,42 @@ pub async fn run(config: &Path, args: McpArgs) -> Result<i32> {
         on_behalf_of: args.on_behalf_of.as_deref().map(read_token).transpose()?,
         session: args.session,
     };
-    let server = WardenMcp::new(runtime, Some(principal))
-        .serve(rmcp::transport::stdio())
-        .await?;
+    let handler = WardenMcp::new(runtime, Some(principal));
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let input = UntilClosed {
+        inner: stdin,
+        handler: handler.clone(),
+    };
+    let server = handler.clone().serve((input, stdout)).await?;
     server.waiting().await?;
+    // The client is gone; what it started finishes and is recorded before the process ends.
+    handler.drain().await;
     Ok(0)
+}
+
+/// The server's input, telling the handler when the client closed it.
+struct UntilClosed<R> {
+    inner: R,
+    handler: WardenMcp,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for UntilClosed<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        // A read that adds nothing to a buffer with room is the end of the input.
+        if let std::task::Poll::Ready(Ok(())) = &polled
+            && buf.filled().len() == before
+            && buf.remaining() > 0
+        {
+            self.handler.client_gone();
+        }
+        polled
+    }
 }
 
 /// Prints a fresh session assertion (valid for a minute, bound to the first server that

@@ -152,6 +152,7 @@ fn explain(config: &Path, args: ExplainArgs) -> Result<i32> {
                 .filter(|s| s.user.is_some())
                 .map(|s| s.scope.clone())
         }),
+        session: args.session,
         tainted: args.tainted || session.as_ref().is_some_and(|s| s.tainted),
         session_calls: session.as_ref().map_or(0, |s| s.calls),
         agent: args.agent,

@@ -2,7 +2,10 @@
 //! agent assertion as its bearer token (`warden assert`); requests without one, or with one
 //! that does not verify, get 401 before any MCP handling. The first use of an assertion
 //! records its nonce, so it is bound to this server; it is then accepted from this server's
-//! memory until it expires.
+//! memory until it expires (or until the memory, which is bounded, needs its place).
+//!
+//! Each MCP session (`Mcp-Session-Id`) is a Warden session per agent (`super::WardenMcp`); a
+//! stateless request names its session in `_meta` or runs outside any.
 
 use super::{Principal, WardenMcp};
 use crate::call::AuthenticatedAgent;
@@ -16,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +41,7 @@ pub async fn serve(
     );
     let auth = Arc::new(Bearers {
         runtime,
-        verified: Mutex::default(),
+        verified: Mutex::new(BearerCache::new(MAX_BEARERS)),
     });
     let app = axum::Router::new()
         .nest_service("/mcp", service)
@@ -51,27 +54,84 @@ pub async fn serve(
     Ok(())
 }
 
-/// Assertions this server has verified: sha256 of the token → (agent, expiry).
+/// How many verified assertions the server remembers. An assertion lives a minute, so this is
+/// many busy clients; beyond it, the one closest to expiring is forgotten (its client is
+/// asked for a fresh assertion: a reused one is a replay to the state store).
+const MAX_BEARERS: usize = 10_000;
+
+/// Assertions this server has verified.
 struct Bearers {
     runtime: Arc<Runtime>,
-    verified: Mutex<HashMap<[u8; 32], (AuthenticatedAgent, i64)>>,
+    verified: Mutex<BearerCache<AuthenticatedAgent>>,
 }
 
 impl Bearers {
     fn verify(&self, token: &str) -> Result<AuthenticatedAgent, String> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jwt::now();
-        let mut verified = self.verified.lock().unwrap();
-        verified.retain(|_, (_, expires)| *expires > now);
-        if let Some((agent, _)) = verified.get(&key) {
-            return Ok(agent.clone());
+        // Held while verifying: two requests bringing one new assertion at once (a client's
+        // stream and its first post) must not both try to record its nonce.
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(agent) = verified.get(&key, now) {
+            return Ok(agent);
         }
         let agent = self.runtime.authenticate(&Secret::new(token))?;
         let expires = jwt::peek_claims::<assertion::CallAssertion>(token)
             .map_err(|e| format!("the assertion: {e}"))?
             .exp;
-        verified.insert(key, (agent.clone(), expires));
+        verified.insert(key, agent.clone(), expires, now);
         Ok(agent)
+    }
+}
+
+/// Verified assertions by the sha256 of the token, with their expiry; at most `capacity`.
+/// Expired entries are dropped as new ones come in, soonest-expiring first, each once: no
+/// request scans the whole cache.
+struct BearerCache<V> {
+    entries: HashMap<[u8; 32], (V, i64)>,
+    by_expiry: BTreeSet<(i64, [u8; 32])>,
+    capacity: usize,
+}
+
+impl<V: Clone> BearerCache<V> {
+    fn new(capacity: usize) -> BearerCache<V> {
+        BearerCache {
+            entries: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<V> {
+        self.entries
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(agent, _)| agent.clone())
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V, expires: i64, now: i64) {
+        if expires <= now {
+            return;
+        }
+        while let Some(&(soonest, old)) = self.by_expiry.first() {
+            if soonest > now && self.entries.len() < self.capacity {
+                break;
+            }
+            self.by_expiry.remove(&(soonest, old));
+            self.entries.remove(&old);
+        }
+        if let Some((_, previous)) = self.entries.insert(key, (value, expires)) {
+            self.by_expiry.remove(&(previous, key));
+        }
+        self.by_expiry.insert((expires, key));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -132,4 +192,42 @@ fn unauthorized(reason: &str) -> Response {
         reason.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> String {
+        "a".to_string()
+    }
+
+    #[test]
+    fn the_bearer_cache_stays_bounded_and_forgets_expired_assertions() {
+        let mut cache = BearerCache::new(3);
+        let key = |n: u8| [n; 32];
+        // Four live assertions in a cache of three: the one closest to expiring goes.
+        for (n, expires) in [(1, 150), (2, 120), (3, 180), (4, 170)] {
+            cache.insert(key(n), agent(), expires, 100);
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&key(2), 100).is_none());
+        assert!(cache.get(&key(1), 100).is_some());
+        // Expired entries answer nothing, and are dropped by the next insertion.
+        assert!(cache.get(&key(1), 160).is_none());
+        cache.insert(key(5), agent(), 220, 175);
+        assert_eq!(cache.len(), 2, "1 and 4 had expired by 175");
+        assert!(cache.get(&key(5), 175).is_some());
+        // An assertion already expired is not kept; one inserted twice counts once.
+        cache.insert(key(6), agent(), 175, 175);
+        cache.insert(key(5), agent(), 230, 175);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.by_expiry.len(), 2);
+        // However many come in, at most three are held.
+        for n in 10..=200 {
+            cache.insert(key(n), agent(), 300 + i64::from(n), 180);
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.by_expiry.len(), 3);
+    }
 }

@@ -6,6 +6,13 @@
 //! with, over HTTP (`http.rs`) by the signed assertion each request carries. Nothing a client
 //! sends changes it, and nothing a client sends approves anything: an approval id in a call's
 //! `_meta` only names an approval a person already gave (`warden approve`).
+//!
+//! Every connection is a Warden session, so that what one call brings in (a tool that ingests
+//! untrusted content) weighs on the later calls of the same conversation: a stdio connection
+//! (unless the server was given `--session`) and each HTTP MCP session start one per agent on
+//! their first call; a fresh connection is a fresh, clean session. A stateless HTTP request
+//! (MCP 2026-07-28) has no connection: it names its session in `_meta` (`warden/session`, or
+//! `new`), or runs outside any, which the example policies treat as unvetted.
 
 pub mod http;
 
@@ -22,10 +29,18 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
 
 /// The `_meta` key of a call that names the approval a person gave for it.
 pub const APPROVAL_META: &str = "warden/approval";
+/// The `_meta` key of a stateless HTTP call that names its Warden session; a result carries
+/// the session its call ran in under the same key.
+pub const SESSION_META: &str = "warden/session";
+/// The `SESSION_META` value that asks for a new session.
+pub const NEW_SESSION: &str = "new";
 
 /// Who the server acts as, and for whom.
 #[derive(Clone)]
@@ -42,11 +57,87 @@ pub struct WardenMcp {
     runtime: Arc<Runtime>,
     /// Fixed for stdio; None over HTTP, where each request brings its own.
     principal: Option<Principal>,
+    /// The Warden session (id, expiry) this connection started for each agent that called.
+    sessions: Arc<Mutex<HashMap<String, (String, i64)>>>,
+    /// Calls in flight hold it shared; `drain` takes it exclusively.
+    in_flight: Arc<RwLock<()>>,
+    /// Set once the client is gone: the cancellation of its requests that follows is no
+    /// client's wish, and the calls in flight finish (bounded by their tools' limits).
+    client_gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WardenMcp {
     pub fn new(runtime: Arc<Runtime>, principal: Option<Principal>) -> WardenMcp {
-        WardenMcp { runtime, principal }
+        WardenMcp {
+            runtime,
+            principal,
+            sessions: Arc::default(),
+            in_flight: Arc::default(),
+            client_gone: Arc::default(),
+        }
+    }
+
+    /// Marks the client as gone (its input closed): calls in flight are no longer cancelled
+    /// when the transport cancels its requests.
+    pub fn client_gone(&self) {
+        self.client_gone
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until every call in flight has finished and been recorded. Each is bounded by its
+    /// tool's limits, so this ends.
+    pub async fn drain(&self) {
+        drop(self.in_flight.write().await);
+    }
+
+    /// The Warden session of this request's call: the one the server was started with
+    /// (`--session`); in a stateless HTTP request, the one the client names in `_meta`
+    /// (`SESSION_META`, "new" to have one started), or none; otherwise the one this connection
+    /// started for the agent, started now on its first call (and again once it expired).
+    fn session(
+        &self,
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+        named: Option<String>,
+    ) -> Result<Option<String>, McpError> {
+        if let Some(id) = &principal.session {
+            return Ok(Some(id.clone()));
+        }
+        let agent = principal.agent.agent();
+        // The agent's session, not a user's: each call brings (and the pipeline verifies and
+        // records) its own delegation, and what one call brought in taints the next whoever
+        // it acts for.
+        let start = || {
+            self.runtime
+                .start_session(agent, None)
+                .map_err(|e| McpError::internal_error(e, None))
+        };
+        if is_stateless(context) {
+            // Each stateless request reaches a fresh handler: a session it does not name
+            // would be fresh and clean for every call, so a call that names none runs
+            // outside any session (policies treat that as unvetted).
+            return match named.as_deref() {
+                Some(NEW_SESSION) => Ok(Some(start()?.id)),
+                _ => Ok(named),
+            };
+        }
+        if named.is_some() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "`_meta.{SESSION_META}` names a session only in stateless requests: this \
+                     connection is a session of its own"
+                ),
+                None,
+            ));
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = crate::identity::jwt::now();
+        if let Some((id, _)) = sessions.get(agent).filter(|(_, expires)| *expires > now) {
+            return Ok(Some(id.clone()));
+        }
+        let session = start()?;
+        sessions.insert(agent.to_string(), (session.id.clone(), session.expires));
+        Ok(Some(session.id))
     }
 
     /// The principal of this request: the server's own, or the one the HTTP layer
@@ -148,21 +239,51 @@ impl ServerHandler for WardenMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let principal = self.principal(&context)?;
-        let approval = approval_id(&request, &context)?;
+        let approval = meta_string(&request, &context, APPROVAL_META)?;
+        let named = meta_string(&request, &context, SESSION_META)?;
+        let session = self.session(&principal, &context, named)?;
         let input = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        // The call runs in its own task, so that it finishes and is recorded even when the
+        // transport drops this request: a client's cancellation cancels it, the client going
+        // away does not.
+        let cancel = CancellationToken::new();
         let call = CallRequest {
             on_behalf_of: principal.on_behalf_of,
-            session: principal.session,
+            session,
             origin: Self::origin(&context),
             approval,
-            cancel: Some(context.ct.clone()),
+            cancel: Some(cancel.clone()),
             ..CallRequest::new(
                 request.name.to_string(),
                 input,
                 Caller::Authenticated(principal.agent),
             )
         };
-        let report = self.runtime.call(call).await;
+        let in_flight = self.in_flight.clone().read_owned().await;
+        let runtime = self.runtime.clone();
+        let running = tokio::spawn(async move {
+            let report = runtime.call(call).await;
+            drop(in_flight);
+            report
+        });
+        let client_gone = self.client_gone.clone();
+        let requested = context.ct.clone();
+        let done = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = requested.cancelled() => {
+                    if !client_gone.load(std::sync::atomic::Ordering::SeqCst) {
+                        done.cancel();
+                    }
+                }
+                () = done.cancelled() => {}
+            }
+        });
+        let report = running.await;
+        // Ends the watcher (the call is over; cancelling it now changes nothing).
+        cancel.cancel();
+        let report = report
+            .map_err(|e| McpError::internal_error(format!("the call's task failed: {e}"), None))?;
         if let Some(e) = report
             .error
             .as_ref()
@@ -170,29 +291,51 @@ impl ServerHandler for WardenMcp {
         {
             return Err(McpError::invalid_params(e.message.clone(), None));
         }
-        Ok(result(&report).into())
+        let mut result = result(&report);
+        if let Some(id) = &report.session {
+            let mut meta = rmcp::model::MetaObject::default();
+            meta.0.insert(
+                SESSION_META.to_string(),
+                serde_json::Value::from(id.clone()),
+            );
+            result.meta = Some(meta);
+        }
+        Ok(result.into())
     }
 }
 
-/// The approval id in the call's `_meta`, if any.
-fn approval_id(
+/// The string under `key` in the call's `_meta`, if any.
+fn meta_string(
     request: &CallToolRequestParams,
     context: &RequestContext<RoleServer>,
+    key: &str,
 ) -> Result<Option<String>, McpError> {
     let value = request
         .meta
         .as_ref()
-        .and_then(|m| m.0.get(APPROVAL_META))
-        .or_else(|| context.meta.0.get(APPROVAL_META));
+        .and_then(|m| m.0.get(key))
+        .or_else(|| context.meta.0.get(key));
     match value {
         None => Ok(None),
         Some(serde_json::Value::String(id)) => Ok(Some(id.clone())),
         Some(_) => Err(McpError::invalid_params(
-            format!("`_meta.{APPROVAL_META}` must be a string"),
+            format!("`_meta.{key}` must be a string"),
             None,
         )),
     }
 }
+
+/// Whether the request came over HTTP outside any MCP session (the stateless mode of MCP
+/// 2026-07-28, or a server without sessions): then nothing ties it to earlier requests.
+fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .extensions
+        .get::<::http::request::Parts>()
+        .is_some_and(|parts| !parts.headers.contains_key(MCP_SESSION_ID))
+}
+
+/// The header of an MCP session (streamable HTTP before 2026-07-28).
+const MCP_SESSION_ID: &str = "mcp-session-id";
 
 /// The MCP result of a call: its output, or a tool error saying what happened. A denial says
 /// which policies denied it and why, never how to get around them.

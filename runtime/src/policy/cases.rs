@@ -7,6 +7,7 @@
 //! agent = "demo-agent"
 //! tool = "delete-file"
 //! input = { path = "report.txt" }
+//! session = "s1"          # a call in a session (default: outside any)
 //! tainted = true
 //! expect = "approval_required"
 //! policies = ["irreversible-needs-clean-session"]   # optional: exactly these decided it
@@ -33,6 +34,8 @@ pub struct Case {
     pub user: Option<String>,
     /// The delegation's tools (default: just this tool).
     pub scope: Option<Vec<String>>,
+    /// The session the call is made in (default: none).
+    pub session: Option<String>,
     #[serde(default)]
     pub tainted: bool,
     /// Calls made earlier in the session.
@@ -106,7 +109,7 @@ impl Case {
                 label: self.origin_label.clone(),
             },
             session: SessionFacts {
-                id: String::new(),
+                id: self.session.clone().unwrap_or_default(),
                 tainted: self.tainted,
                 calls: self.session_calls,
             },

@@ -40,8 +40,10 @@ pub trait StateStore: Send + Sync {
     fn audit_tail(&self, count: usize) -> Result<Vec<AuditLink>>;
 
     /// Stores a pending approval, or returns the pending one not yet expired for the same
-    /// digest (a repeated call does not pile up requests).
-    fn request_approval(&self, request: &Approval) -> Result<Approval>;
+    /// digest (a repeated call does not pile up requests). Refused with `TooManyPending` when
+    /// its agent already has `max_pending` waiting, atomically: concurrent requests cannot
+    /// overshoot.
+    fn request_approval(&self, request: &Approval, max_pending: u64) -> Result<Approval>;
     fn approval(&self, id: &str) -> Result<Option<Approval>>;
     /// Approvals, newest first; only pending ones unless `all`.
     fn approvals(&self, all: bool) -> Result<Vec<Approval>>;
@@ -174,6 +176,18 @@ pub struct Approval {
     pub signature: Option<String>,
     /// The call that used it.
     pub used_by: Option<String>,
+}
+
+/// A new pending approval refused: its agent already has `max` waiting for a person (an agent
+/// cannot fill the approvers' queue, or the state file).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "agent `{agent}` already has {max} approvals waiting for a person, the most it may have: \
+     a person decides on them (`warden approvals`) or they expire before it may ask for more"
+)]
+pub struct TooManyPending {
+    pub agent: String,
+    pub max: u64,
 }
 
 /// A human's answer to a pending approval.

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Writes that added a row an agent can grow, since this process opened the file.
+    growth: std::sync::atomic::AtomicU64,
 }
 
 /// The schema, one migration per version: a state file at version N has had the first N
@@ -78,7 +80,23 @@ CREATE TABLE revocations (
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 ",
+    "
+-- Version 3: what pruning and the cap on pending approvals look up.
+CREATE INDEX nonces_expiry ON nonces (expires);
+CREATE INDEX sessions_expiry ON sessions (expires);
+CREATE INDEX approvals_pending ON approvals (status, agent, expires);
+",
 ];
+
+/// What pruning keeps, and how often it runs: once when a process opens the file, then after
+/// every `PRUNE_EVERY`-th write that adds a nonce, a session or an approval (the rows an agent
+/// can add), so that no call pays for it and a long-running server's file stays bounded.
+const PRUNE_EVERY: u64 = 1000;
+/// Sessions and pending approvals are kept this long after they expire: a call naming an
+/// expired session is told so (not "no such session"), and a person reviewing approvals
+/// still sees the requests that lapsed. The audit record of every call keeps its session,
+/// the approval it asked for or used, the decision and its reasons, for good.
+pub const PRUNE_AFTER: i64 = 24 * 3600;
 
 /// The window of `CallCounts::last_minute`, in seconds.
 const RATE_WINDOW: i64 = 60;
@@ -99,9 +117,47 @@ impl SqliteStore {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;",
         )?;
         migrate(&mut conn).with_context(|| format!("preparing {}", path.display()))?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             conn: Mutex::new(conn),
+            growth: std::sync::atomic::AtomicU64::new(0),
+        };
+        store
+            .prune(crate::identity::jwt::now())
+            .with_context(|| format!("pruning {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// Deletes what no decision and no person needs any more, as of `now` (unix seconds):
+    /// expired nonces (an expired assertion is refused before its nonce is looked at), the
+    /// rate counters of past minutes, and sessions and pending approvals `PRUNE_AFTER` past
+    /// their expiry. Approvals a person decided (approved, denied, used) are kept: they are
+    /// the signed evidence the audit points to, and only people add them.
+    pub fn prune(&self, now: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM nonces WHERE expires < ?1")?
+                .execute(params![now])?;
+            tx.prepare_cached("DELETE FROM call_counts WHERE second <= ?1")?
+                .execute(params![now - RATE_WINDOW])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE expires < ?1")?
+                .execute(params![now - PRUNE_AFTER])?;
+            tx.prepare_cached("DELETE FROM approvals WHERE status = 'pending' AND expires < ?1")?
+                .execute(params![now - PRUNE_AFTER])?;
+            Ok(())
         })
+    }
+
+    /// Counts a write that added a row an agent can grow, and prunes every `PRUNE_EVERY`-th.
+    /// A failed pruning is logged, never the caller's failure: the next one catches up.
+    fn grew(&self) {
+        let count = self
+            .growth
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if count.is_multiple_of(PRUNE_EVERY)
+            && let Err(e) = self.prune(crate::identity::jwt::now())
+        {
+            tracing::warn!(error = %format!("{e:#}"), "pruning the state file failed");
+        }
     }
 
     /// The connection. A thread that panicked while holding it left no transaction open
@@ -126,13 +182,11 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
-        let conn = self.conn();
-        let now = crate::identity::jwt::now();
-        conn.prepare_cached("DELETE FROM nonces WHERE expires < ?1")?
-            .execute(params![now])?;
-        let inserted = conn
+        let inserted = self
+            .conn()
             .prepare_cached("INSERT OR IGNORE INTO nonces (nonce, expires) VALUES (?1, ?2)")?
             .execute(params![nonce, expires])?;
+        self.grew();
         Ok(inserted == 1)
     }
 
@@ -151,6 +205,8 @@ impl StateStore for SqliteStore {
             crate::identity::jwt::now(),
             session.expires
         ])?;
+        drop(conn);
+        self.grew();
         Ok(())
     }
 
@@ -250,8 +306,8 @@ impl StateStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn request_approval(&self, request: &Approval) -> Result<Approval> {
-        self.write(|tx| {
+    fn request_approval(&self, request: &Approval, max_pending: u64) -> Result<Approval> {
+        let stored = self.write(|tx| {
             let pending = tx
                 .prepare_cached(&format!(
                     "{APPROVAL_COLUMNS} WHERE digest = ?1 AND status = 'pending' AND expires > ?2
@@ -264,6 +320,19 @@ impl StateStore for SqliteStore {
                 .optional()?;
             if let Some(pending) = pending {
                 return pending;
+            }
+            let waiting: i64 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM approvals
+                     WHERE status = 'pending' AND agent = ?1 AND expires > ?2",
+                )?
+                .query_row(params![request.agent, request.created], |row| row.get(0))?;
+            if waiting as u64 >= max_pending {
+                return Err(TooManyPending {
+                    agent: request.agent.clone(),
+                    max: max_pending,
+                }
+                .into());
             }
             tx.prepare_cached(
                 "INSERT INTO approvals (id, digest, agent, user, tool, tool_digest, input_digest,
@@ -284,7 +353,9 @@ impl StateStore for SqliteStore {
                 request.expires,
             ])?;
             Ok(request.clone())
-        })
+        })?;
+        self.grew();
+        Ok(stored)
     }
 
     fn approval(&self, id: &str) -> Result<Option<Approval>> {
@@ -566,5 +637,134 @@ mod tests {
         assert_eq!(counts("a", 1_065_000), 2);
         // Calls within one second add up.
         assert_eq!(counts("a", 1_065_500), 3);
+    }
+
+    fn session(id: &str, expires: i64) -> super::Session {
+        super::Session {
+            id: id.into(),
+            agent: "a".into(),
+            user: None,
+            delegation: None,
+            scope: vec![],
+            expires,
+            tainted: false,
+            taint_reason: None,
+            calls: 0,
+        }
+    }
+
+    fn approval(id: &str, agent: &str, created: i64, expires: i64) -> super::Approval {
+        super::Approval {
+            id: id.into(),
+            digest: format!("digest of {id}"),
+            agent: agent.into(),
+            user: None,
+            tool: "t".into(),
+            tool_digest: "sha256:0".into(),
+            input_digest: "sha256:1".into(),
+            input: serde_json::json!({}),
+            reason: "r".into(),
+            created,
+            expires,
+            status: super::ApprovalStatus::Pending,
+            approver: None,
+            signature: None,
+            used_by: None,
+        }
+    }
+
+    #[test]
+    fn pruning_removes_expired_rows_and_keeps_live_and_decided_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        let now = crate::identity::jwt::now();
+        // Pruned a week from now.
+        let then = now + 7 * 24 * 3600;
+        let long_gone = then - super::PRUNE_AFTER - 1;
+        assert!(db.use_nonce("gone", then - 1).unwrap());
+        assert!(db.use_nonce("live", then + 60).unwrap());
+        for (id, expires) in [
+            ("old", long_gone),
+            ("lapsed", then - 10),
+            ("open", then + 10),
+        ] {
+            db.start_session(&session(id, expires)).unwrap();
+        }
+        for (id, expires) in [
+            ("stale", long_gone),
+            ("used", long_gone),
+            ("waiting", then + 10),
+        ] {
+            db.request_approval(&approval(id, "a", now, expires), 100)
+                .unwrap();
+        }
+        let decided = super::ApprovalDecision::Approved {
+            approver: "carol".into(),
+            signature: "sig".into(),
+        };
+        assert!(db.decide_approval("used", &decided).unwrap());
+        assert!(db.start_call("call-1", Some("used"), &[]).unwrap());
+        db.record_call("a", None, (then - 120) * 1000).unwrap();
+        db.record_call("b", None, (then - 5) * 1000).unwrap();
+
+        db.prune(then).unwrap();
+
+        // An expired nonce is gone (so it could be recorded again); a live one is kept.
+        assert!(db.use_nonce("gone", then - 1).unwrap());
+        assert!(!db.use_nonce("live", then + 60).unwrap());
+        // Sessions: gone a day after they expired, not before.
+        assert!(db.session("old").unwrap().is_none());
+        assert!(db.session("lapsed").unwrap().is_some());
+        assert!(db.session("open").unwrap().is_some());
+        // Approvals: a lapsed request goes; the live one and the one a person decided stay.
+        assert!(db.approval("stale").unwrap().is_none());
+        assert!(db.approval("waiting").unwrap().is_some());
+        assert_eq!(
+            db.approval("used").unwrap().unwrap().status,
+            super::ApprovalStatus::Used
+        );
+        // Counters of past minutes go; the last minute's stay.
+        let counted = |agent| db.recent_calls(agent, then * 1000).unwrap();
+        assert_eq!((counted("a"), counted("b")), (0, 1));
+        let rows: i64 = db
+            .conn()
+            .query_row("SELECT COUNT(*) FROM call_counts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn an_agent_may_have_only_so_many_approvals_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        let now = crate::identity::jwt::now();
+        db.request_approval(&approval("1", "a", now, now + 60), 2)
+            .unwrap();
+        db.request_approval(&approval("2", "a", now, now + 60), 2)
+            .unwrap();
+        // The same call again is the pending one, not a new one.
+        assert_eq!(
+            db.request_approval(&approval("1", "a", now, now + 60), 2)
+                .unwrap()
+                .id,
+            "1"
+        );
+        let e = db
+            .request_approval(&approval("3", "a", now, now + 60), 2)
+            .unwrap_err();
+        assert!(
+            e.downcast_ref::<super::super::TooManyPending>().is_some(),
+            "{e:#}"
+        );
+        assert!(db.approval("3").unwrap().is_none(), "not stored");
+        // Another agent has its own count; a decided or expired approval leaves room.
+        db.request_approval(&approval("4", "b", now, now + 60), 2)
+            .unwrap();
+        let denied = super::ApprovalDecision::Denied { by: "carol".into() };
+        assert!(db.decide_approval("1", &denied).unwrap());
+        db.request_approval(&approval("5", "a", now, now + 60), 2)
+            .unwrap();
+        db.request_approval(&approval("6", "a", now + 61, now + 120), 2)
+            .unwrap();
     }
 }
