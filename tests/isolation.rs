@@ -792,6 +792,7 @@ async fn a_url_over_the_bound_is_refused_with_a_reason() {
         record.url.len()
     );
     assert!(server.received().is_empty());
+}
 
 // ---- spinning tools share the workers; whole-call limits --------------------------------
 
