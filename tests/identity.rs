@@ -759,6 +759,31 @@ async fn a_credential_echoed_back_through_another_request_is_scrubbed() {
     assert!(report.egress[1].scrubbed >= 1);
 }
 
+/// A call carries one token per credential however many requests it makes: a tool cannot
+/// have the host mint (and keep, for scrubbing) a token per request without end.
+#[tokio::test]
+async fn a_call_carries_one_token_per_credential_however_many_requests_it_makes() {
+    let e = exfil_upstreams().await;
+    let requests: Vec<Value> = (0..6)
+        .map(|_| json!({ "url": e.minted.url("/store") }))
+        .collect();
+    let (report, _, seen) = e.exfil(json!(requests)).await;
+    assert_nothing_leaked(&e, &seen);
+    let jtis: std::collections::HashSet<&str> = report
+        .egress
+        .iter()
+        .map(|r| r.credential.as_ref().unwrap().jti.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        (report.egress.len(), jtis.len()),
+        (6, 1),
+        "{:?}",
+        report.egress
+    );
+    let received: std::collections::HashSet<String> = tokens(&e.minted).into_iter().collect();
+    assert_eq!(received.len(), 1, "the upstream saw one token");
+}
+
 #[tokio::test]
 async fn a_static_key_is_scrubbed_in_the_forms_upstreams_echo() {
     use base64::Engine as _;

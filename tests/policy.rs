@@ -623,12 +623,30 @@ unless { context.approved };
         assert_exit(&listed, 0);
         json_of(&listed)
     };
-    for bad in [r#"{"name":""}"#, r#"{"name":5}"#, r#"{"nom":"x"}"#] {
+    let secret = "sk-live-typed-into-the-wrong-field";
+    let misplaced = json!({ "name": [secret] }).to_string();
+    for bad in [
+        r#"{"name":""}"#,
+        r#"{"name":5}"#,
+        r#"{"nom":"x"}"#,
+        &misplaced,
+    ] {
         let out = f.call_cli("hello", bad, &["--json"]);
         assert_exit(&out, 2);
-        assert_eq!(json_of(&out)["error"]["kind"], "invalid_input");
+        let error = &json_of(&out)["error"];
+        assert_eq!(error["kind"], "invalid_input");
+        assert!(
+            error["message"].as_str().unwrap().starts_with("input"),
+            "{error}"
+        );
         assert_eq!(no_approvals(&f), json!([]), "after {bad}");
     }
+    // The reason names where and which rule, never the value: it is recorded even where
+    // inputs are not.
+    let tail = f.run(&["audit", "tail", "-n", "50", "--json"]);
+    assert_exit(&tail, 0);
+    assert!(!stdout(&tail).contains(secret), "{}", stdout(&tail));
+    assert!(stdout(&tail).contains("input/name does not satisfy `type`"));
     // A valid input is held for approval, as the policy says.
     assert_exit(&f.call_cli("hello", r#"{"name":"x"}"#, &["--json"]), 4);
     assert_eq!(no_approvals(&f).as_array().unwrap().len(), 1);

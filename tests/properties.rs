@@ -100,6 +100,8 @@ fn known_hostile_inputs_hold() {
     );
     checks::path_spellings("/v1/admin/", &[0, 1, 2]);
     checks::scrubber(&["sk-live-0123456789abcdef".into()], b"x", &[1, 5, 13]);
+    // A secret spelled like part of the marker (found by the fuzzer).
+    checks::scrubber(&["REDACTED".into()], b"[REDACTED]", &[3]);
     checks::manifest("[tool]\nname = \"\u{202e}x\"\n");
     checks::token("e30.e30.");
 }

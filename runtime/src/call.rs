@@ -312,8 +312,9 @@ impl Runtime {
         report: &mut CallReport,
         accepted: Instant,
     ) -> Ran {
+        // Bounded like a tool's error text: messages quote what agents chose (a tool name).
         let fail = |kind, message: String| Ran {
-            result: Err(CallFailure { kind, message }),
+            result: Err(failure(kind, message)),
             observed: None,
         };
 
@@ -445,8 +446,19 @@ impl Runtime {
             .iter_errors(&request.input)
             .take(3)
             .map(|error| {
+                // Where and which rule, never the value: an input is the agent's, may hold a
+                // secret, and the error is recorded even where inputs are not.
                 let at = error.instance_path.to_string();
-                format!("input{at}: {error}")
+                let rule = error.schema_path.to_string();
+                let keyword = rule.rsplit('/').next().unwrap_or_default();
+                // A missing field's name is the schema's, not the agent's: say it.
+                let missing = match &error.kind {
+                    jsonschema::error::ValidationErrorKind::Required { property } => {
+                        format!(": {property} is missing")
+                    }
+                    _ => String::new(),
+                };
+                format!("input{at} does not satisfy `{keyword}` (schema {rule}){missing}")
             })
             .collect();
         if !problems.is_empty() {

@@ -7,19 +7,26 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// Characters a terminal acts on, or that change how the text around them reads: C0 and C1
-/// controls and DEL, the Arabic letter mark, zero-width characters and directional marks,
-/// line and paragraph separators, bidi embeddings, overrides and isolates, word joiners and
-/// invisible operators, and the byte order mark.
+/// Characters a terminal acts on, or that change how the text around them reads or hide
+/// text in it: C0 and C1 controls and DEL, the soft hyphen, the Arabic letter and Mongolian
+/// vowel separators, zero-width characters and directional marks, line and paragraph
+/// separators, bidi embeddings, overrides and isolates, word joiners and invisible operators,
+/// variation selectors, interlinear annotation marks, the byte order mark, and tag characters.
 fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061C}'
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{2069}'
+                | '\u{FE00}'..='\u{FE0F}'
                 | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -56,8 +63,10 @@ pub fn printable_json(json: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
         if c != '\n' && is_unsafe(c) {
-            // Every unsafe character is in the Basic Multilingual Plane: one `\uXXXX` each.
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
+            // Outside the Basic Multilingual Plane (tag characters): a surrogate pair.
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
         } else {
             out.push(c);
         }
@@ -83,7 +92,7 @@ mod tests {
 
     #[test]
     fn json_keeps_its_value_and_loses_its_controls() {
-        let value = serde_json::json!({ "label": "a\u{1b}[2J\r\u{9b}\u{202e}\u{2066}b" });
+        let value = serde_json::json!({ "label": "a\u{1b}[2J\r\u{9b}\u{202e}\u{2066}\u{ad}\u{e0041}\u{fe0f}b" });
         for json in [
             serde_json::to_string(&value).unwrap(),
             serde_json::to_string_pretty(&value).unwrap(),

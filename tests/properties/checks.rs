@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use warden::credentials::Secret;
-use warden::credentials::scrub::{FRAGMENT, SecretSet};
+use warden::credentials::scrub::{FRAGMENT, MARKER, SecretSet};
 use warden::identity::{jwks::KeySet, jwt, keys};
 use warden::sandbox::egress::{EgressRule, Target, match_rule, normalize_path};
 
@@ -170,10 +170,15 @@ pub fn scrubber(secrets: &[String], body: &[u8], cuts: &[usize]) {
         from = cut;
     }
     out.extend(scrubber.finish());
+    // Between the markers: a secret may be spelled like part of the marker itself, and no form
+    // has the marker's brackets, so no echo spans one.
+    let pieces: Vec<&[u8]> = split(&out, MARKER);
     for form in &forms {
         let run = form.len().min(FRAGMENT);
         assert!(
-            !form.windows(run).any(|w| out.windows(run).any(|o| o == w)),
+            !form
+                .windows(run)
+                .any(|w| pieces.iter().any(|p| p.windows(run).any(|o| o == w))),
             "part of {:?} survived in {:?}",
             String::from_utf8_lossy(form),
             String::from_utf8_lossy(&out)
@@ -184,6 +189,16 @@ pub fn scrubber(secrets: &[String], body: &[u8], cuts: &[usize]) {
         set.scrub_all(&body).0,
         "the chunking changed the result"
     );
+}
+
+fn split<'a>(mut text: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    while let Some(at) = text.windows(separator.len()).position(|w| w == separator) {
+        pieces.push(&text[..at]);
+        text = &text[at + separator.len()..];
+    }
+    pieces.push(text);
+    pieces
 }
 
 /// A tool manifest, as a tool author (or an attacker shipping a tool) may write it: any text

@@ -8,6 +8,7 @@ use crate::deployment::Deployment;
 use crate::identity::assertion;
 use crate::policy::{Origin, OriginKind};
 use crate::runtime::Runtime;
+use crate::text::{printable, printable_json};
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -78,17 +79,23 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
         })
         .await;
 
+    // What the tool and its upstreams chose is printed escaped (the same JSON value).
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", printable_json(&serde_json::to_string(&report)?));
     } else {
         match (&report.output, &report.error) {
-            (Some(output), _) => println!("{}", serde_json::to_string_pretty(output)?),
-            (_, Some(error)) => eprintln!("error: {} ({:?})", error.message, error.kind),
+            (Some(output), _) => {
+                println!("{}", printable_json(&serde_json::to_string_pretty(output)?))
+            }
+            (_, Some(error)) => {
+                eprintln!("error: {} ({:?})", printable(&error.message), error.kind)
+            }
             _ => {}
         }
         for e in &report.egress {
-            let why = e.reason.as_deref().unwrap_or("");
-            eprintln!("egress: {} {} {} {why}", e.decision, e.method, e.url);
+            let why = printable(e.reason.as_deref().unwrap_or(""));
+            let (method, url) = (printable(&e.method), printable(&e.url));
+            eprintln!("egress: {} {method} {url} {why}", e.decision);
         }
     }
     Ok(report.exit_code())

@@ -4,6 +4,7 @@ use super::UsageError;
 use crate::deployment::Deployment;
 use crate::registry;
 use crate::runtime::Runtime;
+use crate::text::{printable, printable_json};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -107,10 +108,11 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 "egress": m.egress,
                 "input_schema": tool.input_schema,
             });
+            // The description is the component's own text.
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                println!("{}", printable_json(&serde_json::to_string_pretty(&view)?));
             } else {
-                println!("{}  {}", m.name, tool.info.description);
+                println!("{}  {}", m.name, printable(&tool.info.description));
                 println!("  kind         {}", m.kind.as_str());
                 println!("  digest       {}", tool.digest);
                 println!("  impact       {:?}", m.impact);

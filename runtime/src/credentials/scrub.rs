@@ -27,6 +27,10 @@ pub const FRAGMENT: usize = 12;
 /// An encoded form shorter than this is not matched: it would hide ordinary text.
 const MIN_FORM: usize = 8;
 
+/// The most secrets one call may hold. A minted token adds about 10,000 fragments (some
+/// 200 KiB): a tool that made its upstream mint without end would grow the host's memory.
+pub const MAX_SECRETS: usize = 32;
+
 /// One call's secrets. Cloning shares the set: an addition is seen by every scrubber made
 /// from any clone, also by one already running.
 #[derive(Clone, Default)]
@@ -37,33 +41,53 @@ pub struct SecretSet(Arc<RwLock<Patterns>>);
 struct Patterns {
     /// The secrets added so far (an addition of one already present changes nothing).
     secrets: HashSet<Vec<u8>>,
-    /// Byte strings to replace, by length; longest first.
-    by_len: Vec<(usize, HashSet<Vec<u8>>)>,
+    /// Every run of `FRAGMENT` bytes of every form at least that long (fixed-size: no
+    /// allocation per fragment).
+    fragments: HashSet<[u8; FRAGMENT]>,
+    /// Shorter forms, matched whole, by length; longest first.
+    short: Vec<(usize, HashSet<Vec<u8>>)>,
 }
 
 impl Patterns {
     fn longest(&self) -> usize {
-        self.by_len.first().map_or(0, |(len, _)| *len)
+        if self.fragments.is_empty() {
+            self.short.first().map_or(0, |(len, _)| *len)
+        } else {
+            FRAGMENT
+        }
     }
 
     /// The length of the longest pattern `text` starts with.
     fn match_at(&self, text: &[u8]) -> Option<usize> {
-        self.by_len.iter().find_map(|(len, set)| {
-            text.get(..*len)
-                .filter(|head| set.contains(*head))
-                .map(|_| *len)
+        let fragment = text
+            .first_chunk::<FRAGMENT>()
+            .filter(|head| self.fragments.contains(*head))
+            .map(|_| FRAGMENT);
+        fragment.or_else(|| {
+            self.short.iter().find_map(|(len, set)| {
+                text.get(..*len)
+                    .filter(|head| set.contains(*head))
+                    .map(|_| *len)
+            })
         })
     }
 
-    fn insert(&mut self, pattern: &[u8]) {
-        let len = pattern.len();
-        match self.by_len.iter_mut().find(|(l, _)| *l == len) {
+    fn insert(&mut self, form: &[u8]) {
+        if form.len() >= FRAGMENT {
+            self.fragments.extend(
+                form.windows(FRAGMENT)
+                    .filter_map(|w| w.first_chunk::<FRAGMENT>()),
+            );
+            return;
+        }
+        let len = form.len();
+        match self.short.iter_mut().find(|(l, _)| *l == len) {
             Some((_, set)) => {
-                set.insert(pattern.to_vec());
+                set.insert(form.to_vec());
             }
             None => {
-                self.by_len.push((len, HashSet::from([pattern.to_vec()])));
-                self.by_len.sort_by(|a, b| b.0.cmp(&a.0));
+                self.short.push((len, HashSet::from([form.to_vec()])));
+                self.short.sort_by(|a, b| b.0.cmp(&a.0));
             }
         }
     }
@@ -74,22 +98,22 @@ impl SecretSet {
         SecretSet::default()
     }
 
-    /// Adds `secret` in every form an upstream may echo it in.
-    pub fn add(&self, secret: &Secret) {
+    /// Adds `secret` in every form an upstream may echo it in. False, and nothing added, when
+    /// the set holds `MAX_SECRETS` already: the caller must not send the secret.
+    pub fn add(&self, secret: &Secret) -> bool {
         let raw = secret.expose().as_bytes();
         let mut next = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if raw.is_empty() || !next.secrets.insert(raw.to_vec()) {
-            return;
+        if raw.is_empty() || next.secrets.contains(raw) {
+            return true;
         }
+        if next.secrets.len() >= MAX_SECRETS {
+            return false;
+        }
+        next.secrets.insert(raw.to_vec());
         for form in forms(raw) {
-            if form.len() <= FRAGMENT {
-                next.insert(&form);
-            } else {
-                for window in form.windows(FRAGMENT) {
-                    next.insert(window);
-                }
-            }
+            next.insert(&form);
         }
+        true
     }
 
     fn patterns(&self) -> RwLockReadGuard<'_, Patterns> {
@@ -361,10 +385,23 @@ mod tests {
         let s = set(&[KEY]);
         let mut scrubber = s.scrubber();
         let mut out = scrubber.feed(b"before ");
-        s.add(&Secret::new(TOKEN));
+        assert!(s.add(&Secret::new(TOKEN)));
         out.extend(scrubber.feed(format!("{TOKEN} after").as_bytes()));
         out.extend(scrubber.finish());
         assert_eq!(String::from_utf8(out).unwrap(), "before [REDACTED] after");
+    }
+
+    #[test]
+    fn a_set_holds_a_bounded_number_of_secrets() {
+        let s = SecretSet::new();
+        for i in 0..MAX_SECRETS {
+            assert!(s.add(&Secret::new(format!("secret-number-{i:04}"))));
+        }
+        // One already held is no addition; one more is refused, and not matched.
+        assert!(s.add(&Secret::new("secret-number-0000")));
+        assert!(!s.add(&Secret::new("one-secret-too-many")));
+        assert_eq!(s.scrub_all(b"one-secret-too-many").1, 0);
+        assert_eq!(s.scrub_all(b"secret-number-0031").1, 1);
     }
 
     /// Property: for many bodies and every way of cutting them into chunks, the output is the

@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Longest delegation Warden accepts.
@@ -75,6 +75,9 @@ pub fn issue(
 }
 
 /// Verifies delegation tokens, remembering the ones whose signature already checked out.
+/// Verified delegations a process keeps at most.
+const MAX_CACHED: usize = 4096;
+
 #[derive(Default)]
 pub struct Verifier {
     verified: Mutex<HashMap<[u8; 32], Delegation>>,
@@ -83,12 +86,27 @@ pub struct Verifier {
 impl Verifier {
     pub fn verify(&self, token: &str, deployment: &Deployment) -> Result<Delegation, String> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = self.verified.lock().unwrap().get(&key).cloned();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
         let delegation = match cached {
             Some(d) => d,
             None => {
                 let d = verify_signature(token, deployment)?;
-                self.verified.lock().unwrap().insert(key, d.clone());
+                let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+                // Bounded: a long-running server sees new tokens without end. Expired ones go
+                // first; if all are live, the cache starts over (a miss only costs a check).
+                if verified.len() >= MAX_CACHED {
+                    let now = jwt::now();
+                    verified.retain(|_, d| d.expires > now);
+                    if verified.len() >= MAX_CACHED {
+                        verified.clear();
+                    }
+                }
+                verified.insert(key, d.clone());
                 d
             }
         };

@@ -386,7 +386,7 @@ pub fn match_rule<'a>(rules: &'a [EgressRule], target: &Target) -> Result<&'a Eg
 
 /// Cloud metadata and credential endpoints: never reachable from a tool, whatever its rule
 /// says (`allow_private` included). The one list of them; each names the provider's document.
-const METADATA: [(IpAddr, &str); 8] = [
+const METADATA: [(IpAddr, &str); 10] = [
     // AWS "Instance metadata service" (also GCP, Azure IMDS, OpenStack, Oracle OCI IMDS v2,
     // DigitalOcean: all answer on this link-local address).
     (v4(169, 254, 169, 254), "instance metadata"),
@@ -406,13 +406,20 @@ const METADATA: [(IpAddr, &str); 8] = [
     // Oracle Cloud Infrastructure documentation, "Getting instance metadata" (the legacy
     // endpoint 192.0.0.192 beside 169.254.169.254).
     (v4(192, 0, 0, 192), "Oracle Cloud instance metadata"),
+    // Google Cloud documentation, "About VM metadata": the metadata server over IPv6.
+    (v6(0xfd20, 0xce, 0x254), "Google Cloud metadata (IPv6)"),
+    // Oracle Cloud Infrastructure documentation, "Getting instance metadata": fd00:c1::a9fe:a9fe.
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0xc1, 0, 0, 0, 0, 0xa9fe, 0xa9fe)),
+        "Oracle Cloud instance metadata (IPv6)",
+    ),
 ];
 
 const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
-/// `first:second::last`, the shape of the AWS IPv6 endpoints.
+/// `first:second::last`, the shape of most IPv6 metadata endpoints.
 const fn v6(first: u16, second: u16, last: u16) -> IpAddr {
     IpAddr::V6(Ipv6Addr::new(first, second, 0, 0, 0, 0, 0, last))
 }
@@ -751,6 +758,8 @@ mod tests {
             "fd00:ec2::23",
             "100.100.100.200",
             "192.0.0.192",
+            "fd20:ce::254",
+            "fd00:c1::a9fe:a9fe",
             "::ffff:169.254.169.254",
             "::ffff:168.63.129.16",
         ] {

@@ -18,11 +18,12 @@
 
 use super::egress::{EgressRule, MAX_URL_BYTES, Target, check_address, clip, match_rule};
 use crate::call::{CallFailure, ErrorKind};
-use crate::credentials::Granted;
-use crate::credentials::mint::Minter;
-use crate::credentials::scrub::{Scrubber, SecretSet};
+use crate::credentials::mint::{Minted, Minter};
+use crate::credentials::scrub::{MAX_SECRETS, Scrubber, SecretSet};
+use crate::credentials::{Granted, Secret};
 use crate::deployment::CredentialKind;
 use crate::engine::CallContext;
+use crate::identity::jwt;
 use crate::policy::{Decision, Outcome};
 use crate::state::RevocationKind;
 use bytes::Bytes;
@@ -259,6 +260,9 @@ pub struct Credentials {
     /// Every secret the call holds: its static keys from the start, each token as it is
     /// minted. Every response of the call is scrubbed of all of them.
     pub secrets: SecretSet,
+    /// The token minted for each credential so far: the call's next requests carry it again
+    /// while more than half its lifetime is left (the set grows by tokens, not requests).
+    minted: Arc<Mutex<HashMap<String, (Secret, Minted)>>>,
 }
 
 impl Credentials {
@@ -269,13 +273,15 @@ impl Credentials {
     ) -> Credentials {
         let secrets = SecretSet::new();
         for secret in granted.values().filter_map(|g| g.secret.as_ref()) {
-            secrets.add(secret);
+            // A key past the set's bound is refused when a request would carry it (`inject`).
+            let _ = secrets.add(secret);
         }
         Credentials {
             granted,
             minter,
             call,
             secrets,
+            minted: Arc::default(),
         }
     }
 }
@@ -380,9 +386,22 @@ fn ask_policy(
     }
 }
 
-/// Headers a tool may never set: credentials are the host's business, and routing headers
-/// could steer the request somewhere the rules did not allow.
+/// Headers a tool may never set: credentials are the host's business; routing and override
+/// headers would have the upstream act on another method or path than the one decided
+/// (frameworks honour `x-http-method-override`, `x-original-url`…); and ranges would let an
+/// echo arrive in pieces shorter than the scrubber's fragment.
 fn forbidden_header(name: &http::HeaderName) -> bool {
+    const OVERRIDES: [&str; 9] = [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-host",
+        "x-host",
+        "range",
+        "if-range",
+    ];
     let n = name.as_str();
     DEFAULT_FORBIDDEN_HEADERS.contains(name)
         || n == "authorization"
@@ -390,6 +409,7 @@ fn forbidden_header(name: &http::HeaderName) -> bool {
         || n.starts_with("proxy-")
         || n.starts_with("x-forwarded-")
         || n == "forwarded"
+        || OVERRIDES.contains(&n)
 }
 
 type SendResult = Result<
@@ -691,7 +711,21 @@ fn inject(
                 .minter
                 .as_ref()
                 .ok_or("no signing key is loaded")?;
-            let (token, minted) = minter.mint(granted, &credentials.call, ids);
+            let mut tokens = credentials
+                .minted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let fresh = |m: &Minted| {
+                m.expires.saturating_sub(jwt::now())
+                    > (granted.lifetime.as_secs() / 2)
+                        .try_into()
+                        .unwrap_or(i64::MAX)
+            };
+            let (token, minted) = match tokens.get(name).filter(|(_, m)| fresh(m)) {
+                Some(kept) => kept.clone(),
+                None => minter.mint(granted, &credentials.call, ids),
+            };
+            tokens.insert(name.to_string(), (token.clone(), minted.clone()));
             (token, Some(minted))
         }
         CredentialKind::Static => (
@@ -703,7 +737,11 @@ fn inject(
         ),
     };
     // Before it leaves: a response can only echo a secret already in the set.
-    credentials.secrets.add(&secret);
+    if !credentials.secrets.add(&secret) {
+        return Err(format!(
+            "the call holds {MAX_SECRETS} secrets already: credential `{name}` is not added"
+        ));
+    }
     let mut value = http::HeaderValue::from_str(&format!("{}{}", granted.prefix, secret.expose()))
         .map_err(|_| format!("credential `{name}` is not a valid header value"))?;
     value.set_sensitive(true);
@@ -943,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn tools_cannot_set_credentials_or_routing_headers() {
+    fn tools_cannot_set_credentials_routing_override_or_range_headers() {
         for name in [
             "authorization",
             "cookie",
@@ -952,6 +990,9 @@ mod tests {
             "proxy-foo",
             "x-forwarded-for",
             "forwarded",
+            "x-http-method-override",
+            "x-original-url",
+            "range",
         ] {
             assert!(
                 forbidden_header(&http::HeaderName::from_static(name)),

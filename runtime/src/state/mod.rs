@@ -190,6 +190,20 @@ pub struct TooManyPending {
     pub max: u64,
 }
 
+/// The most sessions one agent may have open at once: each MCP connection starts one, and a
+/// client that connects without end must not grow the state without end.
+pub const MAX_LIVE_SESSIONS: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "agent `{agent}` already has {max} open sessions, the most it may have: they expire, or \
+     `warden revoke session` ends one, before it may start more"
+)]
+pub struct TooManySessions {
+    pub agent: String,
+    pub max: u64,
+}
+
 /// A human's answer to a pending approval.
 #[derive(Debug, Clone)]
 pub enum ApprovalDecision {

@@ -191,21 +191,34 @@ impl StateStore for SqliteStore {
     }
 
     fn start_session(&self, session: &Session) -> Result<()> {
-        let conn = self.conn();
-        conn.prepare_cached(
-            "INSERT INTO sessions (id, agent, user, delegation, scope, created, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            session.id,
-            session.agent,
-            session.user,
-            session.delegation,
-            serde_json::to_string(&session.scope)?,
-            crate::identity::jwt::now(),
-            session.expires
-        ])?;
-        drop(conn);
+        let now = crate::identity::jwt::now();
+        // Counted and inserted under the write lock: concurrent starts cannot overshoot.
+        self.write(|tx| {
+            let live: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM sessions WHERE agent = ?1 AND expires > ?2")?
+                .query_row(params![session.agent, now], |r| r.get(0))?;
+            if u64::try_from(live).unwrap_or(u64::MAX) >= MAX_LIVE_SESSIONS {
+                return Err(TooManySessions {
+                    agent: session.agent.clone(),
+                    max: MAX_LIVE_SESSIONS,
+                }
+                .into());
+            }
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, agent, user, delegation, scope, created, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                session.id,
+                session.agent,
+                session.user,
+                session.delegation,
+                serde_json::to_string(&session.scope)?,
+                now,
+                session.expires
+            ])?;
+            Ok(())
+        })?;
         self.grew();
         Ok(())
     }
@@ -766,5 +779,32 @@ mod tests {
             .unwrap();
         db.request_approval(&approval("6", "a", now + 61, now + 120), 2)
             .unwrap();
+    }
+
+    #[test]
+    fn an_agent_may_have_only_so_many_sessions_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        let now = crate::identity::jwt::now();
+        let max = super::super::MAX_LIVE_SESSIONS;
+        db.start_session(&session("lapsed", now - 1)).unwrap();
+        for i in 0..max {
+            db.start_session(&session(&format!("s{i}"), now + 60))
+                .unwrap();
+        }
+        let e = db
+            .start_session(&session("one-more", now + 60))
+            .unwrap_err();
+        assert!(
+            e.downcast_ref::<super::super::TooManySessions>().is_some(),
+            "{e:#}"
+        );
+        assert!(db.session("one-more").unwrap().is_none(), "not stored");
+        // Another agent has its own count.
+        let other = super::Session {
+            agent: "b".into(),
+            ..session("b-1", now + 60)
+        };
+        db.start_session(&other).unwrap();
     }
 }
