@@ -31,15 +31,19 @@ impl Upstreams {
     }
 }
 
-async fn upstreams(lifetime: &str) -> Upstreams {
-    let (minted, legacy, own) = (
-        LoopbackServer::start().await.unwrap(),
-        LoopbackServer::start().await.unwrap(),
-        LoopbackServer::start().await.unwrap(),
-    );
-    let f = Fixture::new();
+/// Grants `tool` the minted credential `tracker` (for `tracker_tools`, lasting `lifetime`)
+/// on the first server and the static key `key` as `legacy` on the second, and installs it
+/// with a rule for each and one without a credential for the third; returns the rules.
+fn grant_credentials(
+    f: &Fixture,
+    tool: &str,
+    tracker_tools: &[&str],
+    key: &str,
+    lifetime: &str,
+    [minted, legacy, plain]: [&LoopbackServer; 3],
+) -> String {
     let key_file = f.path().join("legacy.key");
-    std::fs::write(&key_file, API_KEY).unwrap();
+    std::fs::write(&key_file, key).unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     f.extend_deployment(&format!(
         r#"
@@ -51,7 +55,7 @@ kind = "minted"
 audience = "{minted}"
 lifetime = "{lifetime}"
 scope = "issues:read"
-tools = ["hostile-spy", "http-get"]
+tools = {tracker_tools:?}
 
 [credentials.legacy]
 kind = "static"
@@ -59,7 +63,7 @@ audience = "{legacy}"
 secret = "legacy-key"
 header = "x-api-key"
 prefix = ""
-tools = ["hostile-spy"]
+tools = ["{tool}"]
 "#,
         minted = minted.url(""),
         legacy = legacy.url(""),
@@ -67,10 +71,28 @@ tools = ["hostile-spy"]
     let rules = [
         loopback_rule(&minted.url(""), &[], Some("tracker")),
         loopback_rule(&legacy.url(""), &[], Some("legacy")),
-        loopback_rule(&own.url(""), &[], None),
+        loopback_rule(&plain.url(""), &[], None),
     ]
     .join("\n");
-    f.install_tool("hostile-spy", Some(&rules));
+    f.install_tool(tool, Some(&rules));
+    rules
+}
+
+async fn upstreams(lifetime: &str) -> Upstreams {
+    let (minted, legacy, own) = (
+        LoopbackServer::start().await.unwrap(),
+        LoopbackServer::start().await.unwrap(),
+        LoopbackServer::start().await.unwrap(),
+    );
+    let f = Fixture::new();
+    let rules = grant_credentials(
+        &f,
+        "hostile-spy",
+        &["hostile-spy", "http-get"],
+        API_KEY,
+        lifetime,
+        [&minted, &legacy, &own],
+    );
     let http_get_rules = rules.replace("credential = \"legacy\"\n", "");
     f.install_tool("http-get", Some(&http_get_rules));
     Upstreams {
@@ -598,38 +620,14 @@ async fn exfil_upstreams() -> Exfil {
     let legacy = LoopbackServer::start().await.unwrap();
     let beside = minted.start_beside().await.unwrap();
     let f = Fixture::new();
-    let key_file = f.path().join("legacy.key");
-    std::fs::write(&key_file, ODD_KEY).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    f.extend_deployment(&format!(
-        r#"
-[secrets.legacy-key]
-file = "legacy.key"
-
-[credentials.tracker]
-kind = "minted"
-audience = "{minted}"
-lifetime = "60s"
-tools = ["hostile-exfil"]
-
-[credentials.legacy]
-kind = "static"
-audience = "{legacy}"
-secret = "legacy-key"
-header = "x-api-key"
-prefix = ""
-tools = ["hostile-exfil"]
-"#,
-        minted = minted.url(""),
-        legacy = legacy.url(""),
-    ));
-    let rules = [
-        loopback_rule(&minted.url(""), &[], Some("tracker")),
-        loopback_rule(&legacy.url(""), &[], Some("legacy")),
-        loopback_rule(&beside.url(""), &[], None),
-    ]
-    .join("\n");
-    f.install_tool("hostile-exfil", Some(&rules));
+    grant_credentials(
+        &f,
+        "hostile-exfil",
+        &["hostile-exfil"],
+        ODD_KEY,
+        "60s",
+        [&minted, &legacy, &beside],
+    );
     Exfil {
         f,
         minted,

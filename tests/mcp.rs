@@ -280,6 +280,33 @@ struct RawStdio {
 }
 
 impl RawStdio {
+    /// `warden mcp` for the tester, whom a policy lets do anything, past the handshake.
+    fn start(f: &Fixture) -> RawStdio {
+        f.set_policies(&[(
+            "base.cedar",
+            "permit(principal == Agent::\"tester\", action, resource);",
+        )]);
+        let mut child = f
+            .cli()
+            .args(["mcp", "--agent", AGENT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut raw = RawStdio { child, out };
+        raw.send(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"}}})
+            .to_string(),
+        );
+        assert_eq!(raw.receive()["id"], 1);
+        raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
     fn send(&mut self, message: &str) {
         let stdin = self.child.stdin.as_mut().unwrap();
         writeln!(stdin, "{message}").unwrap();
@@ -299,28 +326,7 @@ async fn malformed_requests_get_errors_and_a_cancelled_call_stops_its_tool() {
         "hostile-http",
         Some(&loopback_rule(&upstream.url(""), &[], None)),
     );
-    f.set_policies(&[(
-        "base.cedar",
-        "permit(principal == Agent::\"tester\", action, resource);",
-    )]);
-    let mut child = f
-        .cli()
-        .args(["mcp", "--agent", AGENT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut raw = RawStdio { child, out };
-    raw.send(
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"}}})
-        .to_string(),
-    );
-    assert_eq!(raw.receive()["id"], 1);
-    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let mut raw = RawStdio::start(&f);
 
     // A line that is not JSON, a request for a method that does not exist, and a call
     // without a tool name: errors (or nothing), and the server goes on.
@@ -374,26 +380,11 @@ async fn malformed_requests_get_errors_and_a_cancelled_call_stops_its_tool() {
 
 /// The example policies as shipped, and tester (trusted high) may also read.
 fn example_policies(f: &Fixture) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read_to_string(&path).unwrap())
-        })
-        .collect();
-    files.push((
-        "tester.cedar".into(),
+    f.set_example_policies(&[(
+        "tester.cedar",
         "permit(principal == Agent::\"tester\", action == Action::\"invoke\", resource) \
-         when { resource.impact == \"read\" };"
-            .into(),
-    ));
-    let borrowed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    f.set_policies(&borrowed);
+         when { resource.impact == \"read\" };",
+    )]);
 }
 
 /// A page fetched over a connection taints that connection's session: deleting then needs a
@@ -511,28 +502,7 @@ async fn closing_stdin_lets_the_call_in_flight_finish_and_be_recorded() {
         text.replace("timeout = \"3s\"", "timeout = \"60s\""),
     )
     .unwrap();
-    f.set_policies(&[(
-        "base.cedar",
-        "permit(principal == Agent::\"tester\", action, resource);",
-    )]);
-    let mut child = f
-        .cli()
-        .args(["mcp", "--agent", AGENT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut raw = RawStdio { child, out };
-    raw.send(
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"}}})
-        .to_string(),
-    );
-    assert_eq!(raw.receive()["id"], 1);
-    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let mut raw = RawStdio::start(&f);
     raw.send(
         &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                 "params": {"name": "hostile-http", "arguments": {"url": upstream.url("/hold")}}})

@@ -10,31 +10,6 @@ use warden::ErrorKind;
 use warden::loopback::LoopbackServer;
 use warden::policy::Outcome;
 
-/// The example policy directory, as shipped.
-fn example_policies() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read_to_string(&path).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn with_policies(f: &Fixture, extra: &[(&str, &str)]) {
-    let mut files = example_policies();
-    files.extend(extra.iter().map(|(n, t)| (n.to_string(), t.to_string())));
-    let borrowed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    f.set_policies(&borrowed);
-}
-
 fn json_of(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(&stdout(output))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(output), stderr(output)))
@@ -247,8 +222,7 @@ async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
     let f = Fixture::new();
     f.install_tool("http-get", Some(&loopback_rule(&server.url(""), &[], None)));
     // The example policies, and tester (trusted high) may also read.
-    with_policies(
-        &f,
+    f.set_example_policies(
         &[(
             "tester.cedar",
             "@id(\"tester-reads\")\npermit(principal == Agent::\"tester\", action == Action::\"invoke\", resource) when { resource.impact == \"read\" };",
@@ -341,8 +315,7 @@ async fn a_tainted_session_needs_approval_for_an_irreversible_tool() {
 #[test]
 fn reasons_name_the_policies_and_explain_agrees_with_a_real_call() {
     let f = Fixture::new();
-    with_policies(
-        &f,
+    f.set_example_policies(
         &[(
             "tester.cedar",
             "@id(\"tester-reads\")\npermit(principal == Agent::\"tester\", action == Action::\"invoke\", resource == Tool::\"read-file\");",
@@ -594,8 +567,7 @@ fn a_session_started_for_a_user_acts_for_that_user_within_the_delegation() {
 fn an_input_the_schema_rejects_is_invalid_input_before_any_decision() {
     let f = Fixture::new();
     // The example policies declare `name?: String` for policies to read; tester may say hello.
-    with_policies(
-        &f,
+    f.set_example_policies(
         &[(
             "tester.cedar",
             r#"permit(principal == Agent::"tester", action == Action::"invoke", resource == Tool::"hello");"#,

@@ -87,7 +87,7 @@ pub fn approver_of<'d>(deployment: &'d Deployment, key: &SigningKey) -> Result<&
 
 /// Checks that `approval` lets the call whose digest is `digest` run now: approved, signed
 /// by an approver registered now, for this exact call, not expired, not used. Does not use
-/// it (`StateStore::start_call` does, atomically, as the call starts).
+/// it (`StateStore::use_approval` does, atomically, once the call is on record).
 pub fn check(
     approval: &Approval,
     deployment: &Deployment,

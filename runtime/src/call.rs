@@ -26,7 +26,9 @@ use crate::sandbox::limits::{
     CpuExhausted, CpuMeter, MAX_ERROR_TEXT, MAX_FIELDS_BYTES, MAX_HANDLES, bound_text,
 };
 use crate::sandbox::{CallState, Observed};
-use crate::state::{Approval, ApprovalStatus, AuditEntry, RevocationKind, TooManyPending};
+use crate::state::{
+    Approval, ApprovalStatus, AuditEntry, CallCounts, RevocationKind, TooManyPending,
+};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -472,38 +474,50 @@ impl Runtime {
             );
         }
 
-        let now_ms = crate::identity::jwt::now_ms();
-        let counts = match state.record_call(&agent, request.session.as_deref(), now_ms) {
-            Ok(counts) => counts,
-            Err(e) => return fail(ErrorKind::Internal, format!("counting the call: {e:#}")),
-        };
         if let (true, Some(id)) = (request.untrusted_input, &request.session)
             && let Err(e) = state.taint(id, &format!("call {call_id} carried untrusted input"))
         {
             return fail(ErrorKind::Internal, format!("tainting the session: {e:#}"));
         }
-        let facts = CallFacts {
-            agent: agent.clone(),
-            tool: tool_facts,
-            user: acting.as_ref().map(|a| UserFacts {
-                name: a.user.clone(),
-                scope: a.scope.clone(),
-            }),
-            origin: request.origin.clone(),
-            session: SessionFacts {
-                id: request.session.clone().unwrap_or_default(),
-                tainted: session.as_ref().is_some_and(|s| s.tainted) || request.untrusted_input,
-                calls: counts.in_session,
-            },
-            calls_last_minute: counts.last_minute,
-            time: now_ms / 1000,
+        // Counted, decided and, if allowed, on record (`started`) in one write, long before
+        // its tool runs: a process killed while the tool runs leaves a call that started and
+        // never finished, not effects without a record.
+        let now_ms = crate::identity::jwt::now_ms();
+        let mut decided = None;
+        let mut decide = |counts: CallCounts| {
+            let facts = CallFacts {
+                agent: agent.clone(),
+                tool: tool_facts.clone(),
+                user: acting.as_ref().map(|a| UserFacts {
+                    name: a.user.clone(),
+                    scope: a.scope.clone(),
+                }),
+                origin: request.origin.clone(),
+                session: SessionFacts {
+                    id: request.session.clone().unwrap_or_default(),
+                    tainted: session.as_ref().is_some_and(|s| s.tainted) || request.untrusted_input,
+                    calls: counts.in_session,
+                },
+                calls_last_minute: counts.last_minute,
+                time: now_ms / 1000,
+            };
+            report.decision = self.policies().decide_invoke(
+                &facts,
+                &request.input,
+                request.untrusted_input,
+                report.approval.is_some(),
+            );
+            decided = Some(facts);
+            match report.decision.outcome {
+                Outcome::Allow => self.audit_entries(request, report, crate::audit::started),
+                Outcome::Deny | Outcome::ApprovalRequired => Ok(vec![]),
+            }
         };
-        report.decision = self.policies().decide_invoke(
-            &facts,
-            &request.input,
-            request.untrusted_input,
-            report.approval.is_some(),
-        );
+        let recorded = state.record_call(&agent, request.session.as_deref(), now_ms, &mut decide);
+        let (Ok(_), Some(facts)) = (recorded.as_ref(), decided) else {
+            let e = recorded.err().map(|e| format!("{e:#}")).unwrap_or_default();
+            return fail(ErrorKind::Internal, format!("recording the call: {e}"));
+        };
         let decision = &report.decision;
         tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
         match decision.outcome {
@@ -568,29 +582,17 @@ impl Runtime {
                 call: facts,
             },
         });
-        // The call is on record, and its approval spent (once, atomically: of two calls racing
-        // with one approval, one runs), before the guest runs: a process killed while the
-        // tool runs leaves a call that started and never finished, not effects without a record.
-        let started = match self.audit_entries(request, report, crate::audit::started) {
-            Ok(started) => started,
-            Err(e) => {
-                return fail(
-                    ErrorKind::Internal,
-                    format!("recording the call's start: {e:#}"),
-                );
-            }
-        };
-        match state.start_call(call_id, report.approval.as_deref(), &started) {
-            Ok(true) => {}
-            Ok(false) => {
-                let id = report.approval.clone().unwrap_or_default();
-                return self.deny(report, format!("approval {id} has already been used"));
-            }
-            Err(e) => {
-                return fail(
-                    ErrorKind::Internal,
-                    format!("recording the call's start: {e:#}"),
-                );
+        // The approval is spent once, atomically (of two calls racing with one approval, one
+        // runs), and after the call is on record: a spent approval always has its call.
+        if let Some(id) = report.approval.clone() {
+            match state.use_approval(&id, call_id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self.deny(report, format!("approval {id} has already been used"));
+                }
+                Err(e) => {
+                    return fail(ErrorKind::Internal, format!("using the approval: {e:#}"));
+                }
             }
         }
         let ran = run(

@@ -163,6 +163,25 @@ impl Fixture {
         }
     }
 
+    /// The example policy directory as shipped, with `extra` files beside it.
+    pub fn set_example_policies(&self, extra: &[(&str, &str)]) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect();
+        files.extend(extra.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+        let borrowed: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        self.set_policies(&borrowed);
+    }
+
     pub fn runtime(&self) -> Runtime {
         Runtime::new(Deployment::load(&self.config()).unwrap()).unwrap()
     }

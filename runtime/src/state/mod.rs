@@ -23,8 +23,17 @@ pub trait StateStore: Send + Sync {
     fn taint(&self, session: &str, reason: &str) -> Result<()>;
 
     /// Records a call by `agent` (in `session`) at `now_ms` and returns the counts before
-    /// it, atomically: concurrent processes count each call once.
-    fn record_call(&self, agent: &str, session: Option<&str>, now_ms: i64) -> Result<CallCounts>;
+    /// it, atomically: concurrent processes count each call once. `start` decides the call
+    /// with those counts and returns its start records (none if it will not run), which are
+    /// appended to the audit chain in the same transaction, as `append_audit` does: one write
+    /// per call before its tool runs. An error from `start` writes nothing.
+    fn record_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
+    ) -> Result<CallCounts>;
     /// Calls by `agent` in the last 60 s (to the second) before `now_ms`.
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64>;
 
@@ -49,17 +58,9 @@ pub trait StateStore: Send + Sync {
     fn approvals(&self, all: bool) -> Result<Vec<Approval>>;
     /// Records a human's decision on a pending approval. False if it is no longer pending.
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool>;
-    /// Starts a call whose tool is about to run: marks `approval` (if any) used by `call_id`
-    /// and appends `entries` (its start record) to the audit chain as `append_audit` does,
-    /// atomically, so that a spent approval always has its call on record. False, and
-    /// nothing written, if the approval was not approved or was used already: of concurrent
-    /// callers, exactly one gets true.
-    fn start_call(
-        &self,
-        call_id: &str,
-        approval: Option<&str>,
-        entries: &[AuditEntry],
-    ) -> Result<bool>;
+    /// Marks an approved approval used by `call_id`, atomically: false if it was not
+    /// approved or was used already (of concurrent callers, exactly one gets true).
+    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool>;
 
     /// Records a revocation. False if it was revoked before.
     fn revoke(&self, revocation: &Revocation) -> Result<bool>;

@@ -256,7 +256,13 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn record_call(&self, agent: &str, session: Option<&str>, now_ms: i64) -> Result<CallCounts> {
+    fn record_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
+    ) -> Result<CallCounts> {
         self.write(|tx| {
             let second = now_ms.div_euclid(1000);
             tx.prepare_cached("DELETE FROM call_counts WHERE agent = ?1 AND second <= ?2")?
@@ -276,10 +282,12 @@ impl StateStore for SqliteStore {
                     .query_row(params![id], |row| row.get::<_, i64>(0))? as u64
                 }
             };
-            Ok(CallCounts {
+            let counts = CallCounts {
                 last_minute,
                 in_session,
-            })
+            };
+            append_audit(tx, &start(counts)?)?;
+            Ok(counts)
         })
     }
 
@@ -407,31 +415,17 @@ impl StateStore for SqliteStore {
         Ok(changed == 1)
     }
 
-    fn start_call(
-        &self,
-        call_id: &str,
-        approval: Option<&str>,
-        entries: &[AuditEntry],
-    ) -> Result<bool> {
-        if approval.is_none() && entries.is_empty() {
-            return Ok(true);
-        }
-        // Under the write lock: two processes cannot both see `approved`.
-        self.write(|tx| {
-            if let Some(id) = approval {
-                let changed = tx
-                    .prepare_cached(
-                        "UPDATE approvals SET status = 'used', used_by = ?2
-                         WHERE id = ?1 AND status = 'approved'",
-                    )?
-                    .execute(params![id, call_id])?;
-                if changed != 1 {
-                    return Ok(false);
-                }
-            }
-            append_audit(tx, entries)?;
-            Ok(true)
-        })
+    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool> {
+        // One statement: SQLite runs it under the write lock, so two processes cannot both
+        // see `approved`.
+        let changed = self
+            .conn()
+            .prepare_cached(
+                "UPDATE approvals SET status = 'used', used_by = ?2
+                 WHERE id = ?1 AND status = 'approved'",
+            )?
+            .execute(params![id, call_id])?;
+        Ok(changed == 1)
     }
 
     fn revoke(&self, revocation: &Revocation) -> Result<bool> {
@@ -641,7 +635,11 @@ mod tests {
     fn calls_are_counted_per_agent_within_the_last_minute() {
         let dir = tempfile::tempdir().unwrap();
         let db = super::SqliteStore::open(dir.path()).unwrap();
-        let counts = |agent, at| db.record_call(agent, None, at).unwrap().last_minute;
+        let counts = |agent, at| {
+            db.record_call(agent, None, at, &mut |_| Ok(vec![]))
+                .unwrap()
+                .last_minute
+        };
         assert_eq!(counts("a", 1_000_000), 0);
         assert_eq!(counts("a", 1_010_000), 1);
         assert_eq!(counts("b", 1_010_000), 0);
@@ -716,9 +714,11 @@ mod tests {
             signature: "sig".into(),
         };
         assert!(db.decide_approval("used", &decided).unwrap());
-        assert!(db.start_call("call-1", Some("used"), &[]).unwrap());
-        db.record_call("a", None, (then - 120) * 1000).unwrap();
-        db.record_call("b", None, (then - 5) * 1000).unwrap();
+        assert!(db.use_approval("used", "call-1").unwrap());
+        db.record_call("a", None, (then - 120) * 1000, &mut |_| Ok(vec![]))
+            .unwrap();
+        db.record_call("b", None, (then - 5) * 1000, &mut |_| Ok(vec![]))
+            .unwrap();
 
         db.prune(then).unwrap();
 
