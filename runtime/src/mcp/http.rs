@@ -41,7 +41,7 @@ pub async fn serve(
     );
     let auth = Arc::new(Bearers {
         runtime,
-        verified: Mutex::new(BearerCache::new(MAX_BEARERS)),
+        verified: Mutex::new(BearerCache::new(MAX_BEARERS, MAX_BEARERS_PER_AGENT)),
     });
     let app = axum::Router::new()
         .nest_service("/mcp", service)
@@ -58,6 +58,8 @@ pub async fn serve(
 /// many busy clients; beyond it, the one closest to expiring is forgotten (its client is
 /// asked for a fresh assertion: a reused one is a replay to the state store).
 const MAX_BEARERS: usize = 10_000;
+/// Live assertions of one agent kept: a client needs one at a time, a few while it rotates.
+const MAX_BEARERS_PER_AGENT: usize = 64;
 
 /// Assertions this server has verified.
 struct Bearers {
@@ -82,51 +84,85 @@ impl Bearers {
         let expires = jwt::peek_claims::<assertion::CallAssertion>(token)
             .map_err(|e| format!("the assertion: {e}"))?
             .exp;
-        verified.insert(key, agent.clone(), expires, now);
+        verified.insert(key, agent.clone(), agent.agent(), expires, now);
         Ok(agent)
     }
 }
 
-/// Verified assertions by the sha256 of the token, with their expiry; at most `capacity`.
-/// Expired entries are dropped as new ones come in, soonest-expiring first, each once: no
-/// request scans the whole cache.
+/// Verified assertions by the sha256 of the token, with their expiry and the agent they are
+/// from; at most `capacity`, and at most `per_agent` of one agent. Expired entries are
+/// dropped as new ones come in, soonest-expiring first, each once: no request scans the whole
+/// cache. An agent bringing assertions without end evicts its own, not other agents' (whose
+/// next request, its nonce spent, would otherwise be refused as a replay).
 struct BearerCache<V> {
-    entries: HashMap<[u8; 32], (V, i64)>,
+    entries: HashMap<[u8; 32], (V, i64, String)>,
     by_expiry: BTreeSet<(i64, [u8; 32])>,
+    by_agent: HashMap<String, BTreeSet<(i64, [u8; 32])>>,
     capacity: usize,
+    per_agent: usize,
 }
 
 impl<V: Clone> BearerCache<V> {
-    fn new(capacity: usize) -> BearerCache<V> {
+    fn new(capacity: usize, per_agent: usize) -> BearerCache<V> {
         BearerCache {
             entries: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            by_agent: HashMap::new(),
             capacity,
+            per_agent,
         }
     }
 
     fn get(&self, key: &[u8; 32], now: i64) -> Option<V> {
         self.entries
             .get(key)
-            .filter(|(_, expires)| *expires > now)
-            .map(|(agent, _)| agent.clone())
+            .filter(|(_, expires, _)| *expires > now)
+            .map(|(value, _, _)| value.clone())
     }
 
-    fn insert(&mut self, key: [u8; 32], value: V, expires: i64, now: i64) {
+    fn insert(&mut self, key: [u8; 32], value: V, agent: &str, expires: i64, now: i64) {
         if expires <= now {
             return;
         }
-        while let Some(&(soonest, old)) = self.by_expiry.first() {
-            if soonest > now && self.entries.len() < self.capacity {
-                break;
-            }
-            self.by_expiry.remove(&(soonest, old));
-            self.entries.remove(&old);
+        self.remove(&key);
+        while let Some(&(soonest, old)) = self.by_expiry.first()
+            && soonest <= now
+        {
+            self.remove(&old);
         }
-        if let Some((_, previous)) = self.entries.insert(key, (value, expires)) {
-            self.by_expiry.remove(&(previous, key));
+        let own_oldest = self
+            .by_agent
+            .get(agent)
+            .filter(|own| own.len() >= self.per_agent)
+            .and_then(|own| own.first().copied());
+        if let Some((_, old)) = own_oldest {
+            self.remove(&old);
         }
+        if self.entries.len() >= self.capacity
+            && let Some(&(_, old)) = self.by_expiry.first()
+        {
+            self.remove(&old);
+        }
+        self.entries
+            .insert(key, (value, expires, agent.to_string()));
         self.by_expiry.insert((expires, key));
+        self.by_agent
+            .entry(agent.to_string())
+            .or_default()
+            .insert((expires, key));
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) {
+        let Some((_, expires, agent)) = self.entries.remove(key) else {
+            return;
+        };
+        self.by_expiry.remove(&(expires, *key));
+        if let Some(own) = self.by_agent.get_mut(&agent) {
+            own.remove(&(expires, *key));
+            if own.is_empty() {
+                self.by_agent.remove(&agent);
+            }
+        }
     }
 
     #[cfg(test)]
@@ -204,30 +240,48 @@ mod tests {
 
     #[test]
     fn the_bearer_cache_stays_bounded_and_forgets_expired_assertions() {
-        let mut cache = BearerCache::new(3);
+        let mut cache = BearerCache::new(3, 3);
         let key = |n: u8| [n; 32];
         // Four live assertions in a cache of three: the one closest to expiring goes.
         for (n, expires) in [(1, 150), (2, 120), (3, 180), (4, 170)] {
-            cache.insert(key(n), agent(), expires, 100);
+            cache.insert(key(n), agent(), "a", expires, 100);
         }
         assert_eq!(cache.len(), 3);
         assert!(cache.get(&key(2), 100).is_none());
         assert!(cache.get(&key(1), 100).is_some());
         // Expired entries answer nothing, and are dropped by the next insertion.
         assert!(cache.get(&key(1), 160).is_none());
-        cache.insert(key(5), agent(), 220, 175);
+        cache.insert(key(5), agent(), "a", 220, 175);
         assert_eq!(cache.len(), 2, "1 and 4 had expired by 175");
         assert!(cache.get(&key(5), 175).is_some());
         // An assertion already expired is not kept; one inserted twice counts once.
-        cache.insert(key(6), agent(), 175, 175);
-        cache.insert(key(5), agent(), 230, 175);
+        cache.insert(key(6), agent(), "a", 175, 175);
+        cache.insert(key(5), agent(), "a", 230, 175);
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.by_expiry.len(), 2);
         // However many come in, at most three are held.
         for n in 10..=200 {
-            cache.insert(key(n), agent(), 300 + i64::from(n), 180);
+            cache.insert(key(n), agent(), "a", 300 + i64::from(n), 180);
         }
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.by_expiry.len(), 3);
+    }
+
+    /// One agent bringing fresh assertions without end evicts its own, never another's.
+    #[test]
+    fn an_agent_cannot_evict_another_agents_assertions() {
+        let mut cache = BearerCache::new(10, 4);
+        let key = |n: u8| [n; 32];
+        cache.insert(key(0), agent(), "victim", 160, 100);
+        for n in 1..=200 {
+            cache.insert(key(n), agent(), "flooder", 200 + i64::from(n), 100);
+        }
+        assert!(
+            cache.get(&key(0), 150).is_some(),
+            "the victim's assertion was evicted"
+        );
+        assert_eq!(cache.len(), 5);
+        assert_eq!(cache.by_agent["flooder"].len(), 4);
+        assert!(cache.get(&key(200), 150).is_some());
     }
 }

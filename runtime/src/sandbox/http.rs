@@ -673,6 +673,16 @@ fn encoded(headers: &http::HeaderMap) -> Option<&'static str> {
 /// Scrubs header (or trailer) values in place; returns the number of echoes replaced.
 fn scrub_headers(secrets: &SecretSet, headers: &mut http::HeaderMap) -> usize {
     let mut scrubbed = 0;
+    // A name cannot be rewritten into a valid one: a header named with a secret goes whole.
+    let named: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| secrets.scrub_all(name.as_str().as_bytes()).1 > 0)
+        .cloned()
+        .collect();
+    for name in named {
+        headers.remove(&name);
+        scrubbed += 1;
+    }
     for value in headers.values_mut() {
         let (clean, n) = secrets.scrub_all(value.as_bytes());
         if n > 0 {
@@ -1004,6 +1014,22 @@ mod tests {
 
     /// An upstream's trailers are scrubbed like its headers, and the data the scrubber held
     /// back (here the start of a truncated echo) comes before them, scrubbed too.
+    /// A lowercase key (hex) can come back as a header's name, which cannot be rewritten.
+    #[test]
+    fn a_header_named_with_a_secret_is_dropped() {
+        let secrets = SecretSet::new();
+        assert!(secrets.add(&crate::credentials::Secret::new("0123456789abcdef0123")));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::HeaderName::from_static("x-0123456789abcdef0123"),
+            http::HeaderValue::from_static("1"),
+        );
+        headers.insert("x-ok", http::HeaderValue::from_static("fine"));
+        assert_eq!(scrub_headers(&secrets, &mut headers), 1);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-ok"], "fine");
+    }
+
     #[tokio::test]
     async fn trailers_are_scrubbed_and_come_after_the_held_data() {
         use http_body_util::Full;

@@ -13,6 +13,10 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Writes that added a row an agent can grow, since this process opened the file.
     growth: std::sync::atomic::AtomicU64,
+    /// `PRAGMA data_version` when the revocations were last seen to be none: until another
+    /// connection commits (the number changes) or this one revokes, none is revoked, and the
+    /// check on every call and request skips its query.
+    none_revoked_at: Mutex<Option<i64>>,
 }
 
 /// The schema, one migration per version: a state file at version N has had the first N
@@ -109,6 +113,9 @@ impl SqliteStore {
         let mut conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Every statement this file prepares stays prepared (rusqlite keeps 16 by default:
+        // fewer than there are, so a busy server would prepare some again and again).
+        conn.set_prepared_statement_cache_capacity(64);
         // WAL with NORMAL sync: a committed transaction survives the process being killed
         // (the OS holds the write); only a power loss can take the last commits.
         // A 16 MiB page cache keeps the tables' hot pages (the ends of the audit chain and its
@@ -120,6 +127,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Mutex::new(conn),
             growth: std::sync::atomic::AtomicU64::new(0),
+            none_revoked_at: Mutex::new(None),
         };
         store
             .prune(crate::identity::jwt::now())
@@ -158,6 +166,12 @@ impl SqliteStore {
         {
             tracing::warn!(error = %format!("{e:#}"), "pruning the state file failed");
         }
+    }
+
+    fn none_revoked(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.none_revoked_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The connection. A thread that panicked while holding it left no transaction open
@@ -263,10 +277,9 @@ impl StateStore for SqliteStore {
         now_ms: i64,
         start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
     ) -> Result<CallCounts> {
-        self.write(|tx| {
+        // Counters of past minutes are not counted (`count_recent`) and go with the pruning.
+        let counts = self.write(|tx| {
             let second = now_ms.div_euclid(1000);
-            tx.prepare_cached("DELETE FROM call_counts WHERE agent = ?1 AND second <= ?2")?
-                .execute(params![agent, second - RATE_WINDOW])?;
             let last_minute = count_recent(tx, agent, now_ms)?;
             tx.prepare_cached(
                 "INSERT INTO call_counts (agent, second, calls) VALUES (?1, ?2, 1)
@@ -288,7 +301,9 @@ impl StateStore for SqliteStore {
             };
             append_audit(tx, &start(counts)?)?;
             Ok(counts)
-        })
+        })?;
+        self.grew();
+        Ok(counts)
     }
 
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
@@ -440,6 +455,7 @@ impl StateStore for SqliteStore {
                 revocation.at,
                 revocation.reason
             ])?;
+        *self.none_revoked() = None;
         Ok(inserted == 1)
     }
 
@@ -447,9 +463,23 @@ impl StateStore for SqliteStore {
         if ids.is_empty() {
             return Ok(None);
         }
+        let conn = self.conn();
+        // Read first: a revocation committed after this read changes it for the next check.
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        if *self.none_revoked() == Some(version) {
+            return Ok(None);
+        }
+        let none: bool = conn
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM revocations)")?
+            .query_row([], |row| row.get(0))?;
+        if none {
+            *self.none_revoked() = Some(version);
+            return Ok(None);
+        }
         // One query for all of a call's ids (it runs on every call and every request).
         let pairs = vec!["(?, ?)"; ids.len()].join(", ");
-        let conn = self.conn();
         let mut query = conn.prepare_cached(&format!(
             "SELECT kind, id, at, reason FROM revocations WHERE (kind, id) IN (VALUES {pairs})
              ORDER BY at LIMIT 1"
@@ -779,6 +809,42 @@ mod tests {
             .unwrap();
         db.request_approval(&approval("6", "a", now + 61, now + 120), 2)
             .unwrap();
+    }
+
+    /// The check skips its query while nothing is revoked, and sees a revocation made through
+    /// another connection (another process) or this one at once.
+    #[test]
+    fn a_revocation_is_seen_at_the_next_check_by_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, other) = (
+            super::SqliteStore::open(dir.path()).unwrap(),
+            super::SqliteStore::open(dir.path()).unwrap(),
+        );
+        let ids = [
+            (super::RevocationKind::Agent, "a"),
+            (super::RevocationKind::Tool, "t"),
+        ];
+        let revoke = |store: &super::SqliteStore, kind, id: &str| {
+            store
+                .revoke(&super::Revocation {
+                    kind,
+                    id: id.into(),
+                    at: 1,
+                    reason: String::new(),
+                })
+                .unwrap()
+        };
+        assert!(one.revoked(&ids).unwrap().is_none());
+        assert!(one.revoked(&ids).unwrap().is_none());
+        assert!(revoke(&other, super::RevocationKind::Agent, "a"));
+        assert_eq!(one.revoked(&ids).unwrap().unwrap().id, "a");
+        // And by this connection, after a check that found none.
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = super::SqliteStore::open(dir.path()).unwrap();
+        let others = [(super::RevocationKind::Session, "s")];
+        assert!(fresh.revoked(&others).unwrap().is_none());
+        assert!(revoke(&fresh, super::RevocationKind::Session, "s"));
+        assert_eq!(fresh.revoked(&others).unwrap().unwrap().id, "s");
     }
 
     #[test]
