@@ -282,12 +282,16 @@ struct RawStdio {
 impl RawStdio {
     /// `warden mcp` for the tester, whom a policy lets do anything, past the handshake.
     fn start(f: &Fixture) -> RawStdio {
+        RawStdio::start_as(f, f.cli())
+    }
+
+    /// The same, with `warden` run as `cli` (a command that execs it).
+    fn start_as(f: &Fixture, mut cli: Command) -> RawStdio {
         f.set_policies(&[(
             "base.cedar",
             "permit(principal == Agent::\"tester\", action, resource);",
         )]);
-        let mut child = f
-            .cli()
+        let mut child = cli
             .args(["mcp", "--agent", AGENT])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -374,6 +378,36 @@ async fn malformed_requests_get_errors_and_a_cancelled_call_stops_its_tool() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(kinds, [json!("cancelled")]);
+    let _ = raw.child.kill();
+    let _ = raw.child.wait();
+}
+
+/// The server raises its soft limit on open files to the hard one: calls that hold files
+/// side by side (each up to its handle bound) must not starve the state file and sockets.
+#[test]
+fn the_server_may_open_as_many_files_as_the_system_allows() {
+    let f = fixture();
+    let warden = f.cli();
+    let mut low = Command::new("prlimit");
+    low.arg("--nofile=256:")
+        .arg(warden.get_program())
+        .args(warden.get_args());
+    for (key, value) in warden.get_envs() {
+        match value {
+            Some(value) => low.env(key, value),
+            None => low.env_remove(key),
+        };
+    }
+    let mut raw = RawStdio::start_as(&f, low);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", raw.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    // `Max open files  SOFT  HARD  files`
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "{line}");
+    assert_ne!(fields[3], "256", "{line}");
     let _ = raw.child.kill();
     let _ = raw.child.wait();
 }

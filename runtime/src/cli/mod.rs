@@ -94,6 +94,27 @@ enum Command {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Calls run side by side, each holding up to `sandbox::limits::MAX_HANDLES` host handles,
+/// some of them open files: the soft limit on open files (often 1024) is raised to the hard
+/// one, so that tools holding files cannot starve the state file and the server's sockets.
+/// A process that cannot raise it runs with what it has.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+        && let Err(e) = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            },
+        )
+    {
+        tracing::warn!(error = %e, "raising the limit on open files failed");
+    }
+}
+
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -103,6 +124,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.log_json);
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
