@@ -1,14 +1,15 @@
 //! The pipeline of one call, top to bottom:
 //! find the tool -> authenticate the agent -> verify the delegation and session -> check
 //! revocations -> check the approval the caller names -> load the tool -> check the input
-//! against its schema -> count the call -> decide (policy; store a pending approval when one
-//! is needed) -> prepare the sandbox (every request decided and checked for revocations
-//! again) -> record that the call started (and spend its approval) -> run under limits, until
-//! done or cancelled -> check the output -> taint the session if the tool ingests untrusted
-//! content -> report, with the audit records committed before it returns.
+//! against its schema -> count the call, decide (policy) and, if allowed, record that it
+//! started, in one write (a pending approval is stored when one is needed) -> prepare the
+//! sandbox (every request decided and checked for revocations again) -> spend its approval
+//! -> run under limits, until done or cancelled -> check the output -> taint the session if
+//! the tool ingests untrusted content -> report, with the audit records committed before it
+//! returns.
 //!
-//! A call that runs its tool commits three write transactions: the rate count, the start
-//! record with the approval's use, the final records.
+//! A call that runs its tool commits two write transactions (three with an approval): the
+//! count with its decision and start record, (the approval's use,) the final records.
 
 use crate::approval;
 use crate::credentials::Secret;
@@ -698,8 +699,9 @@ impl Runtime {
 
 /// The agent an assertion claims to be from, before (or without) its signature checked.
 fn claimed_agent(token: &Secret) -> String {
+    // The caller's own text, unverified: kept short in reports, records and logs.
     jwt::peek_claims::<assertion::CallAssertion>(token.expose())
-        .map(|c| c.sub)
+        .map(|c| crate::sandbox::egress::clip(&c.sub, 128))
         .unwrap_or_else(|_| "(unreadable assertion)".into())
 }
 

@@ -2,6 +2,7 @@
 //! across calls. Loading a tool is where a component proves it is one Warden can run.
 
 use crate::credentials::mint::{KeyStore, Minter};
+use crate::credentials::scrub::SecretSet;
 use crate::deployment::Deployment;
 use crate::engine::{CallContext, Engine, Prepared, ToolInfo};
 use crate::identity::delegation;
@@ -185,12 +186,18 @@ impl Runtime {
             .engine
             .prepare(&component, manifest.kind)
             .with_context(|| format!("{} cannot be linked", manifest.component))?;
+        let credentials =
+            crate::credentials::grant(&manifest, &self.deployment).map_err(|e| anyhow!(e))?;
+        let static_secrets = SecretSet::new();
+        for secret in credentials.values().filter_map(|g| g.secret.as_ref()) {
+            // A key past the set's bound is refused when a request would carry it (`inject`).
+            let _ = static_secrets.add(secret);
+        }
         let grants = Grants {
             mounts: grant_mounts(&manifest, &self.deployment).map_err(|e| anyhow!(e))?,
             egress: manifest.egress.clone().into(),
-            credentials: Arc::new(
-                crate::credentials::grant(&manifest, &self.deployment).map_err(|e| anyhow!(e))?,
-            ),
+            credentials: Arc::new(credentials),
+            static_secrets,
             limits: manifest.limits.clone(),
         };
         let info = match &prepared {
@@ -234,6 +241,7 @@ async fn describe(
         mounts: vec![],
         egress: Arc::new([]),
         credentials: Arc::default(),
+        static_secrets: SecretSet::new(),
         limits: manifest.limits.clone(),
     };
     let context = CallContext {

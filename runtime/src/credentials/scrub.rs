@@ -36,8 +36,15 @@ pub const MAX_SECRETS: usize = 32;
 #[derive(Clone, Default)]
 pub struct SecretSet(Arc<RwLock<Patterns>>);
 
+/// Says how many secrets it holds, never which.
+impl std::fmt::Debug for SecretSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretSet({} secrets)", self.patterns().secrets.len())
+    }
+}
+
 /// What the scrubbers match.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Patterns {
     /// The secrets added so far (an addition of one already present changes nothing).
     secrets: HashSet<Vec<u8>>,
@@ -114,6 +121,12 @@ impl SecretSet {
             next.insert(&form);
         }
         true
+    }
+
+    /// A set of its own that starts with what this one holds: a tool's static keys are put in
+    /// forms once, when it is loaded, and each call starts from a copy.
+    pub fn fork(&self) -> SecretSet {
+        SecretSet(Arc::new(RwLock::new(self.patterns().clone())))
     }
 
     fn patterns(&self) -> RwLockReadGuard<'_, Patterns> {

@@ -266,16 +266,13 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// `secrets`: the call's own set, holding the granted static keys already.
     pub fn new(
         granted: Arc<HashMap<String, Arc<Granted>>>,
+        secrets: SecretSet,
         minter: Option<Arc<Minter>>,
         call: CallContext,
     ) -> Credentials {
-        let secrets = SecretSet::new();
-        for secret in granted.values().filter_map(|g| g.secret.as_ref()) {
-            // A key past the set's bound is refused when a request would carry it (`inject`).
-            let _ = secrets.add(secret);
-        }
         Credentials {
             granted,
             minter,

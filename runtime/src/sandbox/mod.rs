@@ -13,6 +13,7 @@ pub mod limits;
 
 use crate::credentials::Granted;
 use crate::credentials::mint::Minter;
+use crate::credentials::scrub::SecretSet;
 use crate::engine::CallContext;
 use crate::manifest::{Limits, MountMode};
 use anyhow::{Context as _, Result};
@@ -35,6 +36,9 @@ pub struct Grants {
     pub egress: Arc<[EgressRule]>,
     /// The credentials the egress rules name, as the deployment defines them.
     pub credentials: Arc<HashMap<String, Arc<Granted>>>,
+    /// The static keys among them, in every form a response is scrubbed of (computed once;
+    /// each call forks it).
+    pub static_secrets: SecretSet,
     pub limits: Limits,
 }
 
@@ -104,7 +108,12 @@ impl CallState {
                     format!("opening mount {} ({})", mount.guest, mount.host.display())
                 })?;
         }
-        let credentials = Credentials::new(grants.credentials.clone(), minter, context.clone());
+        let credentials = Credentials::new(
+            grants.credentials.clone(),
+            grants.static_secrets.fork(),
+            minter,
+            context.clone(),
+        );
         let hooks = EgressHooks::new(
             grants.egress.clone(),
             gate,
