@@ -686,12 +686,11 @@ impl Runtime {
 
     /// A call refused before any policy could be asked (authentication, delegation).
     fn deny(&self, report: &mut CallReport, reason: String) -> Ran {
+        // Reasons quote ids the caller chose (a session, an approval): bounded.
+        let reason = bound_text(reason, MAX_ERROR_TEXT);
         report.decision = Decision::deny(reason.clone());
         Ran {
-            result: Err(CallFailure {
-                kind: ErrorKind::Denied,
-                message: format!("denied: {reason}"),
-            }),
+            result: Err(failure(ErrorKind::Denied, format!("denied: {reason}"))),
             observed: None,
         }
     }

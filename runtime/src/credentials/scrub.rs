@@ -43,6 +43,12 @@ impl std::fmt::Debug for SecretSet {
     }
 }
 
+fn lowered(fragment: &[u8; FRAGMENT]) -> [u8; FRAGMENT] {
+    let mut lower = *fragment;
+    lower.make_ascii_lowercase();
+    lower
+}
+
 /// What the scrubbers match.
 #[derive(Clone, Default)]
 struct Patterns {
@@ -51,6 +57,8 @@ struct Patterns {
     /// Every run of `FRAGMENT` bytes of every form at least that long (fixed-size: no
     /// allocation per fragment).
     fragments: HashSet<[u8; FRAGMENT]>,
+    /// The same fragments in lowercase, for text that arrives lowercased (header names).
+    lower: HashSet<[u8; FRAGMENT]>,
     /// Shorter forms, matched whole, by length; longest first.
     short: Vec<(usize, HashSet<Vec<u8>>)>,
 }
@@ -81,10 +89,13 @@ impl Patterns {
 
     fn insert(&mut self, form: &[u8]) {
         if form.len() >= FRAGMENT {
-            self.fragments.extend(
-                form.windows(FRAGMENT)
-                    .filter_map(|w| w.first_chunk::<FRAGMENT>()),
-            );
+            for window in form
+                .windows(FRAGMENT)
+                .filter_map(|w| w.first_chunk::<FRAGMENT>())
+            {
+                self.fragments.insert(*window);
+                self.lower.insert(lowered(window));
+            }
             return;
         }
         let len = form.len();
@@ -131,6 +142,21 @@ impl SecretSet {
 
     fn patterns(&self) -> RwLockReadGuard<'_, Patterns> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `name`, text an upstream chose that arrives lowercased (a header's name), holds
+    /// any fragment or short form of a secret in any case: such text cannot be rewritten, only
+    /// dropped.
+    pub fn names_a_secret(&self, name: &[u8]) -> bool {
+        let p = self.patterns();
+        name.windows(FRAGMENT)
+            .filter_map(|w| w.first_chunk::<FRAGMENT>())
+            .any(|w| p.lower.contains(&lowered(w)))
+            || p.short.iter().any(|(len, forms)| {
+                forms
+                    .iter()
+                    .any(|f| name.windows(*len).any(|w| w.eq_ignore_ascii_case(f)))
+            })
     }
 
     /// A scrubber for one byte stream; it sees secrets added later too.

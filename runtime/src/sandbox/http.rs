@@ -202,7 +202,12 @@ impl EgressLog {
     /// Notes the credential added to the request at `index`.
     fn credential(&self, index: Option<usize>, used: CredentialUse) {
         let mut kept = self.kept();
-        kept.minted.extend(used.jti.clone());
+        // A token is carried by many requests of the call; its id is kept once.
+        if let Some(jti) = &used.jti
+            && !kept.minted.contains(jti)
+        {
+            kept.minted.push(jti.clone());
+        }
         if let Some(record) = index.and_then(|i| kept.records.get_mut(i)) {
             record.credential = Some(used);
         }
@@ -673,7 +678,7 @@ fn scrub_headers(secrets: &SecretSet, headers: &mut http::HeaderMap) -> usize {
     // A name cannot be rewritten into a valid one: a header named with a secret goes whole.
     let named: Vec<http::HeaderName> = headers
         .keys()
-        .filter(|name| secrets.scrub_all(name.as_str().as_bytes()).1 > 0)
+        .filter(|name| secrets.names_a_secret(name.as_str().as_bytes()))
         .cloned()
         .collect();
     for name in named {
@@ -1009,24 +1014,33 @@ mod tests {
         assert!(!forbidden_header(&http::HeaderName::from_static("accept")));
     }
 
-    /// An upstream's trailers are scrubbed like its headers, and the data the scrubber held
-    /// back (here the start of a truncated echo) comes before them, scrubbed too.
-    /// A lowercase key (hex) can come back as a header's name, which cannot be rewritten.
+    /// A key can come back as a header's name (lowercased on the way), which cannot be
+    /// rewritten: the header goes.
     #[test]
     fn a_header_named_with_a_secret_is_dropped() {
         let secrets = SecretSet::new();
         assert!(secrets.add(&crate::credentials::Secret::new("0123456789abcdef0123")));
+        assert!(secrets.add(&crate::credentials::Secret::new("sk-Live-MixedCase-Key42")));
+        assert!(secrets.add(&crate::credentials::Secret::new("Short-Key9")));
         let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::HeaderName::from_static("x-0123456789abcdef0123"),
-            http::HeaderValue::from_static("1"),
-        );
+        for name in [
+            "x-0123456789abcdef0123",
+            "x-sk-live-mixedcase-key42",
+            "x-short-key9",
+        ] {
+            headers.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static("1"),
+            );
+        }
         headers.insert("x-ok", http::HeaderValue::from_static("fine"));
-        assert_eq!(scrub_headers(&secrets, &mut headers), 1);
+        assert_eq!(scrub_headers(&secrets, &mut headers), 3);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-ok"], "fine");
     }
 
+    /// An upstream's trailers are scrubbed like its headers, and the data the scrubber held
+    /// back (here the start of a truncated echo) comes before them, scrubbed too.
     #[tokio::test]
     async fn trailers_are_scrubbed_and_come_after_the_held_data() {
         use http_body_util::Full;

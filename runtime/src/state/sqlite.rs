@@ -209,7 +209,10 @@ impl StateStore for SqliteStore {
         // Counted and inserted under the write lock: concurrent starts cannot overshoot.
         self.write(|tx| {
             let live: i64 = tx
-                .prepare_cached("SELECT COUNT(*) FROM sessions WHERE agent = ?1 AND expires > ?2")?
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sessions WHERE agent = ?1 AND expires > ?2
+                     AND id NOT IN (SELECT id FROM revocations WHERE kind = 'session')",
+                )?
                 .query_row(params![session.agent, now], |r| r.get(0))?;
             if u64::try_from(live).unwrap_or(u64::MAX) >= MAX_LIVE_SESSIONS {
                 return Err(TooManySessions {
@@ -866,6 +869,15 @@ mod tests {
             "{e:#}"
         );
         assert!(db.session("one-more").unwrap().is_none(), "not stored");
+        // A revoked session no longer counts, as the refusal says.
+        db.revoke(&super::Revocation {
+            kind: super::RevocationKind::Session,
+            id: "s0".into(),
+            at: now,
+            reason: String::new(),
+        })
+        .unwrap();
+        db.start_session(&session("one-more", now + 60)).unwrap();
         // Another agent has its own count.
         let other = super::Session {
             agent: "b".into(),
