@@ -1,9 +1,7 @@
 //! Approvals: a call held for approval gets a pending approval bound to that exact call; only
 //! a registered approver's key approves it; it is used once, before it expires, by that call.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ed25519_dalek::Signer as _;
 use serde_json::json;
 use warden::identity::keys;

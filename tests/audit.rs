@@ -4,9 +4,7 @@
 //! every returned call in it, and a call killed while its tool ran is named as unfinished;
 //! what agents and tools chose is printed escaped, and an unproven agent name as a claim.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::io::BufRead as _;
 use std::process::Stdio;
@@ -14,7 +12,7 @@ use std::sync::Arc;
 use warden::call::Caller;
 use warden::credentials::Secret;
 use warden::identity::assertion;
-use warden::loopback::{Hold, LoopbackServer};
+use warden_test_support::loopback::{Hold, LoopbackServer};
 
 fn verify(f: &Fixture) -> std::process::Output {
     f.run(&["audit", "verify"])
@@ -52,7 +50,7 @@ async fn every_call_and_request_is_recorded_and_explained_without_the_credential
     drop(runtime);
 
     assert_valid(&f, 2);
-    let shown = f.run(&["audit", "show", &fetched.call_id]);
+    let shown = f.run(&["audit", "show", &fetched.record.call_id]);
     assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
     let text = stdout(&shown);
     for expected in [
@@ -69,7 +67,7 @@ async fn every_call_and_request_is_recorded_and_explained_without_the_credential
     let records: serde_json::Value = serde_json::from_str(&stdout(&f.run(&[
         "audit",
         "show",
-        &denied.call_id,
+        &denied.record.call_id,
         "--json",
     ])))
     .unwrap();
@@ -120,7 +118,7 @@ async fn inputs_are_recorded_scrubbed_when_the_deployment_asks() {
     let records: serde_json::Value = serde_json::from_str(&stdout(&f.run(&[
         "audit",
         "show",
-        &report.call_id,
+        &report.record.call_id,
         "--json",
     ])))
     .unwrap();
@@ -390,10 +388,10 @@ async fn a_call_that_fails_authentication_records_the_agent_only_as_claimed() {
         ))
         .await;
     assert_eq!(failed(&report), warden::ErrorKind::Denied);
-    assert_eq!(report.agent, None);
-    assert_eq!(report.claimed_agent.as_deref(), Some("limited"));
+    assert_eq!(report.record.agent, None);
+    assert_eq!(report.record.claimed_agent.as_deref(), Some("limited"));
 
-    let text = stdout(&f.run(&["audit", "show", &report.call_id]));
+    let text = stdout(&f.run(&["audit", "show", &report.record.call_id]));
     assert!(
         text.contains("agent      (claimed limited, not authenticated)"),
         "{text}"
@@ -402,7 +400,7 @@ async fn a_call_that_fails_authentication_records_the_agent_only_as_claimed() {
     let records: serde_json::Value = serde_json::from_str(&stdout(&f.run(&[
         "audit",
         "show",
-        &report.call_id,
+        &report.record.call_id,
         "--json",
     ])))
     .unwrap();

@@ -1,9 +1,7 @@
 //! The `warden` binary: registration, calls, the `--json` envelope, exit codes, and bad
 //! input — each bad input a one-line reason, its exit code, and nothing registered or written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 /// A deployment with no tools, for registration tests.
@@ -112,7 +110,7 @@ fn a_wrong_digest_is_refused() {
     // A registered tool whose component is swapped afterwards is refused at call time too.
     let f = Fixture::new();
     std::fs::copy(
-        Path::new(warden::BUILT_TOOLS_DIR).join("hostile-cpu/hostile_cpu.wasm"),
+        Path::new(warden_test_support::BUILT_TOOLS_DIR).join("hostile-cpu/hostile_cpu.wasm"),
         f.path().join("tools/hello/hello.wasm"),
     )
     .unwrap();

@@ -2,15 +2,13 @@
 //! upstream checks Warden's minted tokens with an ordinary JWT library against `warden jwks`,
 //! and a hostile tool looks for the credential everywhere and finds nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use warden::ErrorKind;
 use warden::identity::{delegation, jwt};
-use warden::loopback::LoopbackServer;
+use warden_test_support::loopback::LoopbackServer;
 
 /// The static API key of the `legacy` upstream; it lives in a 0600 file.
 const API_KEY: &str = "sk-live-static-api-key-0123456789";
@@ -169,7 +167,7 @@ async fn the_upstream_verifies_a_token_minted_per_call_for_the_user_and_agent() 
             out["body"].as_str().unwrap().contains("Bearer [REDACTED]"),
             "{out}"
         );
-        assert_eq!(report.user.as_deref(), Some("alice"));
+        assert_eq!(report.record.user.as_deref(), Some("alice"));
         let used = report.egress[0].credential.as_ref().unwrap();
         assert_eq!(used.name, "tracker");
         assert!(report.egress[0].scrubbed >= 1);
@@ -314,7 +312,7 @@ async fn the_tool_learns_who_it_runs_for() {
 
 fn denied_because(report: &warden::CallReport, reason: &str) {
     assert_eq!(failed(report), ErrorKind::Denied);
-    let message = &report.error.as_ref().unwrap().message;
+    let message = &report.record.error.as_ref().unwrap().message;
     assert!(message.contains(reason), "`{reason}` not in: {message}");
 }
 
@@ -450,6 +448,7 @@ async fn a_credential_goes_only_where_the_deployment_binds_it() {
     assert_eq!(failed(&report), ErrorKind::InvalidTool);
     assert!(
         report
+            .record
             .error
             .unwrap()
             .message

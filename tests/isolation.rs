@@ -1,14 +1,12 @@
 //! Every hostile tool in `tools/hostile/`, run through the real runtime: each test asserts the
 //! specific containment — the error kind, and that nothing outside was touched or reached.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 use warden::ErrorKind;
-use warden::loopback::LoopbackServer;
+use warden_test_support::loopback::LoopbackServer;
 
 // ---- filesystem ------------------------------------------------------------------------
 
@@ -105,9 +103,9 @@ async fn disk_attack(f: &Fixture, attack: &str) -> serde_json::Value {
         failed(&report),
         ErrorKind::DiskLimit,
         "{attack}: {:?}",
-        report.error
+        report.record.error
     );
-    let message = &report.error.as_ref().unwrap().message;
+    let message = &report.record.error.as_ref().unwrap().message;
     assert!(message.contains("disk quota of 1MiB"), "{message}");
     let seen: serde_json::Value = serde_json::from_str(report.stdout.trim())
         .unwrap_or_else(|e| panic!("{attack}: stdout {:?}: {e}", report.stdout));
@@ -683,7 +681,7 @@ async fn the_upstream_receives_the_normal_form_that_was_decided_on() {
     assert_eq!(first.method, "GET");
     assert_eq!(first.path, "/allowed/admin/~user");
     assert_eq!(first.query.as_deref(), Some("q=%61"));
-    let host = |r: &warden::loopback::Received| {
+    let host = |r: &warden_test_support::loopback::Received| {
         r.headers
             .iter()
             .find(|(k, _)| k == "host")
@@ -850,7 +848,8 @@ async fn a_cancelled_spinner_is_stopped() {
     let runtime = f.runtime();
     let cancel = tokio_util::sync::CancellationToken::new();
     let spinning = {
-        let mut request = common::request(AGENT, "hostile-cpu", json!({ "attack": "loop" }), None);
+        let mut request =
+            crate::common::request(AGENT, "hostile-cpu", json!({ "attack": "loop" }), None);
         request.cancel = Some(cancel.clone());
         runtime.call(request)
     };
@@ -873,7 +872,7 @@ async fn several_memories_together_hit_the_memory_limit() {
         failed(&report),
         ErrorKind::MemoryLimit,
         "{:?}",
-        report.error
+        report.record.error
     );
 }
 
@@ -891,7 +890,7 @@ async fn one_call_cannot_take_every_pool_slot() {
     ok(&call(&runtime, "hello", json!({ "name": "second" })).await);
     let refused = hog.await.unwrap();
     assert_eq!(failed(&refused), ErrorKind::InvalidTool);
-    let message = refused.error.unwrap().message;
+    let message = refused.record.error.unwrap().message;
     assert!(
         message.contains("exceeds the configured maximum"),
         "{message}"
@@ -970,7 +969,7 @@ async fn a_huge_error_message_is_cut() {
         )
         .await;
         assert_eq!(failed(&report), kind);
-        let message = report.error.unwrap().message;
+        let message = report.record.error.unwrap().message;
         assert!(
             message.len() <= 8 << 10,
             "{attack}: {} bytes",

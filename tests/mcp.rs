@@ -2,16 +2,14 @@
 //! (installed into `.venv` by `.ci/run`; `WARDEN_TEST_PYTHON` may name another interpreter),
 //! and raw JSON-RPC for malformed requests, cancellation and a client that goes away.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use warden::identity::keys;
-use warden::loopback::LoopbackServer;
+use warden_test_support::loopback::LoopbackServer;
 
 /// tester may call hello and read-file (not hidden files) and delete notes with a person's
 /// approval; nothing else.
@@ -52,12 +50,12 @@ fn fixture() -> Fixture {
 fn python() -> PathBuf {
     std::env::var_os("WARDEN_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
 }
 
 /// Runs tests/mcp/client.py with `plan`.
 fn run_client(plan: Value) -> std::process::Output {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp/client.py");
     Command::new(python())
         .arg(script)
         .arg(plan.to_string())
@@ -512,7 +510,7 @@ async fn over_http_each_mcp_session_is_a_session_that_untrusted_content_taints()
 async fn closing_stdin_lets_the_call_in_flight_finish_and_be_recorded() {
     // The upstream holds the tool's request until the test lets it go.
     let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let hold: warden::loopback::Hold = {
+    let hold: warden_test_support::loopback::Hold = {
         let release = release.clone();
         Arc::new(move |_| {
             let release = release.clone();

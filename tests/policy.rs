@@ -2,13 +2,11 @@
 //! egress decisions, rates, sessions and taint, approval required, reasons that agree with
 //! `warden policy explain`, and invalid policies refused with file and line.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use warden::ErrorKind;
-use warden::loopback::LoopbackServer;
 use warden::policy::Outcome;
+use warden_test_support::loopback::LoopbackServer;
 
 fn json_of(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(&stdout(output))
@@ -51,9 +49,10 @@ when { context.input has path && context.input.path like "public/*" };
     let runtime = f.runtime();
     let allowed = call(&runtime, "read-file", json!({"path": "public/a.txt"})).await;
     assert_eq!(ok(&allowed)["content"], "public");
-    assert_eq!(allowed.decision.policies, vec!["public-only"]);
+    assert_eq!(allowed.record.decision.policies, vec!["public-only"]);
     assert!(
         allowed
+            .record
             .decision
             .reasons
             .iter()
@@ -62,7 +61,7 @@ when { context.input has path && context.input.path like "public/*" };
 
     let denied = call(&runtime, "read-file", json!({"path": "hello.txt"})).await;
     assert_eq!(failed(&denied), ErrorKind::Denied);
-    assert_eq!(denied.decision.outcome, Outcome::Deny);
+    assert_eq!(denied.record.decision.outcome, Outcome::Deny);
     // An undeclared field cannot be used to get around the rule either: read-file's schema
     // refuses it before any decision.
     let smuggled = call(
@@ -188,7 +187,10 @@ async fn calls_over_the_rate_in_policy_are_denied_from_the_right_call_on() {
     let mut outcomes = Vec::new();
     for i in 0..5 {
         let report = call(&runtime, "hello", json!({"name": format!("n{i}")})).await;
-        outcomes.push((report.decision.outcome, report.decision.policies.clone()));
+        outcomes.push((
+            report.record.decision.outcome,
+            report.record.decision.policies.clone(),
+        ));
     }
     let allowed = (Outcome::Allow, vec!["tester-invokes-anything".to_string()]);
     let limited = (Outcome::Deny, vec!["three-a-minute".to_string()]);
@@ -206,7 +208,7 @@ async fn calls_over_the_rate_in_policy_are_denied_from_the_right_call_on() {
     let other = runtime
         .call(request("limited", "hello", json!({"name": "x"}), None))
         .await;
-    assert!(other.error.is_none(), "{:?}", other.error);
+    assert!(other.record.error.is_none(), "{:?}", other.record.error);
 }
 
 /// `warden session start` as tester; returns the id.
@@ -404,7 +406,7 @@ fn the_example_policy_table_passes_and_a_wrong_expectation_fails() {
         .unwrap();
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
     let table =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy-tests.toml");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policy-tests.toml");
     let run = |table: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
             .arg("--config")

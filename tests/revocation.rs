@@ -2,13 +2,11 @@
 //! CLI calls refused after a CLI revocation, credentials revoked by name and by token id, and
 //! introspection.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
-use warden::drill::{self, Revoker};
-use warden::loopback::LoopbackServer;
 use warden::state::RevocationKind;
+use warden_cli::drill::{self, Revoker};
+use warden_test_support::loopback::LoopbackServer;
 
 fn assert_all_pass(rows: &[drill::Row]) {
     let kinds: Vec<RevocationKind> = rows.iter().map(|r| r.kind).collect();

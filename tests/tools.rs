@@ -1,11 +1,9 @@
 //! The example tools do their jobs, through the real runtime.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use warden::ErrorKind;
-use warden::loopback::LoopbackServer;
+use warden_test_support::loopback::LoopbackServer;
 
 #[tokio::test]
 async fn hello_greets_and_sees_its_call_context() {
@@ -14,9 +12,10 @@ async fn hello_greets_and_sees_its_call_context() {
     let out = ok(&report);
     assert_eq!(out["greeting"], "Hello, Ada!");
     assert_eq!(out["agent"], AGENT);
-    assert_eq!(out["call_id"], report.call_id.as_str());
+    assert_eq!(out["call_id"], report.record.call_id.as_str());
     assert_eq!(
         report
+            .record
             .tool_digest
             .as_deref()
             .map(|d| d.starts_with("sha256:")),
@@ -95,7 +94,7 @@ async fn a_plain_command_component_runs_with_json_on_stdin_and_stdout() {
     assert_eq!(ok(&report), &json!({ "echo": { "a": [1, 2] } }));
     let failing = call(&runtime, "echo-command", json!({ "fail": true })).await;
     assert_eq!(failed(&failing), ErrorKind::ToolError);
-    let message = failing.error.unwrap().message;
+    let message = failing.record.error.unwrap().message;
     assert!(message.contains("asked to fail"), "{message}");
 }
 
@@ -104,7 +103,7 @@ async fn input_is_checked_against_the_tool_schema_before_it_runs() {
     let f = Fixture::new();
     let report = call(&f.runtime(), "hello", json!({ "nom": "Ada" })).await;
     assert_eq!(failed(&report), ErrorKind::InvalidInput);
-    let message = report.error.unwrap().message;
+    let message = report.record.error.unwrap().message;
     assert!(
         message.contains("name") && message.contains("hello"),
         "{message}"
@@ -120,11 +119,11 @@ async fn an_agent_may_only_call_the_tools_it_is_allowed() {
         .call(request("limited", "write-note", input.clone(), None))
         .await;
     assert_eq!(failed(&denied), ErrorKind::Denied);
-    assert!(denied.decision.reasons[0].contains("deny by default"));
+    assert!(denied.record.decision.reasons[0].contains("deny by default"));
     assert!(!f.path().join("notes/x").exists());
     let stranger = runtime
         .call(request("stranger", "hello", input, None))
         .await;
     assert_eq!(failed(&stranger), ErrorKind::Denied);
-    assert!(stranger.decision.reasons[0].contains("not registered"));
+    assert!(stranger.record.decision.reasons[0].contains("not registered"));
 }

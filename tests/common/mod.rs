@@ -118,7 +118,7 @@ impl Fixture {
         std::fs::write(root.join("outside/secret.txt"), SECRET).unwrap();
         std::fs::write(root.join("secret.txt"), SECRET).unwrap();
         let fixture = Fixture { dir };
-        for entry in std::fs::read_dir(warden::BUILT_TOOLS_DIR).unwrap() {
+        for entry in std::fs::read_dir(warden_test_support::BUILT_TOOLS_DIR).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             fixture.install_tool(&name, None);
         }
@@ -165,7 +165,7 @@ impl Fixture {
 
     /// The example policy directory as shipped, with `extra` files beside it.
     pub fn set_example_policies(&self, extra: &[(&str, &str)]) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
         let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| {
@@ -222,10 +222,8 @@ pub fn request(
     on_behalf_of: Option<&str>,
 ) -> CallRequest {
     let token = assertion::sign(&agent_key(agent), agent, tool, &input);
-    CallRequest {
-        on_behalf_of: on_behalf_of.map(Secret::new),
-        ..CallRequest::new(tool, input, Caller::Assertion(Secret::new(token)))
-    }
+    CallRequest::new(tool, input, Caller::Assertion(Secret::new(token)))
+        .on_behalf_of(on_behalf_of.map(Secret::new))
 }
 
 /// An `[[egress]]` rule for everything under `origin` (a loopback server, so private
@@ -254,7 +252,7 @@ pub fn install_minted_http_get(f: &Fixture, origin: &str) {
 }
 
 /// The bearer tokens a server received.
-pub fn tokens(server: &warden::loopback::LoopbackServer) -> Vec<String> {
+pub fn tokens(server: &warden_test_support::loopback::LoopbackServer) -> Vec<String> {
     server
         .received()
         .iter()
@@ -265,13 +263,7 @@ pub fn tokens(server: &warden::loopback::LoopbackServer) -> Vec<String> {
 
 /// Copies a tool built from `tools/` into `<into>/<name>` and returns that directory.
 pub fn copy_built_tool(name: &str, into: &Path) -> PathBuf {
-    let to = into.join(name);
-    std::fs::create_dir_all(&to).unwrap();
-    for entry in std::fs::read_dir(Path::new(warden::BUILT_TOOLS_DIR).join(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-    to
+    warden_test_support::copy_built_tool(name, into).unwrap()
 }
 
 pub async fn call(runtime: &Runtime, tool: &str, input: serde_json::Value) -> CallReport {
@@ -280,13 +272,18 @@ pub async fn call(runtime: &Runtime, tool: &str, input: serde_json::Value) -> Ca
 
 /// The output of a call that must have succeeded.
 pub fn ok(report: &CallReport) -> &serde_json::Value {
-    assert!(report.error.is_none(), "call failed: {:?}", report.error);
+    assert!(
+        report.record.error.is_none(),
+        "call failed: {:?}",
+        report.record.error
+    );
     report.output.as_ref().unwrap()
 }
 
 /// The error kind of a call that must have failed.
 pub fn failed(report: &CallReport) -> warden::ErrorKind {
     report
+        .record
         .error
         .as_ref()
         .unwrap_or_else(|| panic!("call succeeded: {:?}", report.output))

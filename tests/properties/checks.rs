@@ -204,7 +204,7 @@ fn split<'a>(mut text: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
 /// A tool manifest, as a tool author (or an attacker shipping a tool) may write it: any text
 /// is a manifest or a one-line error naming the file.
 pub fn manifest(text: &str) {
-    if let Err(e) = warden::Manifest::parse(text, "tool.toml") {
+    if let Err(e) = warden::manifest::Manifest::parse(text, "tool.toml") {
         let e = e.to_string();
         assert!(e.starts_with("tool.toml: "), "{e}");
         assert!(!e.contains('\n'), "a multi-line error: {e}");

@@ -1,0 +1,14 @@
+//! One module per command group of `warden`.
+
+pub mod approvals;
+pub mod audit;
+pub mod bench;
+pub mod call;
+pub mod demo;
+pub mod drill;
+pub mod keys;
+pub mod mcp;
+pub mod policy;
+pub mod revoke;
+pub mod session;
+pub mod tool;

@@ -1,0 +1,71 @@
+//! `warden revoke`, `warden revocations`, `warden introspect`.
+
+use crate::read_token;
+use anyhow::Result;
+use clap::Args;
+use std::path::Path;
+use warden::deployment::Deployment;
+use warden::runtime::Runtime;
+use warden::state::{self, RevocationKind};
+use warden::units::format_unix;
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// What to revoke: an agent (by name), a delegation (by id), a tool (by digest or name),
+    /// a credential (by name: every use of it, or a minted token's `jti`), a session (by id).
+    #[arg(value_parser = kind_parser())]
+    kind: RevocationKind,
+    /// Agent name, delegation id, tool digest (or name: its current digest), credential
+    /// name or minted token `jti`, session id.
+    id: String,
+    /// Why (recorded, and given in every refusal it causes).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(Args)]
+pub struct IntrospectArgs {
+    /// A token Warden minted, or @FILE holding one.
+    token: String,
+}
+
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = RevocationKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(RevocationKind::ALL.map(RevocationKind::as_str))
+        .try_map(|text| text.parse::<RevocationKind>())
+}
+
+pub fn revoke(config: &Path, args: RevokeArgs) -> Result<i32> {
+    let runtime = Runtime::new(Deployment::load(config)?)?;
+    let (revocation, new) = runtime.revoke(args.kind, &args.id, &args.reason)?;
+    let already = if new { "" } else { " (it was already)" };
+    println!(
+        "revoked {} {}{already}",
+        revocation.kind.as_str(),
+        revocation.id
+    );
+    Ok(0)
+}
+
+pub fn list(config: &Path) -> Result<i32> {
+    let deployment = Deployment::load(config)?;
+    for r in state::open(&deployment.state_dir)?.revocations()? {
+        println!(
+            "{}  {:<10} {}  {}",
+            format_unix(r.at),
+            r.kind.as_str(),
+            r.id,
+            r.reason
+        );
+    }
+    Ok(0)
+}
+
+/// Prints RFC 7662's answer; exit 0 when active, 3 when not.
+pub fn introspect(config: &Path, args: IntrospectArgs) -> Result<i32> {
+    let token = read_token(&args.token)?;
+    let runtime = Runtime::new(Deployment::load(config)?)?;
+    let answer = runtime.introspect(token.expose())?;
+    println!("{}", serde_json::to_string(&answer)?);
+    Ok(if answer.active { 0 } else { 3 })
+}

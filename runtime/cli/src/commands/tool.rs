@@ -1,0 +1,162 @@
+//! `warden tool add|list|inspect`.
+
+use crate::UsageError;
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use warden::deployment::Deployment;
+use warden::registry;
+use warden::runtime::Runtime;
+use warden::text::{printable, printable_json};
+
+#[derive(Subcommand)]
+pub enum ToolCommand {
+    /// Verify a tool directory (manifest, digest, component, imports) and register a copy.
+    Add {
+        /// Directory holding tool.toml and the component.
+        dir: PathBuf,
+    },
+    /// List the registered tools.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a tool's digest, impact, mounts, egress rules, limits and input schema.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
+    let deployment = Deployment::load(config)?;
+    match command {
+        ToolCommand::Add { dir } => {
+            if !dir.join(warden::manifest::MANIFEST_FILE).is_file() {
+                return Err(UsageError(format!(
+                    "{}: no tool.toml in this directory",
+                    dir.display()
+                ))
+                .into());
+            }
+            let files = registry::read_tool(&dir, false)?;
+            let runtime = Runtime::new(deployment)?;
+            let name = files.manifest.name.clone();
+            let digest = files.digest.clone();
+            // Vet everything before anything is written.
+            let vetted = runtime
+                .load(files.clone(), false)
+                .await
+                .map_err(|e| UsageError(format!("{}: {e:#}", dir.display())))?;
+            let installed = registry::install(runtime.deployment(), &files)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            // Keep what was compiled, so the first call does not compile again.
+            runtime.keep_compiled(&vetted);
+            println!("registered {name} ({digest}) at {}", installed.display());
+            Ok(0)
+        }
+        ToolCommand::List { json } => {
+            let mut rows = Vec::new();
+            for dir in registry::tool_dirs(&deployment) {
+                match registry::read_tool(&dir, true) {
+                    Ok(t) => rows.push(serde_json::json!({
+                        "name": t.manifest.name,
+                        "digest": t.digest.to_string(),
+                        "kind": t.manifest.kind.as_str(),
+                        "impact": t.manifest.impact,
+                        "dir": dir.display().to_string(),
+                    })),
+                    Err(e) => rows.push(serde_json::json!({ "dir": dir.display().to_string(), "error": e.to_string() })),
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for row in &rows {
+                    match row.get("error") {
+                        Some(e) => println!(
+                            "{:<20} INVALID  {}",
+                            row["dir"].as_str().unwrap_or(""),
+                            e.as_str().unwrap_or("")
+                        ),
+                        None => println!(
+                            "{:<20} {:<8} {:<13} {}",
+                            row["name"].as_str().unwrap_or(""),
+                            row["kind"].as_str().unwrap_or(""),
+                            row["impact"].as_str().unwrap_or(""),
+                            row["digest"].as_str().unwrap_or("")
+                        ),
+                    }
+                }
+            }
+            Ok(0)
+        }
+        ToolCommand::Inspect { name, json } => {
+            let runtime = Runtime::new(deployment)?;
+            let tool = runtime.tool(&name).await?;
+            let m = &tool.manifest;
+            let view = serde_json::json!({
+                "name": m.name,
+                "description": tool.info.description,
+                "kind": m.kind.as_str(),
+                "digest": tool.digest.to_string(),
+                "impact": m.impact,
+                "sensitivity": m.sensitivity,
+                "limits": m.limits,
+                "mounts": tool.grants.mounts,
+                "egress": m.egress,
+                "input_schema": tool.input_schema,
+            });
+            // The description is the component's own text.
+            if json {
+                println!("{}", printable_json(&serde_json::to_string_pretty(&view)?));
+            } else {
+                println!("{}  {}", m.name, printable(&tool.info.description));
+                println!("  kind         {}", m.kind.as_str());
+                println!("  digest       {}", tool.digest);
+                println!("  impact       {:?}", m.impact);
+                println!("  sensitivity  {:?}", m.sensitivity);
+                let l = &m.limits;
+                println!(
+                    "  limits       memory {} · timeout {} · output {} · stdio {} · {} egress requests · {} response bytes",
+                    l.memory,
+                    warden::units::format_duration(l.timeout),
+                    l.output,
+                    l.stdio,
+                    l.egress_requests,
+                    l.response_bytes
+                );
+                for mount in &tool.grants.mounts {
+                    println!(
+                        "  mount        {} ({:?}) <- {}",
+                        mount.guest,
+                        mount.mode,
+                        mount.host.display()
+                    );
+                }
+                for rule in &m.egress {
+                    let private = if rule.allow_private {
+                        " (private addresses allowed)"
+                    } else {
+                        ""
+                    };
+                    let credential = rule
+                        .credential
+                        .as_ref()
+                        .map_or(String::new(), |c| format!(" with credential `{c}`"));
+                    println!(
+                        "  egress       {} {}{private}{credential}",
+                        rule.methods.join(","),
+                        rule.url
+                    );
+                }
+                println!(
+                    "  input schema {}",
+                    serde_json::to_string(&tool.input_schema)?
+                );
+            }
+            Ok(0)
+        }
+    }
+}

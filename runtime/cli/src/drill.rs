@@ -1,0 +1,359 @@
+//! The revocation drill: proves on a deployment's own state store (and its signing key and
+//! compile cache) that revoking each kind of thing stops a call that is already running at
+//! its next request, refuses the next call, and evicts a revoked tool from every cache.
+//!
+//! It uses throwaway principals only (agents, a user, a credential and a copy of the
+//! `hostile-http` tool with a digest of its own), and a loopback upstream it starts, so it
+//! never revokes anything real. Its calls and revocations are recorded like any other.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use warden::call::{CallRequest, Caller};
+use warden::credentials::Secret;
+use warden::deployment::Deployment;
+use warden::identity::{assertion, delegation, jwt, keys};
+use warden::manifest::Digest;
+use warden::report::CallReport;
+use warden::runtime::{Found, Runtime};
+use warden::state::RevocationKind;
+use warden_test_support::loopback::{Hold, LoopbackServer, Received};
+
+/// The component the drill runs: it sends the requests its input lists, one after another.
+const HOSTILE_HTTP: &[u8] = warden_test_support::HOSTILE_HTTP.component;
+const TOOL: &str = "hostile-http";
+/// How long the drill waits for a call to reach the upstream or to end.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Who revokes during the drill.
+pub enum Revoker {
+    /// Another `warden` process (this binary), as an operator would.
+    Process(PathBuf),
+    /// Another runtime in this process (its own caches, the same store).
+    Runtime,
+}
+
+/// One revocable kind, drilled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub kind: RevocationKind,
+    pub id: String,
+    /// What became of the running call's next request.
+    pub next_request: String,
+    /// What became of the next call (for a credential: what introspection says).
+    pub next_call: String,
+    pub passed: bool,
+}
+
+/// Runs the drill for every kind against `deployment`'s state store.
+pub async fn revocation(deployment: &Deployment, revoker: Revoker) -> Result<Vec<Row>> {
+    let (arrived, mut arrivals) = mpsc::channel::<(Received, oneshot::Sender<()>)>(1);
+    let hold: Hold = Arc::new(move |received| {
+        let arrived = arrived.clone();
+        Box::pin(async move {
+            let (release, released) = oneshot::channel();
+            if arrived.send((received, release)).await.is_ok() {
+                let _ = released.await;
+            }
+        })
+    });
+    let upstream = LoopbackServer::start_with(Some(hold)).await?;
+    let scratch = tempfile::tempdir().context("making the drill's directory")?;
+    let drill = Drill::write(scratch.path(), deployment, &upstream.url(""))?;
+    let runtime = Arc::new(Runtime::new(Deployment::load(&drill.config)?)?);
+
+    let mut rows = Vec::new();
+    // The tool last: revoking it stops every row after it.
+    for kind in [
+        RevocationKind::Agent,
+        RevocationKind::Delegation,
+        RevocationKind::Session,
+        RevocationKind::Credential,
+        RevocationKind::Tool,
+    ] {
+        let row = drill
+            .row(&runtime, kind, &upstream, &mut arrivals, &revoker)
+            .await
+            .with_context(|| format!("drilling {} revocation", kind.as_str()))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The rows as a table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<11} {:<38} {:<14} {:<18} {}\n",
+        "kind", "revoked", "next request", "next call", "result"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:<11} {:<38} {:<14} {:<18} {}",
+            row.kind.as_str(),
+            shorten(&row.id, 38),
+            row.next_request,
+            row.next_call,
+            if row.passed { "pass" } else { "FAIL" }
+        );
+    }
+    out
+}
+
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(width - 1).collect::<String>())
+    }
+}
+
+/// The throwaway deployment: its file, principals and tool.
+struct Drill {
+    config: PathBuf,
+    tag: String,
+    user_key: ed25519_dalek::SigningKey,
+    agent_keys: Vec<(RevocationKind, ed25519_dalek::SigningKey)>,
+    digest: Digest,
+    origin: String,
+}
+
+impl Drill {
+    fn write(dir: &Path, deployment: &Deployment, origin: &str) -> Result<Drill> {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        let user_key = keys::generate();
+        let agent_keys: Vec<_> = RevocationKind::ALL
+            .into_iter()
+            .map(|kind| (kind, keys::generate()))
+            .collect();
+        // A digest of its own, so that revoking it touches no other tool: the component
+        // with a custom section holding the tag appended (wasm ignores custom sections).
+        let mut component = HOSTILE_HTTP.to_vec();
+        let name = b"warden-drill";
+        component.extend([0, (1 + name.len() + tag.len()) as u8, name.len() as u8]);
+        component.extend(name);
+        component.extend(tag.as_bytes());
+        let digest = Digest::of(&component);
+        let tool_dir = dir.join("tools").join(TOOL);
+        std::fs::create_dir_all(&tool_dir)?;
+        std::fs::write(tool_dir.join("drill.wasm"), &component)?;
+        std::fs::write(
+            tool_dir.join("tool.toml"),
+            format!(
+                "name = \"{TOOL}\"\ncomponent = \"drill.wasm\"\ndigest = \"{digest}\"\n\
+                 impact = \"read\"\nsensitivity = \"public\"\n[limits]\ntimeout = \"{}s\"\n\
+                 [[egress]]\nurl = \"{origin}/*\"\nallow_private = true\n\
+                 credential = \"drill-{tag}\"\n",
+                WAIT.as_secs()
+            ),
+        )?;
+        std::fs::create_dir_all(dir.join("policies"))?;
+        std::fs::write(
+            dir.join("policies/drill.cedar"),
+            "@id(\"drill\")\npermit(principal, action, resource);\n",
+        )?;
+        let state_dir = std::path::absolute(&deployment.state_dir)?;
+        let mut toml = format!(
+            "state_dir = {:?}\ntool_dirs = [\"tools\"]\npolicy_dir = \"policies\"\n\n\
+             [users.drill-{tag}]\npublic_key = \"{}\"\n\n\
+             [credentials.drill-{tag}]\naudience = \"{origin}\"\ntools = [\"{TOOL}\"]\n",
+            state_dir.display().to_string(),
+            keys::format_public(&user_key.verifying_key()),
+        );
+        for (kind, key) in &agent_keys {
+            let _ = write!(
+                toml,
+                "\n[agents.drill-{tag}-{}]\npublic_key = \"{}\"\n",
+                kind.as_str(),
+                keys::format_public(&key.verifying_key())
+            );
+        }
+        let config = dir.join("warden.toml");
+        std::fs::write(&config, toml)?;
+        Ok(Drill {
+            config,
+            tag,
+            user_key,
+            agent_keys,
+            digest,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Starts a call of the row's agent, revokes `kind` while its first request is held,
+    /// and checks what happens next.
+    async fn row(
+        &self,
+        runtime: &Arc<Runtime>,
+        kind: RevocationKind,
+        upstream: &LoopbackServer,
+        arrivals: &mut mpsc::Receiver<(Received, oneshot::Sender<()>)>,
+        revoker: &Revoker,
+    ) -> Result<Row> {
+        let agent = format!("drill-{}-{}", self.tag, kind.as_str());
+        let key = &self
+            .agent_keys
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .expect("a key per kind")
+            .1;
+        let authenticated = runtime
+            .authenticate(&Secret::new(assertion::sign_session(key, &agent)))
+            .map_err(|e| anyhow!("authenticating {agent}: {e}"))?;
+        let token = Secret::new(delegation::issue(
+            &self.user_key,
+            &format!("drill-{}", self.tag),
+            &agent,
+            &[TOOL.to_string()],
+            Duration::from_secs(600),
+        ));
+        let delegation_id = runtime
+            .verify_delegation(&token, &agent)
+            .map_err(|e| anyhow!("the drill's delegation: {e}"))?
+            .id;
+        let session = runtime
+            .start_session(&agent, Some(&token))
+            .map_err(|e| anyhow!("starting a session: {e}"))?;
+        let base = format!("{}/drill/{}", self.origin, kind.as_str());
+        let request = CallRequest::new(
+            TOOL,
+            serde_json::json!({
+                "url": format!("{base}/hold"),
+                "then": [{ "url": format!("{base}/after") }],
+            }),
+            Caller::Authenticated(authenticated),
+        )
+        .on_behalf_of(token)
+        .session(session.id.clone());
+
+        let running = tokio::spawn({
+            let runtime = runtime.clone();
+            let request = request.clone();
+            async move { runtime.call(request).await }
+        });
+        let (held, release) = tokio::time::timeout(WAIT, arrivals.recv())
+            .await
+            .map_err(|_| anyhow!("the call's first request did not reach the upstream"))?
+            .ok_or_else(|| anyhow!("the upstream stopped"))?;
+        let minted = bearer(&held).ok_or_else(|| anyhow!("the request carried no credential"))?;
+        let id = match kind {
+            RevocationKind::Agent => agent.clone(),
+            RevocationKind::Delegation => delegation_id,
+            RevocationKind::Session => session.id.clone(),
+            RevocationKind::Credential => {
+                if !runtime.introspect(&minted)?.active {
+                    bail!("the credential was inactive before it was revoked");
+                }
+                jwt::peek_claims::<warden::revocation::MintedClaims>(&minted)
+                    .map_err(|e| anyhow!("the minted token: {e}"))?
+                    .jti
+            }
+            RevocationKind::Tool => self.digest.to_string(),
+        };
+        self.revoke(revoker, kind, &id).await?;
+        let _ = release.send(());
+        let report = tokio::time::timeout(WAIT, running)
+            .await
+            .map_err(|_| anyhow!("the call did not end"))??;
+
+        let stopped = report
+            .egress
+            .get(1)
+            .is_some_and(|r| r.decision == "deny" && revoked(r.reason.as_deref()))
+            && !upstream
+                .received()
+                .iter()
+                .any(|r| r.path == format!("/drill/{}/after", kind.as_str()));
+        let (next_call, next_ok) = match kind {
+            RevocationKind::Credential => {
+                let active = runtime.introspect(&minted)?.active;
+                (if active { "active!" } else { "inactive" }, !active)
+            }
+            _ => {
+                let next = runtime.call(request).await;
+                let refused = refused(&next);
+                let evicted = kind != RevocationKind::Tool || self.evicted(runtime);
+                match (refused, evicted) {
+                    (true, true) if kind == RevocationKind::Tool => ("refused, evicted", true),
+                    (true, true) => ("refused", true),
+                    (true, false) => ("refused, cached!", false),
+                    (false, _) => ("ran!", false),
+                }
+            }
+        };
+        Ok(Row {
+            kind,
+            id,
+            next_request: if stopped { "stopped" } else { "sent!" }.into(),
+            next_call: next_call.into(),
+            passed: stopped && next_ok,
+        })
+    }
+
+    async fn revoke(&self, revoker: &Revoker, kind: RevocationKind, id: &str) -> Result<()> {
+        match revoker {
+            Revoker::Runtime => {
+                Runtime::new(Deployment::load(&self.config)?)?.revoke(
+                    kind,
+                    id,
+                    "revocation drill",
+                )?;
+            }
+            Revoker::Process(warden) => {
+                let out = tokio::process::Command::new(warden)
+                    .arg("--config")
+                    .arg(&self.config)
+                    .args(["revoke", kind.as_str(), id, "--reason", "revocation drill"])
+                    .output()
+                    .await
+                    .with_context(|| format!("running {}", warden.display()))?;
+                if !out.status.success() {
+                    bail!(
+                        "`warden revoke` failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Neither warm in the runtime nor compiled in the cache.
+    fn evicted(&self, runtime: &Runtime) -> bool {
+        let warm = matches!(runtime.find(TOOL), Ok(Found::Warm(_)));
+        let prefix = format!("{}-", self.digest.hex());
+        let cached = std::fs::read_dir(runtime.deployment().cache_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            })
+            .unwrap_or(false);
+        !warm && !cached
+    }
+}
+
+fn bearer(received: &Received) -> Option<String> {
+    received
+        .headers
+        .iter()
+        .find(|(name, _)| name == "authorization")
+        .and_then(|(_, value)| value.strip_prefix("Bearer "))
+        .map(str::to_string)
+}
+
+fn revoked(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| r.contains("was revoked"))
+}
+
+fn refused(report: &CallReport) -> bool {
+    report
+        .record
+        .error
+        .as_ref()
+        .is_some_and(|e| e.kind == warden::ErrorKind::Denied && revoked(Some(e.message.as_str())))
+}

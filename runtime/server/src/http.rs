@@ -1,0 +1,301 @@
+//! The streamable HTTP transport (`warden mcp --http ADDR`): every request carries a signed
+//! agent assertion as its bearer token (`warden assert`); requests without one, or with one
+//! that does not verify, get 401 before any MCP handling. The first use of an assertion
+//! records its nonce, so it is bound to this server; it is then accepted from this server's
+//! memory until it expires (or until the memory, which is bounded, needs its place).
+//!
+//! Each MCP session (`Mcp-Session-Id`) is a Warden session per agent (`super::WardenMcp`); a
+//! stateless request names its session in `_meta` or runs outside any.
+
+use super::{Principal, WardenMcp};
+use anyhow::{Context as _, Result};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use warden::call::AuthenticatedAgent;
+use warden::credentials::Secret;
+use warden::error::Error;
+use warden::identity::{assertion, jwt};
+use warden::runtime::Runtime;
+
+/// The header that carries a delegation token: the request acts for that user.
+pub const DELEGATION_HEADER: &str = "x-warden-delegation";
+
+/// Serves MCP at `http://ADDR/mcp` until the process ends. `bound` hears the address
+/// actually bound (ADDR may ask for port 0).
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    addr: SocketAddr,
+    bound: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let handlers = runtime.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(WardenMcp::new(handlers.clone(), None)),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let auth = Arc::new(Bearers {
+        runtime,
+        verified: Mutex::new(BearerCache::new(MAX_BEARERS, MAX_BEARERS_PER_AGENT)),
+    });
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(auth, authenticate));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    bound(listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// How many verified assertions the server remembers. An assertion lives a minute, so this is
+/// many busy clients; beyond it, the one closest to expiring is forgotten (its client is
+/// asked for a fresh assertion: a reused one is a replay to the state store).
+const MAX_BEARERS: usize = 10_000;
+/// Live assertions of one agent kept: a client needs one at a time, a few while it rotates.
+const MAX_BEARERS_PER_AGENT: usize = 64;
+
+/// Assertions this server has verified.
+struct Bearers {
+    runtime: Arc<Runtime>,
+    verified: Mutex<BearerCache<AuthenticatedAgent>>,
+}
+
+impl Bearers {
+    fn verify(&self, token: &str) -> Result<AuthenticatedAgent, Error> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jwt::now();
+        // Held while verifying: two requests bringing one new assertion at once (a client's
+        // stream and its first post) must not both try to record its nonce.
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(agent) = verified.get(&key, now) {
+            return Ok(agent);
+        }
+        let agent = self.runtime.authenticate(&Secret::new(token))?;
+        let expires = jwt::peek_claims::<assertion::CallAssertion>(token)
+            .map_err(|e| Error::Refused(format!("the assertion: {e}")))?
+            .exp;
+        verified.insert(key, agent.clone(), agent.agent(), expires, now);
+        Ok(agent)
+    }
+}
+
+/// Verified assertions by the sha256 of the token, with their expiry and the agent they are
+/// from; at most `capacity`, and at most `per_agent` of one agent. Expired entries are
+/// dropped as new ones come in, soonest-expiring first, each once: no request scans the whole
+/// cache. An agent bringing assertions without end evicts its own, not other agents' (whose
+/// next request, its nonce spent, would otherwise be refused as a replay).
+struct BearerCache<V> {
+    entries: HashMap<[u8; 32], (V, i64, String)>,
+    by_expiry: BTreeSet<(i64, [u8; 32])>,
+    by_agent: HashMap<String, BTreeSet<(i64, [u8; 32])>>,
+    capacity: usize,
+    per_agent: usize,
+}
+
+impl<V: Clone> BearerCache<V> {
+    fn new(capacity: usize, per_agent: usize) -> BearerCache<V> {
+        BearerCache {
+            entries: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            by_agent: HashMap::new(),
+            capacity,
+            per_agent,
+        }
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<V> {
+        self.entries
+            .get(key)
+            .filter(|(_, expires, _)| *expires > now)
+            .map(|(value, _, _)| value.clone())
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V, agent: &str, expires: i64, now: i64) {
+        if expires <= now {
+            return;
+        }
+        self.remove(&key);
+        while let Some(&(soonest, old)) = self.by_expiry.first()
+            && soonest <= now
+        {
+            self.remove(&old);
+        }
+        let own_oldest = self
+            .by_agent
+            .get(agent)
+            .filter(|own| own.len() >= self.per_agent)
+            .and_then(|own| own.first().copied());
+        if let Some((_, old)) = own_oldest {
+            self.remove(&old);
+        }
+        if self.entries.len() >= self.capacity
+            && let Some(&(_, old)) = self.by_expiry.first()
+        {
+            self.remove(&old);
+        }
+        self.entries
+            .insert(key, (value, expires, agent.to_string()));
+        self.by_expiry.insert((expires, key));
+        self.by_agent
+            .entry(agent.to_string())
+            .or_default()
+            .insert((expires, key));
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) {
+        let Some((_, expires, agent)) = self.entries.remove(key) else {
+            return;
+        };
+        self.by_expiry.remove(&(expires, *key));
+        if let Some(own) = self.by_agent.get_mut(&agent) {
+            own.remove(&(expires, *key));
+            if own.is_empty() {
+                self.by_agent.remove(&agent);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+async fn authenticate(
+    State(bearers): State<Arc<Bearers>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // Owned copies: the request's body is not `Sync`, so no borrow of it may live across
+    // an await.
+    let (token, delegation) = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (
+            header(http::header::AUTHORIZATION.as_str())
+                .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string)),
+            header(DELEGATION_HEADER).map(Secret::new),
+        )
+    };
+    let Some(token) = token else {
+        return unauthorized(
+            "a signed agent assertion is required: `Authorization: Bearer` with the output of \
+             `warden assert`",
+        );
+    };
+    // Verifying may touch the state file: off the async threads.
+    let verified = tokio::task::spawn_blocking({
+        let bearers = bearers.clone();
+        move || bearers.verify(&token)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(Error::Internal(anyhow::anyhow!(
+            "verifying the assertion: {e}"
+        )))
+    });
+    match verified {
+        Ok(agent) => {
+            request.extensions_mut().insert(Principal {
+                agent,
+                on_behalf_of: delegation,
+                session: None,
+            });
+            next.run(request).await
+        }
+        Err(Error::Refused(reason)) => {
+            tracing::info!(%reason, "MCP request refused");
+            unauthorized(&format!("authentication failed: {reason}"))
+        }
+        // Warden failed, not the client: it may try again, and is not told it is unknown.
+        Err(e) => {
+            tracing::error!(error = %e, "verifying an MCP request failed");
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "Warden could not verify the request; try again",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn unauthorized(reason: &str) -> Response {
+    (
+        http::StatusCode::UNAUTHORIZED,
+        [(http::header::WWW_AUTHENTICATE, "Bearer")],
+        reason.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> String {
+        "a".to_string()
+    }
+
+    #[test]
+    fn the_bearer_cache_stays_bounded_and_forgets_expired_assertions() {
+        let mut cache = BearerCache::new(3, 3);
+        let key = |n: u8| [n; 32];
+        // Four live assertions in a cache of three: the one closest to expiring goes.
+        for (n, expires) in [(1, 150), (2, 120), (3, 180), (4, 170)] {
+            cache.insert(key(n), agent(), "a", expires, 100);
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&key(2), 100).is_none());
+        assert!(cache.get(&key(1), 100).is_some());
+        // Expired entries answer nothing, and are dropped by the next insertion.
+        assert!(cache.get(&key(1), 160).is_none());
+        cache.insert(key(5), agent(), "a", 220, 175);
+        assert_eq!(cache.len(), 2, "1 and 4 had expired by 175");
+        assert!(cache.get(&key(5), 175).is_some());
+        // An assertion already expired is not kept; one inserted twice counts once.
+        cache.insert(key(6), agent(), "a", 175, 175);
+        cache.insert(key(5), agent(), "a", 230, 175);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.by_expiry.len(), 2);
+        // However many come in, at most three are held.
+        for n in 10..=200 {
+            cache.insert(key(n), agent(), "a", 300 + i64::from(n), 180);
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.by_expiry.len(), 3);
+    }
+
+    /// One agent bringing fresh assertions without end evicts its own, never another's.
+    #[test]
+    fn an_agent_cannot_evict_another_agents_assertions() {
+        let mut cache = BearerCache::new(10, 4);
+        let key = |n: u8| [n; 32];
+        cache.insert(key(0), agent(), "victim", 160, 100);
+        for n in 1..=200 {
+            cache.insert(key(n), agent(), "flooder", 200 + i64::from(n), 100);
+        }
+        assert!(
+            cache.get(&key(0), 150).is_some(),
+            "the victim's assertion was evicted"
+        );
+        assert_eq!(cache.len(), 5);
+        assert_eq!(cache.by_agent["flooder"].len(), 4);
+        assert!(cache.get(&key(200), 150).is_some());
+    }
+}

@@ -1,0 +1,377 @@
+//! Warden as an MCP server (`warden mcp`): agent frameworks list and call Warden tools over
+//! the Model Context Protocol (the `rmcp` SDK). Every `tools/call` is a `Runtime::call` — the
+//! same pipeline as `warden call`: authentication, policy, sandbox, credentials, audit.
+//!
+//! Who calls is fixed outside the protocol: over stdio by the agent key the server started
+//! with, over HTTP (`http.rs`) by the signed assertion each request carries. Nothing a client
+//! sends changes it, and nothing a client sends approves anything: an approval id in a call's
+//! `_meta` only names an approval a person already gave (`warden approve`).
+//!
+//! Every connection is a Warden session, so that what one call brings in (a tool that ingests
+//! untrusted content) weighs on the later calls of the same conversation: a stdio connection
+//! (unless the server was given `--session`) and each HTTP MCP session start one per agent on
+//! their first call; a fresh connection is a fresh, clean session. A stateless HTTP request
+//! (MCP 2026-07-28) has no connection: it names its session in `_meta` (`warden/session`, or
+//! `new`), or runs outside any, which the example policies treat as unvetted.
+
+pub mod http;
+pub mod stdio;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+use warden::call::{AuthenticatedAgent, CallRequest, Caller};
+use warden::credentials::Secret;
+use warden::manifest::Impact;
+use warden::policy::{Access, Origin, OriginKind};
+use warden::report::{CallReport, ErrorKind};
+use warden::runtime::Runtime;
+use warden::session::ActingFor;
+
+/// The `_meta` key of a call that names the approval a person gave for it.
+pub const APPROVAL_META: &str = "warden/approval";
+/// The `_meta` key of a stateless HTTP call that names its Warden session; a result carries
+/// the session its call ran in under the same key.
+pub const SESSION_META: &str = "warden/session";
+/// The `SESSION_META` value that asks for a new session.
+pub const NEW_SESSION: &str = "new";
+
+/// Who the server acts as, and for whom.
+#[derive(Clone)]
+pub struct Principal {
+    pub agent: AuthenticatedAgent,
+    /// A delegation token: calls are made on that user's behalf.
+    pub on_behalf_of: Option<Secret>,
+    pub session: Option<String>,
+}
+
+/// The MCP handler: one per stdio server, one per HTTP session (sharing the runtime).
+#[derive(Clone)]
+pub struct WardenMcp {
+    runtime: Arc<Runtime>,
+    /// Fixed for stdio; None over HTTP, where each request brings its own.
+    principal: Option<Principal>,
+    /// The Warden session (id, expiry) this connection started for each agent that called.
+    sessions: Arc<Mutex<HashMap<String, (String, i64)>>>,
+    /// Calls in flight hold it shared; `drain` takes it exclusively.
+    in_flight: Arc<RwLock<()>>,
+    /// Set once the client is gone: the cancellation of its requests that follows is no
+    /// client's wish, and the calls in flight finish (bounded by their tools' limits).
+    client_gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WardenMcp {
+    pub fn new(runtime: Arc<Runtime>, principal: Option<Principal>) -> WardenMcp {
+        WardenMcp {
+            runtime,
+            principal,
+            sessions: Arc::default(),
+            in_flight: Arc::default(),
+            client_gone: Arc::default(),
+        }
+    }
+
+    /// Marks the client as gone (its input closed): calls in flight are no longer cancelled
+    /// when the transport cancels its requests.
+    pub fn client_gone(&self) {
+        self.client_gone
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until every call in flight has finished and been recorded. Each is bounded by its
+    /// tool's limits, so this ends.
+    pub async fn drain(&self) {
+        drop(self.in_flight.write().await);
+    }
+
+    /// The Warden session of this request's call: the one the server was started with
+    /// (`--session`); in a stateless HTTP request, the one the client names in `_meta`
+    /// (`SESSION_META`, "new" to have one started), or none; otherwise the one this connection
+    /// started for the agent, started now on its first call (and again once it expired).
+    fn session(
+        &self,
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+        named: Option<String>,
+    ) -> Result<Option<String>, McpError> {
+        if let Some(id) = &principal.session {
+            return Ok(Some(id.clone()));
+        }
+        let agent = principal.agent.agent();
+        // The agent's session, not a user's: each call brings (and the pipeline verifies and
+        // records) its own delegation, and what one call brought in taints the next whoever
+        // it acts for.
+        let start = || self.runtime.start_session(agent, None).map_err(mcp_error);
+        if is_stateless(context) {
+            // Each stateless request reaches a fresh handler: a session it does not name
+            // would be fresh and clean for every call, so a call that names none runs
+            // outside any session (policies treat that as unvetted).
+            return match named.as_deref() {
+                Some(NEW_SESSION) => Ok(Some(start()?.id)),
+                _ => Ok(named),
+            };
+        }
+        if named.is_some() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "`_meta.{SESSION_META}` names a session only in stateless requests: this \
+                     connection is a session of its own"
+                ),
+                None,
+            ));
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = warden::identity::jwt::now();
+        if let Some((id, _)) = sessions.get(agent).filter(|(_, expires)| *expires > now) {
+            return Ok(Some(id.clone()));
+        }
+        let session = start()?;
+        sessions.insert(agent.to_string(), (session.id.clone(), session.expires));
+        Ok(Some(session.id))
+    }
+
+    /// The principal of this request: the server's own, or the one the HTTP layer
+    /// authenticated for this request.
+    fn principal(&self, context: &RequestContext<RoleServer>) -> Result<Principal, McpError> {
+        if let Some(principal) = &self.principal {
+            return Ok(principal.clone());
+        }
+        context
+            .extensions
+            .get::<::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .cloned()
+            .ok_or_else(|| McpError::invalid_request("the request is not authenticated", None))
+    }
+
+    /// The user the principal acts for (its delegation verified now), for listing.
+    fn acting_for(&self, principal: &Principal) -> Result<Option<ActingFor>, McpError> {
+        let (_, acting) = self
+            .runtime
+            .resolve_session(
+                principal.session.as_deref(),
+                principal.agent.agent(),
+                principal.on_behalf_of.as_ref(),
+            )
+            .map_err(mcp_error)?;
+        Ok(acting)
+    }
+
+    fn origin(context: &RequestContext<RoleServer>) -> Origin {
+        let label = context
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone())
+            .unwrap_or_default();
+        Origin {
+            kind: OriginKind::Mcp,
+            label,
+        }
+    }
+}
+
+impl ServerHandler for WardenMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools run sandboxed by Warden. A call may be denied by policy, or held for a \
+                 person's approval: then a person approves it out of band and you repeat the \
+                 same call with the approval id in `_meta` under `warden/approval`.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let principal = self.principal(&context)?;
+        let acting = self.acting_for(&principal)?;
+        let callable = self.runtime.callable_tools(
+            principal.agent.agent(),
+            acting.as_ref(),
+            Self::origin(&context),
+        );
+        let mut tools = Vec::new();
+        for (name, access) in callable {
+            // A tool that cannot be loaded could not be called either.
+            let Ok(tool) = self.runtime.tool(&name).await else {
+                continue;
+            };
+            let mut schema = match &tool.input_schema {
+                serde_json::Value::Object(schema) => schema.clone(),
+                _ => serde_json::Map::new(),
+            };
+            // MCP wants an object schema; a tool whose schema says nothing takes any object.
+            schema
+                .entry("type")
+                .or_insert_with(|| serde_json::Value::from("object"));
+            let mut description = tool.info.description.clone();
+            if access == Access::ApprovalRequired {
+                description.push_str(" (Calls need a person's approval.)");
+            }
+            let mut listed = Tool::new(name, description, schema);
+            let impact = tool.manifest.impact;
+            listed.annotations = Some(
+                ToolAnnotations::new()
+                    .read_only(impact == Impact::Read)
+                    .destructive(impact == Impact::Irreversible),
+            );
+            tools.push(listed);
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let principal = self.principal(&context)?;
+        let approval = meta_string(&request, &context, APPROVAL_META)?;
+        let named = meta_string(&request, &context, SESSION_META)?;
+        let session = self.session(&principal, &context, named)?;
+        let input = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        // The call runs in its own task, so that it finishes and is recorded even when the
+        // transport drops this request: a client's cancellation cancels it, the client going
+        // away does not.
+        let cancel = CancellationToken::new();
+        let call = CallRequest::new(
+            request.name.to_string(),
+            input,
+            Caller::Authenticated(principal.agent),
+        )
+        .on_behalf_of(principal.on_behalf_of)
+        .session(session)
+        .origin(Self::origin(&context))
+        .approval(approval)
+        .cancel(cancel.clone());
+        let in_flight = self.in_flight.clone().read_owned().await;
+        let runtime = self.runtime.clone();
+        let running = tokio::spawn(async move {
+            let report = runtime.call(call).await;
+            drop(in_flight);
+            report
+        });
+        let client_gone = self.client_gone.clone();
+        let requested = context.ct.clone();
+        let done = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = requested.cancelled() => {
+                    if !client_gone.load(std::sync::atomic::Ordering::SeqCst) {
+                        done.cancel();
+                    }
+                }
+                () = done.cancelled() => {}
+            }
+        });
+        let report = running.await;
+        // Ends the watcher (the call is over; cancelling it now changes nothing).
+        cancel.cancel();
+        let report = report
+            .map_err(|e| McpError::internal_error(format!("the call's task failed: {e}"), None))?;
+        if let Some(e) = report
+            .record
+            .error
+            .as_ref()
+            .filter(|e| e.kind == ErrorKind::UnknownTool)
+        {
+            return Err(McpError::invalid_params(e.message.clone(), None));
+        }
+        let mut result = result(&report);
+        if let Some(id) = &report.record.session {
+            let mut meta = rmcp::model::MetaObject::default();
+            meta.0.insert(
+                SESSION_META.to_string(),
+                serde_json::Value::from(id.clone()),
+            );
+            result.meta = Some(meta);
+        }
+        Ok(result.into())
+    }
+}
+
+/// The string under `key` in the call's `_meta`, if any.
+fn meta_string(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+    key: &str,
+) -> Result<Option<String>, McpError> {
+    let value = request
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.get(key))
+        .or_else(|| context.meta.0.get(key));
+    match value {
+        None => Ok(None),
+        Some(serde_json::Value::String(id)) => Ok(Some(id.clone())),
+        Some(_) => Err(McpError::invalid_params(
+            format!("`_meta.{key}` must be a string"),
+            None,
+        )),
+    }
+}
+
+/// Whether the request came over HTTP outside any MCP session (the stateless mode of MCP
+/// 2026-07-28, or a server without sessions): then nothing ties it to earlier requests.
+fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .extensions
+        .get::<::http::request::Parts>()
+        .is_some_and(|parts| !parts.headers.contains_key(MCP_SESSION_ID))
+}
+
+/// The header of an MCP session (streamable HTTP before 2026-07-28).
+const MCP_SESSION_ID: &str = "mcp-session-id";
+
+/// The MCP result of a call: its output, or a tool error saying what happened. A denial says
+/// which policies denied it and why, never how to get around them.
+fn result(report: &CallReport) -> CallToolResult {
+    match (&report.output, &report.record.error) {
+        (Some(output), None) => {
+            let mut ok = CallToolResult::success(vec![ContentBlock::text(output.to_string())]);
+            ok.structured_content = Some(output.clone());
+            ok
+        }
+        (_, Some(error)) => {
+            let text = match (error.kind, &report.record.approval) {
+                (ErrorKind::ApprovalRequired, Some(id)) => format!(
+                    "approval required: a person must approve this call out of band (approval \
+                     {id}); once approved, repeat the same call with `_meta` \
+                     {{\"{APPROVAL_META}\": \"{id}\"}}. {}",
+                    report.record.decision.summary()
+                ),
+                _ => error.message.clone(),
+            };
+            let mut failed = CallToolResult::error(vec![ContentBlock::text(text)]);
+            failed.structured_content = Some(serde_json::json!({
+                "call_id": report.record.call_id,
+                "error": error.kind,
+                "approval": report.record.approval,
+                "policies": report.record.decision.policies,
+            }));
+            failed
+        }
+        (None, None) => {
+            CallToolResult::error(vec![ContentBlock::text("the call returned nothing")])
+        }
+    }
+}
+
+/// A refusal is the client's to fix; anything else is Warden's.
+fn mcp_error(e: warden::error::Error) -> McpError {
+    match e {
+        warden::error::Error::Refused(reason) => McpError::invalid_request(reason, None),
+        e => McpError::internal_error(e.to_string(), None),
+    }
+}

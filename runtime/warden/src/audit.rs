@@ -1,0 +1,479 @@
+//! The audit log: one record per call and one per egress request, appended to a hash chain
+//! in the state store before the call's result is returned, and for a call that runs its
+//! tool, a `started` record committed before the tool runs (a process killed meanwhile
+//! leaves a call that started and never finished, which `verify` and `explain` name). Each record holds the hash of the
+//! one before, so editing, deleting or reordering a record breaks the chain at that record;
+//! `warden audit verify` recomputes it. Records hold digests, ids and decisions, never a
+//! credential's value; the input itself only if the deployment asks (`[audit] record_input`),
+//! with secret-looking values redacted.
+
+use crate::credentials::inject::CredentialUse;
+use crate::report::CallRecord;
+use crate::sandbox::http::EgressRecord;
+use crate::state::{AuditEntry, AuditLink, GENESIS, StateStore, link_hash};
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Call(CallRecord),
+    Egress(EgressAudit),
+    /// The call as it was when its tool started (outcome `started`); its `call` record
+    /// follows when it ends.
+    Started(CallRecord),
+}
+
+/// One request a tool made, allowed or not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EgressAudit {
+    pub call_id: String,
+    /// Its place among the call's requests, from 0.
+    pub index: usize,
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub path: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    pub rule: Option<String>,
+    pub policies: Vec<String>,
+    pub reason: Option<String>,
+    pub status: Option<u16>,
+    pub response_bytes: u64,
+    pub credential: Option<CredentialUse>,
+}
+
+/// The records of a finished call: the call's, then one per egress request.
+pub fn entries(
+    record: &CallRecord,
+    egress: &[EgressRecord],
+    input: Option<&serde_json::Value>,
+) -> Result<Vec<AuditEntry>> {
+    let call = with_input(record, input);
+    std::iter::once(Record::Call(call))
+        .chain(
+            egress
+                .iter()
+                .enumerate()
+                .map(|(index, r)| Record::Egress(egress_audit(&record.call_id, index, r))),
+        )
+        .map(|record| entry(&record))
+        .collect()
+}
+
+/// The record of a call whose tool is about to run (decided, not yet ended).
+pub fn started(
+    record: &CallRecord,
+    _egress: &[EgressRecord],
+    input: Option<&serde_json::Value>,
+) -> Result<Vec<AuditEntry>> {
+    Ok(vec![entry(&Record::Started(with_input(record, input)))?])
+}
+
+/// The call's record as the audit keeps it: with the input, scrubbed, if the deployment
+/// records inputs.
+fn with_input(record: &CallRecord, input: Option<&serde_json::Value>) -> CallRecord {
+    CallRecord {
+        input: input.map(scrub),
+        ..record.clone()
+    }
+}
+
+fn entry(record: &Record) -> Result<AuditEntry> {
+    let call_id = match record {
+        Record::Call(c) | Record::Started(c) => &c.call_id,
+        Record::Egress(e) => &e.call_id,
+    };
+    Ok(AuditEntry {
+        call_id: call_id.clone(),
+        body: serde_json::to_string(record)?,
+    })
+}
+
+fn egress_audit(call_id: &str, index: usize, r: &EgressRecord) -> EgressAudit {
+    // The record's URL is `scheme://host:port/path`, or `METHOD uri` when it did not parse.
+    let uri: Option<http::Uri> = r.url.parse().ok();
+    let part = |f: fn(&http::Uri) -> Option<&str>| {
+        uri.as_ref().and_then(f).unwrap_or_default().to_string()
+    };
+    EgressAudit {
+        call_id: call_id.to_string(),
+        index,
+        method: r.method.clone(),
+        scheme: part(|u| u.scheme_str()),
+        host: uri
+            .as_ref()
+            .and_then(|u| u.host())
+            .map_or_else(|| r.url.clone(), |h| h.trim_matches(['[', ']']).to_string()),
+        port: uri.as_ref().and_then(|u| u.port_u16()),
+        path: part(|u| Some(u.path())),
+        decision: r.decision.to_string(),
+        rule: r.rule.clone(),
+        policies: r.policies.clone(),
+        reason: r.reason.clone(),
+        status: r.status,
+        response_bytes: r.response_bytes,
+        credential: r.credential.clone(),
+    }
+}
+
+/// The input as recorded: values under secret-looking keys, and strings that look like
+/// tokens, replaced.
+pub fn scrub(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    const SECRET_KEYS: [&str; 8] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "key",
+        "authorization",
+        "cookie",
+        "credential",
+    ];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+                        (k.clone(), Value::String("[REDACTED]".into()))
+                    } else {
+                        (k.clone(), scrub(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(scrub).collect()),
+        Value::String(s) if looks_like_token(s) => Value::String("[REDACTED]".into()),
+        other => other.clone(),
+    }
+}
+
+/// A JWT (`eyJ…` in three parts) or a bearer value.
+fn looks_like_token(s: &str) -> bool {
+    let s = s.trim();
+    (s.starts_with("eyJ") && s.split('.').count() == 3)
+        || s.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+}
+
+/// The chain checked end to end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub records: u64,
+    pub calls: u64,
+    /// The hash of the last record: keep it elsewhere to detect a later truncation.
+    pub head: String,
+    /// Calls whose tool started and that have no final record: their process was killed
+    /// (the tool's effects may have happened) or they still run. Not a broken chain.
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// A call with a `started` record and no `call` record after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    /// The `started` record.
+    pub seq: u64,
+    pub call_id: String,
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "call {} started (record #{}) and never finished",
+            self.call_id, self.seq
+        )
+    }
+}
+
+/// The first record that does not belong where it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broken {
+    pub seq: u64,
+    pub call_id: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record #{} (call {}): {}",
+            self.seq, self.call_id, self.problem
+        )
+    }
+}
+
+/// Recomputes the chain. Err: the store could not be read; Ok(Err): the chain is broken.
+pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
+    const PAGE: usize = 1000;
+    let mut verified = Verified {
+        records: 0,
+        calls: 0,
+        head: GENESIS.to_string(),
+        unfinished: vec![],
+    };
+    // Calls started and not yet ended, by id: as many as ran at once, plus the unfinished.
+    let mut running: std::collections::HashMap<String, u64> = Default::default();
+    let mut last_seq = 0;
+    loop {
+        let page = store.audit_records(last_seq, PAGE)?;
+        for link in &page {
+            let broken = |problem: String| Broken {
+                seq: link.seq,
+                call_id: link.call_id.clone(),
+                problem,
+            };
+            if link_hash(&link.prev_hash, link.seq, &link.call_id, &link.body) != link.hash {
+                return Ok(Err(broken(
+                    "its contents do not match its hash (the record was edited)".into(),
+                )));
+            }
+            if link.prev_hash != verified.head || Some(link.seq) != last_seq.checked_add(1) {
+                return Ok(Err(broken(format!(
+                    "it does not follow record #{last_seq} (a record before it was deleted, \
+                     inserted or moved)"
+                ))));
+            }
+            match serde_json::from_str::<Record>(&link.body) {
+                Ok(Record::Call(c)) if c.call_id == link.call_id => {
+                    running.remove(&c.call_id);
+                    verified.calls += 1;
+                }
+                Ok(Record::Started(c)) if c.call_id == link.call_id => {
+                    running.insert(c.call_id, link.seq);
+                }
+                Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
+                Ok(_) => return Ok(Err(broken("it names another call".into()))),
+                Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
+            }
+            verified.records += 1;
+            verified.head = link.hash.clone();
+            last_seq = link.seq;
+        }
+        if page.len() < PAGE {
+            verified.unfinished = running
+                .into_iter()
+                .map(|(call_id, seq)| Unfinished { seq, call_id })
+                .collect();
+            verified.unfinished.sort_by_key(|u| u.seq);
+            return Ok(Ok(verified));
+        }
+    }
+}
+
+/// A stored record, read back.
+pub fn parse(link: &AuditLink) -> Result<Record> {
+    serde_json::from_str(&link.body).with_context(|| format!("audit record #{}", link.seq))
+}
+
+/// A call explained for a human: who, on whose behalf, what it reached, which policies
+/// allowed it, how it ended (or that it started and never finished). Every line goes through
+/// `text::printable`: agents, tools and upstreams chose much of what is shown.
+pub fn explain(links: &[AuditLink]) -> Result<String> {
+    let records = links
+        .iter()
+        .map(|link| Ok((link.seq, parse(link)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let finished: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Call(c) => Some(c.call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut out = String::new();
+    for (seq, record) in &records {
+        match record {
+            Record::Call(c) => explain_call(&mut out, c, *seq, None)?,
+            // A call that ended says all its start record did.
+            Record::Started(c) if finished.contains(c.call_id.as_str()) => {}
+            Record::Started(c) => explain_call(
+                &mut out,
+                c,
+                *seq,
+                Some(
+                    "started, never finished (its process was killed while the tool ran, \
+                     or it still runs)",
+                ),
+            )?,
+            Record::Egress(e) => {
+                let mut text = format!(
+                    "    {} {}://{}:{}{} -> {}",
+                    e.method,
+                    e.scheme,
+                    e.host,
+                    e.port.map_or(String::new(), |p| p.to_string()),
+                    e.path,
+                    e.decision
+                );
+                if let Some(status) = e.status {
+                    text += &format!(" {status}, {} bytes", e.response_bytes);
+                }
+                if !e.policies.is_empty() {
+                    text += &format!(" by {}", e.policies.join(", "));
+                }
+                if let Some(reason) = &e.reason {
+                    text += &format!(" ({reason})");
+                }
+                if let Some(c) = &e.credential {
+                    let jti = c
+                        .jti
+                        .as_deref()
+                        .map_or(String::new(), |j| format!(" jti {j}"));
+                    text += &format!("; credential {} ({:?}{jti})", c.name, c.kind);
+                }
+                push_line(&mut out, &text);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one line of stored text, escaped.
+fn push_line(out: &mut String, text: &str) {
+    out.push_str(&crate::text::printable(text));
+    out.push('\n');
+}
+
+/// The agent as a person should read it: proven, or only claimed.
+fn agent_shown(c: &CallRecord) -> String {
+    match (&c.agent, &c.claimed_agent) {
+        (Some(agent), _) => agent.clone(),
+        (None, Some(claimed)) => format!("(claimed {claimed}, not authenticated)"),
+        (None, None) => "(not authenticated)".into(),
+    }
+}
+
+/// A call record's lines; `unfinished` replaces the outcome of a call that never ended.
+fn explain_call(
+    out: &mut String,
+    c: &CallRecord,
+    seq: u64,
+    unfinished: Option<&str>,
+) -> Result<()> {
+    let line = |out: &mut String, label: &str, text: &str| {
+        push_line(out, &format!("  {label:<11}{text}"));
+    };
+    push_line(
+        out,
+        &format!(
+            "call {}  at {}  (record #{seq})",
+            c.call_id,
+            crate::units::format_unix(c.time_ms.div_euclid(1000)),
+        ),
+    );
+    line(out, "agent", &agent_shown(c));
+    if let Some(user) = &c.user {
+        let by = c.delegation.as_deref().unwrap_or("?");
+        line(out, "for user", &format!("{user} (delegation {by})"));
+    }
+    if let Some(session) = &c.session {
+        line(out, "session", session);
+    }
+    let label = if c.origin.label.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", c.origin.label)
+    };
+    line(out, "origin", &format!("{}{label}", c.origin.kind.as_str()));
+    let digest = c.tool_digest.as_deref().unwrap_or("not loaded");
+    line(out, "tool", &format!("{} {digest}", c.tool));
+    line(out, "input", &format!("sha256:{}", c.input_digest));
+    if let Some(input) = &c.input {
+        line(out, "", &input.to_string());
+    }
+    let by = if c.decision.policies.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", c.decision.policies.join(", "))
+    };
+    let outcome = serde_json::to_value(c.decision.outcome)?;
+    line(
+        out,
+        "decision",
+        &format!("{}{by}", outcome.as_str().unwrap_or("?")),
+    );
+    for reason in &c.decision.reasons {
+        line(out, "", reason);
+    }
+    if let Some(approval) = &c.approval {
+        let by = c
+            .approved_by
+            .as_deref()
+            .map_or(" (pending)".to_string(), |a| format!(" (approved by {a})"));
+        line(out, "approval", &format!("{approval}{by}"));
+    }
+    let ended = match (unfinished, &c.error) {
+        (Some(unfinished), _) => unfinished.to_string(),
+        (None, None) => format!("ok in {:.1} ms", c.duration_ms),
+        (None, Some(e)) => format!("{:?}: {} in {:.1} ms", e.kind, e.message, c.duration_ms),
+    };
+    line(out, "outcome", &ended);
+    if c.egress_requests > 0 {
+        line(out, "egress", &format!("{} request(s):", c.egress_requests));
+    }
+    Ok(())
+}
+
+/// One line per call record (and per call started), for `warden audit tail`, escaped.
+pub fn summary(link: &AuditLink) -> Result<Option<String>> {
+    let (c, ended) = match parse(link)? {
+        Record::Egress(_) => return Ok(None),
+        Record::Started(c) => (c, "started".to_string()),
+        Record::Call(c) => {
+            let ended = c
+                .error
+                .as_ref()
+                .map_or("ok".to_string(), |e| format!("{:?}", e.kind));
+            (c, ended)
+        }
+    };
+    let outcome = serde_json::to_value(c.decision.outcome)?;
+    let line = format!(
+        "#{:<6} {}  {}  {:<16} {:<14} {:<8} {:<17} {}",
+        link.seq,
+        crate::units::format_unix(c.time_ms.div_euclid(1000)),
+        c.call_id,
+        agent_shown(&c),
+        c.tool,
+        outcome.as_str().unwrap_or("?"),
+        ended,
+        c.user.as_deref().unwrap_or("-"),
+    );
+    Ok(Some(crate::text::printable(&line).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_in_recorded_inputs_are_redacted() {
+        let input = json!({
+            "path": "/notes/a.txt",
+            "api_key": "k-123",
+            "nested": [{"Password": "hunter2", "note": "Bearer abc", "jwt": "x"}],
+            "t": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2ln",
+        });
+        let scrubbed = scrub(&input).to_string();
+        for secret in ["k-123", "hunter2", "Bearer abc", "eyJhbGci"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("/notes/a.txt"), "{scrubbed}");
+    }
+
+    #[test]
+    fn each_hash_covers_position_call_body_and_predecessor() {
+        let h = link_hash(GENESIS, 1, "c", "{}");
+        assert_ne!(h, link_hash(GENESIS, 2, "c", "{}"));
+        assert_ne!(h, link_hash(GENESIS, 1, "d", "{}"));
+        assert_ne!(h, link_hash(GENESIS, 1, "c", "{ }"));
+        assert_ne!(h, link_hash(&h, 1, "c", "{}"));
+    }
+}

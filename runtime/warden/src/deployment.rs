@@ -1,0 +1,565 @@
+//! The deployment (`warden.toml`): where tools and state live, which agents exist, and which
+//! host directories back the mounts that tools ask for. No wasmtime here.
+
+use crate::identity::jwks::KeySet;
+use crate::manifest::{Manifest, ManifestError, is_tool_name, toml_error};
+use crate::sandbox::fs::{Mount, overlap, resolved};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const DEPLOYMENT_FILE: &str = "warden.toml";
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The file this was read from (for messages).
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    /// Directories holding one sub-directory per tool (`<dir>/<tool>/tool.toml`).
+    pub tool_dirs: Vec<PathBuf>,
+    /// The Cedar policies (`*.cedar`) that decide every call and request.
+    pub policy_dir: PathBuf,
+    pub agents: BTreeMap<String, Agent>,
+    pub users: BTreeMap<String, User>,
+    /// The people who approve calls that policies hold for approval, with their keys.
+    pub approvers: BTreeMap<String, Approver>,
+    pub approvals: ApprovalSettings,
+    pub audit: AuditSettings,
+    /// Trusted issuers of delegations (identity providers) and their keys.
+    pub issuers: BTreeMap<String, KeySet>,
+    pub mounts: Vec<MountBinding>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub credentials: BTreeMap<String, CredentialDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    #[serde(default)]
+    pub description: String,
+    /// `ed25519:<base64url>`: the key that signs this agent's call assertions.
+    pub public_key: Option<String>,
+    /// Who answers for this agent (`principal.owner` in policies).
+    #[serde(default)]
+    pub owner: String,
+    /// How far this agent is trusted (`principal.trust`): low (default), medium or high.
+    #[serde(default)]
+    pub trust: Trust,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    #[default]
+    Low,
+    Medium,
+    High,
+}
+
+impl Trust {
+    /// As written in warden.toml and seen by policies (`principal.trust`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Low => "low",
+            Trust::Medium => "medium",
+            Trust::High => "high",
+        }
+    }
+}
+
+/// The agent whose registered public key is `key`.
+pub fn agent_with_key<'a>(
+    agents: &'a BTreeMap<String, Agent>,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Option<&'a str> {
+    agents
+        .iter()
+        .find(|(_, a)| {
+            a.public_key
+                .as_deref()
+                .and_then(|k| crate::identity::keys::parse_public(k).ok())
+                .as_ref()
+                == Some(key)
+        })
+        .map(|(name, _)| name.as_str())
+}
+
+/// A user who can delegate to agents with their own key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub public_key: String,
+    /// Roles (`roles` of the `User` entity in policies).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A person who approves calls (`warden approve ID --key …`). Never an agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approver {
+    /// `ed25519:<base64url>`: the key that signs this approver's approvals.
+    pub public_key: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// How long a pending approval can be approved and then used (default 15m).
+    #[serde(
+        default = "default_approval_lifetime",
+        deserialize_with = "crate::units::serde_text::de_duration"
+    )]
+    pub lifetime: std::time::Duration,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            lifetime: default_approval_lifetime(),
+        }
+    }
+}
+
+fn default_approval_lifetime() -> std::time::Duration {
+    std::time::Duration::from_secs(15 * 60)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Write the audit chain (default true). Off only to measure what it costs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Keep each call's input (secret-looking values redacted) besides its digest.
+    #[serde(default)]
+    pub record_input: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            record_input: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a secret's value comes from. Never inline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSource {
+    /// A file readable by its owner only (0600 or stricter).
+    File(PathBuf),
+    /// An environment variable of the Warden process.
+    Env(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A JWT Warden signs per call and audience.
+    Minted,
+    /// A long-lived API key, added as a header.
+    Static,
+}
+
+/// What a credential name in an egress rule stands for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialDef {
+    #[serde(default = "minted")]
+    pub kind: CredentialKind,
+    /// The origin (`scheme://host[:port]`) the credential may be sent to; also the `aud` claim.
+    pub audience: String,
+    /// Tools that may use this credential.
+    pub tools: Vec<String>,
+    /// Minted: how long the token lives (default 60s, at most 15m).
+    #[serde(
+        default = "default_lifetime",
+        deserialize_with = "crate::units::serde_text::de_duration"
+    )]
+    pub lifetime: std::time::Duration,
+    /// Minted: the `scope` claim (default: the tool's name).
+    pub scope: Option<String>,
+    /// Static: the secret holding the key.
+    pub secret: Option<String>,
+    /// The header that carries it (default `authorization`).
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Put before the value (default `Bearer `).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn minted() -> CredentialKind {
+    CredentialKind::Minted
+}
+fn default_lifetime() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+fn default_header() -> String {
+    "authorization".into()
+}
+fn default_prefix() -> String {
+    "Bearer ".into()
+}
+
+/// Longest lifetime of a minted credential.
+pub const MAX_CREDENTIAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Reads a JWKS file.
+fn read_jwks(path: &Path) -> Result<KeySet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    KeySet::from_json(&json).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The host directory that backs `guest` for `tool`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountBinding {
+    pub tool: String,
+    pub guest: String,
+    pub host: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeployment {
+    #[serde(default = "default_state")]
+    state_dir: PathBuf,
+    #[serde(default)]
+    tool_dirs: Vec<PathBuf>,
+    #[serde(default = "default_policy_dir")]
+    policy_dir: PathBuf,
+    #[serde(default)]
+    agents: BTreeMap<String, Agent>,
+    #[serde(default)]
+    users: BTreeMap<String, User>,
+    #[serde(default)]
+    approvers: BTreeMap<String, Approver>,
+    #[serde(default)]
+    approvals: ApprovalSettings,
+    #[serde(default)]
+    audit: AuditSettings,
+    #[serde(default)]
+    issuers: BTreeMap<String, RawIssuer>,
+    #[serde(default)]
+    mounts: Vec<MountBinding>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretSource>,
+    #[serde(default)]
+    credentials: BTreeMap<String, CredentialDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    jwks: PathBuf,
+}
+
+fn default_state() -> PathBuf {
+    PathBuf::from("state")
+}
+
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+impl Deployment {
+    pub fn load(path: &Path) -> Result<Deployment, ManifestError> {
+        let file = path.display().to_string();
+        let error = |message: String| ManifestError {
+            file: file.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let raw: RawDeployment = toml::from_str(&text).map_err(|e| error(toml_error(&text, &e)))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+
+        for name in raw.agents.keys() {
+            if !is_tool_name(name) {
+                return Err(error(format!(
+                    "field `agents.{name}`: agent names are 1-64 lowercase letters, digits or '-'"
+                )));
+            }
+        }
+        for (i, m) in raw.mounts.iter().enumerate() {
+            if !m.guest.starts_with('/') {
+                return Err(error(format!(
+                    "field `mounts[{i}].guest`: `{}` must be absolute",
+                    m.guest
+                )));
+            }
+            if raw.mounts[..i]
+                .iter()
+                .any(|o| o.tool == m.tool && o.guest == m.guest)
+            {
+                return Err(error(format!(
+                    "field `mounts[{i}]`: {} {} is bound twice",
+                    m.tool, m.guest
+                )));
+            }
+        }
+        for (name, agent) in &raw.agents {
+            if let Some(key) = &agent.public_key {
+                crate::identity::keys::parse_public(key)
+                    .map_err(|e| error(format!("field `agents.{name}.public_key`: {e}")))?;
+            }
+        }
+        for (name, user) in &raw.users {
+            crate::identity::keys::parse_public(&user.public_key)
+                .map_err(|e| error(format!("field `users.{name}.public_key`: {e}")))?;
+        }
+        for (name, approver) in &raw.approvers {
+            let field = |m: String| error(format!("field `approvers.{name}.public_key`: {m}"));
+            let key = crate::identity::keys::parse_public(&approver.public_key).map_err(field)?;
+            // An agent's key never approves: the agent would approve its own calls.
+            if let Some(agent) = agent_with_key(&raw.agents, &key) {
+                return Err(field(format!(
+                    "this is agent `{agent}`'s key; an agent cannot approve"
+                )));
+            }
+        }
+        if raw.approvals.lifetime.is_zero() {
+            return Err(error(
+                "field `approvals.lifetime`: must be at least 1s".into(),
+            ));
+        }
+        let mut issuers = BTreeMap::new();
+        let mut trusted = Vec::new();
+        for (name, issuer) in &raw.issuers {
+            if name.starts_with("user:") {
+                return Err(error(format!(
+                    "field `issuers.{name}`: issuer names must not start with `user:`"
+                )));
+            }
+            let jwks = base.join(&issuer.jwks);
+            let issuer =
+                read_jwks(&jwks).map_err(|e| error(format!("field `issuers.{name}.jwks`: {e}")))?;
+            issuers.insert(name.clone(), issuer);
+            trusted.push((format!("`issuers.{name}.jwks`"), jwks));
+        }
+        for (name, c) in &raw.credentials {
+            let field = |f: &str, m: String| error(format!("field `credentials.{name}.{f}`: {m}"));
+            crate::sandbox::egress::Origin::parse(&c.audience).map_err(|e| field("audience", e))?;
+            if c.lifetime.is_zero() || c.lifetime > MAX_CREDENTIAL_LIFETIME {
+                return Err(field("lifetime", "must be between 1s and 15m".into()));
+            }
+            if http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
+                return Err(field(
+                    "header",
+                    format!("`{}` is not a header name", c.header),
+                ));
+            }
+            match (c.kind, &c.secret) {
+                (CredentialKind::Static, None) => {
+                    return Err(field(
+                        "secret",
+                        "a static credential names its secret".into(),
+                    ));
+                }
+                (CredentialKind::Static, Some(s)) if !raw.secrets.contains_key(s) => {
+                    return Err(field("secret", format!("no secret `{s}` in [secrets]")));
+                }
+                (CredentialKind::Minted, Some(_)) => {
+                    return Err(field("secret", "a minted credential has no secret".into()));
+                }
+                _ => {}
+            }
+        }
+        let secrets = raw
+            .secrets
+            .into_iter()
+            .map(|(name, source)| match source {
+                SecretSource::File(p) => (name, SecretSource::File(base.join(p))),
+                env => (name, env),
+            })
+            .collect();
+        let deployment = Deployment {
+            file: path.to_path_buf(),
+            state_dir: base.join(raw.state_dir),
+            tool_dirs: raw.tool_dirs.iter().map(|d| base.join(d)).collect(),
+            policy_dir: base.join(raw.policy_dir),
+            agents: raw.agents,
+            users: raw.users,
+            approvers: raw.approvers,
+            approvals: raw.approvals,
+            audit: raw.audit,
+            issuers,
+            secrets,
+            credentials: raw.credentials,
+            mounts: raw
+                .mounts
+                .into_iter()
+                .map(|m| MountBinding {
+                    host: base.join(&m.host),
+                    ..m
+                })
+                .collect(),
+        };
+        deployment.refuse_mounts_over(trusted).map_err(error)?;
+        Ok(deployment)
+    }
+
+    /// Everything Warden trusts on disk, as (what, path): a mount over any of it would let a
+    /// tool read or plant keys, secrets, policies, tools or the compiled native code Warden
+    /// loads. `also`: more of it, found while loading.
+    fn trusted_paths(&self, also: Vec<(String, PathBuf)>) -> Vec<(String, PathBuf)> {
+        // The parts of the state directory first, so that a message names the closest one.
+        let mut trusted = vec![
+            ("the signing keys in `state_dir`".into(), self.keys_dir()),
+            ("the compile cache in `state_dir`".into(), self.cache_dir()),
+            ("`state_dir`".into(), self.state_dir.clone()),
+            ("`policy_dir`".into(), self.policy_dir.clone()),
+            ("this deployment file".into(), self.file.clone()),
+        ];
+        for (i, dir) in self.tool_dirs.iter().enumerate() {
+            trusted.push((format!("`tool_dirs[{i}]`"), dir.clone()));
+        }
+        for (name, source) in &self.secrets {
+            if let SecretSource::File(file) = source {
+                trusted.push((
+                    format!("the secret file `secrets.{name}.file`"),
+                    file.clone(),
+                ));
+            }
+        }
+        trusted.extend(also);
+        trusted
+    }
+
+    /// The intersection of what the manifest asks for and what the deployment binds. A requested
+    /// mount with no binding is an error naming both, rather than a tool that fails obscurely.
+    pub fn grant_mounts(&self, manifest: &Manifest) -> Result<Vec<Mount>, String> {
+        manifest
+            .fs
+            .iter()
+            .map(|request| {
+                let host = self.mount_for(&manifest.name, &request.guest).ok_or_else(|| {
+                    format!(
+                        "{}: tool `{}` asks for mount `{}` but no [[mounts]] entry binds it to a host directory",
+                        self.file.display(),
+                        manifest.name,
+                        request.guest
+                    )
+                })?;
+                if !host.is_dir() {
+                    return Err(format!(
+                        "{}: mount `{}` of tool `{}`: host directory {} does not exist",
+                        self.file.display(),
+                        request.guest,
+                        manifest.name,
+                        host.display()
+                    ));
+                }
+                Ok(Mount { guest: request.guest.clone(), host: host.to_path_buf(), mode: request.mode })
+            })
+            .collect()
+    }
+
+    /// Refuses a mount whose host directory overlaps (contains, or lies inside) anything
+    /// Warden trusts, comparing paths with symlinks resolved. Whatever the mode: read-only
+    /// would still show the tool keys and secrets.
+    fn refuse_mounts_over(&self, also: Vec<(String, PathBuf)>) -> Result<(), String> {
+        let resolve = |what: &str, path: &Path| {
+            resolved(path).map_err(|e| format!("{what}: cannot resolve {}: {e}", path.display()))
+        };
+        let mut trusted = Vec::new();
+        for (what, path) in self.trusted_paths(also) {
+            let real = resolve(&what, &path)?;
+            trusted.push((what, real));
+        }
+        for (i, mount) in self.mounts.iter().enumerate() {
+            let field = format!("field `mounts[{i}].host`");
+            let host = resolve(&field, &mount.host)?;
+            if let Some((what, path)) = trusted.iter().find(|(_, p)| overlap(&host, p)) {
+                return Err(format!(
+                    "{field}: {} overlaps {what} ({}); a tool must not reach what Warden trusts",
+                    mount.host.display(),
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host directory bound to `guest` for `tool`, if the deployment binds one.
+    pub fn mount_for(&self, tool: &str, guest: &str) -> Option<&Path> {
+        self.mounts
+            .iter()
+            .find(|m| m.tool == tool && m.guest == guest)
+            .map(|m| m.host.as_path())
+    }
+
+    /// Where `warden tool add` puts registered tools.
+    pub fn registered_tools_dir(&self) -> PathBuf {
+        self.state_dir.join("tools")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state_dir.join("cache")
+    }
+
+    /// Where the signing keys live (`credentials::mint::KeyStore`).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.state_dir.join("keys")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_and_resolves_paths_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        std::fs::write(
+            &path,
+            r#"
+tool_dirs = ["tools"]
+[agents.bot]
+trust = "high"
+[[mounts]]
+tool = "read-file"
+guest = "/data"
+host = "data"
+"#,
+        )
+        .unwrap();
+        let d = Deployment::load(&path).unwrap();
+        assert_eq!(d.state_dir, dir.path().join("state"));
+        assert_eq!(d.tool_dirs, vec![dir.path().join("tools")]);
+        assert_eq!(
+            d.mount_for("read-file", "/data"),
+            Some(dir.path().join("data").as_path())
+        );
+        assert_eq!(d.mount_for("read-file", "/other"), None);
+        assert_eq!(d.policy_dir, dir.path().join("policies"));
+        assert_eq!(d.agents["bot"].trust, Trust::High);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, "tool_dir = [\"tools\"]\n").unwrap();
+        let e = Deployment::load(&path).unwrap_err().to_string();
+        assert!(e.contains("warden.toml") && e.contains("tool_dir"), "{e}");
+    }
+}

@@ -1,0 +1,320 @@
+//! `Runtime`: a deployment, its engine, and its tools kept warm (compiled, linked, described)
+//! across calls. Loading a tool is where a component proves it is one Warden can run.
+
+/// What a tool says of itself (its `describe`).
+pub use crate::bindings::ToolInfo;
+use crate::credentials::mint::{KeyStore, Minter};
+use crate::credentials::scrub::SecretSet;
+use crate::deployment::Deployment;
+use crate::engine::{Engine, Prepared};
+use crate::error::Error;
+use crate::identity::CallContext;
+use crate::identity::delegation;
+use crate::manifest::{Digest, Manifest};
+use crate::policy::{Policies, ToolFacts};
+use crate::registry::{self, ToolFiles};
+use crate::sandbox::{CallState, Grants};
+use crate::state::StateStore;
+use anyhow::{Context as _, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+/// A tool ready to be called: verified, compiled, linked, described, with its grants.
+pub struct LoadedTool {
+    pub manifest: Manifest,
+    pub digest: Digest,
+    pub info: ToolInfo,
+    pub input_schema: serde_json::Value,
+    pub(crate) validator: jsonschema::Validator,
+    pub(crate) prepared: Prepared,
+    pub grants: Grants,
+}
+
+pub struct Runtime {
+    deployment: Deployment,
+    policies: Arc<Policies>,
+    engine: Engine,
+    tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
+    /// Opened on first use, so that commands that only read (or refuse) write nothing.
+    state: OnceLock<Arc<dyn StateStore>>,
+    minter: OnceLock<Arc<Minter>>,
+    pub(crate) delegations: delegation::Verifier,
+}
+
+/// A tool found by name: already loaded, or read from its directory (digest checked).
+pub enum Found {
+    Warm(Arc<LoadedTool>),
+    OnDisk(Box<ToolFiles>),
+}
+
+impl Found {
+    /// The tool as policies see it.
+    pub fn facts(&self) -> ToolFacts {
+        match self {
+            Found::Warm(tool) => ToolFacts::of(&tool.manifest, &tool.digest),
+            Found::OnDisk(files) => ToolFacts::of(&files.manifest, &files.digest),
+        }
+    }
+}
+
+/// A `Runtime` being configured: `Runtime::builder(deployment)…build()`.
+pub struct RuntimeBuilder {
+    deployment: Deployment,
+    state: Option<Arc<dyn StateStore>>,
+}
+
+impl RuntimeBuilder {
+    /// The state every process of the deployment shares (replay protection, sessions, call
+    /// counts, the audit chain, approvals, revocations). Default: the SQLite file in the
+    /// deployment's state directory, opened on first use.
+    pub fn state_store(mut self, store: Arc<dyn StateStore>) -> RuntimeBuilder {
+        self.state = Some(store);
+        self
+    }
+
+    /// Loads the policies and starts the engine. Fails (`Error::Invalid`, with a
+    /// `PolicyError`) if the policies are invalid.
+    pub fn build(self) -> Result<Runtime, Error> {
+        let deployment = self.deployment;
+        let policies = Arc::new(Policies::load(&deployment).map_err(|e| Error::Invalid(e.into()))?);
+        let engine = Engine::new(Some(deployment.cache_dir()))
+            .map_err(Error::internal("starting the engine"))?;
+        let state = OnceLock::new();
+        if let Some(store) = self.state {
+            let _ = state.set(store);
+        }
+        Ok(Runtime {
+            deployment,
+            policies,
+            engine,
+            tools: RwLock::new(HashMap::new()),
+            state,
+            minter: OnceLock::new(),
+            delegations: delegation::Verifier::default(),
+        })
+    }
+}
+
+/// Why a tool could not be found or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "unknown tool `{0}`: not found in the deployment's tool directories (see `warden tool list`)"
+    )]
+    Unknown(String),
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+}
+
+impl LoadedTool {
+    /// The compiled component.
+    pub fn component(&self) -> &wasmtime::component::Component {
+        match &self.prepared {
+            Prepared::Tool(pre) => pre.instance_pre().component(),
+            Prepared::Command(pre) => pre.instance_pre().component(),
+        }
+    }
+}
+
+impl Runtime {
+    /// A runtime for `deployment`, on its SQLite state store (`Runtime::builder` chooses
+    /// another). Fails (`Error::Invalid`, with a `PolicyError`) if its policies are invalid.
+    pub fn new(deployment: Deployment) -> Result<Runtime, Error> {
+        Runtime::builder(deployment).build()
+    }
+
+    /// A runtime for `deployment`, configured before it is built.
+    pub fn builder(deployment: Deployment) -> RuntimeBuilder {
+        RuntimeBuilder {
+            deployment,
+            state: None,
+        }
+    }
+
+    /// The state store shared by every process of the deployment, opened on first use.
+    pub fn state(&self) -> Result<&Arc<dyn StateStore>, Error> {
+        if let Some(state) = self.state.get() {
+            return Ok(state);
+        }
+        let opened = crate::state::open(&self.deployment.state_dir)
+            .map_err(Error::internal("opening the state store"))?;
+        Ok(self.state.get_or_init(|| opened))
+    }
+
+    /// The key that signs minted credentials, loaded (or made) on first use.
+    pub(crate) fn minter(&self) -> Result<Arc<Minter>> {
+        if let Some(minter) = self.minter.get() {
+            return Ok(minter.clone());
+        }
+        let loaded = Arc::new(KeyStore::new(&self.deployment.state_dir).current()?);
+        Ok(self.minter.get_or_init(|| loaded).clone())
+    }
+
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// Keeps `tool`'s compiled component in the deployment's compile cache, so that the next
+    /// process does not compile it again.
+    pub fn keep_compiled(&self, tool: &LoadedTool) {
+        self.engine.cache(tool.component(), &tool.digest);
+    }
+
+    pub fn policies(&self) -> &Arc<Policies> {
+        &self.policies
+    }
+
+    /// The tool called `name`: warm, or read from its directory without compiling it.
+    pub fn find(&self, name: &str) -> Result<Found, LoadError> {
+        if let Some(tool) = self.tools.read().unwrap().get(name) {
+            return Ok(Found::Warm(tool.clone()));
+        }
+        let dir = registry::find_tool(&self.deployment, name)
+            .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
+        let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
+        Ok(Found::OnDisk(Box::new(files)))
+    }
+
+    /// Forgets every warm and cached compiled form of the component with `digest`.
+    pub(crate) fn evict(&self, digest: &str) {
+        self.tools
+            .write()
+            .unwrap()
+            .retain(|_, tool| tool.digest.as_str() != digest);
+        if let Ok(digest) = digest.parse() {
+            self.engine.evict(&digest);
+        }
+    }
+
+    /// The tool called `name`, loaded once and then kept warm.
+    pub async fn tool(&self, name: &str) -> Result<Arc<LoadedTool>, LoadError> {
+        let found = self.find(name)?;
+        self.load_found(name, found).await
+    }
+
+    /// Loads a tool `find` read (unless it is already warm) and keeps it warm.
+    pub async fn load_found(&self, name: &str, found: Found) -> Result<Arc<LoadedTool>, LoadError> {
+        let files = match found {
+            Found::Warm(tool) => return Ok(tool),
+            Found::OnDisk(files) => *files,
+        };
+        let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
+        self.tools
+            .write()
+            .unwrap()
+            .insert(name.to_string(), tool.clone());
+        Ok(tool)
+    }
+
+    /// Checks that `files` is a tool this runtime can run: compiles, links against exactly
+    /// what Warden provides, describes itself consistently, and has its mounts bound.
+    /// `cache`: keep the compiled form on disk (not while merely vetting a tool).
+    pub async fn load(&self, files: ToolFiles, cache: bool) -> Result<LoadedTool> {
+        let ToolFiles {
+            manifest,
+            digest,
+            bytes,
+            ..
+        } = files;
+        let component = self
+            .engine
+            .compile(&bytes, &digest, cache)
+            .with_context(|| {
+                format!(
+                    "{} is not a WebAssembly component Warden can compile",
+                    manifest.component
+                )
+            })?;
+        let prepared = self
+            .engine
+            .prepare(&component, manifest.kind)
+            .with_context(|| format!("{} cannot be linked", manifest.component))?;
+        let credentials =
+            crate::credentials::grant(&manifest, &self.deployment).map_err(|e| anyhow!(e))?;
+        let static_secrets = SecretSet::new();
+        for secret in credentials.values().filter_map(|g| g.secret.as_ref()) {
+            // A key past the set's bound is refused when a request would carry it (`inject`).
+            let _ = static_secrets.add(secret);
+        }
+        let grants = Grants {
+            mounts: self
+                .deployment
+                .grant_mounts(&manifest)
+                .map_err(|e| anyhow!(e))?,
+            egress: manifest.egress.clone().into(),
+            credentials: Arc::new(credentials),
+            static_secrets,
+            limits: manifest.limits.clone(),
+        };
+        let info = match &prepared {
+            Prepared::Tool(pre) => describe(pre, &manifest).await?,
+            Prepared::Command(_) => ToolInfo {
+                name: manifest.name.clone(),
+                description: "A wasi:cli/command tool: JSON on stdin, JSON on stdout.".into(),
+                input_schema: "{}".into(),
+            },
+        };
+        if info.name != manifest.name {
+            bail!(
+                "the component describes itself as `{}` but its manifest names `{}`",
+                info.name,
+                manifest.name
+            );
+        }
+        let input_schema: serde_json::Value = serde_json::from_str(&info.input_schema)
+            .context("the input schema from `describe` is not JSON")?;
+        let validator = jsonschema::validator_for(&input_schema).map_err(|e| {
+            anyhow!("the input schema from `describe` is not a valid JSON Schema: {e}")
+        })?;
+        Ok(LoadedTool {
+            manifest,
+            digest,
+            info,
+            input_schema,
+            validator,
+            prepared,
+            grants,
+        })
+    }
+}
+
+/// Calls `describe` once, in a sandbox with no grants at all.
+async fn describe(
+    pre: &crate::bindings::ToolPre<CallState>,
+    manifest: &Manifest,
+) -> Result<ToolInfo> {
+    let grants = Grants {
+        mounts: vec![],
+        egress: Arc::new([]),
+        credentials: Arc::default(),
+        static_secrets: SecretSet::new(),
+        limits: manifest.limits.clone(),
+    };
+    let context = CallContext {
+        call_id: "describe".into(),
+        tool: manifest.name.clone(),
+        agent: String::new(),
+        user: None,
+    };
+    let timeout = Duration::from_secs(10);
+    let (state, _) = CallState::new(
+        &grants,
+        None,
+        None,
+        context,
+        None,
+        tokio::time::Instant::now() + timeout,
+    )?;
+    let mut store = crate::sandbox::run::new_store(pre.engine(), state, &grants.limits);
+    let run = async {
+        let tool = pre.instantiate_async(&mut store).await?;
+        tool.call_describe(&mut store).await
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result
+            .map_err(anyhow::Error::from)
+            .context("calling `describe`"),
+        Err(_) => bail!("`describe` did not return within {timeout:?}"),
+    }
+}

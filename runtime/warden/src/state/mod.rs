@@ -1,0 +1,297 @@
+//! The state every `warden` process of a deployment shares: replay protection, sessions and
+//! their taint, call counts for rate policies, the audit chain, approvals and revocations.
+//!
+//! Callers see only `StateStore`; `SqliteStore` (one file in the state directory) is the
+//! implementation today. A server database can be added behind the same trait without
+//! touching callers: every method that must be atomic across processes says so.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+pub trait StateStore: Send + Sync {
+    /// Records a nonce until `expires` (unix seconds). False if it was seen before.
+    fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool>;
+
+    /// Creates a session (its id is fresh and random).
+    fn start_session(&self, session: &Session) -> Result<()>;
+    fn session(&self, id: &str) -> Result<Option<Session>>;
+    /// Marks a session tainted; the first reason is kept.
+    fn taint(&self, session: &str, reason: &str) -> Result<()>;
+
+    /// Records a call by `agent` (in `session`) at `now_ms` and returns the counts before
+    /// it, atomically: concurrent processes count each call once. `start` decides the call
+    /// with those counts and returns its start records (none if it will not run), which are
+    /// appended to the audit chain in the same transaction, as `append_audit` does: one write
+    /// per call before its tool runs. An error from `start` writes nothing.
+    fn record_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
+    ) -> Result<CallCounts>;
+    /// Calls by `agent` in the last 60 s (to the second) before `now_ms`.
+    fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64>;
+
+    /// Appends records to the audit chain, each linked to the one before
+    /// (`link_hash`), atomically: all or none, and no other writer in between.
+    /// Durable when it returns.
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<()>;
+    /// Up to `limit` records with `seq > after`, in order.
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditLink>>;
+    /// The records of one call, in order.
+    fn audit_of_call(&self, call_id: &str) -> Result<Vec<AuditLink>>;
+    /// The last `count` records, in order.
+    fn audit_tail(&self, count: usize) -> Result<Vec<AuditLink>>;
+
+    /// Stores a pending approval, or returns the pending one not yet expired for the same
+    /// digest (a repeated call does not pile up requests). Refused with `TooManyPending` when
+    /// its agent already has `max_pending` waiting, atomically: concurrent requests cannot
+    /// overshoot.
+    fn request_approval(&self, request: &Approval, max_pending: u64) -> Result<Approval>;
+    fn approval(&self, id: &str) -> Result<Option<Approval>>;
+    /// Approvals, newest first; only pending ones unless `all`.
+    fn approvals(&self, all: bool) -> Result<Vec<Approval>>;
+    /// Records a human's decision on a pending approval. False if it is no longer pending.
+    fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool>;
+    /// Marks an approved approval used by `call_id`, atomically: false if it was not
+    /// approved or was used already (of concurrent callers, exactly one gets true).
+    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool>;
+
+    /// Records a revocation. False if it was revoked before.
+    fn revoke(&self, revocation: &Revocation) -> Result<bool>;
+    /// The first of `ids` that is revoked, if any.
+    fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>>;
+    fn revocations(&self) -> Result<Vec<Revocation>>;
+}
+
+/// Opens the deployment's state store.
+pub fn open(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn StateStore>> {
+    Ok(std::sync::Arc::new(SqliteStore::open(state_dir)?))
+}
+
+/// A session: calls of one agent (for one user) whose provenance is tracked together.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub agent: String,
+    /// The user and delegation the session acts under, verified when it started.
+    pub user: Option<String>,
+    pub delegation: Option<String>,
+    /// The delegation's tools.
+    pub scope: Vec<String>,
+    /// Unix seconds.
+    pub expires: i64,
+    pub tainted: bool,
+    /// What tainted it first.
+    pub taint_reason: Option<String>,
+    pub calls: u64,
+}
+
+/// The counts a call is decided with, taken as it was recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallCounts {
+    /// Calls by the agent in the last 60 s (to the second) before this one.
+    pub last_minute: u64,
+    /// Calls earlier in the session.
+    pub in_session: u64,
+}
+
+/// One audit record to append: a call or one of its egress requests (`crate::audit`).
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub call_id: String,
+    /// The record as JSON, hashed exactly as stored.
+    pub body: String,
+}
+
+/// An audit record as stored, with its place in the chain.
+#[derive(Debug, Clone)]
+pub struct AuditLink {
+    /// 1, 2, …: the record's position in the chain.
+    pub seq: u64,
+    pub call_id: String,
+    pub body: String,
+    /// The hash of the record before (zeros for the first).
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of a record in the chain (`StateStore::append_audit`): its position, its call, its body and the hash before it.
+pub fn link_hash(prev: &str, seq: u64, call_id: &str, body: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [prev, &seq.to_string(), call_id, body] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Used,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Used => "used",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ApprovalStatus> {
+        [
+            ApprovalStatus::Pending,
+            ApprovalStatus::Approved,
+            ApprovalStatus::Denied,
+            ApprovalStatus::Used,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// A request for a human's approval of one exact call (`crate::approval`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub id: String,
+    /// Binds the approval to (agent, user, tool, tool digest, input digest).
+    pub digest: String,
+    pub agent: String,
+    pub user: Option<String>,
+    pub tool: String,
+    pub tool_digest: String,
+    pub input_digest: String,
+    /// The input, for the human to read before approving.
+    pub input: serde_json::Value,
+    /// Which policies asked for the approval, and why.
+    pub reason: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub expires: i64,
+    pub status: ApprovalStatus,
+    /// Who approved or denied it.
+    pub approver: Option<String>,
+    /// The approver's Ed25519 signature over id, digest and expiry (base64url).
+    pub signature: Option<String>,
+    /// The call that used it.
+    pub used_by: Option<String>,
+}
+
+/// A new pending approval refused: its agent already has `max` waiting for a person (an agent
+/// cannot fill the approvers' queue, or the state file).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "agent `{agent}` already has {max} approvals waiting for a person, the most it may have: \
+     a person decides on them (`warden approvals`) or they expire before it may ask for more"
+)]
+pub struct TooManyPending {
+    pub agent: String,
+    pub max: u64,
+}
+
+/// The most sessions one agent may have open at once: each MCP connection starts one, and a
+/// client that connects without end must not grow the state without end.
+pub const MAX_LIVE_SESSIONS: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "agent `{agent}` already has {max} open sessions, the most it may have: they expire, or \
+     `warden revoke session` ends one, before it may start more"
+)]
+pub struct TooManySessions {
+    pub agent: String,
+    pub max: u64,
+}
+
+/// A human's answer to a pending approval.
+#[derive(Debug, Clone)]
+pub enum ApprovalDecision {
+    Approved { approver: String, signature: String },
+    Denied { by: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// An agent, by name.
+    Agent,
+    /// A delegation, by id.
+    Delegation,
+    /// A tool, by component digest (`sha256:…`).
+    Tool,
+    /// A credential: by name (every use of it) or a minted token's `jti`.
+    Credential,
+    /// A session, by id.
+    Session,
+}
+
+impl RevocationKind {
+    pub const ALL: [RevocationKind; 5] = [
+        RevocationKind::Agent,
+        RevocationKind::Delegation,
+        RevocationKind::Tool,
+        RevocationKind::Credential,
+        RevocationKind::Session,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Agent => "agent",
+            RevocationKind::Delegation => "delegation",
+            RevocationKind::Tool => "tool",
+            RevocationKind::Credential => "credential",
+            RevocationKind::Session => "session",
+        }
+    }
+
+    fn parse(text: &str) -> Option<RevocationKind> {
+        RevocationKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl std::str::FromStr for RevocationKind {
+    type Err = UnknownRevocationKind;
+
+    fn from_str(text: &str) -> Result<RevocationKind, UnknownRevocationKind> {
+        RevocationKind::parse(text).ok_or_else(|| UnknownRevocationKind(text.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not something Warden revokes: agent, delegation, tool, credential or session")]
+pub struct UnknownRevocationKind(String);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub id: String,
+    /// Unix seconds.
+    pub at: i64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}` was revoked", self.kind.as_str(), self.id)?;
+        if !self.reason.is_empty() {
+            write!(f, " ({})", self.reason)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Warden's black-box tests: one binary (so the suite links wasmtime once), one module per
+//! concern, each running real components built from `tools/` against the real library, the
+//! real `warden` binary and real servers on loopback.
+
+mod common;
+
+mod approvals;
+mod audit;
+mod cli;
+mod identity;
+mod isolation;
+mod mcp;
+mod policy;
+mod properties;
+mod revocation;
+mod tools;
