@@ -9,6 +9,8 @@ mod audit;
 mod cli;
 mod identity;
 mod isolation;
+mod layering;
+mod library;
 mod mcp;
 mod policy;
 mod properties;

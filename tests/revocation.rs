@@ -155,7 +155,7 @@ async fn credentials_are_revoked_by_token_id_or_by_name_and_introspection_agrees
     let before = server.received().len();
     let report = fetch().await;
     let record = &report.egress[0];
-    assert_eq!(record.decision, "deny");
+    assert_eq!(record.decision.as_str(), "deny");
     assert!(
         record
             .reason

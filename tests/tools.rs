@@ -72,7 +72,7 @@ async fn http_get_fetches_from_an_allowed_upstream() {
                 .contains(&format!("/item/{i}"))
         );
         assert_eq!(report.egress.len(), 1);
-        assert_eq!(report.egress[0].decision, "allow");
+        assert_eq!(report.egress[0].decision.as_str(), "allow");
         assert_eq!(report.egress[0].status, Some(200));
         assert!(report.egress[0].response_bytes > 0);
     }

@@ -20,6 +20,7 @@ use warden::identity::{assertion, delegation, jwt, keys};
 use warden::manifest::Digest;
 use warden::report::CallReport;
 use warden::runtime::{Found, Runtime};
+use warden::sandbox::http::EgressDecision;
 use warden::state::RevocationKind;
 use warden_test_support::loopback::{Hold, LoopbackServer, Received};
 
@@ -260,11 +261,10 @@ impl Drill {
             .await
             .map_err(|_| anyhow!("the call did not end"))??;
 
-        let stopped = report
-            .egress
-            .get(1)
-            .is_some_and(|r| r.decision == "deny" && revoked(r.reason.as_deref()))
-            && !upstream
+        let stopped =
+            report.egress.get(1).is_some_and(|r| {
+                r.decision == EgressDecision::Deny && revoked(r.reason.as_deref())
+            }) && !upstream
                 .received()
                 .iter()
                 .any(|r| r.path == format!("/drill/{}/after", kind.as_str()));

@@ -223,7 +223,7 @@ impl AgentArgs {
 }
 
 /// Proves `agent`'s key to `runtime` once, as a long-lived caller does. Err(exit code 3)
-/// when it fails, the reason printed.
+/// when it is refused, 1 when Warden failed, the reason printed.
 fn authenticate(
     runtime: &warden::runtime::Runtime,
     key: &ed25519_dalek::SigningKey,
@@ -232,9 +232,15 @@ fn authenticate(
     let proof = warden::identity::assertion::sign_session(key, agent);
     runtime
         .authenticate(&warden::credentials::Secret::new(proof))
-        .map_err(|reason| {
-            eprintln!("error: authentication failed: {reason}");
-            3
+        .map_err(|e| match e {
+            warden::Error::Refused(reason) => {
+                eprintln!("error: authentication failed: {reason}");
+                3
+            }
+            e => {
+                eprintln!("error: {e}");
+                1
+            }
         })
 }
 

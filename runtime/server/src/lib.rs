@@ -368,10 +368,13 @@ fn result(report: &CallReport) -> CallToolResult {
     }
 }
 
-/// A refusal is the client's to fix; anything else is Warden's.
+/// A refusal is the client's to fix; anything else is Warden's, logged here and not shown.
 fn mcp_error(e: warden::error::Error) -> McpError {
     match e {
         warden::error::Error::Refused(reason) => McpError::invalid_request(reason, None),
-        e => McpError::internal_error(e.to_string(), None),
+        e => {
+            tracing::error!(error = %e, "an MCP request failed inside Warden");
+            McpError::internal_error("Warden failed; the request may be tried again", None)
+        }
     }
 }

@@ -7,7 +7,6 @@
 //! credential's value; the input itself only if the deployment asks (`[audit] record_input`),
 //! with secret-looking values redacted.
 
-use crate::credentials::inject::CredentialUse;
 use crate::report::CallRecord;
 use crate::sandbox::http::EgressRecord;
 use crate::state::{AuditEntry, AuditLink, GENESIS, StateStore, link_hash};
@@ -18,31 +17,20 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "record", rename_all = "snake_case")]
 pub enum Record {
     Call(CallRecord),
-    Egress(EgressAudit),
+    Egress(EgressEntry),
     /// The call as it was when its tool started (outcome `started`); its `call` record
     /// follows when it ends.
     Started(CallRecord),
 }
 
-/// One request a tool made, allowed or not.
+/// One request a tool made, allowed or not: its egress record, placed in its call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EgressAudit {
+pub struct EgressEntry {
     pub call_id: String,
     /// Its place among the call's requests, from 0.
     pub index: usize,
-    pub method: String,
-    pub scheme: String,
-    pub host: String,
-    pub port: Option<u16>,
-    pub path: String,
-    /// `allow` or `deny`.
-    pub decision: String,
-    pub rule: Option<String>,
-    pub policies: Vec<String>,
-    pub reason: Option<String>,
-    pub status: Option<u16>,
-    pub response_bytes: u64,
-    pub credential: Option<CredentialUse>,
+    #[serde(flatten)]
+    pub request: EgressRecord,
 }
 
 /// The records of a finished call: the call's, then one per egress request.
@@ -53,12 +41,13 @@ pub fn entries(
 ) -> Result<Vec<AuditEntry>> {
     let call = with_input(record, input);
     std::iter::once(Record::Call(call))
-        .chain(
-            egress
-                .iter()
-                .enumerate()
-                .map(|(index, r)| Record::Egress(egress_audit(&record.call_id, index, r))),
-        )
+        .chain(egress.iter().enumerate().map(|(index, request)| {
+            Record::Egress(EgressEntry {
+                call_id: record.call_id.clone(),
+                index,
+                request: request.clone(),
+            })
+        }))
         .map(|record| entry(&record))
         .collect()
 }
@@ -90,33 +79,6 @@ fn entry(record: &Record) -> Result<AuditEntry> {
         call_id: call_id.clone(),
         body: serde_json::to_string(record)?,
     })
-}
-
-fn egress_audit(call_id: &str, index: usize, r: &EgressRecord) -> EgressAudit {
-    // The record's URL is `scheme://host:port/path`, or `METHOD uri` when it did not parse.
-    let uri: Option<http::Uri> = r.url.parse().ok();
-    let part = |f: fn(&http::Uri) -> Option<&str>| {
-        uri.as_ref().and_then(f).unwrap_or_default().to_string()
-    };
-    EgressAudit {
-        call_id: call_id.to_string(),
-        index,
-        method: r.method.clone(),
-        scheme: part(|u| u.scheme_str()),
-        host: uri
-            .as_ref()
-            .and_then(|u| u.host())
-            .map_or_else(|| r.url.clone(), |h| h.trim_matches(['[', ']']).to_string()),
-        port: uri.as_ref().and_then(|u| u.port_u16()),
-        path: part(|u| Some(u.path())),
-        decision: r.decision.to_string(),
-        rule: r.rule.clone(),
-        policies: r.policies.clone(),
-        reason: r.reason.clone(),
-        status: r.status,
-        response_bytes: r.response_bytes,
-        credential: r.credential.clone(),
-    }
 }
 
 /// The input as recorded: values under secret-looking keys, and strings that look like
@@ -301,16 +263,8 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
                      or it still runs)",
                 ),
             )?,
-            Record::Egress(e) => {
-                let mut text = format!(
-                    "    {} {}://{}:{}{} -> {}",
-                    e.method,
-                    e.scheme,
-                    e.host,
-                    e.port.map_or(String::new(), |p| p.to_string()),
-                    e.path,
-                    e.decision
-                );
+            Record::Egress(EgressEntry { request: e, .. }) => {
+                let mut text = format!("    {} {} -> {}", e.method, e.url(), e.decision.as_str());
                 if let Some(status) = e.status {
                     text += &format!(" {status}, {} bytes", e.response_bytes);
                 }
@@ -452,6 +406,30 @@ pub fn summary(link: &AuditLink) -> Result<Option<String>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Egress records written before records were structured (no address, port null for a
+    /// request without a normal form or the omitted count) still read, and explain.
+    #[test]
+    fn egress_records_of_earlier_versions_still_read() {
+        let old = r#"{"record":"egress","call_id":"c","index":64,"method":"","scheme":"",
+            "host":"","port":null,"path":"","decision":"omitted","rule":null,"policies":[],
+            "reason":"3 more request(s) not recorded","status":null,"response_bytes":0,
+            "credential":{"name":"k","kind":"static","audience":"https://a","jti":null,
+            "expires":null}}"#;
+        let link = AuditLink {
+            seq: 2,
+            call_id: "c".into(),
+            body: old.into(),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        let Record::Egress(entry) = parse(&link).unwrap() else {
+            panic!("not an egress record")
+        };
+        assert_eq!(entry.request.destination.port, 0);
+        assert_eq!(entry.request.decision.as_str(), "omitted");
+        assert!(!entry.request.credential.unwrap().long_lived);
+    }
 
     #[test]
     fn secrets_in_recorded_inputs_are_redacted() {

@@ -78,7 +78,8 @@ pub use error::Error;
 pub use policy::{Origin, OriginKind};
 pub use report::{CallFailure, CallOutcome, CallRecord, CallReport, ErrorKind};
 pub use runtime::{Runtime, RuntimeBuilder};
-pub use state::{SqliteStore, StateStore};
+pub use state::StateStore;
+pub use state::sqlite::SqliteStore;
 
 // Code shared with `warden-test-support` names the library `warden`, here too.
 #[cfg(test)]

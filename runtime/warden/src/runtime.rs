@@ -137,7 +137,7 @@ impl Runtime {
         if let Some(state) = self.state.get() {
             return Ok(state);
         }
-        let opened = crate::state::open(&self.deployment.state_dir)
+        let opened = crate::state::sqlite::open(&self.deployment.state_dir)
             .map_err(Error::internal("opening the state store"))?;
         Ok(self.state.get_or_init(|| opened))
     }

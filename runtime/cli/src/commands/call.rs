@@ -94,8 +94,9 @@ pub async fn run(config: &Path, args: CallArgs) -> Result<i32> {
         }
         for e in &report.egress {
             let why = printable(e.reason.as_deref().unwrap_or(""));
-            let (method, url) = (printable(&e.method), printable(&e.url));
-            eprintln!("egress: {} {method} {url} {why}", e.decision);
+            let url = e.url();
+            let (method, url) = (printable(&e.method), printable(&url));
+            eprintln!("egress: {} {method} {url} {why}", e.decision.as_str());
         }
     }
     Ok(report.exit_code())

@@ -297,7 +297,9 @@ fn print_report(report: &CallReport) {
         let why = e.reason.as_deref().or(e.rule.as_deref()).unwrap_or("");
         println!(
             "    egress    {} {} {} ({why})",
-            e.decision, e.method, e.url
+            e.decision.as_str(),
+            e.method,
+            e.url()
         );
         if let Some(c) = &e.credential {
             println!(

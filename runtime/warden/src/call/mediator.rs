@@ -21,9 +21,19 @@ impl EgressGate for Mediator {
             .iter()
             .map(|c| (RevocationKind::Credential, c.as_str()))
             .collect();
-        if let Err(Refused { reason, .. }) = self.revocations.check(&more) {
-            tracing::info!(url = %target.display(), %reason, "egress stopped by a revocation");
-            return Decision::deny(reason);
+        match self.revocations.check(&more) {
+            Ok(()) => {}
+            // Fails closed; the store's error is logged, not shown to the tool.
+            Err(Refused { kind: None, reason }) => {
+                tracing::error!(url = %target.display(), %reason, "egress refused: revocations could not be checked");
+                return Decision::deny(
+                    "revocations could not be checked (Warden's state store failed)".into(),
+                );
+            }
+            Err(Refused { reason, .. }) => {
+                tracing::info!(url = %target.display(), %reason, "egress stopped by a revocation");
+                return Decision::deny(reason);
+            }
         }
         let decision = self.policies.decide_egress(&self.call, target);
         tracing::debug!(url = %target.display(), outcome = ?decision.outcome, policies = ?decision.policies, "egress decision");

@@ -21,7 +21,7 @@ use crate::policy::{
     CallFacts, Decision, Origin, OriginKind, Outcome, SessionFacts, ToolFacts, UserFacts,
 };
 use crate::report::{CallFailure, CallOutcome, CallRecord, CallReport, ErrorKind};
-use crate::revocation::CallIds;
+use crate::revocation::{CallIds, Refused};
 use crate::runtime::{Found, LoadError, LoadedTool, Runtime};
 use crate::sandbox::Observed;
 use crate::sandbox::http::EgressRecord;
@@ -394,11 +394,18 @@ impl Runtime {
             .flatten()
             .collect(),
         };
-        if let Err(refused) = revocations.check(&[]) {
-            if refused.kind == Some(RevocationKind::Tool) {
-                self.evict(&tool.digest);
+        match revocations.check(&[]) {
+            Ok(()) => {}
+            // The store could not be read: Warden failed, the caller did not.
+            Err(Refused { kind: None, reason }) => {
+                return Err(CallFailure::new(ErrorKind::Internal, reason));
             }
-            return Err(CallFailure::refused(refused.reason));
+            Err(Refused { kind, reason }) => {
+                if kind == Some(RevocationKind::Tool) {
+                    self.evict(&tool.digest);
+                }
+                return Err(CallFailure::refused(reason));
+            }
         }
         Ok(revocations)
     }
@@ -448,7 +455,9 @@ impl Runtime {
         let now_ms = jwt::now_ms();
         facts.time = now_ms / 1000;
         let agent = facts.agent.clone();
+        let mut decided = false;
         let mut decide = |counts: CallCounts| {
+            decided = true;
             facts.session.calls = counts.in_session;
             facts.calls_last_minute = counts.last_minute;
             record.decision = self.policies().decide_invoke(
@@ -469,6 +478,13 @@ impl Runtime {
         state
             .record_call(&agent, request.session.as_deref(), now_ms, &mut decide)
             .map_err(internal("recording the call"))?;
+        if !decided {
+            // A store that never asked for the decision: nothing was decided, nothing runs.
+            return Err(CallFailure::new(
+                ErrorKind::Internal,
+                "the state store recorded the call without deciding it".into(),
+            ));
+        }
         let decision = &record.decision;
         tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
         match decision.outcome {

@@ -8,7 +8,7 @@
 //! policies, the record and the upstream all see that same form, so no layer can read a
 //! request differently from the one that decided on it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Longest URL (authority, path and query) a tool may request. Longer ones are refused before
@@ -225,8 +225,40 @@ impl Target {
         }
     }
 
-    /// `scheme://host:port/path`, as shown in records (no query: it may carry data).
+    /// `scheme://host:port/path`, as shown in logs (no query: it may carry data).
     pub fn display(&self) -> String {
+        Destination::of(self).url()
+    }
+}
+
+/// Where a request went, as records keep it: its normal form's scheme, host, port and path
+/// (no query: it may carry data).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    pub scheme: String,
+    pub host: String,
+    /// Records written before this type (and the count of omitted requests) may hold none.
+    #[serde(default, deserialize_with = "null_as_zero")]
+    pub port: u16,
+    pub path: String,
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    Ok(Option::<u16>::deserialize(d)?.unwrap_or(0))
+}
+
+impl Destination {
+    pub fn of(target: &Target) -> Destination {
+        Destination {
+            scheme: target.scheme.clone(),
+            host: target.host.clone(),
+            port: target.port,
+            path: target.path.clone(),
+        }
+    }
+
+    /// `scheme://host:port/path`.
+    pub fn url(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {

@@ -474,3 +474,16 @@ impl Pollable for CountedStream {
         self.inner.ready().await
     }
 }
+
+impl CallState {
+    /// The `wasi:filesystem/types` host of this call .
+    pub(crate) fn filesystem_host(&mut self) -> QuotaFilesystem<'_> {
+        QuotaFilesystem {
+            inner: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            quota: &self.disk,
+        }
+    }
+}

@@ -16,7 +16,9 @@
 //! to `MAX_RECORDS`, then counted). Denied requests spend the call's denial budget: a tool
 //! that keeps knocking is stopped (`DeniedRequestsSpent`).
 
-use super::egress::{EgressRule, MAX_URL_BYTES, Target, check_address, clip, match_rule};
+use super::egress::{
+    Destination, EgressRule, MAX_URL_BYTES, Target, check_address, clip, match_rule,
+};
 use crate::credentials::inject::{CredentialUse, Credentials};
 use crate::credentials::scrub::{Scrubber, SecretSet};
 use crate::policy::{Decision, Outcome};
@@ -24,7 +26,7 @@ use crate::state::RevocationKind;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -52,14 +54,16 @@ pub const MAX_RECORDS: usize = 64;
 const MAX_RECORDED_METHOD: usize = 16;
 
 /// One outgoing request as it appears in the call's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EgressRecord {
     pub method: String,
-    /// `scheme://host:port/path` (no query string).
-    pub url: String,
-    /// `allow`, `deny`, or `omitted` (the last record of a call past `MAX_RECORDS`, whose
-    /// reason counts the requests not recorded).
-    pub decision: &'static str,
+    /// Where it went (none for a request without a normal form, or the omitted count).
+    #[serde(flatten)]
+    pub destination: Destination,
+    /// A request without a normal form: what the tool wrote, cut to a bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unparsed: Option<String>,
+    pub decision: EgressDecision,
     /// The rule that allowed it.
     pub rule: Option<String>,
     /// The policies that permitted or stopped it.
@@ -67,36 +71,95 @@ pub struct EgressRecord {
     /// Why it was denied or failed.
     pub reason: Option<String>,
     /// The address actually connected to.
+    #[serde(default)]
     pub address: Option<String>,
     pub status: Option<u16>,
     pub response_bytes: u64,
     /// The credential the host added, if any (never its value).
     pub credential: Option<CredentialUse>,
     /// Echoes of the call's secrets replaced in the response before the tool saw it.
+    #[serde(default)]
     pub scrubbed: usize,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressDecision {
+    Allow,
+    Deny,
+    /// The last record of a call past `MAX_RECORDS`: its reason counts the requests not kept.
+    Omitted,
+}
+
+impl EgressDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressDecision::Allow => "allow",
+            EgressDecision::Deny => "deny",
+            EgressDecision::Omitted => "omitted",
+        }
+    }
+}
+
+/// Where a request was going, as far as it was understood.
+enum Whither {
+    Normal(Destination),
+    /// What the tool wrote, cut to a bound.
+    Unparsed(String),
+}
+
+impl Whither {
+    /// A request without a normal form, as recorded: its scheme, host, port and path as the
+    /// tool wrote them, cut to a bound; never its user info or its query, which may carry
+    /// data the audit must not keep.
+    fn unparsed(uri: &http::Uri) -> Whither {
+        let mut text = String::new();
+        if let Some(scheme) = uri.scheme_str() {
+            text = format!("{scheme}://");
+        }
+        text += uri.host().unwrap_or_default();
+        if let Some(port) = uri.port_u16() {
+            text += &format!(":{port}");
+        }
+        text += uri.path();
+        Whither::Unparsed(clip(&text, MAX_URL_BYTES))
+    }
 }
 
 impl EgressRecord {
     fn new(
         method: String,
-        url: String,
-        decision: &'static str,
+        whither: Whither,
+        decision: EgressDecision,
         rule: Option<String>,
-        policies: Vec<String>,
         reason: Option<String>,
     ) -> Self {
+        let (destination, unparsed) = match whither {
+            Whither::Normal(destination) => (destination, None),
+            Whither::Unparsed(text) => (Destination::default(), Some(text)),
+        };
         EgressRecord {
             method,
-            url,
+            destination,
+            unparsed,
             decision,
             rule,
-            policies,
+            policies: vec![],
             reason,
             address: None,
             status: None,
             response_bytes: 0,
             credential: None,
             scrubbed: 0,
+        }
+    }
+
+    /// `scheme://host:port/path`, or what the tool wrote when it had no normal form.
+    pub fn url(&self) -> String {
+        match &self.unparsed {
+            Some(text) => text.clone(),
+            None => self.destination.url(),
         }
     }
 }
@@ -140,10 +203,9 @@ impl EgressLog {
         if kept.omitted > 0 {
             records.push(EgressRecord::new(
                 String::new(),
-                String::new(),
-                "omitted",
+                Whither::Unparsed(String::new()),
+                EgressDecision::Omitted,
                 None,
-                vec![],
                 Some(format!(
                     "{} more request(s) not recorded: a call keeps {MAX_RECORDS} records",
                     kept.omitted
@@ -291,18 +353,18 @@ impl EgressHooks {
 
     /// Checks that need nothing but the request line; no DNS, no network.
     /// Returns the URL to record and the reason when the request is refused.
-    fn admit(&self, method: &str, uri: &http::Uri) -> Result<Admitted, (String, String)> {
+    fn admit(&self, method: &str, uri: &http::Uri) -> Result<Admitted, (Whither, String)> {
         // A request without a normal form is recorded as the tool wrote it, cut to a bound.
-        let target = Target::from_uri(method, uri)
-            .map_err(|e| (clip(&uri.to_string(), MAX_URL_BYTES), e))?;
-        let rule = match_rule(&self.rules, &target).map_err(|e| (target.display(), e))?;
+        let target = Target::from_uri(method, uri).map_err(|e| (Whither::unparsed(uri), e))?;
+        let rule = match_rule(&self.rules, &target)
+            .map_err(|e| (Whither::Normal(Destination::of(&target)), e))?;
         let left =
             self.budget
                 .requests_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if left.is_err() {
             return Err((
-                target.display(),
+                Whither::Normal(Destination::of(&target)),
                 "the call's egress request limit is reached".into(),
             ));
         }
@@ -391,17 +453,12 @@ impl WasiHttpHooks for EgressHooks {
         let method = request.method().as_str().to_string();
         let Admitted { target, rule } = match self.admit(&method, request.uri()) {
             Ok(admitted) => admitted,
-            Err((url, reason)) => {
+            Err((whither, reason)) => {
                 let method = clip(&method, MAX_RECORDED_METHOD);
-                tracing::info!(%method, %url, %reason, "egress denied");
-                self.log.push(EgressRecord::new(
-                    method,
-                    url,
-                    "deny",
-                    None,
-                    vec![],
-                    Some(reason),
-                ));
+                let record =
+                    EgressRecord::new(method, whither, EgressDecision::Deny, None, Some(reason));
+                tracing::info!(method = %record.method, url = %record.url(), reason = ?record.reason, "egress denied");
+                self.log.push(record);
                 self.log.denied();
                 // The guest may still be writing the body; drain it so it sees the denial
                 // instead of a reset connection.
@@ -411,10 +468,9 @@ impl WasiHttpHooks for EgressHooks {
         };
         let index = self.log.push(EgressRecord::new(
             target.method.clone(),
-            target.display(),
-            "allow",
+            Whither::Normal(Destination::of(&target)),
+            EgressDecision::Allow,
             Some(rule.url.clone()),
-            vec![],
             None,
         ));
         let out = Outgoing {
@@ -433,7 +489,7 @@ impl WasiHttpHooks for EgressHooks {
                 tracing::info!(url = %out.target.display(), error = ?e, "egress request failed");
                 out.log.update(out.index, |r| {
                     if denied {
-                        r.decision = "deny";
+                        r.decision = EgressDecision::Deny;
                     }
                     r.reason.get_or_insert_with(|| format!("{e:?}"));
                 });
@@ -605,14 +661,13 @@ async fn transmit(
     Error,
 > {
     let target = &out.target;
-    let connect_timeout = waits.connect();
-    let (stream, address) = connect(addresses, connect_timeout).await?;
+    let (stream, address) = connect(addresses, waits.connect()).await?;
     out.log
         .update(out.index, |r| r.address = Some(address.to_string()));
     let io: Box<dyn Stream> = if target.scheme == "https" {
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|_| Error::HttpRequestUriInvalid)?;
-        let tls = tokio::time::timeout(connect_timeout, TLS.connect(name, stream))
+        let tls = tokio::time::timeout(waits.connect(), TLS.connect(name, stream))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
             .map_err(Error::Tls)?;
@@ -621,7 +676,7 @@ async fn transmit(
         Box::new(stream)
     };
     let (mut sender, conn) = tokio::time::timeout(
-        connect_timeout,
+        waits.connect(),
         hyper::client::conn::http1::handshake(TokioIo::new(io)),
     )
     .await
@@ -914,20 +969,26 @@ impl http_body::Body for CountedBody {
 mod tests {
     use super::*;
 
-    fn record(decision: &'static str) -> EgressRecord {
-        EgressRecord::new("GET".into(), "u".into(), decision, None, vec![], None)
+    fn record(decision: EgressDecision) -> EgressRecord {
+        EgressRecord::new(
+            "GET".into(),
+            Whither::Unparsed("u".into()),
+            decision,
+            None,
+            None,
+        )
     }
 
     #[test]
     fn the_log_keeps_a_bounded_number_of_records_and_counts_the_rest() {
         let log = EgressLog::default();
         for _ in 0..MAX_RECORDS + 5 {
-            log.push(record("allow"));
+            log.push(record(EgressDecision::Allow));
         }
         let records = log.records();
         assert_eq!(records.len(), MAX_RECORDS + 1);
         let last = records.last().unwrap();
-        assert_eq!(last.decision, "omitted");
+        assert_eq!(last.decision, EgressDecision::Omitted);
         assert!(last.reason.as_deref().unwrap().starts_with("5 more"));
     }
 
@@ -1008,10 +1069,9 @@ mod tests {
         let log = EgressLog::default();
         let index = log.push(EgressRecord::new(
             "GET".into(),
-            "http://upstream/".into(),
-            "allow",
+            Whither::Unparsed("http://upstream/".into()),
+            EgressDecision::Allow,
             None,
-            vec![],
             None,
         ));
         let between_bytes = Duration::from_secs(5);
@@ -1036,6 +1096,16 @@ mod tests {
         assert_eq!(trailers["x-echo"], "key=[REDACTED]");
         assert_eq!(collected.to_bytes(), "the body ends with [REDACTED]");
         assert_eq!(log.records()[0].scrubbed, 2);
+    }
+
+    /// A request without a normal form is recorded without its user info and its query.
+    #[test]
+    fn an_unparsed_request_is_recorded_without_user_info_or_query() {
+        let uri: http::Uri = "http://user:pw@h.example:8/p/q?ssn=123".parse().unwrap();
+        let Whither::Unparsed(text) = Whither::unparsed(&uri) else {
+            panic!("recorded as normal")
+        };
+        assert_eq!(text, "http://h.example:8/p/q");
     }
 
     #[test]

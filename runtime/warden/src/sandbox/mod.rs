@@ -20,14 +20,12 @@ use crate::identity::CallContext;
 use crate::manifest::{Limits, MountMode};
 use anyhow::{Context as _, Result};
 use egress::EgressRule;
-use filesystem::QuotaFilesystem;
 use fs::{DiskQuota, Mount};
 use http::{EgressGate, EgressHooks, EgressLog};
 use limits::{Capture, MemoryLimiter};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -147,19 +145,6 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
-        }
-    }
-}
-
-impl CallState {
-    /// The `wasi:filesystem/types` host of this call (see `filesystem.rs`).
-    pub(crate) fn filesystem_host(&mut self) -> QuotaFilesystem<'_> {
-        QuotaFilesystem {
-            inner: WasiFilesystemCtxView {
-                ctx: self.wasi.filesystem(),
-                table: &mut self.table,
-            },
-            quota: &self.disk,
         }
     }
 }

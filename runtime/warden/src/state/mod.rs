@@ -1,13 +1,11 @@
 //! The state every `warden` process of a deployment shares: replay protection, sessions and
 //! their taint, call counts for rate policies, the audit chain, approvals and revocations.
 //!
-//! Callers see only `StateStore`; `SqliteStore` (one file in the state directory) is the
-//! implementation today. A server database can be added behind the same trait without
+//! Callers see only `StateStore`; `sqlite::SqliteStore` (one file in the state directory)
+//! is the implementation today. A server database can be added behind the same trait without
 //! touching callers: every method that must be atomic across processes says so.
 
-mod sqlite;
-
-pub use sqlite::SqliteStore;
+pub mod sqlite;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -70,11 +68,6 @@ pub trait StateStore: Send + Sync {
     fn revocations(&self) -> Result<Vec<Revocation>>;
 }
 
-/// Opens the deployment's state store.
-pub fn open(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn StateStore>> {
-    Ok(std::sync::Arc::new(SqliteStore::open(state_dir)?))
-}
-
 /// A session: calls of one agent (for one user) whose provenance is tracked together.
 #[derive(Debug, Clone, Serialize)]
 pub struct Session {
@@ -102,7 +95,7 @@ pub struct CallCounts {
     pub in_session: u64,
 }
 
-/// One audit record to append: a call or one of its egress requests (`crate::audit`).
+/// One record to append to the chain: opaque to the store, hashed exactly as given.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub call_id: String,

@@ -105,6 +105,11 @@ pub const PRUNE_AFTER: i64 = 24 * 3600;
 /// The window of `CallCounts::last_minute`, in seconds.
 const RATE_WINDOW: i64 = 60;
 
+/// Opens the deployment's SQLite state store, shared.
+pub fn open(state_dir: &Path) -> Result<std::sync::Arc<dyn StateStore>> {
+    Ok(std::sync::Arc::new(SqliteStore::open(state_dir)?))
+}
+
 impl SqliteStore {
     pub fn open(state_dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(state_dir)
@@ -120,9 +125,18 @@ impl SqliteStore {
         // (the OS holds the write); only a power loss can take the last commits.
         // A 16 MiB page cache keeps the tables' hot pages (the ends of the audit chain and its
         // index, the counters) in memory however long the chain grows.
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;",
-        )?;
+        // Switching a new file to WAL takes an exclusive lock that SQLite does not wait for:
+        // processes opening the same new file at once retry, as the busy timeout would.
+        let settings =
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;";
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Err(e) = conn.execute_batch(settings) {
+            let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+            if !busy || std::time::Instant::now() > give_up {
+                return Err(e).with_context(|| format!("setting up {}", path.display()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         migrate(&mut conn).with_context(|| format!("preparing {}", path.display()))?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
@@ -624,6 +638,28 @@ fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result
 #[cfg(test)]
 mod tests {
     use super::super::StateStore as _;
+
+    /// Processes that start at once open a new state file at once: none is refused.
+    #[test]
+    fn many_openers_of_a_new_file_all_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (dir, start) = (dir.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        super::SqliteStore::open(&dir).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn a_nonce_is_accepted_once_across_connections() {
         let dir = tempfile::tempdir().unwrap();
