@@ -7,6 +7,7 @@ mod common;
 mod approvals;
 mod audit;
 mod cli;
+mod drill_isolation;
 mod identity;
 mod isolation;
 mod layering;

@@ -5,7 +5,7 @@
 use crate::common::*;
 use serde_json::json;
 use warden::state::RevocationKind;
-use warden_cli::drill::{self, Revoker};
+use warden_cli::drill::revocation::{self as drill, Revoker};
 use warden_test_support::loopback::LoopbackServer;
 
 fn assert_all_pass(rows: &[drill::Row]) {
@@ -20,9 +20,7 @@ fn assert_all_pass(rows: &[drill::Row]) {
 async fn the_drill_passes_in_one_process() {
     let f = Fixture::new();
     let deployment = warden::Deployment::load(&f.config()).unwrap();
-    let rows = drill::revocation(&deployment, Revoker::Runtime)
-        .await
-        .unwrap();
+    let rows = drill::run(&deployment, Revoker::Runtime).await.unwrap();
     assert_all_pass(&rows);
     // The drill's calls went into the deployment's own audit chain.
     let out = f.run(&["audit", "verify"]);

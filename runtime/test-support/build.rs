@@ -74,6 +74,11 @@ fn main() {
             1,
         );
         std::fs::write(dir.join("tool.toml"), pinned).unwrap();
+        // A tool's own cases (`warden test`); empty when it has none, so that every built
+        // tool can embed the file.
+        let tests =
+            std::fs::read_to_string(manifest.with_file_name("tests.toml")).unwrap_or_default();
+        std::fs::write(dir.join("tests.toml"), tests).unwrap();
     }
     println!("cargo:rustc-env=WARDEN_BUILT_TOOLS={}", assembled.display());
 }

@@ -1,5 +1,6 @@
 //! The `warden` command line: one file per command group in `commands/`, each returning an
-//! exit code; the demo and the revocation drill it runs.
+//! exit code; the demo, the drills (`drill/`), tool tests (`tool_test`) and what they share:
+//! stand-in deployments (`standin`) and JUnit reports (`junit`).
 //!
 //! Exit codes: 0 ok, 1 Warden itself failed (or a policy test failed), 2 bad usage or bad
 //! input (including manifests, configuration and policies), 3 denied, 4 approval required,
@@ -7,10 +8,13 @@
 
 mod commands;
 pub mod drill;
+pub mod junit;
+pub mod standin;
+pub mod tool_test;
 
 use commands::{
     approvals, audit, bench, call, demo, drill as drill_command, keys, mcp, policy, revoke,
-    session, tool,
+    session, test, tool,
 };
 
 use clap::{Parser, Subcommand};
@@ -63,9 +67,11 @@ enum Command {
     Revocations,
     /// Tell whether a token Warden minted is active (RFC 7662's answer, as JSON).
     Introspect(revoke::IntrospectArgs),
-    /// Prove on this deployment's state store that controls hold (throwaway principals).
+    /// Prove on this deployment that controls hold (throwaway principals and upstreams).
     #[command(subcommand)]
     Drill(drill_command::DrillCommand),
+    /// Run a tool's own cases (tests.toml beside tool.toml) through the whole pipeline.
+    Test(test::TestArgs),
     /// Serve the tools an agent may call over the Model Context Protocol (stdio or HTTP).
     Mcp(mcp::McpArgs),
     /// Print a signed agent assertion: the bearer token of an MCP request over HTTP.
@@ -145,6 +151,7 @@ pub fn main() -> i32 {
             Command::Revocations => revoke::list(&cli.config),
             Command::Introspect(args) => revoke::introspect(&cli.config, args),
             Command::Drill(command) => drill_command::run(&cli.config, command).await,
+            Command::Test(args) => test::run(args).await,
             Command::Mcp(args) => mcp::run(&cli.config, args).await,
             Command::Assert(args) => mcp::assert(args),
             Command::Bench(args) => bench::run(&cli.config, args).await,

@@ -23,6 +23,8 @@ pub struct BuiltTool {
     /// Its `tool.toml`, with the component's digest pinned.
     pub manifest: &'static str,
     pub component: &'static [u8],
+    /// Its `tests.toml` (`warden test`), "" when it has none.
+    pub tests: &'static str,
 }
 
 macro_rules! built_tool {
@@ -37,6 +39,12 @@ macro_rules! built_tool {
                 "/tool.toml"
             )),
             component: include_bytes!(concat!(env!("WARDEN_BUILT_TOOLS"), "/", $name, "/", $file)),
+            tests: include_str!(concat!(
+                env!("WARDEN_BUILT_TOOLS"),
+                "/",
+                $name,
+                "/tests.toml"
+            )),
         }
     };
 }
@@ -55,6 +63,20 @@ pub const DEMO_TOOLS: [BuiltTool; 6] = [
 /// another.
 pub const HOSTILE_HTTP: BuiltTool = built_tool!("hostile-http", "hostile_http.wasm");
 
+/// The hostile tools the isolation drill runs under each tool's grants.
+pub const DRILL_TOOLS: [BuiltTool; 10] = [
+    built_tool!("hostile-mount", "hostile_mount.wasm"),
+    built_tool!("hostile-disk", "hostile_disk.wasm"),
+    built_tool!("hostile-egress", "hostile_egress.wasm"),
+    built_tool!("hostile-exfil", "hostile_exfil.wasm"),
+    built_tool!("hostile-spy", "hostile_spy.wasm"),
+    built_tool!("hostile-net", "hostile_net.wasm"),
+    built_tool!("hostile-env", "hostile_env.wasm"),
+    built_tool!("hostile-memory", "hostile_memory.wasm"),
+    built_tool!("hostile-cpu", "hostile_cpu.wasm"),
+    built_tool!("hostile-flood", "hostile_flood.wasm"),
+];
+
 /// Copies the built tool `name` into `tools_dir/name/` (a deployment's tool directory) and
 /// returns that directory.
 pub fn copy_built_tool(name: &str, tools_dir: &Path) -> std::io::Result<PathBuf> {
@@ -62,6 +84,10 @@ pub fn copy_built_tool(name: &str, tools_dir: &Path) -> std::io::Result<PathBuf>
     std::fs::create_dir_all(&to)?;
     for entry in std::fs::read_dir(Path::new(BUILT_TOOLS_DIR).join(name))? {
         let entry = entry?;
+        // An empty tests.toml stands for none.
+        if entry.metadata()?.len() == 0 {
+            continue;
+        }
         std::fs::copy(entry.path(), to.join(entry.file_name()))?;
     }
     Ok(to)

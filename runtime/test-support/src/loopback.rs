@@ -7,9 +7,10 @@
 //! a short JSON body naming the path. Echoes of the headers in other shapes:
 //! `/echo-headers-gzip` gzip-compressed when the request accepts gzip (as an ordinary server
 //! does), `/echo-headers-gzip-always` gzip-compressed whatever was asked, `/echo-headers-truncated`
-//! cut off in the middle of the longest header value, `/echo-key-forms` the `x-api-key` header
-//! in the encodings upstreams commonly echo. `/store` keeps the request's headers and `/stored`
-//! answers with them, also on the servers started with `start_beside`.
+//! cut off in the middle of the longest header value, `/echo-key-forms` the `x-api-key` header (or
+//! the one `?header=` names) in the encodings upstreams commonly echo. `/store` keeps the request's headers and `/stored`
+//! answers with them, also on the servers started with `start_beside`. Replies set with
+//! `reply` (a `warden test` case's upstream) come before all of these.
 
 use bytes::Bytes;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
@@ -25,6 +26,16 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
 }
 
+/// A response set in advance for the paths under a prefix (`LoopbackServer::reply`).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+type Replies = Arc<Mutex<Vec<(String, Reply)>>>;
+
 /// Called with each `/hold` request; the response waits until the future it returns is done.
 pub type Hold =
     Arc<dyn Fn(Received) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -33,6 +44,7 @@ pub struct LoopbackServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     memo: Memo,
+    replies: Replies,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -60,20 +72,25 @@ impl LoopbackServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let replies = Replies::default();
         let log = received.clone();
         let shared = memo.clone();
+        let set = replies.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let log = log.clone();
                 let hold = hold.clone();
                 let memo = shared.clone();
+                let set = set.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
                         let hold = hold.clone();
                         let memo = memo.clone();
+                        let set = set.clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(answer(req, &log, hold, &memo).await)
+                            let reply = answer(req, &log, hold, &memo, &set).await;
+                            Ok::<_, std::convert::Infallible>(reply)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -86,8 +103,20 @@ impl LoopbackServer {
             addr,
             received,
             memo,
+            replies,
             task,
         })
+    }
+
+    /// From now on, answers requests whose path starts with `prefix` with `reply` (the
+    /// earliest prefix set that matches wins).
+    pub fn reply(&self, prefix: &str, reply: Reply) {
+        lock(&self.replies).push((prefix.to_string(), reply));
+    }
+
+    /// Forgets every reply set with `reply`.
+    pub fn clear_replies(&self) {
+        lock(&self.replies).clear();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -95,11 +124,15 @@ impl LoopbackServer {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.received).clone()
     }
+}
+
+/// Nothing panics while these locks are held; a poisoned log is still a log.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for LoopbackServer {
@@ -183,6 +216,7 @@ async fn answer(
     log: &Mutex<Vec<Received>>,
     hold: Option<Hold>,
     memo: &Mutex<String>,
+    replies: &Mutex<Vec<(String, Reply)>>,
 ) -> Response<Chunks> {
     let headers: Vec<(String, String)> = req
         .headers()
@@ -201,10 +235,26 @@ async fn answer(
         query: req.uri().query().map(str::to_string),
         headers: headers.clone(),
     };
-    // Nothing panics while the lock is held; a poisoned log is still a log.
-    log.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(received.clone());
+    lock(log).push(received.clone());
+    let set = lock(replies)
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, reply)| reply.clone());
+    if let Some(reply) = set {
+        let mut response = Response::builder().status(reply.status);
+        for (name, value) in &reply.headers {
+            response = response.header(name, value);
+        }
+        // A reply's status and headers are checked where they are read; should one still be
+        // invalid, the answer is a plain 500 rather than a panic.
+        return response
+            .body(Chunks::whole(reply.body))
+            .unwrap_or_else(|_| {
+                let mut error = Response::new(Chunks::whole("invalid reply"));
+                *error.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                error
+            });
+    }
     let body = match path.rsplit('/').next().unwrap_or("") {
         "hold" => {
             if let Some(hold) = hold {
@@ -253,17 +303,24 @@ async fn answer(
             body.get(..cut).unwrap_or(&body).to_string()
         }
         "echo-key-forms" => {
+            // The header named by `?header=` (default `x-api-key`).
+            let name = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("header="))
+                .unwrap_or("x-api-key")
+                .to_ascii_lowercase();
             let key = headers
                 .iter()
-                .find(|(k, _)| k == "x-api-key")
+                .find(|(k, _)| *k == name)
                 .map_or("", |(_, v)| v.as_str());
             encodings(key).to_string()
         }
         "store" => {
-            *memo.lock().unwrap() = serde_json::json!({ "headers": headers }).to_string();
+            *lock(memo) = serde_json::json!({ "headers": headers }).to_string();
             serde_json::json!({ "stored": true }).to_string()
         }
-        "stored" => memo.lock().unwrap().clone(),
+        "stored" => lock(memo).clone(),
         "echo-headers-split" => {
             // The same, sent 5 bytes per chunk: a credential echo straddles chunk boundaries.
             let body = serde_json::json!({ "headers": headers }).to_string();

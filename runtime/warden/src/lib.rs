@@ -57,6 +57,7 @@ pub mod credentials;
 pub mod deployment;
 mod engine;
 pub mod error;
+pub mod faults;
 mod files;
 pub mod identity;
 pub mod manifest;

@@ -413,7 +413,7 @@ pub(crate) fn line_at(text: &str, offset: usize) -> usize {
 }
 
 /// One line: the message, the line number and the offending line's text (which names the field).
-pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {

@@ -448,6 +448,7 @@ fn write_deployment(dir: &Path, upstream: &str) -> Result<DemoKeys> {
         file,
         manifest,
         component,
+        tests,
     } in DEMO_TOOLS
     {
         let tool_dir = dir.join("tools").join(name);
@@ -462,6 +463,9 @@ fn write_deployment(dir: &Path, upstream: &str) -> Result<DemoKeys> {
             manifest.to_string()
         };
         std::fs::write(tool_dir.join("tool.toml"), manifest)?;
+        if !tests.is_empty() {
+            std::fs::write(tool_dir.join("tests.toml"), tests)?;
+        }
     }
     Ok(keys)
 }

@@ -1,9 +1,10 @@
-//! `warden drill revocation`: the revocation drill against this deployment (`crate::drill`).
+//! `warden drill revocation|isolation`: the drills against this deployment (`crate::drill`).
 
-use crate::drill::{self, Revoker};
+use crate::drill::{isolation, revocation};
+use crate::junit;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use warden::deployment::Deployment;
 
 #[derive(Subcommand)]
@@ -14,18 +15,97 @@ pub enum DrillCommand {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
+        /// Also write the rows as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Run Warden's hostile components under each tool's grants (its mounts, egress rules,
+    /// credentials and limits; loopback stand-ins for upstreams and mounts); print a row per
+    /// (tool, attack): held, escaped or not applicable; exit 1 if any escaped.
+    Isolation {
+        /// Drill only this tool (repeatable); default: every tool of the deployment.
+        #[arg(long = "tool", value_name = "NAME")]
+        tools: Vec<String>,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the rows as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
 }
 
 pub async fn run(config: &Path, command: DrillCommand) -> Result<i32> {
-    let DrillCommand::Revocation { json } = command;
     let deployment = Deployment::load(config)?;
-    let warden = std::env::current_exe().context("finding the warden binary")?;
-    let rows = drill::revocation(&deployment, Revoker::Process(warden)).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", drill::table(&rows));
+    match command {
+        DrillCommand::Revocation { json, junit } => {
+            let warden = std::env::current_exe().context("finding the warden binary")?;
+            let rows = revocation::run(&deployment, revocation::Revoker::Process(warden)).await?;
+            if let Some(file) = junit {
+                let cases: Vec<junit::Case> = rows
+                    .iter()
+                    .map(|r| junit::Case {
+                        suite: "revocation",
+                        name: r.kind.as_str().to_string(),
+                        outcome: if r.passed {
+                            junit::Outcome::Passed
+                        } else {
+                            junit::Outcome::Failed(format!(
+                                "next request {}, next call {}",
+                                r.next_request, r.next_call
+                            ))
+                        },
+                        detail: &r.id,
+                        seconds: 0.0,
+                    })
+                    .collect();
+                junit::write(&file, "warden drill revocation", &cases)?;
+            }
+            print_rows(json, &rows, || revocation::table(&rows))?;
+            Ok(if rows.iter().all(|r| r.passed) { 0 } else { 1 })
+        }
+        DrillCommand::Isolation { tools, json, junit } => {
+            let rows = isolation::run(&deployment, &tools).await?;
+            if let Some(file) = junit {
+                let cases: Vec<junit::Case> = rows
+                    .iter()
+                    .map(|r| junit::Case {
+                        suite: &r.tool,
+                        name: format!("{} [{}]", r.attack, r.grant),
+                        outcome: match r.verdict {
+                            isolation::Verdict::Held => junit::Outcome::Passed,
+                            isolation::Verdict::Escaped => {
+                                junit::Outcome::Failed(format!("escaped: {}", r.attack))
+                            }
+                            isolation::Verdict::NotApplicable => {
+                                junit::Outcome::Skipped(r.evidence.clone())
+                            }
+                        },
+                        detail: &r.evidence,
+                        seconds: r.seconds,
+                    })
+                    .collect();
+                junit::write(&file, "warden drill isolation", &cases)?;
+            }
+            print_rows(json, &rows, || isolation::table(&rows))?;
+            let escaped = rows
+                .iter()
+                .any(|r| r.verdict == isolation::Verdict::Escaped);
+            Ok(if escaped { 1 } else { 0 })
+        }
     }
-    Ok(if rows.iter().all(|r| r.passed) { 0 } else { 1 })
+}
+
+/// The rows as JSON, or as the table.
+pub fn print_rows<T: serde::Serialize>(
+    json: bool,
+    rows: &[T],
+    table: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
 }

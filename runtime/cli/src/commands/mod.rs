@@ -11,4 +11,5 @@ pub mod mcp;
 pub mod policy;
 pub mod revoke;
 pub mod session;
+pub mod test;
 pub mod tool;

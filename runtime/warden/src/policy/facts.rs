@@ -67,6 +67,8 @@ pub enum OriginKind {
     Cli,
     Mcp,
     Api,
+    /// `warden drill`: a throwaway call that proves a control on a real deployment.
+    Drill,
 }
 
 impl OriginKind {
@@ -75,6 +77,7 @@ impl OriginKind {
             OriginKind::Cli => "cli",
             OriginKind::Mcp => "mcp",
             OriginKind::Api => "api",
+            OriginKind::Drill => "drill",
         }
     }
 }

@@ -112,6 +112,11 @@ impl EgressRule {
         }
     }
 
+    /// The rule's path in normal form: `/v1/*` (a prefix) or `/v1/status` (exact).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     fn matches_host(&self, host: &str) -> bool {
         match &self.host {
             HostPattern::Exact(h) => h == host,

@@ -21,6 +21,7 @@ use super::egress::{
 };
 use crate::credentials::inject::{CredentialUse, Credentials};
 use crate::credentials::scrub::{Scrubber, SecretSet};
+use crate::faults::{Fault, injected};
 use crate::policy::{Decision, Outcome};
 use crate::state::RevocationKind;
 use bytes::Bytes;
@@ -356,8 +357,11 @@ impl EgressHooks {
     fn admit(&self, method: &str, uri: &http::Uri) -> Result<Admitted, (Whither, String)> {
         // A request without a normal form is recorded as the tool wrote it, cut to a bound.
         let target = Target::from_uri(method, uri).map_err(|e| (Whither::unparsed(uri), e))?;
-        let rule = match_rule(&self.rules, &target)
-            .map_err(|e| (Whither::Normal(Destination::of(&target)), e))?;
+        let rule = match self.rules.first() {
+            Some(first) if injected(Fault::NoEgressRuleCheck) => Ok(first),
+            _ => match_rule(&self.rules, &target),
+        }
+        .map_err(|e| (Whither::Normal(Destination::of(&target)), e))?;
         let left =
             self.budget
                 .requests_left
@@ -708,7 +712,11 @@ fn scrub_response(
         out.log.update(out.index, |r| r.reason = Some(reason));
         return Err(Error::HttpResponseContentCoding(None));
     }
-    let secrets = &out.credentials.secrets;
+    let unscrubbed = SecretSet::new();
+    let secrets = match injected(Fault::NoScrubbing) {
+        true => &unscrubbed,
+        false => &out.credentials.secrets,
+    };
     let scrubbed = scrub_headers(secrets, &mut parts.headers);
     // The body may shrink or grow by the marker; its declared length no longer holds.
     parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -16,6 +16,7 @@ use crate::credentials::Granted;
 use crate::credentials::inject::Credentials;
 use crate::credentials::mint::Minter;
 use crate::credentials::scrub::SecretSet;
+use crate::faults::{Fault, injected};
 use crate::identity::CallContext;
 use crate::manifest::{Limits, MountMode};
 use anyhow::{Context as _, Result};
@@ -99,8 +100,8 @@ impl CallState {
         }
         for mount in &grants.mounts {
             let perms = match mount.mode {
-                MountMode::Ro => FsPerms::ReadOnly,
-                MountMode::Rw => FsPerms::ReadWrite,
+                MountMode::Ro if !injected(Fault::ReadOnlyMountsWritable) => FsPerms::ReadOnly,
+                _ => FsPerms::ReadWrite,
             };
             wasi.preopened_dir(&mount.host, &mount.guest, perms)
                 .map_err(anyhow::Error::from)

@@ -1,4 +1,4 @@
-//! Hostile: burns CPU forever or recurses until the stack runs out.
+//! Hostile: burns CPU forever, recurses until the stack runs out, or sleeps for a day.
 use host_api::{Tool, ToolError, serde_json::Value};
 
 struct HostileCpu;
@@ -19,7 +19,7 @@ impl Tool for HostileCpu {
     type Input = Input;
     type Output = Value;
     const NAME: &'static str = "hostile-cpu";
-    const DESCRIPTION: &'static str = "Loops forever or recurses without end.";
+    const DESCRIPTION: &'static str = "Loops forever, recurses without end, or sleeps.";
     const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["attack"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
@@ -31,6 +31,11 @@ impl Tool for HostileCpu {
                 }
             }
             "recursion" => Ok(Value::from(recurse(0))),
+            // Waits without computing: only the wall-clock timeout ends it.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(24 * 3600));
+                Ok(Value::Null)
+            }
             other => Err(ToolError::invalid_input(format!("unknown attack {other}"))),
         }
     }

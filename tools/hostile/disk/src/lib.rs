@@ -1,5 +1,5 @@
-//! Hostile: tries to put more on the disk than its quota allows (1MiB on `/scratch`), in every
-//! way `wasi:filesystem` offers, and to plant symlinks. Each attack goes on until the host
+//! Hostile: tries to put more on the disk than its quota allows (1MiB on `/scratch`, or on
+//! the mount it is told), in every way `wasi:filesystem` offers, and to plant symlinks. Each attack goes on until the host
 //! refuses (or a generous bound passes) and reports, also on stdout (the call fails when the
 //! quota is hit, and stdout is kept), how many steps succeeded and the error that stopped it.
 use host_api::{
@@ -17,18 +17,36 @@ struct HostileDisk;
 #[derive(serde::Deserialize)]
 struct Input {
     attack: String,
+    /// The read-write mount to fill (the isolation drill names each tool's own).
+    #[serde(default = "default_mount")]
+    mount: String,
+    /// How much to try to add: twice the quota (the default is twice `/scratch`'s 1MiB).
+    #[serde(default = "default_bytes")]
+    bytes: u64,
+    /// Where the stream attacks start writing: just below a large quota, so that a few small
+    /// writes cross it.
+    #[serde(default)]
+    start: u64,
+}
+
+fn default_bytes() -> u64 {
+    2 << 20
+}
+
+fn default_mount() -> String {
+    "/scratch".into()
 }
 
 const CHUNK: usize = 4096;
-/// Twice the quota, in chunks: every attack must be stopped well before this.
-const STEPS: usize = 2 * (1 << 20) / CHUNK;
+/// The largest single write: a guest's memory is smaller than a quota may be.
+const BIG_WRITE: u64 = 2 << 20;
 
-fn scratch() -> Descriptor {
+fn preopen(mount: &str) -> Result<Descriptor, String> {
     wasip2::filesystem::preopens::get_directories()
         .into_iter()
-        .find(|(_, path)| path == "/scratch")
+        .find(|(_, path)| path == mount)
         .map(|(dir, _)| dir)
-        .expect("/scratch is mounted")
+        .ok_or_else(|| format!("{mount} is not mounted"))
 }
 
 fn create(dir: &Descriptor, name: &str) -> Result<Descriptor, String> {
@@ -54,19 +72,20 @@ fn stream_code(e: StreamError) -> String {
     }
 }
 
-/// Runs `step` until it fails or `STEPS` steps passed.
-fn until_refused(mut step: impl FnMut(usize) -> Result<(), String>) -> Value {
-    for i in 0..STEPS {
+/// Runs `step` until it fails or `steps` steps passed (every attack must be stopped well
+/// before: `steps` chunks are twice the quota).
+fn until_refused(steps: usize, mut step: impl FnMut(usize) -> Result<(), String>) -> Value {
+    for i in 0..steps {
         if let Err(error) = step(i) {
             return json!({ "steps": i, "error": error });
         }
     }
-    json!({ "steps": STEPS, "error": null })
+    json!({ "steps": steps, "error": null })
 }
 
-fn stream_writes(stream: OutputStream, zeroes: bool) -> Value {
+fn stream_writes(stream: OutputStream, zeroes: bool, steps: usize) -> Value {
     let chunk = [b'x'; CHUNK];
-    until_refused(|_| {
+    until_refused(steps, |_| {
         if zeroes {
             stream.blocking_write_zeroes_and_flush(CHUNK as u64)
         } else {
@@ -76,13 +95,15 @@ fn stream_writes(stream: OutputStream, zeroes: bool) -> Value {
     })
 }
 
-fn attack(name: &str) -> Result<Value, String> {
-    let dir = scratch();
+fn attack(name: &str, mount: &str, bytes: u64, start: u64) -> Result<Value, String> {
+    let dir = preopen(mount)?;
+    let steps = usize::try_from(bytes / CHUNK as u64).unwrap_or(usize::MAX);
     Ok(match name {
-        // One write of twice the quota.
+        // One write that ends at twice the quota.
         "big-write" => {
             let file = create(&dir, "big")?;
-            match file.write(&vec![b'x'; 2 << 20], 0) {
+            let len = bytes.min(BIG_WRITE);
+            match file.write(&vec![b'x'; len as usize], bytes - len) {
                 Ok(n) => json!({ "steps": 1, "error": null, "written": n }),
                 Err(e) => json!({ "steps": 0, "error": code(e) }),
             }
@@ -90,20 +111,20 @@ fn attack(name: &str) -> Result<Value, String> {
         // Many small writes through an output stream, as wasi-libc does.
         "stream-writes" => {
             let file = create(&dir, "stream")?;
-            stream_writes(file.write_via_stream(0).map_err(code)?, false)
+            stream_writes(file.write_via_stream(start).map_err(code)?, false, steps)
         }
         "append-writes" => {
             let file = create(&dir, "append")?;
-            stream_writes(file.append_via_stream().map_err(code)?, false)
+            stream_writes(file.append_via_stream().map_err(code)?, false, steps)
         }
         "zeroes" => {
             let file = create(&dir, "zeroes")?;
-            stream_writes(file.write_via_stream(0).map_err(code)?, true)
+            stream_writes(file.write_via_stream(0).map_err(code)?, true, steps)
         }
         // Rust's std over wasi-libc: what a tool author would write.
         "std-writes" => {
-            let mut file = std::fs::File::create("/scratch/std").map_err(|e| e.to_string())?;
-            until_refused(|_| {
+            let mut file = std::fs::File::create(format!("{mount}/std")).map_err(|e| e.to_string())?;
+            until_refused(steps, |_| {
                 file.write_all(&[b'x'; CHUNK])
                     .map_err(|e| format!("{:?}: {e}", e.kind()))
             })
@@ -111,7 +132,7 @@ fn attack(name: &str) -> Result<Value, String> {
         // Grow a file without writing: set-size, and a write far past the end.
         "set-size" => {
             let file = create(&dir, "sized")?;
-            match file.set_size(1 << 30) {
+            match file.set_size(bytes.max(1 << 30)) {
                 Ok(()) => json!({ "steps": 1, "error": null }),
                 Err(e) => json!({ "steps": 0, "error": code(e) }),
             }
@@ -124,11 +145,11 @@ fn attack(name: &str) -> Result<Value, String> {
             }
         }
         // Many empty files, many directories.
-        "many-files" => until_refused(|i| create(&dir, &format!("f{i}")).map(drop)),
-        "many-dirs" => until_refused(|i| dir.create_directory_at(&format!("d{i}")).map_err(code)),
+        "many-files" => until_refused(steps, |i| create(&dir, &format!("f{i}")).map(drop)),
+        "many-dirs" => until_refused(steps, |i| dir.create_directory_at(&format!("d{i}")).map_err(code)),
         // Links out of the mount and inside it: none may be created.
         "symlinks" => {
-            std::fs::write("/scratch/inside.txt", "inside").map_err(|e| e.to_string())?;
+            std::fs::write(format!("{mount}/inside.txt"), "inside").map_err(|e| e.to_string())?;
             let result = |r: Result<(), ErrorCode>| match r {
                 Ok(()) => Value::String("created".into()),
                 Err(e) => Value::String(code(e)),
@@ -152,7 +173,7 @@ impl Tool for HostileDisk {
         r#"{"type":"object","required":["attack"],"properties":{"attack":{"type":"string"}}}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
-        let out = attack(&input.attack).map_err(ToolError::failed)?;
+        let out = attack(&input.attack, &input.mount, input.bytes, input.start).map_err(ToolError::failed)?;
         println!("{out}");
         Ok(out)
     }

@@ -18,6 +18,7 @@ use warden::credentials::Secret;
 use warden::deployment::Deployment;
 use warden::identity::{assertion, delegation, jwt, keys};
 use warden::manifest::Digest;
+use warden::policy::{Origin, OriginKind};
 use warden::report::CallReport;
 use warden::runtime::{Found, Runtime};
 use warden::sandbox::http::EgressDecision;
@@ -51,7 +52,7 @@ pub struct Row {
 }
 
 /// Runs the drill for every kind against `deployment`'s state store.
-pub async fn revocation(deployment: &Deployment, revoker: Revoker) -> Result<Vec<Row>> {
+pub async fn run(deployment: &Deployment, revoker: Revoker) -> Result<Vec<Row>> {
     let (arrived, mut arrivals) = mpsc::channel::<(Received, oneshot::Sender<()>)>(1);
     let hold: Hold = Arc::new(move |received| {
         let arrived = arrived.clone();
@@ -229,7 +230,11 @@ impl Drill {
             Caller::Authenticated(authenticated),
         )
         .on_behalf_of(token)
-        .session(session.id.clone());
+        .session(session.id.clone())
+        .origin(Origin {
+            kind: OriginKind::Drill,
+            label: "revocation drill".into(),
+        });
 
         let running = tokio::spawn({
             let runtime = runtime.clone();
