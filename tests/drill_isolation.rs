@@ -188,11 +188,19 @@ fn assert_fault_caught(fault: &str, tool: &str, attacks: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "faults exist in debug test builds only"
+)]
 fn unscrubbed_responses_are_caught() {
     assert_fault_caught("no-scrubbing", "http-get", &["credential read-back"]);
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "faults exist in debug test builds only"
+)]
 fn a_read_only_mount_opened_read_write_is_caught() {
     assert_fault_caught(
         "read-only-mounts-writable",
@@ -202,6 +210,10 @@ fn a_read_only_mount_opened_read_write_is_caught() {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "faults exist in debug test builds only"
+)]
 fn a_skipped_egress_rule_check_is_caught() {
     assert_fault_caught(
         "no-egress-rule-check",
@@ -215,6 +227,10 @@ fn a_skipped_egress_rule_check_is_caught() {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "faults exist in debug test builds only"
+)]
 fn a_lifted_memory_limit_is_caught() {
     assert_fault_caught("no-memory-limit", "hello", &["memory"]);
 }

@@ -25,8 +25,12 @@ pub enum Outcome {
 /// The cases as a JUnit XML document named `name`.
 pub fn xml(name: &str, cases: &[Case]) -> String {
     let all: Vec<&Case> = cases.iter().collect();
-    let mut suites: Vec<&str> = cases.iter().map(|c| c.suite).collect();
-    suites.dedup();
+    let mut suites: Vec<&str> = Vec::new();
+    for case in cases {
+        if !suites.contains(&case.suite) {
+            suites.push(case.suite);
+        }
+    }
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,

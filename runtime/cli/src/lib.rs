@@ -91,6 +91,25 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// `text` on one line, at most `width` characters (an ellipsis marks a cut).
+pub(crate) fn clip(text: &str, width: usize) -> String {
+    let text = text.replace(['\n', '\r'], " ");
+    if text.chars().count() <= width {
+        text
+    } else {
+        let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{kept}…")
+    }
+}
+
+/// A value's name as its serialised form spells it (`memory_limit`, `ro`, `minted`).
+pub(crate) fn name_of<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
 /// An error that is the caller's to fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

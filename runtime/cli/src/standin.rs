@@ -1,36 +1,47 @@
 //! A throwaway deployment that gives components a real tool's grants with nothing real behind
-//! them: each egress rule's origin is a loopback server started for it (same path, methods and
-//! credential name), each mount a fresh directory (same guest path and mode), each credential
-//! a throwaway one of the same kind, header and lifetime; the limits are the tool's own. The
-//! isolation drill runs Warden's hostile components in it; `warden test` runs a tool's own
-//! cases in it. One agent may call everything (a permit-all policy): what is under test is the
-//! sandbox, not the policies (`warden policy test` tests those).
+//! them: each egress rule's origin is a loopback server started for it (same path pattern,
+//! methods and credential name), each mount a fresh directory (same guest path and mode), each
+//! credential a throwaway one of the same kind, header, prefix and lifetime signed with a
+//! throwaway key. One throwaway agent may call everything (a permit-all policy): what is under
+//! test is the sandbox, not the policies (`warden policy test` tests those). The isolation
+//! drill runs Warden's hostile components in it; `warden test` runs a tool's own cases in it.
 
 use anyhow::{Context as _, Result};
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use warden::call::Caller;
 use warden::credentials::Secret;
-use warden::deployment::{CredentialDef, CredentialKind, Deployment};
+use warden::deployment::{AuditSettings, CredentialDef, CredentialKind, Deployment};
 use warden::identity::{assertion, keys};
-use warden::manifest::{
-    Digest, Impact, Limits, Manifest, MountMode, MountRequest, Sensitivity, ToolKind,
-};
+use warden::manifest::{Digest, Impact, Limits, Manifest, MountRequest, Sensitivity, ToolKind};
 use warden::runtime::Runtime;
+use warden::sandbox::egress::EgressRule;
+use warden::state::StateStore;
 use warden_test_support::loopback::LoopbackServer;
+
+/// Where stand-in deployments keep their state: their own directory for keys and compiled
+/// components, and optionally another deployment's store, so that their calls are recorded
+/// in its audit (the drill's, marked as drills).
+#[derive(Clone)]
+pub struct Backing {
+    pub state_dir: PathBuf,
+    pub store: Option<Arc<dyn StateStore>>,
+    pub audit: AuditSettings,
+}
 
 /// The deployment being assembled, and then run.
 pub struct StandIn {
     dir: tempfile::TempDir,
-    /// Every name in it starts with this (`d<8 hex>`), so its records are told apart.
+    /// The throwaway agent and credentials are named with this (`d<8 hex>`).
     pub tag: String,
-    state_dir: PathBuf,
+    backing: Backing,
     agent_key: SigningKey,
-    tools: Vec<ToolEntry>,
-    credentials: Vec<CredentialEntry>,
+    tools: Vec<(String, Vec<(String, PathBuf)>)>,
+    credentials: BTreeMap<String, CredentialFile>,
+    secrets: BTreeMap<String, SecretFile>,
 }
 
 /// A real tool's grants, standing in: the upstreams for its rules, started once and shared by
@@ -38,7 +49,6 @@ pub struct StandIn {
 pub struct Grants {
     /// The real tool.
     pub tool: String,
-    pub kind: ToolKind,
     pub impact: Impact,
     pub sensitivity: Sensitivity,
     pub limits: Limits,
@@ -56,7 +66,9 @@ pub struct Rule {
     /// The credential the rule names, as the stand-in deployment calls it.
     pub credential: Option<StandInCredential>,
     /// The loopback server standing in for the rule's origin.
-    pub upstream: std::sync::Arc<LoopbackServer>,
+    pub upstream: Arc<LoopbackServer>,
+    /// The rule as the stand-in deployment has it.
+    pub stand_in: EgressRule,
 }
 
 #[derive(Clone)]
@@ -64,6 +76,8 @@ pub struct StandInCredential {
     pub name: String,
     pub kind: CredentialKind,
     pub header: String,
+    /// What the header's value starts with before the credential (`Bearer `).
+    pub prefix: String,
     /// A static credential's throwaway value (a minted one is read from the upstream's log).
     pub value: Option<String>,
 }
@@ -71,26 +85,63 @@ pub struct StandInCredential {
 /// A component added with some grants, as the stand-in deployment names it.
 pub struct Added {
     pub name: String,
-    /// Guest path -> host directory standing in for it.
+    /// Each mount asked for, and the host directory standing in for it.
     pub mounts: Vec<(MountRequest, PathBuf)>,
 }
 
-struct ToolEntry {
-    name: String,
-    mounts: Vec<(String, PathBuf)>,
+/// The stand-in deployment's `warden.toml`.
+#[derive(Serialize)]
+struct DeploymentFile<'a> {
+    state_dir: &'a Path,
+    tool_dirs: [&'a str; 1],
+    policy_dir: &'a str,
+    agents: BTreeMap<String, AgentFile>,
+    mounts: Vec<MountFile<'a>>,
+    credentials: &'a BTreeMap<String, CredentialFile>,
+    secrets: &'a BTreeMap<String, SecretFile>,
+    audit: AuditFile,
 }
 
-struct CredentialEntry {
-    name: String,
-    def: CredentialDef,
+#[derive(Serialize)]
+struct AgentFile {
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct MountFile<'a> {
+    tool: &'a str,
+    guest: &'a str,
+    host: &'a Path,
+}
+
+#[derive(Serialize)]
+struct CredentialFile {
+    kind: CredentialKind,
     audience: String,
     tools: Vec<String>,
-    secret_file: Option<String>,
+    lifetime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    header: String,
+    prefix: String,
+}
+
+#[derive(Serialize)]
+struct SecretFile {
+    file: PathBuf,
+}
+
+#[derive(Serialize)]
+struct AuditFile {
+    enabled: bool,
+    record_input: bool,
 }
 
 /// The manifest the stand-in deployment reads for a component given some grants.
 #[derive(Serialize)]
-struct StandInManifest<'a> {
+struct ManifestFile<'a> {
     name: &'a str,
     component: &'a str,
     digest: String,
@@ -99,12 +150,12 @@ struct StandInManifest<'a> {
     sensitivity: Sensitivity,
     limits: &'a Limits,
     fs: &'a [MountRequest],
-    egress: Vec<StandInRule<'a>>,
+    egress: Vec<RuleFile<'a>>,
 }
 
 #[derive(Serialize)]
-struct StandInRule<'a> {
-    url: String,
+struct RuleFile<'a> {
+    url: &'a str,
     methods: &'a [String],
     allow_private: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,41 +163,36 @@ struct StandInRule<'a> {
 }
 
 impl StandIn {
-    /// An empty stand-in deployment. Its state (audit, keys, compile cache) is `state_dir`'s:
-    /// the drill's are recorded in the deployment it drills, a tool test's in a throwaway one.
-    pub fn new(state_dir: Option<&Path>) -> Result<StandIn> {
+    pub fn new(backing: Backing) -> Result<StandIn> {
         let dir = tempfile::tempdir().context("making a directory for the stand-in deployment")?;
-        let state_dir = match state_dir {
-            Some(state) => std::path::absolute(state)?,
-            None => dir.path().join("state"),
-        };
         let tag = format!("d{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         Ok(StandIn {
             dir,
             tag,
-            state_dir,
+            backing,
             agent_key: keys::generate(),
             tools: Vec::new(),
-            credentials: Vec::new(),
+            credentials: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         })
     }
 
     /// Stands in for `manifest`'s grants, its credentials being `credentials`: starts a
-    /// loopback server per origin its rules name and a throwaway credential per credential
-    /// they name.
+    /// loopback server per origin its rules name and a throwaway credential per rule that
+    /// names one.
     pub async fn grants(
         &mut self,
         manifest: &Manifest,
         credentials: &BTreeMap<String, CredentialDef>,
     ) -> Result<Grants> {
-        let mut upstreams: BTreeMap<String, std::sync::Arc<LoopbackServer>> = BTreeMap::new();
+        let mut upstreams: BTreeMap<String, Arc<LoopbackServer>> = BTreeMap::new();
         let mut rules = Vec::new();
         for rule in &manifest.egress {
-            let authority = authority(&rule.url);
+            let authority = rule.url.split('/').take(3).collect::<Vec<_>>().join("/");
             let upstream = match upstreams.get(&authority) {
                 Some(server) => server.clone(),
                 None => {
-                    let server = std::sync::Arc::new(
+                    let server = Arc::new(
                         LoopbackServer::start()
                             .await
                             .context("starting a loopback upstream")?,
@@ -159,17 +205,25 @@ impl StandIn {
                 Some(name) => Some(self.credential(name, credentials, &upstream)?),
                 None => None,
             };
+            let url = format!("{}{}", upstream.url(""), rule.path());
+            let stand_in = EgressRule::new(
+                &url,
+                &rule.methods,
+                true,
+                credential.as_ref().map(|c| c.name.clone()),
+            )
+            .map_err(anyhow::Error::msg)?;
             rules.push(Rule {
                 real: rule.url.clone(),
                 path: rule.path().to_string(),
                 methods: rule.methods.clone(),
                 credential,
                 upstream,
+                stand_in,
             });
         }
         Ok(Grants {
             tool: manifest.name.clone(),
-            kind: manifest.kind,
             impact: manifest.impact,
             sensitivity: manifest.sensitivity,
             limits: manifest.limits.clone(),
@@ -189,69 +243,76 @@ impl StandIn {
             format!("an egress rule names credential `{name}`, which [credentials] does not define")
         })?;
         let stand_in = format!("{}-{}", self.tag, self.credentials.len());
-        let value = (real.kind == CredentialKind::Static)
-            .then(|| format!("sk-drill-{}", uuid::Uuid::new_v4().simple()));
-        self.credentials.push(CredentialEntry {
-            name: stand_in.clone(),
-            def: real.clone(),
-            audience: upstream.url(""),
-            tools: Vec::new(),
-            secret_file: value.clone(),
-        });
+        let value = match real.kind {
+            CredentialKind::Static => {
+                let value = format!("sk-drill-{}", uuid::Uuid::new_v4().simple());
+                let file = self.dir.path().join("secrets").join(&stand_in);
+                write_secret(&file, &value)?;
+                self.secrets.insert(stand_in.clone(), SecretFile { file });
+                Some(value)
+            }
+            CredentialKind::Minted => None,
+        };
+        self.credentials.insert(
+            stand_in.clone(),
+            CredentialFile {
+                kind: real.kind,
+                audience: upstream.url(""),
+                tools: Vec::new(),
+                lifetime: warden::units::format_duration(real.lifetime),
+                scope: real.scope.clone(),
+                secret: value.is_some().then(|| stand_in.clone()),
+                header: real.header.clone(),
+                prefix: real.prefix.clone(),
+            },
+        );
         Ok(StandInCredential {
             name: stand_in,
             kind: real.kind,
             header: real.header.to_ascii_lowercase(),
+            prefix: real.prefix.clone(),
             value,
         })
     }
 
     /// Adds `component` (a `kind` component that describes itself as `name`) as a tool with
-    /// `grants`; each of its mounts is a new empty directory.
+    /// `grants` and `limits`; each of its mounts is a new empty directory.
     pub fn add(
         &mut self,
         name: &str,
         component: &[u8],
         kind: ToolKind,
         grants: &Grants,
+        limits: &Limits,
     ) -> Result<Added> {
-        let name = name.to_string();
-        let dir = self.dir.path().join("tools").join(&name);
+        let dir = self.dir.path().join("tools").join(name);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("component.wasm"), component)?;
-        let egress = grants
-            .rules
-            .iter()
-            .map(|rule| StandInRule {
-                url: format!("{}{}", rule.upstream.url(""), rule.path),
-                methods: &rule.methods,
-                // The stand-ins are on loopback.
-                allow_private: true,
-                credential: rule.credential.as_ref().map(|c| c.name.as_str()),
-            })
-            .collect();
-        let manifest = StandInManifest {
-            name: &name,
+        let manifest = ManifestFile {
+            name,
             component: "component.wasm",
             digest: Digest::of(component).to_string(),
             kind,
             impact: grants.impact,
             sensitivity: grants.sensitivity,
-            limits: &grants.limits,
+            limits,
             fs: &grants.fs,
-            egress,
+            egress: grants
+                .rules
+                .iter()
+                .map(|rule| RuleFile {
+                    url: &rule.stand_in.url,
+                    methods: &rule.methods,
+                    // The stand-ins are on loopback.
+                    allow_private: true,
+                    credential: rule.credential.as_ref().map(|c| c.name.as_str()),
+                })
+                .collect(),
         };
         std::fs::write(dir.join("tool.toml"), toml::to_string(&manifest)?)?;
-        for rule in &grants.rules {
-            if let Some(credential) = &rule.credential {
-                let entry = self
-                    .credentials
-                    .iter_mut()
-                    .find(|c| c.name == credential.name)
-                    .context("a stand-in credential")?;
-                if !entry.tools.contains(&name) {
-                    entry.tools.push(name.clone());
-                }
+        for credential in grants.rules.iter().filter_map(|r| r.credential.as_ref()) {
+            if let Some(entry) = self.credentials.get_mut(&credential.name) {
+                entry.tools.push(name.to_string());
             }
         }
         let mut mounts = Vec::new();
@@ -261,20 +322,23 @@ impl StandIn {
                 .dir
                 .path()
                 .join("mounts")
-                .join(&name)
+                .join(name)
                 .join(i.to_string())
                 .join("in");
             std::fs::create_dir_all(&host)?;
             mounts.push((request.clone(), host));
         }
-        self.tools.push(ToolEntry {
-            name: name.clone(),
-            mounts: mounts
+        self.tools.push((
+            name.to_string(),
+            mounts
                 .iter()
                 .map(|(m, host)| (m.guest.clone(), host.clone()))
                 .collect(),
-        });
-        Ok(Added { name, mounts })
+        ));
+        Ok(Added {
+            name: name.to_string(),
+            mounts,
+        })
     }
 
     /// Writes the deployment file and policy, and builds a runtime for it.
@@ -288,58 +352,39 @@ impl StandIn {
                 self.agent()
             ),
         )?;
-        let mut toml = format!(
-            "state_dir = {:?}\ntool_dirs = [\"tools\"]\npolicy_dir = \"policies\"\n\n\
-             [agents.{}]\npublic_key = \"{}\"\n",
-            self.state_dir.display().to_string(),
-            self.agent(),
-            keys::format_public(&self.agent_key.verifying_key()),
-        );
-        for tool in &self.tools {
-            for (guest, host) in &tool.mounts {
-                let _ = write!(
-                    toml,
-                    "\n[[mounts]]\ntool = \"{}\"\nguest = {guest:?}\nhost = {:?}\n",
-                    tool.name,
-                    host.display().to_string()
-                );
-            }
-        }
-        for c in &self.credentials {
-            let tools: Vec<String> = c.tools.iter().map(|t| format!("{t:?}")).collect();
-            let _ = write!(
-                toml,
-                "\n[credentials.{}]\nkind = \"{}\"\naudience = {:?}\ntools = [{}]\n\
-                 lifetime = \"{}s\"\nheader = {:?}\nprefix = {:?}\n",
-                c.name,
-                match c.def.kind {
-                    CredentialKind::Minted => "minted",
-                    CredentialKind::Static => "static",
+        let file = DeploymentFile {
+            state_dir: &self.backing.state_dir,
+            tool_dirs: ["tools"],
+            policy_dir: "policies",
+            agents: BTreeMap::from([(
+                self.agent(),
+                AgentFile {
+                    public_key: keys::format_public(&self.agent_key.verifying_key()),
                 },
-                c.audience,
-                tools.join(", "),
-                c.def.lifetime.as_secs().max(1),
-                c.def.header,
-                c.def.prefix,
-            );
-            if let Some(scope) = &c.def.scope {
-                let _ = writeln!(toml, "scope = {scope:?}");
-            }
-            if let Some(value) = &c.secret_file {
-                let file = root.join("secrets").join(&c.name);
-                write_secret(&file, value)?;
-                let _ = write!(
-                    toml,
-                    "secret = \"{0}\"\n\n[secrets.{0}]\nfile = {1:?}\n",
-                    c.name,
-                    file.display().to_string()
-                );
-            }
-        }
+            )]),
+            mounts: self
+                .tools
+                .iter()
+                .flat_map(|(tool, mounts)| {
+                    mounts
+                        .iter()
+                        .map(move |(guest, host)| MountFile { tool, guest, host })
+                })
+                .collect(),
+            credentials: &self.credentials,
+            secrets: &self.secrets,
+            audit: AuditFile {
+                enabled: self.backing.audit.enabled,
+                record_input: self.backing.audit.record_input,
+            },
+        };
         let config = root.join("warden.toml");
-        std::fs::write(&config, toml)?;
-        let deployment = Deployment::load(&config)?;
-        let runtime = Runtime::new(deployment)?;
+        std::fs::write(&config, toml::to_string(&file)?)?;
+        let mut builder = Runtime::builder(Deployment::load(&config)?);
+        if let Some(store) = &self.backing.store {
+            builder = builder.state_store(store.clone());
+        }
+        let runtime = builder.build()?;
         let agent = runtime
             .authenticate(&Secret::new(assertion::sign_session(
                 &self.agent_key,
@@ -363,17 +408,6 @@ pub struct Running {
     pub caller: Caller,
 }
 
-/// `https://api.example.com:8443` of `https://api.example.com:8443/v1/*`.
-fn authority(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let end = rest.find('/').unwrap_or(rest.len());
-    format!(
-        "{}://{}",
-        url.split("://").next().unwrap_or(""),
-        &rest[..end]
-    )
-}
-
 /// A secret file readable by its owner only, as the deployment requires.
 fn write_secret(file: &Path, value: &str) -> Result<()> {
     use std::io::Write as _;
@@ -388,11 +422,4 @@ fn write_secret(file: &Path, value: &str) -> Result<()> {
         .open(file)?
         .write_all(value.as_bytes())?;
     Ok(())
-}
-
-impl Grants {
-    /// The mounts asked for in `mode`.
-    pub fn mounts(&self, mode: MountMode) -> impl Iterator<Item = &MountRequest> {
-        self.fs.iter().filter(move |m| m.mode == mode)
-    }
 }

@@ -25,7 +25,8 @@
 //! body = "down"
 //! ```
 
-use crate::standin::{Added, Grants, Running, StandIn};
+use crate::standin::{Added, Backing, Grants, Rule, Running, StandIn};
+use crate::{clip, name_of};
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,7 +34,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 use warden::call::CallRequest;
-use warden::deployment::{CredentialDef, CredentialKind};
+use warden::deployment::{AuditSettings, CredentialDef, CredentialKind};
 use warden::manifest::{MANIFEST_FILE, Manifest, ManifestError, toml_error};
 use warden::policy::{Origin, OriginKind};
 use warden::registry;
@@ -98,15 +99,22 @@ pub async fn run(dir: &Path) -> Result<Vec<Outcome>> {
     }
     let files = registry::read_tool(dir, false)?;
     let cases = read_cases(&dir.join(TESTS_FILE))?;
-    let mut standin = StandIn::new(None)?;
+    let state = tempfile::tempdir().context("making a state directory for the tests")?;
+    let mut standin = StandIn::new(Backing {
+        state_dir: state.path().to_path_buf(),
+        store: None,
+        audit: AuditSettings::default(),
+    })?;
     let grants = standin
         .grants(&files.manifest, &minted(&files.manifest))
         .await?;
+    let manifest = &files.manifest;
     let added = standin.add(
-        &files.manifest.name,
+        &manifest.name,
         &files.bytes,
-        files.manifest.kind,
+        manifest.kind,
         &grants,
+        &manifest.limits,
     )?;
     for case in &cases {
         check(case, &grants, &added, &dir.join(TESTS_FILE))?;
@@ -169,18 +177,14 @@ fn check(case: &Case, grants: &Grants, added: &Added, file: &Path) -> Result<()>
     for guest in case.files.keys() {
         mount_path(added, guest).map_err(|m| field("files", m))?;
     }
+    let mut answered = Vec::new();
     for upstream in &case.upstream {
-        if let Some(rule) = &upstream.rule {
-            if !grants.rules.iter().any(|r| &r.real == rule) {
-                return Err(field(
-                    "upstream.rule",
-                    format!("the manifest has no egress rule `{rule}`"),
-                )
-                .into());
-            }
-        } else if grants.rules.is_empty() {
-            return Err(field("upstream", "the manifest has no egress rules".into()).into());
+        let rule = answering(upstream, grants).map_err(|m| field("upstream.rule", m))?;
+        if answered.contains(&rule.real) {
+            let m = format!("two replies for the rule `{}`", rule.real);
+            return Err(field("upstream.rule", m).into());
         }
+        answered.push(rule.real.clone());
         reply(upstream).map_err(|m| field("upstream", m))?;
     }
     Ok(())
@@ -205,9 +209,28 @@ fn mount_path(added: &Added, guest: &str) -> Result<PathBuf, String> {
     Err(format!("`{guest}` is in none of the tool's mounts"))
 }
 
+/// The rule a reply answers for: the one it names, or the first.
+fn answering<'a>(upstream: &Upstream, grants: &'a Grants) -> Result<&'a Rule, String> {
+    match &upstream.rule {
+        Some(real) => grants
+            .rules
+            .iter()
+            .find(|r| &r.real == real)
+            .ok_or_else(|| format!("the manifest has no egress rule `{real}`")),
+        None => grants
+            .rules
+            .first()
+            .ok_or_else(|| "the manifest has no egress rules".to_string()),
+    }
+}
+
 fn reply(upstream: &Upstream) -> Result<Reply, String> {
-    http::StatusCode::from_u16(upstream.status)
-        .map_err(|_| format!("status {} is not an HTTP status", upstream.status))?;
+    if !(200..=599).contains(&upstream.status) {
+        return Err(format!(
+            "status {} is not between 200 and 599",
+            upstream.status
+        ));
+    }
     for (name, value) in &upstream.headers {
         http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("`{name}` is not a header name"))?;
@@ -249,13 +272,11 @@ async fn run_case(
         rule.upstream.clear_replies();
     }
     for upstream in &case.upstream {
-        let rule = match &upstream.rule {
-            Some(real) => grants.rules.iter().find(|r| &r.real == real),
-            None => grants.rules.first(),
-        }
-        .context("a checked rule")?;
+        let rule = answering(upstream, grants).map_err(anyhow::Error::msg)?;
+        // Only the rule's own paths: another rule on the same origin answers as it says.
+        let prefix = rule.path.split('*').next().unwrap_or("/");
         rule.upstream
-            .reply("/", reply(upstream).map_err(anyhow::Error::msg)?);
+            .reply(prefix, reply(upstream).map_err(anyhow::Error::msg)?);
     }
     let origin = grants
         .rules
@@ -273,20 +294,16 @@ async fn run_case(
     let seconds = started.elapsed().as_secs_f64();
     let got_error = report.record.error.as_ref().map(|e| e.kind);
     let ended = match &report.record.error {
-        Some(e) => format!("{}: {}", kind_name(e.kind), e.message),
-        None => format!(
-            "returned {}",
-            report
-                .output
-                .as_ref()
-                .map(Value::to_string)
-                .unwrap_or_default()
-        ),
+        Some(e) => format!("{}: {}", name_of(&e.kind), clip(&e.message, 500)),
+        None => {
+            let output = report.output.as_ref().map(Value::to_string);
+            format!("returned {}", clip(&output.unwrap_or_default(), 500))
+        }
     };
     let (passed, detail) = match (&case.error, &case.output) {
         (Some(expected), _) => (
             got_error == Some(*expected),
-            format!("expected error {}; {ended}", kind_name(*expected)),
+            format!("expected error {}; {ended}", name_of(expected)),
         ),
         (None, Some(expected)) => {
             let matched = got_error.is_none()
@@ -296,7 +313,10 @@ async fn run_case(
                     .is_some_and(|o| contains(o, expected));
             (
                 matched,
-                format!("expected output containing {expected}; {ended}"),
+                format!(
+                    "expected output containing {}; {ended}",
+                    clip(&expected.to_string(), 500)
+                ),
             )
         }
         (None, None) => (got_error.is_none(), format!("expected success; {ended}")),
@@ -335,13 +355,6 @@ fn contains(got: &Value, expected: &Value) -> bool {
     }
 }
 
-fn kind_name(kind: ErrorKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// The outcomes as a table.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
@@ -351,7 +364,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             if o.passed { "pass" } else { "FAIL" },
             o.tool,
             o.case,
-            o.detail.replace('\n', " ")
+            clip(&o.detail, 300)
         ));
     }
     let failed = outcomes.iter().filter(|o| !o.passed).count();

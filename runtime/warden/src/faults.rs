@@ -1,15 +1,13 @@
 //! Faults that Warden's own tests inject to prove that `warden drill isolation` can fail: each
-//! switches one control off. They exist only with the `fault-injection` feature, which the
-//! test build turns on (a dev-dependency of `warden-cli`) and a release build refuses to
-//! compile; without it `injected` is a constant `false` and the checks compile away.
+//! switches one control off. They exist only in a debug build with the `fault-injection`
+//! feature, which the test build turns on (a dev-dependency of `warden-cli`); in any other
+//! build `injected` is a constant `false` and the checks compile away, so no release build can
+//! switch a control off.
 //!
-//! With the feature, `WARDEN_INJECT_FAULTS` (comma-separated names) switches them on for a
-//! whole process, so that a test can run the real `warden` binary with one control off.
-
-#[cfg(all(feature = "fault-injection", not(debug_assertions)))]
-compile_error!(
-    "the `fault-injection` feature switches controls off: it is for Warden's own debug test builds, never a release"
-);
+//! With them, `WARDEN_INJECT_FAULTS` (comma-separated names) switches them on for a whole
+//! process, so that a test can run the real `warden` binary with one control off; the process
+//! says so on stderr. (`cargo test` leaves such a binary in `target/debug/`; `cargo build`
+//! makes a normal one again.)
 
 /// One control switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +23,6 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
-        Fault::NoScrubbing,
-        Fault::ReadOnlyMountsWritable,
-        Fault::NoEgressRuleCheck,
-        Fault::NoMemoryLimit,
-    ];
-
     /// Its name in `WARDEN_INJECT_FAULTS`.
     pub fn name(self) -> &'static str {
         match self {
@@ -44,20 +35,30 @@ impl Fault {
 }
 
 /// Whether `fault` is switched on in this process.
-#[cfg(feature = "fault-injection")]
+#[cfg(all(feature = "fault-injection", debug_assertions))]
 pub fn injected(fault: Fault) -> bool {
     static ON: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        std::env::var("WARDEN_INJECT_FAULTS")
+        let on: Vec<String> = std::env::var("WARDEN_INJECT_FAULTS")
             .unwrap_or_default()
             .split(',')
             .map(|name| name.trim().to_string())
-            .collect()
+            .filter(|name| !name.is_empty())
+            .collect();
+        if !on.is_empty() {
+            // Loud, so that a test build's binary is never mistaken for a real one.
+            eprintln!(
+                "warden: a test build with controls switched off: {}",
+                on.join(", ")
+            );
+        }
+        on
     });
     ON.iter().any(|name| name == fault.name())
 }
 
-/// Whether `fault` is switched on in this process: never, in a build without the feature.
-#[cfg(not(feature = "fault-injection"))]
+/// Whether `fault` is switched on in this process: never, in a release build or one without
+/// the feature.
+#[cfg(not(all(feature = "fault-injection", debug_assertions)))]
 #[inline(always)]
 pub fn injected(_: Fault) -> bool {
     false

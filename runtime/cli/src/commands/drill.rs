@@ -77,6 +77,9 @@ pub async fn run(config: &Path, command: DrillCommand) -> Result<i32> {
                             isolation::Verdict::Escaped => {
                                 junit::Outcome::Failed(format!("escaped: {}", r.attack))
                             }
+                            isolation::Verdict::Inconclusive => {
+                                junit::Outcome::Failed(format!("inconclusive: {}", r.attack))
+                            }
                             isolation::Verdict::NotApplicable => {
                                 junit::Outcome::Skipped(r.evidence.clone())
                             }
@@ -88,10 +91,11 @@ pub async fn run(config: &Path, command: DrillCommand) -> Result<i32> {
                 junit::write(&file, "warden drill isolation", &cases)?;
             }
             print_rows(json, &rows, || isolation::table(&rows))?;
-            let escaped = rows
-                .iter()
-                .any(|r| r.verdict == isolation::Verdict::Escaped);
-            Ok(if escaped { 1 } else { 0 })
+            Ok(if rows.iter().any(|r| r.verdict.fails()) {
+                1
+            } else {
+                0
+            })
         }
     }
 }

@@ -1,33 +1,51 @@
 //! The isolation drill: Warden's own hostile components, run under each tool's grants (its
 //! mounts in their modes, its egress rules, its credentials, its limits) in a stand-in
 //! deployment (`crate::standin`): loopback servers in place of the real upstreams, fresh
-//! directories in place of the real mounts, throwaway credentials and one throwaway agent. It
-//! writes to the deployment's audit (marked `origin.kind = "drill"`) and nothing else of it.
+//! directories in place of the real mounts, throwaway credentials, keys and agent. The calls
+//! are recorded in the deployment's audit (`origin.kind = "drill"`); nothing else of the
+//! deployment is written.
 //!
-//! Each attack is judged from the host's side wherever it can be: what reached the loopback
-//! servers, what changed on disk, whether the text of a file outside a mount or a credential
-//! the upstream saw (in any encoding) turns up in what the tool returned, and how the call
-//! ended; a hostile component's report of itself is evidence, never the verdict.
+//! The probes of mounts, rules and credentials run with generous limits of their own, so that
+//! a limit can never end one early and pass for a control; the probes of limits run with the
+//! tool's. A probe that does not run to its end is *inconclusive*, which fails the drill like
+//! an escape. Each attack is judged from the host's side wherever it can be: what reached a
+//! loopback server or a port nothing should reach, what changed on disk, whether the text of
+//! a file outside a mount or a credential the upstream saw (in any form the scrubber removes)
+//! turns up in what the tool got, and how the call ended.
 
-use crate::standin::{Added, Grants, Rule, Running, StandIn, StandInCredential};
+use crate::standin::{Added, Backing, Grants, Rule, Running, StandIn, StandInCredential};
+use crate::{clip, name_of};
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use warden::call::CallRequest;
-use warden::deployment::{CredentialKind, Deployment};
-use warden::manifest::{Manifest, MountMode, MountRequest, ToolKind};
+use warden::deployment::Deployment;
+use warden::manifest::{Limits, Manifest, MountMode, MountRequest, ToolKind};
 use warden::policy::{Origin, OriginKind};
 use warden::registry;
 use warden::report::{CallReport, ErrorKind};
-use warden_test_support::DRILL_TOOLS;
-use warden_test_support::loopback::{LoopbackServer, Received};
+use warden::sandbox::egress::{EgressRule, Target, match_rule};
+use warden_test_support::loopback::Received;
+use warden_test_support::{BuiltTool, DRILL_TOOLS, HOSTILE_HTTP};
 
-/// How much longer than its timeout a call may take before the wall-time row says escaped:
-/// the host's own scheduling, not the tool's.
+/// How much longer than its timeout a call may take before it counts as not stopped: the
+/// host's own scheduling, not the tool's.
 const GRACE: Duration = Duration::from_secs(5);
+/// Tools drilled at once: each runs a spinning and a memory-hungry probe.
+const TOOLS_AT_ONCE: usize = 2;
+/// Paths each credential probe asks the upstream to echo the request's headers on.
+const ECHOES: [&str; 5] = [
+    "echo-headers",
+    "echo-headers-gzip",
+    "echo-headers-gzip-always",
+    "echo-headers-split",
+    "echo-headers-truncated",
+];
 
 /// What became of one attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,16 +53,24 @@ const GRACE: Duration = Duration::from_secs(5);
 pub enum Verdict {
     Held,
     Escaped,
+    /// The probe did not run to its end: nothing is proven either way.
+    Inconclusive,
     NotApplicable,
 }
 
 impl Verdict {
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Verdict::Held => "held",
             Verdict::Escaped => "ESCAPED",
+            Verdict::Inconclusive => "UNKNOWN",
             Verdict::NotApplicable => "n/a",
         }
+    }
+
+    /// Whether the row fails the drill.
+    pub fn fails(self) -> bool {
+        matches!(self, Verdict::Escaped | Verdict::Inconclusive)
     }
 }
 
@@ -53,7 +79,8 @@ impl Verdict {
 pub struct Row {
     pub tool: String,
     pub attack: String,
-    /// The grant attacked: a mount, an egress rule, or `-` for the whole sandbox.
+    /// The grant attacked as the tool's manifest has it: a mount, an egress rule (its
+    /// stand-in is a loopback server), a limit, or `-` for the whole sandbox.
     pub grant: String,
     pub verdict: Verdict,
     pub evidence: String,
@@ -63,36 +90,29 @@ pub struct Row {
 /// Runs the drill for the deployment's tools (or those named).
 pub async fn run(deployment: &Deployment, only: &[String]) -> Result<Vec<Row>> {
     let manifests = tools(deployment, only)?;
-    // A stand-in deployment per tool: the hostile components keep their own names in each.
-    let mut tasks = Vec::new();
-    for manifest in &manifests {
-        let mut standin = StandIn::new(Some(&deployment.state_dir))?;
-        let grants = standin
-            .grants(manifest, &deployment.credentials)
-            .await
-            .with_context(|| format!("{}: tool `{}`", deployment.file.display(), manifest.name))?;
-        let mut added = BTreeMap::new();
-        for tool in DRILL_TOOLS {
-            added.insert(
-                tool.name,
-                standin.add(tool.name, tool.component, ToolKind::Tool, &grants)?,
-            );
-        }
-        let target = Target {
-            running: standin.start()?,
-            marker: format!("warden-drill-outside-{}", standin.tag),
-            grants,
-            added,
-            decoy: LoopbackServer::start().await?,
-            _standin: standin,
-        };
-        tasks.push(tokio::spawn(async move { target.drill().await }));
+    // Keys and compiled components of its own; the deployment's store for the audit.
+    let state = tempfile::tempdir().context("making the drill's state directory")?;
+    let backing = Backing {
+        state_dir: state.path().to_path_buf(),
+        store: Some(warden::state::sqlite::open(&deployment.state_dir)?),
+        audit: deployment.audit.clone(),
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(TOOLS_AT_ONCE));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, manifest) in manifests.into_iter().enumerate() {
+        let target = Drilled::new(&manifest, deployment, backing.clone()).await?;
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            target.drill().await.map(|rows| (order, rows))
+        });
     }
-    let mut rows = Vec::new();
-    for task in tasks {
-        rows.extend(task.await.context("a drill task")??);
+    let mut drilled = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        drilled.push(done.context("a drill task")??);
     }
-    Ok(rows)
+    drilled.sort_by_key(|(order, _)| *order);
+    Ok(drilled.into_iter().flat_map(|(_, rows)| rows).collect())
 }
 
 /// The manifests of the tools to drill, in the deployment's order.
@@ -127,38 +147,52 @@ pub fn table(rows: &[Row]) -> String {
             clip(&row.tool, 14),
             row.attack,
             clip(&row.grant, 34),
-            row.verdict.as_str(),
+            row.verdict.label(),
             clip(&row.evidence, 100)
         ));
     }
     let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
     out.push_str(&format!(
-        "\n{} held, {} escaped, {} not applicable\n",
+        "\n{} held, {} escaped, {} inconclusive, {} not applicable\n",
         count(Verdict::Held),
         count(Verdict::Escaped),
+        count(Verdict::Inconclusive),
         count(Verdict::NotApplicable)
     ));
     out
 }
 
-fn clip(text: &str, width: usize) -> String {
-    let text = text.replace('\n', " ");
-    if text.chars().count() <= width {
-        text
-    } else {
-        format!("{}…", text.chars().take(width - 1).collect::<String>())
+/// The limits of the probes of mounts, rules and credentials: room for every probe to run to
+/// its end, whatever the tool's own limits are.
+fn probe_limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(30),
+        egress_requests: 64,
+        ..Limits::default()
     }
 }
 
+/// Which probes run with the tool's own limits: those that attack a limit.
+fn attacks_a_limit(tool: &BuiltTool) -> bool {
+    [
+        "hostile-memory",
+        "hostile-cpu",
+        "hostile-flood",
+        "hostile-disk",
+        "hostile-http",
+    ]
+    .contains(&tool.name)
+}
+
 /// One tool's grants, with the hostile components added under them.
-struct Target {
+struct Drilled {
     running: Running,
     grants: Grants,
     added: BTreeMap<&'static str, Added>,
     /// The text of every file placed outside a mount.
     marker: String,
-    /// A server on another port: anything reaching it escaped.
-    decoy: LoopbackServer,
+    /// A port nothing may reach.
+    tripwire: Tripwire,
     /// Its files, kept until the drill of this tool ends.
     _standin: StandIn,
 }
@@ -177,9 +211,17 @@ impl Called {
     /// How the call ended, in a few words.
     fn ended(&self) -> String {
         match &self.report.record.error {
-            Some(e) => format!("{}: {}", kind_name(e.kind), clip(&e.message, 160)),
+            Some(e) => format!("{}: {}", name_of(&e.kind), clip(&e.message, 160)),
             None => "returned".into(),
         }
+    }
+
+    /// The output, when the call returned one.
+    fn output(&self) -> Option<&Value> {
+        self.report
+            .output
+            .as_ref()
+            .filter(|_| self.report.record.error.is_none())
     }
 
     /// Everything the tool handed back.
@@ -195,9 +237,54 @@ impl Called {
             self.report.stderr
         )
     }
+
+    /// What each request of a `hostile-egress` call got, in short.
+    fn summary(&self) -> String {
+        match self.output() {
+            Some(Value::Array(results)) => results
+                .iter()
+                .map(|r| match r["sent"] {
+                    Value::Bool(true) => format!("sent ({})", r["status"]),
+                    _ => format!("refused: {}", r["error"].as_str().unwrap_or("")),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => self.ended(),
+        }
+    }
 }
 
-impl Target {
+impl Drilled {
+    async fn new(
+        manifest: &Manifest,
+        deployment: &Deployment,
+        backing: Backing,
+    ) -> Result<Drilled> {
+        let mut standin = StandIn::new(backing)?;
+        let grants = standin
+            .grants(manifest, &deployment.credentials)
+            .await
+            .with_context(|| format!("{}: tool `{}`", deployment.file.display(), manifest.name))?;
+        let mut added = BTreeMap::new();
+        for tool in DRILL_TOOLS.iter().chain([&HOSTILE_HTTP]) {
+            let limits = match attacks_a_limit(tool) {
+                true => grants.limits.clone(),
+                false => probe_limits(),
+            };
+            let component =
+                standin.add(tool.name, tool.component, ToolKind::Tool, &grants, &limits)?;
+            added.insert(tool.name, component);
+        }
+        Ok(Drilled {
+            running: standin.start()?,
+            marker: format!("warden-drill-outside-{}", standin.tag),
+            grants,
+            added,
+            tripwire: Tripwire::start().await?,
+            _standin: standin,
+        })
+    }
+
     async fn drill(self) -> Result<Vec<Row>> {
         // The long waits (CPU, wall time, memory) run beside the rest, which runs in order so
         // that what reaches a loopback server is known to be the call's own.
@@ -209,8 +296,14 @@ impl Target {
 
     async fn quick(&self) -> Result<Vec<Row>> {
         let mut rows = Vec::new();
-        for mount in &self.added["hostile-mount"].mounts {
-            rows.extend(self.leave_mount(mount).await?);
+        let mounts = &self.added["hostile-mount"].mounts;
+        for mount in mounts {
+            // Links and moves out of it go to another mount, a writable one if there is one.
+            let other = mounts
+                .iter()
+                .filter(|(m, _)| m.guest != mount.0.guest)
+                .max_by_key(|(m, _)| m.mode == MountMode::Rw);
+            rows.extend(self.leave_mount(mount, other).await?);
         }
         for (request, _) in &self.added["hostile-disk"].mounts {
             if request.mode == MountMode::Rw {
@@ -227,10 +320,12 @@ impl Target {
         rows.push(self.environment().await?);
         rows.push(self.stdio().await?);
         if self.grants.fs.is_empty() {
-            rows.push(self.not_applicable("leave a mount", "the tool has no mounts"));
+            rows.push(self.not_applicable("leave a mount", "-", "the tool has no mounts"));
+        } else if !self.grants.fs.iter().any(|m| m.mode == MountMode::Rw) {
+            rows.push(self.not_applicable("disk quota", "-", "the tool has no read-write mount"));
         }
         if self.grants.rules.is_empty() {
-            rows.push(self.not_applicable("egress", "the tool has no egress rules"));
+            rows.push(self.not_applicable("egress", "-", "the tool has no egress rules"));
         }
         Ok(rows)
     }
@@ -241,16 +336,26 @@ impl Target {
         Ok(vec![memory?, cpu?, wall?, output?])
     }
 
-    async fn call(&self, hostile: &str, input: Value) -> Result<Called> {
+    /// Calls `hostile` as the stand-in agent. `Err(seconds)` when the call was still running
+    /// `GRACE` after its timeout: the timeout did not stop it.
+    async fn call(&self, hostile: &str, input: Value) -> Result<Result<Called, f64>> {
         let name = &self.added[hostile].name;
+        let timeout = match self.added_limits(hostile) {
+            Some(limits) => limits.timeout,
+            None => probe_limits().timeout,
+        };
         let request =
             CallRequest::new(name.as_str(), input, self.running.caller.clone()).origin(Origin {
                 kind: OriginKind::Drill,
                 label: format!("isolation drill of {}", self.grants.tool),
             });
         let started = Instant::now();
-        let report = self.running.runtime.call(request).await;
-        if report.record.error.as_ref().is_some_and(|e| {
+        let Ok(report) =
+            tokio::time::timeout(timeout + GRACE, self.running.runtime.call(request)).await
+        else {
+            return Ok(Err(started.elapsed().as_secs_f64()));
+        };
+        if let Some(e) = report.record.error.as_ref().filter(|e| {
             matches!(
                 e.kind,
                 ErrorKind::Internal
@@ -259,62 +364,102 @@ impl Target {
                     | ErrorKind::InvalidInput
             )
         }) {
-            let e = report
-                .record
-                .error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_default();
             bail!(
-                "the drill could not run {hostile} under {}'s grants: {e}",
-                self.grants.tool
+                "the drill could not run {hostile} under {}'s grants: {}",
+                self.grants.tool,
+                e.message
             );
         }
-        Ok(Called {
+        Ok(Ok(Called {
             report,
             seconds: started.elapsed().as_secs_f64(),
-        })
+        }))
     }
 
-    fn row(
+    /// The tool's own limits when `hostile` attacks a limit.
+    fn added_limits(&self, hostile: &str) -> Option<&Limits> {
+        DRILL_TOOLS
+            .iter()
+            .chain([&HOSTILE_HTTP])
+            .find(|t| t.name == hostile)
+            .filter(|t| attacks_a_limit(t))
+            .map(|_| &self.grants.limits)
+    }
+
+    /// Calls a probe of mounts, rules or credentials: it must run to its end, or every row it
+    /// would judge is inconclusive (`Err(rows)`).
+    async fn probe(
+        &self,
+        hostile: &str,
+        input: Value,
+        rows: &[(&str, &str)],
+    ) -> Result<Result<Called, Vec<Row>>> {
+        let (why, seconds) = match self.call(hostile, input).await? {
+            Ok(called) if called.output().is_some() => return Ok(Ok(called)),
+            Ok(called) => (
+                format!("the probe did not finish: {}", called.ended()),
+                called.seconds,
+            ),
+            Err(seconds) => (
+                format!("the probe ran {seconds:.1}s, past its timeout"),
+                seconds,
+            ),
+        };
+        Ok(Err(rows
+            .iter()
+            .map(|(attack, grant)| {
+                self.verdict(attack, grant, Verdict::Inconclusive, why.clone(), seconds)
+            })
+            .collect()))
+    }
+
+    fn verdict(
         &self,
         attack: &str,
         grant: &str,
-        escaped: Option<String>,
-        held: String,
+        verdict: Verdict,
+        evidence: String,
         seconds: f64,
     ) -> Row {
         Row {
             tool: self.grants.tool.clone(),
             attack: attack.into(),
             grant: grant.into(),
-            verdict: if escaped.is_some() {
-                Verdict::Escaped
-            } else {
-                Verdict::Held
-            },
-            evidence: escaped.unwrap_or(held),
+            verdict,
+            evidence,
             seconds,
         }
     }
 
-    fn not_applicable(&self, attack: &str, why: &str) -> Row {
-        Row {
-            tool: self.grants.tool.clone(),
-            attack: attack.into(),
-            grant: "-".into(),
-            verdict: Verdict::NotApplicable,
-            evidence: why.into(),
-            seconds: 0.0,
+    /// Escaped with the reason, or held with what the tool got instead.
+    fn row(
+        &self,
+        attack: &str,
+        grant: &str,
+        escaped: Option<String>,
+        instead: String,
+        seconds: f64,
+    ) -> Row {
+        match escaped {
+            Some(why) => self.verdict(attack, grant, Verdict::Escaped, why, seconds),
+            None => self.verdict(attack, grant, Verdict::Held, instead, seconds),
         }
+    }
+
+    fn not_applicable(&self, attack: &str, grant: &str, why: &str) -> Row {
+        self.verdict(attack, grant, Verdict::NotApplicable, why.into(), 0.0)
     }
 
     // ---- mounts ---------------------------------------------------------------------------
 
-    /// Out of one mount (`..`, absolute paths, symlinks placed and made, hard links), and
-    /// changing it when it is read-only.
-    async fn leave_mount(&self, (request, host): &(MountRequest, PathBuf)) -> Result<Vec<Row>> {
-        let grant = format!("{} ({})", request.guest, mode(request.mode));
+    /// Out of one mount (`..`, absolute paths, symlinks placed and made, hard links, also into
+    /// the tool's `other` mount), and changing it when it is read-only.
+    async fn leave_mount(
+        &self,
+        (request, host): &(MountRequest, PathBuf),
+        other: Option<&(MountRequest, PathBuf)>,
+    ) -> Result<Vec<Row>> {
+        let grant = format!("{} ({})", request.guest, name_of(&request.mode));
         let outside = host
             .parent()
             .context("a mount's parent")?
@@ -324,14 +469,28 @@ impl Target {
         let _ = std::os::unix::fs::symlink("../outside.txt", host.join("link-rel"));
         let _ = std::os::unix::fs::symlink(&outside, host.join("link-abs"));
         let before = snapshot(host);
-        let called = self
-            .call(
-                "hostile-mount",
-                json!({ "mount": request.guest, "outside": outside.display().to_string() }),
-            )
-            .await?;
+        let mut attacks = vec![
+            "leave mount: ..",
+            "leave mount: absolute",
+            "symlink placed",
+            "symlink made",
+            "hard link",
+        ];
+        if request.mode == MountMode::Ro {
+            attacks.push("write read-only");
+        }
+        let input = json!({
+            "mount": request.guest,
+            "outside": outside.display().to_string(),
+            "other": other.map(|(m, _)| m.guest.clone()),
+        });
+        let named: Vec<(&str, &str)> = attacks.iter().map(|a| (*a, grant.as_str())).collect();
+        let called = match self.probe("hostile-mount", input, &named).await? {
+            Ok(called) => called,
+            Err(rows) => return Ok(rows),
+        };
         let after = snapshot(host);
-        let output = called.report.output.clone().unwrap_or(Value::Null);
+        let output = called.output().cloned().unwrap_or(Value::Null);
         let tries = |attack: &str| output.get(attack).map(Value::to_string).unwrap_or_default();
         let read_outside = |attack: &str| {
             let tried = tries(attack);
@@ -345,47 +504,58 @@ impl Target {
         let made = |names: &[&str]| {
             names
                 .iter()
-                .filter(|n| host.join(n).symlink_metadata().is_ok())
+                .find(|n| host.join(n).symlink_metadata().is_ok())
                 .map(|n| format!("{n} was created in the mount"))
-                .next()
         };
+        // A read-only mount's file, linked or moved into the other mount.
+        let crossed =
+            other
+                .filter(|_| request.mode == MountMode::Ro)
+                .and_then(|(m, other_host)| {
+                    ["cross-link", "cross-moved"]
+                        .iter()
+                        .find(|n| other_host.join(n).symlink_metadata().is_ok())
+                        .map(|n| format!("{n} was made in {} from this mount's file", m.guest))
+                });
+        let s = called.seconds;
         let mut rows = vec![
             self.row(
-                "leave mount: ..",
+                attacks[0],
                 &grant,
                 read_outside("dotdot"),
-                held(&tries("dotdot")),
-                called.seconds,
+                tries("dotdot"),
+                s,
             ),
             self.row(
-                "leave mount: absolute",
+                attacks[1],
                 &grant,
                 read_outside("absolute"),
-                held(&tries("absolute")),
-                called.seconds,
+                tries("absolute"),
+                s,
             ),
             self.row(
-                "symlink placed",
+                attacks[2],
                 &grant,
                 read_outside("placed-symlink"),
-                held(&tries("placed-symlink")),
-                called.seconds,
+                tries("placed-symlink"),
+                s,
             ),
             self.row(
-                "symlink made",
+                attacks[3],
                 &grant,
                 read_outside("made-symlink").or_else(|| made(&["made-rel", "made-abs"])),
-                held(&tries("made-symlink")),
-                called.seconds,
+                tries("made-symlink"),
+                s,
             ),
             self.row(
-                "hard link",
+                attacks[4],
                 &grant,
                 read_outside("hard-link")
                     .or_else(|| made(&["made-hard"]))
-                    .or(outside_changed),
-                held(&tries("hard-link")),
-                called.seconds,
+                    .or(outside_changed)
+                    .or(crossed),
+                format!("{} {}", tries("hard-link"), tries("cross-mount")),
+                s,
             ),
         ];
         if request.mode == MountMode::Ro {
@@ -395,20 +565,15 @@ impl Target {
                     clip(&tries("write"), 200)
                 )
             });
-            rows.push(self.row(
-                "write read-only",
-                &grant,
-                changed,
-                held(&tries("write")),
-                called.seconds,
-            ));
+            rows.push(self.row(attacks[5], &grant, changed, tries("write"), s));
         }
         Ok(rows)
     }
 
-    /// More on a read-write mount than the disk quota, in one write, many writes and by
+    /// More on a read-write mount than the disk quota, in one write, many small writes and by
     /// growing a file without writing; measured on the host after each call.
     async fn disk_quota(&self, request: &MountRequest) -> Result<Row> {
+        let attack = "disk quota";
         let grant = format!("{} (rw, disk {})", request.guest, self.grants.limits.disk);
         let host = &self.added["hostile-disk"]
             .mounts
@@ -419,237 +584,259 @@ impl Target {
         let quota = self.grants.limits.disk.0;
         let mut seconds = 0.0;
         let mut evidence = Vec::new();
-        for attack in ["big-write", "stream-writes", "set-size"] {
+        for probe in ["big-write", "stream-writes", "set-size"] {
             empty(host)?;
-            let called = self
-                .call(
-                    "hostile-disk",
-                    json!({
-                        "attack": attack,
-                        "mount": request.guest,
-                        "bytes": 2 * quota,
-                        "start": quota.saturating_sub(256 << 10),
-                    }),
-                )
-                .await?;
+            // Past the quota by 1 MiB at most (a failed quota writes no more than that), the
+            // stream starting just below it (sparse before).
+            let input = json!({
+                "attack": probe,
+                "mount": request.guest,
+                "bytes": quota + (1 << 20),
+                "start": quota.saturating_sub(256 << 10),
+            });
+            let called = match self.call("hostile-disk", input).await? {
+                Ok(called) => called,
+                Err(s) => {
+                    let why = format!("{probe}: still running {s:.1}s after it started");
+                    return Ok(self.verdict(attack, &grant, Verdict::Escaped, why, seconds + s));
+                }
+            };
             seconds += called.seconds;
             let used = usage(host);
             if used > quota {
-                return Ok(self.row(
-                    "disk quota",
-                    &grant,
-                    Some(format!(
-                        "{attack}: the mount holds {used} bytes, over the quota of {quota}"
-                    )),
-                    String::new(),
-                    seconds,
-                ));
+                let why =
+                    format!("{probe}: the mount holds {used} bytes, over the quota of {quota}");
+                return Ok(self.verdict(attack, &grant, Verdict::Escaped, why, seconds));
             }
-            evidence.push(format!("{attack}: {used} bytes, {}", called.ended()));
+            if called.kind() != Some(ErrorKind::DiskLimit) {
+                let why = format!("{probe}: the quota was never reached ({})", called.ended());
+                return Ok(self.verdict(attack, &grant, Verdict::Inconclusive, why, seconds));
+            }
+            evidence.push(format!("{probe}: {used} bytes, disk_limit"));
         }
         empty(host)?;
-        Ok(self.row("disk quota", &grant, None, evidence.join("; "), seconds))
+        Ok(self.verdict(attack, &grant, Verdict::Held, evidence.join("; "), seconds))
     }
 
     // ---- egress ---------------------------------------------------------------------------
 
     /// Requests outside one rule: another host, port, path or method, URL-form tricks, and
-    /// more requests than the call's budget.
+    /// more requests than the call's budget. Judged against every rule of the tool on the
+    /// same upstream (another may allow what this one does not).
     async fn egress(&self, rule: &Rule) -> Result<Vec<Row>> {
-        let upstream = &rule.upstream;
-        let port = upstream.addr.port();
-        let decoy = self.decoy.addr;
-        let inside = inside_path(&rule.path);
-        let method = rule
-            .methods
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "GET".into());
-        let request = |authority: String, path: &str, method: &str| json!({ "method": method, "scheme": "http", "authority": authority, "path": path });
-        let mut rows = Vec::new();
-
-        let (called, got) = self
-            .egress_call(
-                rule,
-                vec![request(format!("localhost:{port}"), &inside, &method)],
-            )
-            .await?;
-        let escaped = got
+        let grant = rule.real.as_str();
+        let siblings: Vec<&Rule> = self
+            .grants
+            .rules
             .iter()
-            .find(|r| header(r, "host") != Some(format!("127.0.0.1:{port}")))
-            .map(|r| {
-                format!(
-                    "the upstream received a request for host {:?}",
-                    header(r, "host")
-                )
-            });
-        rows.push(self.row(
-            "egress: other host",
-            &rule.real,
-            escaped,
-            called.summary(),
-            called.seconds,
-        ));
+            .filter(|r| Arc::ptr_eq(&r.upstream, &rule.upstream))
+            .collect();
+        let stand_ins: Vec<EgressRule> = siblings.iter().map(|r| r.stand_in.clone()).collect();
+        let here = rule.upstream.addr.to_string();
+        let warden_allows = |method: &str, path: &str| {
+            format!("http://{here}{path}")
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|uri| Target::from_uri(method, &uri).ok())
+                .is_some_and(|t| match_rule(&stand_ins, &t).is_ok())
+        };
+        let Some((method, inside)) = rule
+            .methods
+            .iter()
+            .map(|m| (m.clone(), rule.path.replace('*', "drill")))
+            .find(|(m, p)| warden_allows(m, p))
+        else {
+            return Ok(vec![self.not_applicable(
+                "egress",
+                grant,
+                "no request the rule allows could be made",
+            )]);
+        };
+        let request = |authority: &str, path: &str, method: &str| json!({ "method": method, "scheme": "http", "authority": authority, "path": path });
+        let outside_rules = |got: &[Received]| {
+            got.iter()
+                .find(|r| !siblings.iter().any(|s| allows(s, &r.method, &r.path)))
+                .map(|r| format!("the upstream received {} {}", r.method, r.path))
+        };
+        let mut rows = Vec::new();
+        let port = rule.upstream.addr.port();
 
-        let (called, _) = self
-            .egress_call(rule, vec![request(decoy.to_string(), &inside, &method)])
-            .await?;
-        rows.push(self.row(
-            "egress: other port",
-            &rule.real,
-            self.decoy_reached(),
-            called.summary(),
-            called.seconds,
-        ));
-
-        if rule.path == "/*" {
-            rows.push(self.na_for(rule, "egress: other path", "the rule allows every path"));
-        } else {
-            let outside = outside_path(&rule.path);
-            let (called, got) = self
-                .egress_call(
-                    rule,
-                    vec![request(format!("127.0.0.1:{port}"), &outside, &method)],
-                )
-                .await?;
-            rows.push(self.row(
-                "egress: other path",
-                &rule.real,
-                outside_rule(rule, &got),
-                called.summary(),
-                called.seconds,
-            ));
-        }
-
-        match ["DELETE", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"]
-            .into_iter()
-            .find(|m| !rule.methods.iter().any(|allowed| allowed == m))
-        {
-            None => {
-                rows.push(self.na_for(rule, "egress: other method", "the rule allows every method"))
-            }
-            Some(other) => {
-                let (called, got) = self
-                    .egress_call(
-                        rule,
-                        vec![request(format!("127.0.0.1:{port}"), &inside, other)],
-                    )
-                    .await?;
+        let attack = "egress: other host";
+        let probe = vec![request(&format!("localhost:{port}"), &inside, &method)];
+        match self.egress_probe(rule, probe, attack, grant).await? {
+            Err(row) => rows.push(row),
+            Ok((called, got, _)) => {
                 let escaped = got
                     .iter()
-                    .find(|r| r.method == other)
-                    .map(|r| format!("the upstream received {} {}", r.method, r.path));
-                rows.push(self.row(
-                    "egress: other method",
-                    &rule.real,
-                    escaped,
-                    called.summary(),
-                    called.seconds,
-                ));
+                    .find(|r| header(r, "host").as_deref() != Some(here.as_str()))
+                    .map(|r| {
+                        format!(
+                            "the upstream received a request for {:?}",
+                            header(r, "host")
+                        )
+                    });
+                rows.push(self.row(attack, grant, escaped, called.summary(), called.seconds));
             }
         }
 
-        // The same rule, written so that a parser that reads it differently from the one that
-        // decided would reach somewhere else.
-        let prefix = inside.trim_end_matches("drill");
-        let here = format!("127.0.0.1:{port}");
-        let tricks = vec![
-            request(here.clone(), &format!("{prefix}../drill-outside"), &method),
+        let attack = "egress: other port";
+        let probe = vec![request(&self.tripwire.addr.to_string(), &inside, &method)];
+        match self.egress_probe(rule, probe, attack, grant).await? {
+            Err(row) => rows.push(row),
+            Ok((called, _, tripped)) => {
+                rows.push(self.row(attack, grant, tripped, called.summary(), called.seconds))
+            }
+        }
+
+        let attack = "egress: other path";
+        let prefix = rule
+            .path
+            .split('*')
+            .next()
+            .unwrap_or("/")
+            .trim_end_matches('/');
+        match [
+            format!("{prefix}-drill-outside/x"),
+            format!("{}-drill-outside", rule.path.replace('*', "drill")),
+            "/warden-drill-outside".to_string(),
+        ]
+        .into_iter()
+        .find(|p| p.starts_with('/') && !warden_allows(&method, p))
+        {
+            None => {
+                rows.push(self.not_applicable(attack, grant, "the tool's rules allow every path"))
+            }
+            Some(outside) => {
+                let probe = vec![request(&here, &outside, &method)];
+                match self.egress_probe(rule, probe, attack, grant).await? {
+                    Err(row) => rows.push(row),
+                    Ok((called, got, _)) => {
+                        rows.push(self.row(
+                            attack,
+                            grant,
+                            outside_rules(&got),
+                            called.summary(),
+                            called.seconds,
+                        ));
+                    }
+                }
+            }
+        }
+
+        let attack = "egress: other method";
+        match ["DELETE", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"]
+            .into_iter()
+            .find(|m| !warden_allows(m, &inside))
+        {
+            None => rows.push(self.not_applicable(
+                attack,
+                grant,
+                "the tool's rules allow every method here",
+            )),
+            Some(other) => {
+                let probe = vec![request(&here, &inside, other)];
+                match self.egress_probe(rule, probe, attack, grant).await? {
+                    Err(row) => rows.push(row),
+                    Ok((called, got, _)) => {
+                        rows.push(self.row(
+                            attack,
+                            grant,
+                            outside_rules(&got),
+                            called.summary(),
+                            called.seconds,
+                        ));
+                    }
+                }
+            }
+        }
+
+        // The rule's paths, written so that a parser that reads them differently from the one
+        // that decided would reach somewhere else.
+        let attack = "egress: url tricks";
+        let base = &inside[..inside.rfind('/').map_or(1, |i| i + 1)];
+        let trip = self.tripwire.addr;
+        let mut tricks: Vec<Value> = [
+            "../drill-outside",
+            "%2e%2e/drill-outside",
+            "%2E%2E%2Fdrill-outside",
+            "..%2fdrill-outside",
+            "..%5cdrill-outside",
+            "%252e%252e/drill-outside",
+            "./../drill-outside",
+        ]
+        .iter()
+        .map(|t| request(&here, &format!("{base}{t}"), &method))
+        .collect();
+        tricks.extend([
+            request(&format!("{here}@{trip}"), &inside, &method),
+            request(&format!("{trip}#@{here}"), &inside, &method),
+            request(&format!("127.0.0.1.:{}", trip.port()), &inside, &method),
+            request(&format!("0x7f.1:{}", trip.port()), &inside, &method),
             request(
-                here.clone(),
-                &format!("{prefix}%2e%2e/drill-outside"),
-                &method,
-            ),
-            request(
-                here.clone(),
-                &format!("{prefix}%2E%2E%2Fdrill-outside"),
-                &method,
-            ),
-            request(
-                here.clone(),
-                &format!("{prefix}..%2fdrill-outside"),
-                &method,
-            ),
-            request(
-                here.clone(),
-                &format!("{prefix}..%5cdrill-outside"),
-                &method,
-            ),
-            request(
-                here.clone(),
-                &format!("{prefix}%252e%252e/drill-outside"),
-                &method,
-            ),
-            request(format!("{here}@{decoy}"), &inside, &method),
-            request(format!("{decoy}#@{here}"), &inside, &method),
-            request(format!("127.0.0.1.:{}", decoy.port()), &inside, &method),
-            request(format!("0x7f.1:{}", decoy.port()), &inside, &method),
-            request(
-                format!("[::ffff:127.0.0.1]:{}", decoy.port()),
+                &format!("[::ffff:127.0.0.1]:{}", trip.port()),
                 &inside,
                 &method,
             ),
-        ];
-        let (called, got) = self.egress_call(rule, tricks).await?;
-        let escaped = self.decoy_reached().or_else(|| outside_rule(rule, &got));
-        rows.push(self.row(
-            "egress: url tricks",
-            &rule.real,
-            escaped,
-            called.summary(),
-            called.seconds,
-        ));
+        ]);
+        match self.egress_probe(rule, tricks, attack, grant).await? {
+            Err(row) => rows.push(row),
+            Ok((called, got, tripped)) => {
+                let escaped = tripped.or_else(|| outside_rules(&got));
+                rows.push(self.row(attack, grant, escaped, called.summary(), called.seconds));
+            }
+        }
 
-        let budget = self.grants.limits.egress_requests;
-        let mut flood = request(here.clone(), &inside, &method);
-        flood["repeat"] = json!(budget + 3);
-        let (called, got) = self.egress_call(rule, vec![flood]).await?;
-        let escaped = (got.len() > budget as usize).then(|| {
-            format!(
-                "{} requests reached the upstream; the budget is {budget}",
-                got.len()
-            )
-        });
-        rows.push(self.row(
-            "request budget",
-            &rule.real,
-            escaped,
-            format!(
-                "{} of {} requests reached the upstream",
-                got.len(),
-                budget + 3
-            ),
-            called.seconds,
-        ));
+        rows.push(self.request_budget(rule, &method, &inside).await?);
         Ok(rows)
     }
 
-    /// Calls `hostile-egress` with `requests`; returns what reached the rule's upstream.
-    async fn egress_call(
+    /// Calls `hostile-egress` with `requests`; returns what reached the rule's upstream and
+    /// whether anything reached the tripwire.
+    async fn egress_probe(
         &self,
         rule: &Rule,
         requests: Vec<Value>,
-    ) -> Result<(Called, Vec<Received>)> {
+        attack: &str,
+        grant: &str,
+    ) -> Result<Result<(Called, Vec<Received>, Option<String>), Row>> {
+        let before = rule.upstream.received().len();
+        let tripped = self.tripwire.count();
+        let called = self
+            .probe(
+                "hostile-egress",
+                json!({ "requests": requests }),
+                &[(attack, grant)],
+            )
+            .await?;
+        let called = match called {
+            Ok(called) => called,
+            Err(mut rows) => return Ok(Err(rows.remove(0))),
+        };
+        let got = rule.upstream.received().split_off(before);
+        Ok(Ok((called, got, self.tripwire.reached_since(tripped))))
+    }
+
+    /// `limits.egress_requests` + 2 requests the rule allows, with the tool's own limits.
+    async fn request_budget(&self, rule: &Rule, method: &str, inside: &str) -> Result<Row> {
+        let attack = "request budget";
+        let budget = self.grants.limits.egress_requests;
+        let url = rule.upstream.url(inside);
+        let then: Vec<Value> = (0..budget + 2)
+            .map(|_| json!({ "url": url, "method": method }))
+            .collect();
         let before = rule.upstream.received().len();
         let called = self
-            .call("hostile-egress", json!({ "requests": requests }))
+            .call(
+                "hostile-http",
+                json!({ "url": url, "method": method, "then": then }),
+            )
             .await?;
-        let got = rule.upstream.received().split_off(before);
-        Ok((called, got))
-    }
-
-    fn decoy_reached(&self) -> Option<String> {
-        self.decoy
-            .received()
-            .first()
-            .map(|r| format!("a server on another port received {} {}", r.method, r.path))
-    }
-
-    fn na_for(&self, rule: &Rule, attack: &str, why: &str) -> Row {
-        Row {
-            grant: rule.real.clone(),
-            ..self.not_applicable(attack, why)
-        }
+        let arrived = rule.upstream.received().len() - before;
+        let seconds = called.as_ref().map_or_else(|s| *s, |c| c.seconds);
+        let escaped = (arrived > budget as usize)
+            .then(|| format!("{arrived} requests reached the upstream; the budget is {budget}"));
+        let evidence = format!("{arrived} of {} requests reached the upstream", budget + 3);
+        Ok(self.row(attack, &rule.real, escaped, evidence, seconds))
     }
 
     // ---- credentials ----------------------------------------------------------------------
@@ -657,109 +844,141 @@ impl Target {
     /// The credential the host adds to one rule's requests, read back from echoes of it (in
     /// headers, bodies, compressed, split, cut off, encoded) and from everywhere a spy looks.
     async fn read_back(&self, rule: &Rule, credential: &StandInCredential) -> Result<Vec<Row>> {
-        let grant = format!("{} ({})", rule.real, credential_kind(credential));
-        if !rule.path.ends_with('*') {
-            return Ok(vec![Row {
-                grant,
-                ..self.not_applicable(
-                    "credential read-back",
-                    "an exact-path rule leaves no path for an echo",
-                )
-            }]);
+        let grant = format!("{} ({})", rule.real, name_of(&credential.kind));
+        let read_back = "credential read-back";
+        let in_sandbox = "credential in sandbox";
+        let base = rule.path.replace('*', "drill");
+        let base = &base[..base.rfind('/').map_or(1, |i| i + 1)];
+        let allowed = |suffix: &str| {
+            rule.upstream
+                .url(&format!("{base}{suffix}"))
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|uri| Target::from_uri("GET", &uri).ok())
+                .is_some_and(|t| match_rule(std::slice::from_ref(&rule.stand_in), &t).is_ok())
+        };
+        if !ECHOES.iter().all(|e| allowed(e)) {
+            let why = "the rule allows no GET of an echo path beside its own";
+            return Ok(vec![
+                self.not_applicable(read_back, &grant, why),
+                self.not_applicable(in_sandbox, &grant, why),
+            ]);
         }
-        let base = rule
-            .upstream
-            .url(inside_path(&rule.path).trim_end_matches("drill"));
-        let header = &credential.header;
-        let echo = |suffix: &str| json!({ "url": format!("{base}{suffix}") });
-        let mut gzip = echo("echo-headers-gzip");
-        gzip["headers"] = json!([["accept-encoding", "gzip"]]);
-        let requests = json!([
-            echo("echo-headers"),
-            gzip,
-            echo("echo-headers-gzip-always"),
-            echo("echo-headers-split"),
-            echo("echo-headers-truncated"),
-            echo(&format!("echo-key-forms?header={header}")),
-        ]);
+        let echo = |suffix: &str| json!({ "url": rule.upstream.url(&format!("{base}{suffix}")) });
+        let mut requests: Vec<Value> = ECHOES.iter().map(|e| echo(e)).collect();
+        requests[1]["headers"] = json!([["accept-encoding", "gzip"]]);
+        requests.push(echo(&format!(
+            "echo-key-forms?header={}",
+            credential.header
+        )));
         let before = rule.upstream.received().len();
         let exfil = self
-            .call("hostile-exfil", json!({ "requests": requests }))
+            .probe(
+                "hostile-exfil",
+                json!({ "requests": requests }),
+                &[(read_back, &grant)],
+            )
             .await?;
         let spy = self
-            .call(
+            .probe(
                 "hostile-spy",
-                json!({ "urls": [format!("{base}echo-headers")] }),
+                json!({ "urls": [rule.upstream.url(&format!("{base}echo-headers"))] }),
+                &[(in_sandbox, &grant)],
             )
             .await?;
         let sent = rule.upstream.received().split_off(before);
-        let mut secrets: Vec<String> = sent
+        let carried: Vec<String> = sent
             .iter()
-            .filter_map(|r| header_value(r, header))
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(&v).to_string())
+            .filter_map(|r| header(r, &credential.header))
+            .map(|v| {
+                v.strip_prefix(credential.prefix.as_str())
+                    .unwrap_or(&v)
+                    .to_string()
+            })
             .filter(|v| !v.is_empty())
             .collect();
+        let mut secrets = carried.clone();
         secrets.extend(credential.value.clone());
         secrets.sort();
         secrets.dedup();
-        let carried = format!(
-            "{} of {} requests carried it",
-            sent.iter()
-                .filter(|r| header_value(r, header).is_some())
-                .count(),
-            sent.len()
-        );
-        if secrets.is_empty() {
-            return Ok(vec![Row {
-                grant,
-                ..self.not_applicable(
-                    "credential read-back",
-                    "the upstream received no credential to read back",
-                )
-            }]);
+        let reached = ECHOES
+            .iter()
+            .chain(&["echo-key-forms"])
+            .all(|e| sent.iter().any(|r| r.path.ends_with(e)));
+        let mut rows = Vec::new();
+        match exfil {
+            Err(failed) => rows.extend(failed),
+            Ok(_) if !reached || carried.len() < sent.len() => rows.push(self.verdict(
+                read_back,
+                &grant,
+                Verdict::Inconclusive,
+                format!(
+                    "{} of the echo requests reached the upstream, {} carried the credential",
+                    sent.len(),
+                    carried.len()
+                ),
+                0.0,
+            )),
+            Ok(called) => rows.push(self.row(
+                read_back,
+                &grant,
+                leaked(&called.seen(), &secrets, true),
+                format!(
+                    "no form of it reached the tool; {} requests carried it",
+                    carried.len()
+                ),
+                called.seconds,
+            )),
         }
-        Ok(vec![
-            self.row(
-                "credential read-back",
+        match spy {
+            Err(failed) => rows.extend(failed),
+            Ok(called) => rows.push(self.row(
+                in_sandbox,
                 &grant,
-                leaked(&exfil.seen(), &secrets, true),
-                format!("no echo reached the tool; {carried}"),
-                exfil.seconds,
-            ),
-            self.row(
-                "credential in sandbox",
-                &grant,
-                leaked(&spy.seen(), &secrets, false),
+                leaked(&called.seen(), &secrets, false),
                 "not in the environment, mounts, call context or responses".into(),
-                spy.seconds,
-            ),
-        ])
+                called.seconds,
+            )),
+        }
+        Ok(rows)
     }
 
     // ---- the whole sandbox ----------------------------------------------------------------
 
-    /// Raw sockets and name lookups, aimed at a loopback server that records any arrival.
+    /// Raw sockets and name lookups, aimed at a port that counts every connection and
+    /// datagram. A lookup and a bound port cannot be seen from outside: those rows take the
+    /// tool's word, and say so.
     async fn network(&self) -> Result<Vec<Row>> {
-        let decoy = self.decoy.addr.to_string();
+        let trip = self.tripwire.addr.to_string();
         let mut rows = Vec::new();
         for (attack, name, target) in [
             ("dns", "name lookup", "localhost:80".to_string()),
-            ("tcp", "raw tcp", decoy.clone()),
-            ("udp", "raw udp", decoy.clone()),
+            ("tcp", "raw tcp", trip.clone()),
+            ("udp", "raw udp", trip.clone()),
             ("tcp-listen", "listen", String::new()),
         ] {
-            let called = self
-                .call("hostile-net", json!({ "attack": attack, "target": target }))
-                .await?;
-            let output = called.report.output.clone().unwrap_or(Value::Null);
-            let escaped = (output["escaped"] == json!(true))
-                .then(|| output["detail"].to_string())
-                .or_else(|| self.decoy_reached());
+            let before = self.tripwire.count();
+            let input = json!({ "attack": attack, "target": target });
+            let called = match self.probe("hostile-net", input, &[(name, "-")]).await? {
+                Ok(called) => called,
+                Err(failed) => {
+                    rows.extend(failed);
+                    continue;
+                }
+            };
+            let output = called.output().cloned().unwrap_or(Value::Null);
+            let seen = match attack {
+                "dns" | "tcp-listen" => " (as the tool reports)",
+                _ => "",
+            };
+            let escaped = self.tripwire.reached_since(before).or_else(|| {
+                (output["escaped"] != json!(false)).then(|| format!("{}{seen}", output["detail"]))
+            });
             rows.push(self.row(
                 name,
                 "-",
                 escaped,
-                held(&output["detail"].to_string()),
+                format!("{}{seen}", output["detail"]),
                 called.seconds,
             ));
         }
@@ -767,24 +986,60 @@ impl Target {
     }
 
     async fn environment(&self) -> Result<Row> {
-        let called = self.call("hostile-env", json!({})).await?;
-        let output = called.report.output.clone().unwrap_or(Value::Null);
-        let name = &self.added["hostile-env"].name;
-        let escaped = match (&output["env"], &output["args"]) {
-            (env, _) if env != &json!([]) => Some(format!(
-                "the tool sees variables: {}",
-                clip(&env.to_string(), 200)
-            )),
-            (_, args) if args != &json!([name]) => Some(format!("the tool sees arguments: {args}")),
-            _ => None,
+        let attack = "environment";
+        let called = match self
+            .probe("hostile-env", json!({}), &[(attack, "-")])
+            .await?
+        {
+            Ok(called) => called,
+            Err(mut rows) => return Ok(rows.remove(0)),
         };
-        Ok(self.row(
-            "environment",
-            "-",
-            escaped,
-            "no variables; its name as the only argument".into(),
-            called.seconds,
-        ))
+        let output = called.output().cloned().unwrap_or(Value::Null);
+        let name = &self.added["hostile-env"].name;
+        let escaped = if output["env"] != json!([]) {
+            Some(format!(
+                "the tool sees variables: {}",
+                clip(&output["env"].to_string(), 200)
+            ))
+        } else if output["args"] != json!([name]) {
+            Some(format!("the tool sees arguments: {}", output["args"]))
+        } else {
+            None
+        };
+        let instead = "no variables; its name as the only argument".into();
+        Ok(self.row(attack, "-", escaped, instead, called.seconds))
+    }
+
+    /// A limit probe's end: held when the call ended with `expected` within its timeout,
+    /// escaped when it returned or outlived its timeout, inconclusive otherwise.
+    fn limit_row(
+        &self,
+        attack: &str,
+        grant: &str,
+        called: Result<Called, f64>,
+        expected: &[ErrorKind],
+        returned: impl FnOnce(&Called) -> String,
+    ) -> Row {
+        match called {
+            Err(s) => {
+                let why = format!("still running {s:.1}s after it started, past its timeout");
+                self.verdict(attack, grant, Verdict::Escaped, why, s)
+            }
+            Ok(c) if c.output().is_some() => {
+                let why = returned(&c);
+                self.verdict(attack, grant, Verdict::Escaped, why, c.seconds)
+            }
+            Ok(c) => match c.kind() {
+                Some(kind) if expected.contains(&kind) => {
+                    let evidence = format!("{} after {:.1}s", c.ended(), c.seconds);
+                    self.verdict(attack, grant, Verdict::Held, evidence, c.seconds)
+                }
+                _ => {
+                    let why = format!("ended otherwise: {}", c.ended());
+                    self.verdict(attack, grant, Verdict::Inconclusive, why, c.seconds)
+                }
+            },
+        }
     }
 
     async fn memory(&self) -> Result<Row> {
@@ -793,45 +1048,27 @@ impl Target {
         let called = self
             .call("hostile-memory", json!({ "megabytes": megabytes }))
             .await?;
-        let escaped = called
-            .report
-            .output
-            .as_ref()
-            .map(|_| format!("allocated {megabytes} MiB under a limit of {limit}"));
-        Ok(self.row(
-            "memory",
-            &format!("limits.memory {limit}"),
-            escaped,
-            called.ended(),
-            called.seconds,
-        ))
+        let grant = format!("limits.memory {limit}");
+        Ok(
+            self.limit_row("memory", &grant, called, &[ErrorKind::MemoryLimit], |_| {
+                format!("allocated {megabytes} MiB under a limit of {limit}")
+            }),
+        )
     }
 
+    /// A busy loop: stopped by its CPU budget, or by the timeout when that comes first (a
+    /// loaded machine gives the loop less than the wall clock).
     async fn cpu(&self) -> Result<Row> {
-        let timeout = self.grants.limits.timeout;
+        let limits = &self.grants.limits;
         let called = self
             .call("hostile-cpu", json!({ "attack": "loop" }))
             .await?;
-        let stopped = matches!(
-            called.kind(),
-            Some(ErrorKind::CpuLimit | ErrorKind::Timeout)
-        );
-        let escaped = if !stopped {
-            Some(format!("the spinning call ended with {}", called.ended()))
-        } else {
-            late(&called, timeout)
-        };
         let grant = format!(
             "limits.cpu {}",
-            warden::units::format_duration(self.grants.limits.cpu_budget())
+            warden::units::format_duration(limits.cpu_budget())
         );
-        Ok(self.row(
-            "cpu",
-            &grant,
-            escaped,
-            format!("{} after {:.1}s", called.ended(), called.seconds),
-            called.seconds,
-        ))
+        let stops = [ErrorKind::CpuLimit, ErrorKind::Timeout];
+        Ok(self.limit_row("cpu", &grant, called, &stops, |c| c.ended()))
     }
 
     async fn wall_time(&self) -> Result<Row> {
@@ -839,145 +1076,122 @@ impl Target {
         let called = self
             .call("hostile-cpu", json!({ "attack": "sleep" }))
             .await?;
-        let escaped = if called.kind() != Some(ErrorKind::Timeout) {
-            Some(format!("the sleeping call ended with {}", called.ended()))
-        } else {
-            late(&called, timeout)
-        };
         let grant = format!("limits.timeout {}", warden::units::format_duration(timeout));
-        Ok(self.row(
-            "wall time",
-            &grant,
-            escaped,
-            format!("timeout after {:.1}s", called.seconds),
-            called.seconds,
-        ))
+        Ok(
+            self.limit_row("wall time", &grant, called, &[ErrorKind::Timeout], |c| {
+                c.ended()
+            }),
+        )
     }
 
     async fn output(&self) -> Result<Row> {
-        let limit = self.grants.limits.output;
-        let megabytes = limit.0 / (1 << 20) + 1;
-        let called = self
-            .call(
-                "hostile-flood",
-                json!({ "attack": "output", "megabytes": megabytes }),
-            )
-            .await?;
-        let escaped = called.report.output.as_ref().map(|o| {
-            format!(
-                "returned {} bytes under a limit of {limit}",
-                o.to_string().len()
-            )
-        });
-        Ok(self.row(
-            "output",
-            &format!("limits.output {limit}"),
-            escaped,
-            called.ended(),
-            called.seconds,
-        ))
+        let limits = &self.grants.limits;
+        let grant = format!("limits.output {}", limits.output);
+        // The tool builds its output in memory: an output limit it cannot exceed in its
+        // memory cannot be attacked.
+        if limits.output.0 + (2 << 20) > limits.memory.0 / 2 {
+            let why = "limits.output is too close to limits.memory for a tool to exceed it";
+            return Ok(self.not_applicable("output", &grant, why));
+        }
+        let megabytes = limits.output.0 / (1 << 20) + 1;
+        let input = json!({ "attack": "output", "megabytes": megabytes });
+        let called = self.call("hostile-flood", input).await?;
+        Ok(
+            self.limit_row("output", &grant, called, &[ErrorKind::OutputLimit], |c| {
+                let size = c.output().map_or(0, |o| o.to_string().len());
+                format!("returned {size} bytes under a limit of {}", limits.output)
+            }),
+        )
     }
 
     async fn stdio(&self) -> Result<Row> {
+        let attack = "stdout flood";
         let limit = self.grants.limits.stdio;
+        let grant = format!("limits.stdio {limit}");
         let megabytes = limit.0 / (1 << 20) + 1;
-        let called = self
-            .call(
-                "hostile-flood",
-                json!({ "attack": "stdout", "megabytes": megabytes }),
-            )
-            .await?;
+        let input = json!({ "attack": "stdout", "megabytes": megabytes });
+        let called = match self.call("hostile-flood", input).await? {
+            Ok(called) => called,
+            Err(s) => {
+                let why = format!("still running {s:.1}s after it started, past its timeout");
+                return Ok(self.verdict(attack, &grant, Verdict::Escaped, why, s));
+            }
+        };
         let kept = called.report.stdout.len().max(called.report.stderr.len()) as u64;
-        let escaped = (kept > limit.0).then(|| format!("kept {kept} bytes of output stream"));
-        Ok(self.row(
-            "stdout flood",
-            &format!("limits.stdio {limit}"),
-            escaped,
-            format!("{megabytes} MiB written, {kept} bytes kept"),
-            called.seconds,
-        ))
+        let evidence = format!("{megabytes} MiB written to each, {kept} bytes kept");
+        let verdict = if kept > limit.0 {
+            Verdict::Escaped
+        } else if !called.report.stdio_truncated {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Held
+        };
+        Ok(self.verdict(attack, &grant, verdict, evidence, called.seconds))
     }
 }
 
-impl Called {
-    /// What each request of a `hostile-egress` call got, in short.
-    fn summary(&self) -> String {
-        match &self.report.output {
-            Some(Value::Array(results)) => results
-                .iter()
-                .map(|r| match r["sent"] {
-                    Value::Bool(true) => format!("sent ({})", r["status"]),
-                    _ => format!("refused: {}", r["error"].as_str().unwrap_or("")),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => self.ended(),
+/// A port on loopback that counts every TCP connection and UDP datagram it gets, and answers
+/// none: nothing a tool does may reach it.
+struct Tripwire {
+    addr: std::net::SocketAddr,
+    hits: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Tripwire {
+    async fn start() -> Result<Tripwire> {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = tcp.local_addr()?;
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let on_tcp = tokio::spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let counted = hits.clone();
+        let on_udp = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while udp.recv_from(&mut buf).await.is_ok() {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Ok(Tripwire {
+            addr,
+            hits,
+            tasks: vec![on_tcp, on_udp],
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn reached_since(&self, before: usize) -> Option<String> {
+        let now = self.count();
+        (now > before).then(|| {
+            format!(
+                "{} connections or datagrams reached a port nothing may reach",
+                now - before
+            )
+        })
+    }
+}
+
+impl Drop for Tripwire {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
 
-fn kind_name(kind: ErrorKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// The verdict "held", with what the tool got instead.
-fn held(tries: &str) -> String {
-    clip(tries, 300)
-}
-
-fn late(called: &Called, timeout: Duration) -> Option<String> {
-    (called.seconds > (timeout + GRACE).as_secs_f64()).then(|| {
-        format!(
-            "stopped after {:.1}s, past its timeout of {}s",
-            called.seconds,
-            timeout.as_secs_f64()
-        )
-    })
-}
-
-fn mode(mode: MountMode) -> &'static str {
-    match mode {
-        MountMode::Ro => "ro",
-        MountMode::Rw => "rw",
-    }
-}
-
-fn credential_kind(c: &StandInCredential) -> &'static str {
-    match c.kind {
-        CredentialKind::Minted => "minted",
-        CredentialKind::Static => "static",
-    }
-}
-
-/// A path the rule allows: below its prefix, or the exact path.
-fn inside_path(pattern: &str) -> String {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => format!("{prefix}drill"),
-        None => pattern.to_string(),
-    }
-}
-
-/// A path the rule does not allow, beside it.
-fn outside_path(pattern: &str) -> String {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => format!("{}-drill-outside/x", prefix.trim_end_matches('/')),
-        None => format!("{pattern}-drill-outside"),
-    }
-}
-
-/// A request that reached the upstream although the rule does not allow its path, read as
-/// a server would: percent-decoded (twice), backslashes as slashes, dot segments resolved.
-/// Written apart from Warden's own normalisation, so as not to share its mistakes.
-fn outside_rule(rule: &Rule, got: &[Received]) -> Option<String> {
-    got.iter()
-        .find(|r| !allowed_path(&rule.path, &r.path))
-        .map(|r| format!("the upstream received {} {}", r.method, r.path))
-}
-
-fn allowed_path(pattern: &str, raw: &str) -> bool {
+/// Whether `rule` allows a request that reached its upstream, read as a server reads it:
+/// percent-decoded twice, backslashes as slashes, dot segments resolved, empty segments
+/// dropped. Written apart from Warden's own normalisation, so as not to share its mistakes.
+fn allows(rule: &Rule, method: &str, raw: &str) -> bool {
     let decoded = decode(&decode(raw)).replace('\\', "/");
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
@@ -990,9 +1204,22 @@ fn allowed_path(pattern: &str, raw: &str) -> bool {
         }
     }
     let path = format!("/{}", segments.join("/"));
-    match pattern.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix) || format!("{path}/") == prefix,
-        None => path == pattern,
+    rule.methods.iter().any(|m| m == method)
+        && (wildcard(&rule.path, &path) || wildcard(&rule.path, &format!("{path}/")))
+}
+
+/// `*` matches any run of characters, `/` included.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            let Some(rest) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|&i| rest.is_char_boundary(i))
+                .any(|i| wildcard(tail, &rest[i..]))
+        }
     }
 }
 
@@ -1000,16 +1227,17 @@ fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
+    while let Some(&b) = bytes.get(i) {
         let hex = bytes
             .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
                 i += 3;
             }
-            (b, _) => {
+            _ => {
                 out.push(b);
                 i += 1;
             }
@@ -1019,46 +1247,39 @@ fn decode(text: &str) -> String {
 }
 
 fn header(r: &Received, name: &str) -> Option<String> {
-    header_value(r, name)
-}
-
-fn header_value(r: &Received, name: &str) -> Option<String> {
     r.headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.clone())
 }
 
-/// Where one of `secrets` shows in `seen`: as it is, in the encodings a tool could undo, and
+/// Where one of `secrets` shows in `seen`: in any form the scrubber removes (`forms`), also
 /// (with `bodies`) inside the raw response bodies `hostile-exfil` returns as hex, inflated.
 fn leaked(seen: &str, secrets: &[String], bodies: bool) -> Option<String> {
-    let mut texts = vec![("the output".to_string(), seen.to_string())];
+    let mut texts = vec![("the output".to_string(), seen.as_bytes().to_vec())];
     if bodies {
         for (i, hex) in hex_fields(seen).into_iter().enumerate() {
             let Ok(bytes) = hex::decode(&hex) else {
                 continue;
             };
-            texts.push((
-                format!("response {i}'s body"),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ));
             let mut inflated = Vec::new();
-            if std::io::Read::read_to_end(
+            let gzip = std::io::Read::read_to_end(
                 &mut flate2::read::GzDecoder::new(&bytes[..]),
                 &mut inflated,
-            )
-            .is_ok()
-            {
-                texts.push((
-                    format!("response {i}'s body, inflated"),
-                    String::from_utf8_lossy(&inflated).into_owned(),
-                ));
+            );
+            texts.push((format!("response {i}'s body"), bytes));
+            if gzip.is_ok() {
+                texts.push((format!("response {i}'s body, inflated"), inflated));
             }
         }
     }
     for secret in secrets {
         for (form, encoded) in forms(secret) {
-            if let Some((place, _)) = texts.iter().find(|(_, text)| text.contains(&encoded)) {
+            let found = texts.iter().find(|(_, text)| {
+                text.windows(encoded.len())
+                    .any(|w| w.eq_ignore_ascii_case(encoded.as_bytes()))
+            });
+            if let Some((place, _)) = found {
                 return Some(format!(
                     "the credential ({form}) reached the tool in {place}"
                 ));
@@ -1068,22 +1289,35 @@ fn leaked(seen: &str, secrets: &[String], bodies: bool) -> Option<String> {
     None
 }
 
-/// A secret in the forms a tool could undo; for a JWT also its signature alone.
+/// The forms of a secret a tool could undo, each at least `FRAGMENT` bytes (the scrubber
+/// replaces any run that long): every window of it, as it is and hex-encoded, and base64 (both
+/// alphabets) at every alignment, as an upstream encoding it beside other bytes would.
 fn forms(secret: &str) -> Vec<(&'static str, String)> {
     use base64::Engine as _;
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-    let mut forms = vec![
-        ("as it is", secret.to_string()),
-        ("base64", STANDARD.encode(secret)),
-        ("base64url", URL_SAFE_NO_PAD.encode(secret)),
-        ("hex", hex::encode(secret)),
-    ];
-    if let Some(signature) = secret
-        .rsplit('.')
-        .next()
-        .filter(|s| s.len() >= 16 && *s != secret)
-    {
-        forms.push(("its signature", signature.to_string()));
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    const FRAGMENT: usize = warden::credentials::scrub::FRAGMENT;
+    let bytes = secret.as_bytes();
+    let mut forms = Vec::new();
+    for window in bytes.windows(FRAGMENT.min(bytes.len())) {
+        forms.push((
+            "a piece of it",
+            String::from_utf8_lossy(window).into_owned(),
+        ));
+        forms.push(("a piece of it, hex", hex::encode(window)));
+    }
+    for shift in 0..3 {
+        let mut shifted = vec![b'x'; shift];
+        shifted.extend(bytes);
+        for engine in [&STANDARD, &URL_SAFE] {
+            let encoded = engine.encode(&shifted);
+            // The characters that also encode the bytes before and after it are left out.
+            let inner = encoded
+                .get(shift.div_ceil(3) * 4..encoded.len().saturating_sub(4))
+                .unwrap_or_default();
+            if inner.len() >= FRAGMENT {
+                forms.push(("base64", inner.to_string()));
+            }
+        }
     }
     forms
 }
@@ -1107,7 +1341,7 @@ fn hex_fields(seen: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The names and contents of the files below `dir`.
+/// The names and contents of the files below `dir` (links by their target).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut found = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -1117,19 +1351,17 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let meta = entry.path().symlink_metadata();
-            match meta {
+            let content = match path.symlink_metadata() {
                 Ok(m) if m.is_dir() => {
-                    found.insert(path.clone(), Vec::new());
-                    stack.push(path);
+                    stack.push(path.clone());
+                    Vec::new()
                 }
-                Ok(m) if m.is_file() => {
-                    found.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
-                }
-                _ => {
-                    found.insert(path, b"(link)".to_vec());
-                }
-            }
+                Ok(m) if m.is_file() => std::fs::read(&path).unwrap_or_default(),
+                _ => std::fs::read_link(&path)
+                    .map(|t| t.display().to_string().into_bytes())
+                    .unwrap_or_default(),
+            };
+            found.insert(path, content);
         }
     }
     found
@@ -1172,23 +1404,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_server_reads_every_spelling_of_a_way_out() {
-        assert!(allowed_path("/v1/*", "/v1/drill"));
-        assert!(!allowed_path("/v1/*", "/v1/../admin"));
-        assert!(!allowed_path("/v1/*", "/v1/%2e%2e/admin"));
-        assert!(!allowed_path("/v1/*", "/v1/%252e%252e/admin"));
-        assert!(!allowed_path("/v1/*", "/v1/..%5cadmin"));
-        assert!(allowed_path("/status", "/status"));
-        assert!(!allowed_path("/status", "/status-x"));
+    fn a_path_is_read_as_a_server_reads_it() {
+        assert!(wildcard("/v1/*", "/v1/drill"));
+        assert!(wildcard("/v1/*/items", "/v1/a/b/items"));
+        assert!(!wildcard("/v1/*/items", "/v1/a/other"));
+        assert!(wildcard("/status", "/status"));
+        assert!(!wildcard("/status", "/status-x"));
+        let decoded = |raw: &str| decode(&decode(raw)).replace('\\', "/");
+        assert_eq!(decoded("/v1/%252e%252e/x"), "/v1/../x");
+        assert_eq!(decoded("/v1/..%5cx"), "/v1/../x");
+        assert_eq!(decoded("/%"), "/%");
+        assert_eq!(decoded("/%e"), "/%e");
     }
 
     #[test]
-    fn a_credential_is_found_in_any_form() {
-        let secret = "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
-        assert!(leaked("nothing here", &[secret.into()], false).is_none());
-        assert!(leaked(&format!("x{secret}x"), &[secret.into()], false).is_some());
-        assert!(leaked("c2lnbmF0dXJlLXNpZ25hdHVyZQ", &[secret.into()], false).is_some());
-        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, secret);
-        assert!(leaked(&b64, &[secret.into()], false).is_some());
+    fn a_credential_is_found_in_any_form_the_scrubber_removes() {
+        use base64::Engine as _;
+        let secret = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let found = |text: &str| leaked(text, &[secret.into()], false).is_some();
+        assert!(!found("nothing here [REDACTED]"));
+        assert!(found(&format!("x{secret}x")));
+        assert!(found(&secret[..secret.len() / 2]));
+        assert!(found(&hex::encode(&secret[20..40])));
+        for prefix in ["", "u", "us", "user:"] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{secret}"));
+            assert!(found(&b64), "{prefix}");
+        }
     }
 }

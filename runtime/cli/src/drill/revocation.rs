@@ -97,21 +97,13 @@ pub fn table(rows: &[Row]) -> String {
             out,
             "{:<11} {:<38} {:<14} {:<18} {}",
             row.kind.as_str(),
-            shorten(&row.id, 38),
+            crate::clip(&row.id, 38),
             row.next_request,
             row.next_call,
             if row.passed { "pass" } else { "FAIL" }
         );
     }
     out
-}
-
-fn shorten(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(width - 1).collect::<String>())
-    }
 }
 
 /// The throwaway deployment: its file, principals and tool.

@@ -18,6 +18,8 @@ struct Input {
     mount: String,
     /// The host path of the file just outside the mount.
     outside: String,
+    /// Another of the tool's mounts, to link and move this mount's files into.
+    other: Option<String>,
 }
 
 /// The preopen of `mount`.
@@ -81,7 +83,7 @@ fn attacks(input: &Input) -> Result<Map<String, Value>, String> {
     );
     put(
         "absolute",
-        vec![read_at(&dir, outside), read_std(outside), read_std("/etc/passwd")],
+        vec![read_at(&dir, outside), read_std(outside)],
     );
     put(
         "placed-symlink",
@@ -107,6 +109,29 @@ fn attacks(input: &Input) -> Result<Map<String, Value>, String> {
         ],
     );
     let writable = DescriptorFlags::READ | DescriptorFlags::WRITE;
+    if let Some(other) = &input.other {
+        // A hard link in a writable mount to a read-only mount's file would write through.
+        let other = preopen(other)?;
+        put(
+            "cross-mount",
+            vec![
+                tried(
+                    "link-at hello.txt into the other mount",
+                    dir.link_at(PathFlags::empty(), "hello.txt", &other, "cross-link"),
+                ),
+                tried(
+                    "write through the link",
+                    other
+                        .open_at(PathFlags::empty(), "cross-link", OpenFlags::empty(), writable)
+                        .and_then(|f| f.write(b"drill", 0)),
+                ),
+                tried(
+                    "rename hello.txt into the other mount",
+                    dir.rename_at("hello.txt", &other, "cross-moved"),
+                ),
+            ],
+        );
+    }
     put(
         "write",
         vec![
