@@ -85,6 +85,7 @@ pub struct StandInCredential {
 /// A component added with some grants, as the stand-in deployment names it.
 pub struct Added {
     pub name: String,
+    pub limits: Limits,
     /// Each mount asked for, and the host directory standing in for it.
     pub mounts: Vec<(MountRequest, PathBuf)>,
 }
@@ -337,6 +338,7 @@ impl StandIn {
         ));
         Ok(Added {
             name: name.to_string(),
+            limits: limits.clone(),
             mounts,
         })
     }

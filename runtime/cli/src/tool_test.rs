@@ -17,7 +17,7 @@
 //!
 //! [[case]]
 //! name = "fetches"
-//! input = { url = "{upstream}/v1/items" } # {upstream}: the origin standing in for the rule
+//! input = { url = "{upstream}/v1/items" } # {upstream}: the stand-in of the first rule's origin
 //! error = "tool_error"                     # the call must end with this error kind
 //! [[case.upstream]]
 //! rule = "https://api.example.com/v1/*"   # default: the first egress rule

@@ -109,7 +109,7 @@ impl LoopbackServer {
     }
 
     /// From now on, answers requests whose path starts with `prefix` with `reply` (the
-    /// earliest prefix set that matches wins).
+    /// longest prefix set that matches wins).
     pub fn reply(&self, prefix: &str, reply: Reply) {
         lock(&self.replies).push((prefix.to_string(), reply));
     }
@@ -238,7 +238,8 @@ async fn answer(
     lock(log).push(received.clone());
     let set = lock(replies)
         .iter()
-        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
         .map(|(_, reply)| reply.clone());
     if let Some(reply) = set {
         let mut response = Response::builder().status(reply.status);

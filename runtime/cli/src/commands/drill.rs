@@ -21,7 +21,8 @@ pub enum DrillCommand {
     },
     /// Run Warden's hostile components under each tool's grants (its mounts, egress rules,
     /// credentials and limits; loopback stand-ins for upstreams and mounts); print a row per
-    /// (tool, attack): held, escaped or not applicable; exit 1 if any escaped.
+    /// (tool, attack): held, escaped, unknown (the probe did not finish) or not applicable;
+    /// exit 1 if any escaped or is unknown.
     Isolation {
         /// Drill only this tool (repeatable); default: every tool of the deployment.
         #[arg(long = "tool", value_name = "NAME")]

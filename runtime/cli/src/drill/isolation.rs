@@ -2,8 +2,8 @@
 //! mounts in their modes, its egress rules, its credentials, its limits) in a stand-in
 //! deployment (`crate::standin`): loopback servers in place of the real upstreams, fresh
 //! directories in place of the real mounts, throwaway credentials, keys and agent. The calls
-//! are recorded in the deployment's audit (`origin.kind = "drill"`); nothing else of the
-//! deployment is written.
+//! go through the deployment's state store (nonces, call counts, the audit chain, where they
+//! are marked `origin.kind = "drill"`); its tools, policies, keys and files are not touched.
 //!
 //! The probes of mounts, rules and credentials run with generous limits of their own, so that
 //! a limit can never end one early and pass for a control; the probes of limits run with the
@@ -25,17 +25,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use warden::call::CallRequest;
 use warden::deployment::Deployment;
-use warden::manifest::{Limits, Manifest, MountMode, MountRequest, ToolKind};
+use warden::manifest::{Limits, MAX_MEMORY, Manifest, MountMode, MountRequest, ToolKind};
 use warden::policy::{Origin, OriginKind};
 use warden::registry;
 use warden::report::{CallReport, ErrorKind};
 use warden::sandbox::egress::{EgressRule, Target, match_rule};
+use warden::units::ByteSize;
 use warden_test_support::loopback::Received;
-use warden_test_support::{BuiltTool, DRILL_TOOLS, HOSTILE_HTTP};
+use warden_test_support::{DRILL_TOOLS, HOSTILE_HTTP};
 
 /// How much longer than its timeout a call may take before it counts as not stopped: the
-/// host's own scheduling, not the tool's.
-const GRACE: Duration = Duration::from_secs(5);
+/// host's own scheduling and its audit write on a loaded machine, not the tool's.
+const GRACE: Duration = Duration::from_secs(30);
 /// Tools drilled at once: each runs a spinning and a memory-hungry probe.
 const TOOLS_AT_ONCE: usize = 2;
 /// Paths each credential probe asks the upstream to echo the request's headers on.
@@ -172,16 +173,32 @@ fn probe_limits() -> Limits {
     }
 }
 
-/// Which probes run with the tool's own limits: those that attack a limit.
-fn attacks_a_limit(tool: &BuiltTool) -> bool {
-    [
-        "hostile-memory",
-        "hostile-cpu",
-        "hostile-flood",
-        "hostile-disk",
-        "hostile-http",
-    ]
-    .contains(&tool.name)
+/// The limits `hostile` runs with: the probes' own, except the limits it attacks, which are
+/// the tool's (a limit it does not attack could only end it early).
+fn limits_for(hostile: &str, tool: &Limits) -> Limits {
+    let mut limits = probe_limits();
+    match hostile {
+        "hostile-memory" => limits.memory = tool.memory,
+        "hostile-cpu" => {
+            limits.timeout = tool.timeout;
+            limits.cpu = Some(tool.cpu_budget());
+        }
+        "hostile-flood" => {
+            limits.output = tool.output;
+            limits.stdio = tool.stdio;
+            // Room to build an output past the limit (the guest holds a few copies of it).
+            limits.memory = limits.memory.max(flood_memory(tool.output)).min(MAX_MEMORY);
+        }
+        "hostile-disk" => limits.disk = tool.disk,
+        "hostile-http" => limits.egress_requests = tool.egress_requests,
+        _ => {}
+    }
+    limits
+}
+
+/// The memory `hostile-flood` needs to return an output just past `output`.
+fn flood_memory(output: ByteSize) -> ByteSize {
+    ByteSize(5 * (output.0 + (2 << 20)))
 }
 
 /// One tool's grants, with the hostile components added under them.
@@ -218,10 +235,7 @@ impl Called {
 
     /// The output, when the call returned one.
     fn output(&self) -> Option<&Value> {
-        self.report
-            .output
-            .as_ref()
-            .filter(|_| self.report.record.error.is_none())
+        self.report.output.as_ref()
     }
 
     /// Everything the tool handed back.
@@ -267,16 +281,19 @@ impl Drilled {
             .with_context(|| format!("{}: tool `{}`", deployment.file.display(), manifest.name))?;
         let mut added = BTreeMap::new();
         for tool in DRILL_TOOLS.iter().chain([&HOSTILE_HTTP]) {
-            let limits = match attacks_a_limit(tool) {
-                true => grants.limits.clone(),
-                false => probe_limits(),
-            };
+            let limits = limits_for(tool.name, &grants.limits);
             let component =
                 standin.add(tool.name, tool.component, ToolKind::Tool, &grants, &limits)?;
             added.insert(tool.name, component);
         }
+        let running = standin.start()?;
+        // Compiled before any probe is timed (the first tool's compile, the rest from the
+        // cache). One that cannot load under the tool's limits says so when it is called.
+        for component in added.values() {
+            let _ = running.runtime.tool(&component.name).await;
+        }
         Ok(Drilled {
-            running: standin.start()?,
+            running,
             marker: format!("warden-drill-outside-{}", standin.tag),
             grants,
             added,
@@ -340,10 +357,7 @@ impl Drilled {
     /// `GRACE` after its timeout: the timeout did not stop it.
     async fn call(&self, hostile: &str, input: Value) -> Result<Result<Called, f64>> {
         let name = &self.added[hostile].name;
-        let timeout = match self.added_limits(hostile) {
-            Some(limits) => limits.timeout,
-            None => probe_limits().timeout,
-        };
+        let timeout = self.added[hostile].limits.timeout;
         let request =
             CallRequest::new(name.as_str(), input, self.running.caller.clone()).origin(Origin {
                 kind: OriginKind::Drill,
@@ -358,10 +372,7 @@ impl Drilled {
         if let Some(e) = report.record.error.as_ref().filter(|e| {
             matches!(
                 e.kind,
-                ErrorKind::Internal
-                    | ErrorKind::InvalidTool
-                    | ErrorKind::Denied
-                    | ErrorKind::InvalidInput
+                ErrorKind::Internal | ErrorKind::Denied | ErrorKind::InvalidInput
             )
         }) {
             bail!(
@@ -374,16 +385,6 @@ impl Drilled {
             report,
             seconds: started.elapsed().as_secs_f64(),
         }))
-    }
-
-    /// The tool's own limits when `hostile` attacks a limit.
-    fn added_limits(&self, hostile: &str) -> Option<&Limits> {
-        DRILL_TOOLS
-            .iter()
-            .chain([&HOSTILE_HTTP])
-            .find(|t| t.name == hostile)
-            .filter(|t| attacks_a_limit(t))
-            .map(|_| &self.grants.limits)
     }
 
     /// Calls a probe of mounts, rules or credentials: it must run to its end, or every row it
@@ -468,6 +469,12 @@ impl Drilled {
         std::fs::write(host.join("hello.txt"), "inside")?;
         let _ = std::os::unix::fs::symlink("../outside.txt", host.join("link-rel"));
         let _ = std::os::unix::fs::symlink(&outside, host.join("link-abs"));
+        // What an earlier probe (of a writable mount) may have linked or moved there.
+        if let Some((_, other_host)) = other {
+            for name in ["cross-link", "cross-moved"] {
+                let _ = std::fs::remove_file(other_host.join(name));
+            }
+        }
         let before = snapshot(host);
         let mut attacks = vec![
             "leave mount: ..",
@@ -816,7 +823,8 @@ impl Drilled {
         Ok(Ok((called, got, self.tripwire.reached_since(tripped))))
     }
 
-    /// `limits.egress_requests` + 2 requests the rule allows, with the tool's own limits.
+    /// `limits.egress_requests` + 3 requests the rule allows, with the tool's budget: exactly
+    /// the budget must arrive (fewer proves nothing).
     async fn request_budget(&self, rule: &Rule, method: &str, inside: &str) -> Result<Row> {
         let attack = "request budget";
         let budget = self.grants.limits.egress_requests;
@@ -833,10 +841,16 @@ impl Drilled {
             .await?;
         let arrived = rule.upstream.received().len() - before;
         let seconds = called.as_ref().map_or_else(|s| *s, |c| c.seconds);
-        let escaped = (arrived > budget as usize)
-            .then(|| format!("{arrived} requests reached the upstream; the budget is {budget}"));
-        let evidence = format!("{arrived} of {} requests reached the upstream", budget + 3);
-        Ok(self.row(attack, &rule.real, escaped, evidence, seconds))
+        let evidence = format!(
+            "{arrived} of {} requests reached the upstream; the budget is {budget}",
+            budget + 3
+        );
+        let verdict = match arrived.cmp(&(budget as usize)) {
+            std::cmp::Ordering::Greater => Verdict::Escaped,
+            std::cmp::Ordering::Equal => Verdict::Held,
+            std::cmp::Ordering::Less => Verdict::Inconclusive,
+        };
+        Ok(self.verdict(attack, &rule.real, verdict, evidence, seconds))
     }
 
     // ---- credentials ----------------------------------------------------------------------
@@ -849,16 +863,30 @@ impl Drilled {
         let in_sandbox = "credential in sandbox";
         let base = rule.path.replace('*', "drill");
         let base = &base[..base.rfind('/').map_or(1, |i| i + 1)];
+        let stand_ins: Vec<EgressRule> = self
+            .grants
+            .rules
+            .iter()
+            .map(|r| r.stand_in.clone())
+            .collect();
         let allowed = |suffix: &str| {
             rule.upstream
                 .url(&format!("{base}{suffix}"))
                 .parse::<http::Uri>()
                 .ok()
                 .and_then(|uri| Target::from_uri("GET", &uri).ok())
-                .is_some_and(|t| match_rule(std::slice::from_ref(&rule.stand_in), &t).is_ok())
+                // Warden sends a request by the first rule that matches it.
+                .is_some_and(|t| {
+                    match_rule(&stand_ins, &t).is_ok_and(|r| r.url == rule.stand_in.url)
+                })
         };
-        if !ECHOES.iter().all(|e| allowed(e)) {
-            let why = "the rule allows no GET of an echo path beside its own";
+        let key_forms = format!("echo-key-forms?header={}", credential.header);
+        if !ECHOES
+            .iter()
+            .chain([&key_forms.as_str()])
+            .all(|e| allowed(e))
+        {
+            let why = "the rule takes no GET of an echo path beside its own";
             return Ok(vec![
                 self.not_applicable(read_back, &grant, why),
                 self.not_applicable(in_sandbox, &grant, why),
@@ -867,10 +895,7 @@ impl Drilled {
         let echo = |suffix: &str| json!({ "url": rule.upstream.url(&format!("{base}{suffix}")) });
         let mut requests: Vec<Value> = ECHOES.iter().map(|e| echo(e)).collect();
         requests[1]["headers"] = json!([["accept-encoding", "gzip"]]);
-        requests.push(echo(&format!(
-            "echo-key-forms?header={}",
-            credential.header
-        )));
+        requests.push(echo(&key_forms));
         let before = rule.upstream.received().len();
         let exfil = self
             .probe(
@@ -879,10 +904,14 @@ impl Drilled {
                 &[(read_back, &grant)],
             )
             .await?;
+        let by_exfil = rule.upstream.received().len() - before;
         let spy = self
             .probe(
                 "hostile-spy",
-                json!({ "urls": [rule.upstream.url(&format!("{base}echo-headers"))] }),
+                json!({
+                    "urls": [rule.upstream.url(&format!("{base}echo-headers"))],
+                    "dirs": self.grants.fs.iter().map(|m| m.guest.clone()).collect::<Vec<_>>(),
+                }),
                 &[(in_sandbox, &grant)],
             )
             .await?;
@@ -901,10 +930,11 @@ impl Drilled {
         secrets.extend(credential.value.clone());
         secrets.sort();
         secrets.dedup();
-        let reached = ECHOES
-            .iter()
-            .chain(&["echo-key-forms"])
-            .all(|e| sent.iter().any(|r| r.path.ends_with(e)));
+        let reached = ECHOES.iter().chain(&["echo-key-forms"]).all(|e| {
+            sent[..by_exfil.min(sent.len())]
+                .iter()
+                .any(|r| r.path.ends_with(e))
+        });
         let mut rows = Vec::new();
         match exfil {
             Err(failed) => rows.extend(failed),
@@ -936,7 +966,7 @@ impl Drilled {
                 in_sandbox,
                 &grant,
                 leaked(&called.seen(), &secrets, false),
-                "not in the environment, mounts, call context or responses".into(),
+                "not in the environment, arguments, call context, mounts or responses".into(),
                 called.seconds,
             )),
         }
@@ -1087,13 +1117,11 @@ impl Drilled {
     async fn output(&self) -> Result<Row> {
         let limits = &self.grants.limits;
         let grant = format!("limits.output {}", limits.output);
-        // The tool builds its output in memory: an output limit it cannot exceed in its
-        // memory cannot be attacked.
-        if limits.output.0 + (2 << 20) > limits.memory.0 / 2 {
-            let why = "limits.output is too close to limits.memory for a tool to exceed it";
+        if flood_memory(limits.output) > MAX_MEMORY {
+            let why = "no tool has the memory to build an output past limits.output";
             return Ok(self.not_applicable("output", &grant, why));
         }
-        let megabytes = limits.output.0 / (1 << 20) + 1;
+        let megabytes = limits.output.0.div_ceil(1 << 20) + 1;
         let input = json!({ "attack": "output", "megabytes": megabytes });
         let called = self.call("hostile-flood", input).await?;
         Ok(
@@ -1108,7 +1136,7 @@ impl Drilled {
         let attack = "stdout flood";
         let limit = self.grants.limits.stdio;
         let grant = format!("limits.stdio {limit}");
-        let megabytes = limit.0 / (1 << 20) + 1;
+        let megabytes = limit.0.div_ceil(1 << 20) + 1;
         let input = json!({ "attack": "stdout", "megabytes": megabytes });
         let called = match self.call("hostile-flood", input).await? {
             Ok(called) => called,
@@ -1140,9 +1168,17 @@ struct Tripwire {
 
 impl Tripwire {
     async fn start() -> Result<Tripwire> {
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = tcp.local_addr()?;
-        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        // A port free for TCP may be taken for UDP: a few tries.
+        let mut tries = 0;
+        let (tcp, udp, addr) = loop {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = tcp.local_addr()?;
+            match tokio::net::UdpSocket::bind(addr).await {
+                Ok(udp) => break (tcp, udp, addr),
+                Err(e) if tries == 8 => return Err(e.into()),
+                Err(_) => tries += 1,
+            }
+        };
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
         let on_tcp = tokio::spawn(async move {

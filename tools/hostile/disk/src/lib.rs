@@ -20,7 +20,7 @@ struct Input {
     /// The read-write mount to fill (the isolation drill names each tool's own).
     #[serde(default = "default_mount")]
     mount: String,
-    /// How much to try to add: twice the quota (the default is twice `/scratch`'s 1MiB).
+    /// Where the attacks end: past the quota (the default is twice `/scratch`'s 1MiB).
     #[serde(default = "default_bytes")]
     bytes: u64,
     /// Where the stream attacks start writing: just below a large quota, so that a few small
@@ -72,8 +72,8 @@ fn stream_code(e: StreamError) -> String {
     }
 }
 
-/// Runs `step` until it fails or `steps` steps passed (every attack must be stopped well
-/// before: `steps` chunks are twice the quota).
+/// Runs `step` until it fails or `steps` steps passed (every attack must be stopped before:
+/// `steps` chunks end past the quota).
 fn until_refused(steps: usize, mut step: impl FnMut(usize) -> Result<(), String>) -> Value {
     for i in 0..steps {
         if let Err(error) = step(i) {
@@ -97,9 +97,10 @@ fn stream_writes(stream: OutputStream, zeroes: bool, steps: usize) -> Value {
 
 fn attack(name: &str, mount: &str, bytes: u64, start: u64) -> Result<Value, String> {
     let dir = preopen(mount)?;
-    let steps = usize::try_from(bytes / CHUNK as u64).unwrap_or(usize::MAX);
+    // A stream from `start` stops at `bytes`, so that a quota that fails lets no more through.
+    let steps = usize::try_from(bytes.saturating_sub(start) / CHUNK as u64).unwrap_or(usize::MAX);
     Ok(match name {
-        // One write that ends at twice the quota.
+        // One write that ends past the quota.
         "big-write" => {
             let file = create(&dir, "big")?;
             let len = bytes.min(BIG_WRITE);

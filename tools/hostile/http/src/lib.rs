@@ -57,10 +57,9 @@ fn send(input: Outgoing) -> Value {
         for (name, value) in &input.headers {
             request = request.header(name, value);
         }
-        let body = if input.method == "GET" {
-            Body::empty()
-        } else {
-            Body::from("payload")
+        let body = match input.method.as_str() {
+            "POST" | "PUT" | "PATCH" => Body::from("payload"),
+            _ => Body::empty(),
         };
         let request = match request.body(body) {
             Ok(r) => r,

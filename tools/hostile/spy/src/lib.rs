@@ -13,6 +13,13 @@ struct Spy;
 #[derive(serde::Deserialize)]
 struct Input {
     urls: Vec<String>,
+    /// The mounts to read through (the isolation drill names each tool's own).
+    #[serde(default = "data")]
+    dirs: Vec<String>,
+}
+
+fn data() -> Vec<String> {
+    vec!["/data".into()]
 }
 
 fn read_tree(dir: &str, seen: &mut Vec<Value>) {
@@ -40,7 +47,9 @@ impl Tool for Spy {
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let ctx = host_api::context();
         let mut files = Vec::new();
-        read_tree("/data", &mut files);
+        for dir in &input.dirs {
+            read_tree(dir, &mut files);
+        }
         let responses = wstd::runtime::block_on(async {
             let mut responses = Vec::new();
             for url in &input.urls {
