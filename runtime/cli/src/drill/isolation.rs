@@ -665,35 +665,30 @@ impl Drilled {
                 .find(|r| !siblings.iter().any(|s| allows(s, &r.method, &r.path)))
                 .map(|r| format!("the upstream received {} {}", r.method, r.path))
         };
-        let mut rows = Vec::new();
         let port = rule.upstream.addr.port();
+        let trip = self.tripwire.addr;
+        let mut rows = Vec::new();
 
-        let attack = "egress: other host";
         let probe = vec![request(&format!("localhost:{port}"), &inside, &method)];
-        match self.egress_probe(rule, probe, attack, grant).await? {
-            Err(row) => rows.push(row),
-            Ok((called, got, _)) => {
-                let escaped = got
-                    .iter()
+        rows.push(
+            self.egress_row(rule, "egress: other host", grant, probe, |got| {
+                got.iter()
                     .find(|r| header(r, "host").as_deref() != Some(here.as_str()))
                     .map(|r| {
                         format!(
                             "the upstream received a request for {:?}",
                             header(r, "host")
                         )
-                    });
-                rows.push(self.row(attack, grant, escaped, called.summary(), called.seconds));
-            }
-        }
+                    })
+            })
+            .await?,
+        );
 
-        let attack = "egress: other port";
-        let probe = vec![request(&self.tripwire.addr.to_string(), &inside, &method)];
-        match self.egress_probe(rule, probe, attack, grant).await? {
-            Err(row) => rows.push(row),
-            Ok((called, _, tripped)) => {
-                rows.push(self.row(attack, grant, tripped, called.summary(), called.seconds))
-            }
-        }
+        let probe = vec![request(&trip.to_string(), &inside, &method)];
+        rows.push(
+            self.egress_row(rule, "egress: other port", grant, probe, |_| None)
+                .await?,
+        );
 
         let attack = "egress: other path";
         let prefix = rule
@@ -702,66 +697,38 @@ impl Drilled {
             .next()
             .unwrap_or("/")
             .trim_end_matches('/');
-        match [
+        let outside = [
             format!("{prefix}-drill-outside/x"),
             format!("{}-drill-outside", rule.path.replace('*', "drill")),
             "/warden-drill-outside".to_string(),
         ]
         .into_iter()
-        .find(|p| p.starts_with('/') && !warden_allows(&method, p))
-        {
-            None => {
-                rows.push(self.not_applicable(attack, grant, "the tool's rules allow every path"))
-            }
+        .find(|p| p.starts_with('/') && !warden_allows(&method, p));
+        rows.push(match outside {
+            None => self.not_applicable(attack, grant, "the tool's rules allow every path"),
             Some(outside) => {
                 let probe = vec![request(&here, &outside, &method)];
-                match self.egress_probe(rule, probe, attack, grant).await? {
-                    Err(row) => rows.push(row),
-                    Ok((called, got, _)) => {
-                        rows.push(self.row(
-                            attack,
-                            grant,
-                            outside_rules(&got),
-                            called.summary(),
-                            called.seconds,
-                        ));
-                    }
-                }
+                self.egress_row(rule, attack, grant, probe, outside_rules)
+                    .await?
             }
-        }
+        });
 
         let attack = "egress: other method";
-        match ["DELETE", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"]
+        let other = ["DELETE", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"]
             .into_iter()
-            .find(|m| !warden_allows(m, &inside))
-        {
-            None => rows.push(self.not_applicable(
-                attack,
-                grant,
-                "the tool's rules allow every method here",
-            )),
+            .find(|m| !warden_allows(m, &inside));
+        rows.push(match other {
+            None => self.not_applicable(attack, grant, "the tool's rules allow every method here"),
             Some(other) => {
                 let probe = vec![request(&here, &inside, other)];
-                match self.egress_probe(rule, probe, attack, grant).await? {
-                    Err(row) => rows.push(row),
-                    Ok((called, got, _)) => {
-                        rows.push(self.row(
-                            attack,
-                            grant,
-                            outside_rules(&got),
-                            called.summary(),
-                            called.seconds,
-                        ));
-                    }
-                }
+                self.egress_row(rule, attack, grant, probe, outside_rules)
+                    .await?
             }
-        }
+        });
 
         // The rule's paths, written so that a parser that reads them differently from the one
         // that decided would reach somewhere else.
-        let attack = "egress: url tricks";
         let base = &inside[..inside.rfind('/').map_or(1, |i| i + 1)];
-        let trip = self.tripwire.addr;
         let mut tricks: Vec<Value> = [
             "../drill-outside",
             "%2e%2e/drill-outside",
@@ -774,53 +741,49 @@ impl Drilled {
         .iter()
         .map(|t| request(&here, &format!("{base}{t}"), &method))
         .collect();
-        tricks.extend([
-            request(&format!("{here}@{trip}"), &inside, &method),
-            request(&format!("{trip}#@{here}"), &inside, &method),
-            request(&format!("127.0.0.1.:{}", trip.port()), &inside, &method),
-            request(&format!("0x7f.1:{}", trip.port()), &inside, &method),
-            request(
-                &format!("[::ffff:127.0.0.1]:{}", trip.port()),
-                &inside,
-                &method,
-            ),
-        ]);
-        match self.egress_probe(rule, tricks, attack, grant).await? {
-            Err(row) => rows.push(row),
-            Ok((called, got, tripped)) => {
-                let escaped = tripped.or_else(|| outside_rules(&got));
-                rows.push(self.row(attack, grant, escaped, called.summary(), called.seconds));
-            }
-        }
+        tricks.extend(
+            [
+                format!("{here}@{trip}"),
+                format!("{trip}#@{here}"),
+                format!("127.0.0.1.:{}", trip.port()),
+                format!("0x7f.1:{}", trip.port()),
+                format!("[::ffff:127.0.0.1]:{}", trip.port()),
+            ]
+            .iter()
+            .map(|authority| request(authority, &inside, &method)),
+        );
+        rows.push(
+            self.egress_row(rule, "egress: url tricks", grant, tricks, outside_rules)
+                .await?,
+        );
 
         rows.push(self.request_budget(rule, &method, &inside).await?);
         Ok(rows)
     }
 
-    /// Calls `hostile-egress` with `requests`; returns what reached the rule's upstream and
-    /// whether anything reached the tripwire.
-    async fn egress_probe(
+    /// Calls `hostile-egress` with `requests`: escaped if anything reached the tripwire, or if
+    /// `judge` finds a way out in what reached the rule's upstream.
+    async fn egress_row(
         &self,
         rule: &Rule,
-        requests: Vec<Value>,
         attack: &str,
         grant: &str,
-    ) -> Result<Result<(Called, Vec<Received>, Option<String>), Row>> {
+        requests: Vec<Value>,
+        judge: impl FnOnce(&[Received]) -> Option<String>,
+    ) -> Result<Row> {
         let before = rule.upstream.received().len();
         let tripped = self.tripwire.count();
-        let called = self
-            .probe(
-                "hostile-egress",
-                json!({ "requests": requests }),
-                &[(attack, grant)],
-            )
-            .await?;
-        let called = match called {
+        let input = json!({ "requests": requests });
+        let called = match self
+            .probe("hostile-egress", input, &[(attack, grant)])
+            .await?
+        {
             Ok(called) => called,
-            Err(mut rows) => return Ok(Err(rows.remove(0))),
+            Err(mut rows) => return Ok(rows.remove(0)),
         };
         let got = rule.upstream.received().split_off(before);
-        Ok(Ok((called, got, self.tripwire.reached_since(tripped))))
+        let escaped = self.tripwire.reached_since(tripped).or_else(|| judge(&got));
+        Ok(self.row(attack, grant, escaped, called.summary(), called.seconds))
     }
 
     /// `limits.egress_requests` + 3 requests the rule allows, with the tool's budget: exactly

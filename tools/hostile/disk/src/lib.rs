@@ -7,6 +7,7 @@ use host_api::{
     serde_json::{Value, json},
 };
 use std::io::Write as _;
+use hostile_common::preopen;
 use wasip2::filesystem::types::{
     Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags, filesystem_error_code,
 };
@@ -40,14 +41,6 @@ fn default_mount() -> String {
 const CHUNK: usize = 4096;
 /// The largest single write: a guest's memory is smaller than a quota may be.
 const BIG_WRITE: u64 = 2 << 20;
-
-fn preopen(mount: &str) -> Result<Descriptor, String> {
-    wasip2::filesystem::preopens::get_directories()
-        .into_iter()
-        .find(|(_, path)| path == mount)
-        .map(|(dir, _)| dir)
-        .ok_or_else(|| format!("{mount} is not mounted"))
-}
 
 fn create(dir: &Descriptor, name: &str) -> Result<Descriptor, String> {
     dir.open_at(

@@ -27,11 +27,7 @@ fn attempt(what: &str, result: std::io::Result<()>) -> Value {
 }
 
 fn scratch() -> wasip2::filesystem::types::Descriptor {
-    wasip2::filesystem::preopens::get_directories()
-        .into_iter()
-        .find(|(_, path)| path == "/scratch")
-        .map(|(dir, _)| dir)
-        .expect("/scratch is mounted")
+    hostile_common::preopen("/scratch").expect("/scratch is mounted")
 }
 
 impl Tool for HostileFs {

@@ -8,6 +8,7 @@ use host_api::{
     Tool, ToolError,
     serde_json::{Map, Value, json},
 };
+use hostile_common::preopen;
 use wasip2::filesystem::types::{Descriptor, DescriptorFlags, OpenFlags, PathFlags};
 
 struct HostileMount;
@@ -20,15 +21,6 @@ struct Input {
     outside: String,
     /// Another of the tool's mounts, to link and move this mount's files into.
     other: Option<String>,
-}
-
-/// The preopen of `mount`.
-fn preopen(mount: &str) -> Result<Descriptor, String> {
-    wasip2::filesystem::preopens::get_directories()
-        .into_iter()
-        .find(|(_, path)| path == mount)
-        .map(|(dir, _)| dir)
-        .ok_or_else(|| format!("{mount} is not mounted"))
 }
 
 /// Reads `path` below `dir` (following symlinks, as a tool would).
