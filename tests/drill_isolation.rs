@@ -55,38 +55,6 @@ fn verdict<'a>(rows: &'a [Value], tool: &str, attack: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// A JUnit file read with Python's standard XML parser, checked against what the JUnit
-/// schema requires and what CI readers use: the counts, and each case's names and time.
-fn parse_junit(file: &Path) -> Value {
-    let script = r#"
-import json, sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
-assert root.tag == "testsuites", root.tag
-suites = []
-for suite in root.findall("testsuite"):
-    cases = suite.findall("testcase")
-    for attr in ("name", "tests", "failures", "errors", "skipped", "time"):
-        assert attr in suite.attrib, attr
-    assert int(suite.get("tests")) == len(cases)
-    assert int(suite.get("failures")) == sum(1 for c in cases if c.find("failure") is not None)
-    assert int(suite.get("skipped")) == sum(1 for c in cases if c.find("skipped") is not None)
-    for case in cases:
-        assert case.get("name") and case.get("classname"), case.attrib
-        float(case.get("time"))
-    suites.append({"name": suite.get("name"), "tests": len(cases),
-                   "failures": int(suite.get("failures")), "skipped": int(suite.get("skipped")),
-                   "cases": [c.get("name") for c in cases]})
-print(json.dumps({"tests": int(root.get("tests")), "failures": int(root.get("failures")), "suites": suites}))
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(file)
-        .output()
-        .expect("python3 runs");
-    assert_exit(&out, 0);
-    serde_json::from_str(&stdout(&out)).unwrap()
-}
-
 #[test]
 fn every_row_holds_on_the_example_deployment_and_the_junit_parses() {
     let junit = tempfile::tempdir().unwrap();

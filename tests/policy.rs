@@ -437,8 +437,22 @@ fn the_example_policy_table_passes_and_a_wrong_expectation_fails() {
         1,
     );
     std::fs::write(&wrong, text).unwrap();
-    let out = run(&wrong);
+    let junit = dir.path().join("policy.xml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--config")
+        .arg(demo.join("warden.toml"))
+        .args(["policy", "test"])
+        .arg(&wrong)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // In JUnit: the case before it passed, it failed, the rest were not run.
+    let report = parse_junit(&junit);
+    assert_eq!(report["tests"], 12, "{report}");
+    assert_eq!(report["failures"], 1, "{report}");
+    assert_eq!(report["suites"][0]["skipped"], 10, "{report}");
     assert!(
         stderr(&out).contains("case 2 (hidden files"),
         "{}",

@@ -1,7 +1,7 @@
 //! `warden policy validate|explain|test|schema`: the policies, checked and questioned
 //! without running any tool.
 
-use crate::UsageError;
+use crate::{UsageError, junit};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,9 @@ pub enum PolicyCommand {
     Test {
         /// A TOML file of `[[case]]` tables (see examples/policy-tests.toml).
         file: PathBuf,
+        /// Also write the cases as JUnit XML to this file (after the first failure: skipped).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Print the Cedar schema policies are validated against.
     Schema,
@@ -100,10 +103,13 @@ pub fn run(config: &Path, command: PolicyCommand) -> Result<i32> {
             }
         }
         PolicyCommand::Explain(args) => explain(config, args),
-        PolicyCommand::Test { file } => {
+        PolicyCommand::Test { file, junit } => {
             let cases = cases::read_table(&file).map_err(UsageError)?;
             let runtime = Runtime::new(Deployment::load(config)?)?;
             let run = cases::run_table(&cases, &runtime).map_err(UsageError)?;
+            if let Some(report) = junit {
+                write_junit(&report, &file, &cases, &run)?;
+            }
             match run.failure {
                 None => {
                     println!("{}: {} passed, 0 failed", file.display(), run.passed);
@@ -122,6 +128,34 @@ pub fn run(config: &Path, command: PolicyCommand) -> Result<i32> {
             }
         }
     }
+}
+
+/// The table's run as JUnit: the cases before the failure passed, the failure failed, the
+/// rest were not run.
+fn write_junit(report: &Path, file: &Path, cases: &[Case], run: &cases::TableRun) -> Result<()> {
+    let suite = file.display().to_string();
+    let failure = run.failure.clone().unwrap_or_default();
+    let junit_cases: Vec<junit::Case> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| junit::Case {
+            suite: &suite,
+            name: match case.name.is_empty() {
+                true => format!("case {}", i + 1),
+                false => format!("case {} ({})", i + 1, case.name),
+            },
+            outcome: match i.cmp(&run.passed) {
+                std::cmp::Ordering::Less => junit::Outcome::Passed,
+                std::cmp::Ordering::Equal if run.failure.is_some() => {
+                    junit::Outcome::Failed(failure.clone())
+                }
+                _ => junit::Outcome::Skipped("not run: an earlier case failed".into()),
+            },
+            detail: "",
+            seconds: 0.0,
+        })
+        .collect();
+    junit::write(report, "warden policy test", &junit_cases)
 }
 
 fn explain(config: &Path, args: ExplainArgs) -> Result<i32> {
