@@ -4,6 +4,7 @@
 use crate::common::*;
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use warden::call::Caller;
 use warden::identity::assertion;
 use warden::state::*;
@@ -14,6 +15,8 @@ struct Failing {
     inner: Arc<dyn StateStore>,
     nonces: bool,
     revocations: bool,
+    /// Set: it fails pings (a server's readiness); switched while it runs.
+    down: Arc<AtomicBool>,
 }
 
 fn broken() -> anyhow::Error {
@@ -21,6 +24,12 @@ fn broken() -> anyhow::Error {
 }
 
 impl StateStore for Failing {
+    fn ping(&self) -> anyhow::Result<()> {
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(broken()),
+            false => self.inner.ping(),
+        }
+    }
     fn use_nonce(&self, nonce: &str, expires: i64) -> anyhow::Result<bool> {
         if self.nonces {
             return Err(broken());
@@ -90,16 +99,90 @@ impl StateStore for Failing {
 }
 
 fn runtime_on(f: &Fixture, nonces: bool, revocations: bool) -> Runtime {
+    runtime_with(f, nonces, revocations, Arc::default())
+}
+
+fn runtime_with(f: &Fixture, nonces: bool, revocations: bool, down: Arc<AtomicBool>) -> Runtime {
     let deployment = Deployment::load(&f.config()).unwrap();
     let store = Failing {
         inner: sqlite::open(&deployment.state_dir).unwrap(),
         nonces,
         revocations,
+        down,
     };
     Runtime::builder(deployment)
         .state_store(Arc::new(store))
         .build()
         .unwrap()
+}
+
+/// A plain HTTP GET on loopback: the status code and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_is_ready_while_its_store_answers_and_stops_when_told() {
+    let f = Fixture::new();
+    let down = Arc::new(AtomicBool::new(false));
+    let runtime = Arc::new(runtime_with(&f, false, false, down.clone()));
+    let (tell, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    let stop = warden_server::http::Stop {
+        shutdown: async move {
+            let _ = stopped.await;
+        },
+        drain: std::time::Duration::from_secs(5),
+    };
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let server = tokio::spawn(warden_server::http::serve(runtime, addr, stop, move |a| {
+        let _ = bound_tx.send(a);
+    }));
+    let addr = bound.await.unwrap();
+
+    // Readiness is asked of the store at most every 250 ms: wait for the answer to change.
+    let readiness = |expected: u16| async move {
+        for _ in 0..100 {
+            let (status, body) = get(addr, "/readyz").await;
+            if status == expected {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("/readyz never answered {expected}");
+    };
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(readiness(200).await, r#"{"status":"ready"}"#);
+    // The store stops answering: not ready, still live; the reason names no address.
+    down.store(true, Ordering::SeqCst);
+    let body = readiness(503).await;
+    assert!(!body.contains("unreachable (test)"), "{body}");
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    // It answers again: ready again.
+    down.store(false, Ordering::SeqCst);
+    readiness(200).await;
+    // The probes need no assertion; MCP still does.
+    assert_eq!(get(addr, "/mcp").await.0, 401);
+
+    // Told to stop: it returns.
+    tell.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

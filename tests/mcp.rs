@@ -614,3 +614,87 @@ async fn a_stateless_http_call_runs_in_the_session_it_names_or_in_none() {
     let shown = f.run(&["session", "show", session]);
     assert!(stdout(&shown).contains("http-get"), "{}", stdout(&shown));
 }
+
+/// `warden serve`, told to stop while a call runs: it takes no new connection, the call ends
+/// and its client gets the result, the call is recorded, the process exits 0.
+#[test]
+fn a_terminated_node_finishes_the_call_in_flight() {
+    let f = Fixture::new();
+    f.set_policies(&[(
+        "all.cedar",
+        r#"permit(principal == Agent::"tester", action, resource);"#,
+    )]);
+    // hostile-cpu's `sleep` runs until its timeout: 4 s in flight.
+    edit(&f.path().join("tools/hostile-cpu/tool.toml"), |t| {
+        assert!(t.contains("timeout = \"1s\""), "{t}");
+        t.replace("timeout = \"1s\"", "timeout = \"4s\"")
+    });
+    let child = f
+        .cli()
+        .args(["serve", "--addr", "127.0.0.1:0", "--drain", "20s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half-way.
+    let mut node = HttpServer {
+        child,
+        url: String::new(),
+    };
+    let mut lines = BufReader::new(node.child.stderr.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let url = line
+        .split("at ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let said =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let plan = json!({
+        "transport": "http", "url": url, "token": assertion(&f, AGENT),
+        "steps": [{ "op": "call", "tool": "hostile-cpu", "arguments": { "attack": "sleep" } }],
+    });
+    let client = std::thread::spawn(move || client(plan));
+
+    // Once the call has started (its record is written before the tool runs), SIGTERM.
+    let db = f.path().join("state/warden.db");
+    let started = || {
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM audit WHERE body LIKE '%\"record\":\"started\"%'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while started() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_child(&node.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+
+    // The client got the call's own end (its timeout), not a broken connection.
+    let results = client.join().unwrap();
+    assert_eq!(results[0]["is_error"], true, "{results:?}");
+    assert!(
+        results[0]["text"].as_str().unwrap().contains("timeout"),
+        "{results:?}"
+    );
+    let status = node.child.wait().unwrap();
+    let said = said.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert!(said.contains("stopping"), "{said}");
+    // Its final record is on a chain that verifies.
+    let out = f.run(&["audit", "verify"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("(1 calls)"), "{}", stdout(&out));
+}

@@ -13,7 +13,7 @@ pub mod standin;
 pub mod tool_test;
 
 use commands::{
-    approvals, audit, bench, call, demo, drill as drill_command, keys, mcp, policy, revoke,
+    approvals, audit, bench, call, demo, drill as drill_command, keys, mcp, policy, revoke, serve,
     session, test, tool,
 };
 
@@ -74,6 +74,8 @@ enum Command {
     Test(test::TestArgs),
     /// Serve the tools an agent may call over the Model Context Protocol (stdio or HTTP).
     Mcp(mcp::McpArgs),
+    /// Run one node: MCP over streamable HTTP, liveness and readiness; drain on SIGTERM.
+    Serve(serve::ServeArgs),
     /// Print a signed agent assertion: the bearer token of an MCP request over HTTP.
     Assert(mcp::AssertArgs),
     /// Make many calls of one tool in one process; print calls per second and latency.
@@ -172,6 +174,7 @@ pub fn main() -> i32 {
             Command::Drill(command) => drill_command::run(&cli.config, command).await,
             Command::Test(args) => test::run(args).await,
             Command::Mcp(args) => mcp::run(&cli.config, args).await,
+            Command::Serve(args) => serve::run(&cli.config, args).await,
             Command::Assert(args) => mcp::assert(args),
             Command::Bench(args) => bench::run(&cli.config, args).await,
             Command::Keygen(args) => keys::keygen(args),

@@ -1,13 +1,15 @@
-//! The streamable HTTP transport (`warden mcp --http ADDR`): every request carries a signed
-//! agent assertion as its bearer token (`warden assert`); requests without one, or with one
-//! that does not verify, get 401 before any MCP handling. The first use of an assertion
+//! The streamable HTTP transport (`warden serve`, `warden mcp --http ADDR`), with a node's
+//! liveness (`/healthz`) and readiness (`/readyz`) probes and a draining stop.
+//!
+//! Every MCP request carries a signed agent assertion as its bearer token (`warden assert`);
+//! requests without one, or with one that does not verify, get 401 before any MCP handling. The first use of an assertion
 //! records its nonce, so it is bound to this server; it is then accepted from this server's
 //! memory until it expires (or until the memory, which is bounded, needs its place).
 //!
 //! Each MCP session (`Mcp-Session-Id`) is a Warden session per agent (`super::WardenMcp`); a
 //! stateless request names its session in `_meta` or runs outside any.
 
-use super::{Principal, WardenMcp};
+use super::{InFlight, Principal, WardenMcp};
 use anyhow::{Context as _, Result};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -18,6 +20,8 @@ use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use warden::call::AuthenticatedAgent;
 use warden::credentials::Secret;
 use warden::error::Error;
@@ -27,32 +31,151 @@ use warden::runtime::Runtime;
 /// The header that carries a delegation token: the request acts for that user.
 pub const DELEGATION_HEADER: &str = "x-warden-delegation";
 
-/// Serves MCP at `http://ADDR/mcp` until the process ends. `bound` hears the address
-/// actually bound (ADDR may ask for port 0).
-pub async fn serve(
+/// How a node stops: when `shutdown` resolves it accepts no new connection and no new call,
+/// lets the calls in flight finish and be recorded for up to `drain`, then ends the MCP
+/// sessions (an idle client's event stream with them) and returns.
+pub struct Stop<F> {
+    pub shutdown: F,
+    pub drain: Duration,
+}
+
+/// Serves MCP at `http://ADDR/mcp`, liveness at `/healthz` and readiness at `/readyz` (503
+/// while the state store does not answer: a call could not be recorded), until `stop`.
+/// `bound` hears the address actually bound (ADDR may ask for port 0).
+pub async fn serve<F>(
     runtime: Arc<Runtime>,
     addr: SocketAddr,
+    stop: Stop<F>,
     bound: impl FnOnce(SocketAddr),
-) -> Result<()> {
+) -> Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    // A store that cannot open fails the start, not the first call.
+    runtime.state()?;
+    let in_flight = Arc::new(InFlight::default());
+    let sessions = CancellationToken::new();
+    let mut config =
+        StreamableHttpServerConfig::default().with_cancellation_token(sessions.clone());
+    if !addr.ip().is_loopback() {
+        // Behind a load balancer the Host is the service's name. The check guards a local
+        // server from a browser's DNS rebinding; every request here carries a signed assertion,
+        // which a browser page cannot.
+        config = config.disable_allowed_hosts();
+    }
     let handlers = runtime.clone();
+    let shared = in_flight.clone();
     let service = StreamableHttpService::new(
-        move || Ok(WardenMcp::new(handlers.clone(), None)),
+        move || Ok(WardenMcp::new(handlers.clone(), None).sharing(shared.clone())),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
+        config,
     );
     let auth = Arc::new(Bearers {
-        runtime,
+        runtime: runtime.clone(),
         verified: Mutex::new(BearerCache::new(MAX_BEARERS, MAX_BEARERS_PER_AGENT)),
     });
+    let probes = axum::Router::new()
+        .route("/healthz", axum::routing::get(live))
+        .route("/readyz", axum::routing::get(ready))
+        .with_state(Arc::new(Readiness {
+            runtime,
+            last: tokio::sync::Mutex::new(None),
+        }));
     let app = axum::Router::new()
         .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(auth, authenticate));
+        .layer(axum::middleware::from_fn_with_state(auth, authenticate))
+        .merge(probes);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     bound(listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    let (stopping, mut told) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = told.wait_for(|stopping| *stopping).await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        served = &mut server => return Ok(served?),
+        () = stop.shutdown => {}
+    }
+    // No new connection, no new call; those in flight finish and are recorded.
+    let _ = stopping.send(true);
+    let deadline = tokio::time::Instant::now() + stop.drain;
+    if tokio::time::timeout_at(deadline, in_flight.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(drain = ?stop.drain, "calls still running after the drain period");
+    }
+    // Their last responses written, the sessions end, and with them their connections.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sessions.cancel();
+    let closing = tokio::time::Instant::now() + Duration::from_secs(2);
+    if tokio::time::timeout_at(closing, &mut server).await.is_err() {
+        tracing::warn!("connections still open after the sessions ended: stopping anyway");
+    }
     Ok(())
+}
+
+/// Liveness: the process serves requests.
+async fn live() -> Response {
+    json_response(
+        http::StatusCode::OK,
+        serde_json::json!({ "status": "live" }),
+    )
+}
+
+/// What readiness last found, for a moment: a flood of probes asks the store once.
+struct Readiness {
+    runtime: Arc<Runtime>,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+}
+
+/// How long a readiness answer is reused.
+const READINESS_FRESH: Duration = Duration::from_millis(250);
+
+/// Readiness: the state store answers (a call could not be recorded otherwise). Its error is
+/// logged when readiness changes, never shown: it may name the store's address.
+async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
+    // Probes wait for one another here, without holding a thread.
+    let mut last = readiness.last.lock().await;
+    let ready = match *last {
+        Some((at, ready)) if at.elapsed() < READINESS_FRESH => ready,
+        previous => {
+            let runtime = readiness.runtime.clone();
+            let answered = tokio::task::spawn_blocking(move || runtime.state()?.ping()).await;
+            let ready = match answered {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    if previous.is_none_or(|(_, was)| was) {
+                        tracing::warn!(error = %format!("{e:#}"), "not ready: the state store does not answer");
+                    }
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the readiness check failed");
+                    false
+                }
+            };
+            *last = Some((tokio::time::Instant::now(), ready));
+            ready
+        }
+    };
+    match ready {
+        true => json_response(
+            http::StatusCode::OK,
+            serde_json::json!({ "status": "ready" }),
+        ),
+        false => json_response(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "not ready", "reason": "the state store does not answer" }),
+        ),
+    }
+}
+
+fn json_response(status: http::StatusCode, body: serde_json::Value) -> Response {
+    let json = [(http::header::CONTENT_TYPE, "application/json")];
+    (status, json, body.to_string()).into_response()
 }
 
 /// How many verified assertions the server remembers. An assertion lives a minute, so this is

@@ -61,11 +61,29 @@ pub struct WardenMcp {
     principal: Option<Principal>,
     /// The Warden session (id, expiry) this connection started for each agent that called.
     sessions: Arc<Mutex<HashMap<String, (String, i64)>>>,
-    /// Calls in flight hold it shared; `drain` takes it exclusively.
-    in_flight: Arc<RwLock<()>>,
+    /// The calls running, shared by every handler of one server.
+    in_flight: Arc<InFlight>,
     /// Set once the client is gone: the cancellation of its requests that follows is no
     /// client's wish, and the calls in flight finish (bounded by their tools' limits).
     client_gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The calls a server has running, and whether it still takes new ones.
+#[derive(Default)]
+pub struct InFlight {
+    /// Calls in flight hold it shared; `drain` takes it exclusively.
+    calls: Arc<RwLock<()>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl InFlight {
+    /// Takes no new call, and waits until every call in flight has finished and been
+    /// recorded. Each is bounded by its tool's limits, so this ends.
+    pub async fn drain(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.calls.write().await);
+    }
 }
 
 impl WardenMcp {
@@ -86,10 +104,15 @@ impl WardenMcp {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Waits until every call in flight has finished and been recorded. Each is bounded by its
-    /// tool's limits, so this ends.
+    /// The same handler, counting its calls in `in_flight` (one server's handlers share it).
+    pub fn sharing(mut self, in_flight: Arc<InFlight>) -> WardenMcp {
+        self.in_flight = in_flight;
+        self
+    }
+
+    /// Takes no new call and waits for those in flight (`InFlight::drain`).
     pub async fn drain(&self) {
-        drop(self.in_flight.write().await);
+        self.in_flight.drain().await;
     }
 
     /// The Warden session of this request's call: the one the server was started with
@@ -255,7 +278,17 @@ impl ServerHandler for WardenMcp {
         .origin(Self::origin(&context))
         .approval(approval)
         .cancel(cancel.clone());
-        let in_flight = self.in_flight.clone().read_owned().await;
+        if self
+            .in_flight
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(McpError::internal_error(
+                "this server is stopping: call again (another node, or this one restarted)",
+                None,
+            ));
+        }
+        let in_flight = self.in_flight.calls.clone().read_owned().await;
         let runtime = self.runtime.clone();
         let running = tokio::spawn(async move {
             let report = runtime.call(call).await;

@@ -29,7 +29,7 @@ pub struct McpArgs {
     session: Option<String>,
     /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (default 127.0.0.1:8931);
     /// each request carries `Authorization: Bearer <warden assert output>`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8931",
+    #[arg(long, num_args = 0..=1, default_missing_value = super::serve::DEFAULT_ADDR,
           conflicts_with_all = ["agent", "on_behalf_of", "session"])]
     http: Option<SocketAddr>,
 }
@@ -47,10 +47,8 @@ pub struct AssertArgs {
 pub async fn run(config: &Path, args: McpArgs) -> Result<i32> {
     let runtime = Arc::new(Runtime::new(Deployment::load(config)?)?);
     if let Some(addr) = args.http {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "serving MCP beyond loopback");
-        }
-        warden_server::http::serve(runtime, addr, |bound| {
+        // `warden serve` with its drain period.
+        super::serve::serve(runtime, addr, super::serve::DEFAULT_DRAIN, |bound| {
             eprintln!("warden: MCP over streamable HTTP at http://{bound}/mcp");
         })
         .await?;

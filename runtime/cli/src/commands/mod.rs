@@ -10,6 +10,7 @@ pub mod keys;
 pub mod mcp;
 pub mod policy;
 pub mod revoke;
+pub mod serve;
 pub mod session;
 pub mod test;
 pub mod tool;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub trait StateStore: Send + Sync {
+    /// Whether the store answers now (a server's readiness): a cheap read.
+    fn ping(&self) -> Result<()>;
+
     /// Records a nonce until `expires` (unix seconds). False if it was seen before.
     fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool>;
 

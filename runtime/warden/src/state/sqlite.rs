@@ -209,6 +209,13 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        self.conn()
+            .prepare_cached("SELECT count(*) FROM sqlite_master")?
+            .query_row([], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
         let inserted = self
             .conn()

@@ -1,0 +1,64 @@
+//! `warden serve`: one node of a deployment, a long-running process behind a load balancer:
+//! MCP over streamable HTTP at `/mcp`, liveness at `/healthz`, readiness at `/readyz`. On
+//! SIGTERM or SIGINT it stops accepting connections, lets the calls in flight finish (for at
+//! most `--drain`), and exits 0.
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use warden::deployment::Deployment;
+use warden::runtime::Runtime;
+use warden_server::http::{self, Stop};
+
+/// Where a node listens unless told.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8931";
+/// How long calls in flight may go on after SIGTERM unless told.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    addr: SocketAddr,
+    /// How long calls in flight may go on after SIGTERM (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = warden::units::parse_duration)]
+    drain: Duration,
+}
+
+pub async fn run(config: &Path, args: ServeArgs) -> Result<i32> {
+    let runtime = Arc::new(Runtime::new(Deployment::load(config)?)?);
+    serve(runtime, args.addr, args.drain, |bound| {
+        eprintln!(
+            "warden: serving MCP at http://{bound}/mcp (liveness /healthz, readiness /readyz)"
+        );
+    })
+    .await?;
+    Ok(0)
+}
+
+/// Serves `runtime` at `addr` until SIGTERM or SIGINT, then drains.
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    addr: SocketAddr,
+    drain: Duration,
+    bound: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving MCP beyond loopback");
+    }
+    // Installed before the address is announced: a signal from then on drains.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("warden: stopping: no new connections or calls, calls in flight may finish");
+    };
+    http::serve(runtime, addr, Stop { shutdown, drain }, bound).await
+}
