@@ -29,7 +29,7 @@ use warden::manifest::{Limits, MAX_MEMORY, Manifest, MountMode, MountRequest, To
 use warden::policy::{Origin, OriginKind};
 use warden::registry;
 use warden::report::{CallReport, ErrorKind};
-use warden::sandbox::egress::{EgressRule, Target, match_rule};
+use warden::sandbox::egress::{EgressRule, Target, glob_match, match_rule};
 use warden::units::ByteSize;
 use warden_test_support::loopback::Received;
 use warden_test_support::{DRILL_TOOLS, HOSTILE_HTTP};
@@ -427,7 +427,7 @@ impl Drilled {
             attack: attack.into(),
             grant: grant.into(),
             verdict,
-            evidence,
+            evidence: clip(&evidence, 2000),
             seconds,
         }
     }
@@ -1204,22 +1204,7 @@ fn allows(rule: &Rule, method: &str, raw: &str) -> bool {
     }
     let path = format!("/{}", segments.join("/"));
     rule.methods.iter().any(|m| m == method)
-        && (wildcard(&rule.path, &path) || wildcard(&rule.path, &format!("{path}/")))
-}
-
-/// `*` matches any run of characters, `/` included.
-fn wildcard(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, tail)) => {
-            let Some(rest) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=rest.len())
-                .filter(|&i| rest.is_char_boundary(i))
-                .any(|i| wildcard(tail, &rest[i..]))
-        }
-    }
+        && (glob_match(&rule.path, &path) || glob_match(&rule.path, &format!("{path}/")))
 }
 
 fn decode(text: &str) -> String {
@@ -1252,6 +1237,9 @@ fn header(r: &Received, name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// The scrubber's shortest run of a secret that counts.
+const FRAGMENT: usize = warden::credentials::scrub::FRAGMENT;
+
 /// Where one of `secrets` shows in `seen`: in any form the scrubber removes (`forms`), also
 /// (with `bodies`) inside the raw response bodies `hostile-exfil` returns as hex, inflated.
 fn leaked(seen: &str, secrets: &[String], bodies: bool) -> Option<String> {
@@ -1272,13 +1260,21 @@ fn leaked(seen: &str, secrets: &[String], bodies: bool) -> Option<String> {
             }
         }
     }
+    // Every FRAGMENT-byte piece of every form, lowercased, and one pass over each text: the
+    // cost is the texts' length, however long the secrets and their forms.
+    let mut pieces: std::collections::HashMap<Vec<u8>, &'static str> = Default::default();
     for secret in secrets {
         for (form, encoded) in forms(secret) {
-            let found = texts.iter().find(|(_, text)| {
-                text.windows(encoded.len())
-                    .any(|w| w.eq_ignore_ascii_case(encoded.as_bytes()))
-            });
-            if let Some((place, _)) = found {
+            for piece in encoded.as_bytes().windows(FRAGMENT.min(encoded.len())) {
+                pieces.entry(piece.to_ascii_lowercase()).or_insert(form);
+            }
+        }
+    }
+    let sizes: std::collections::BTreeSet<usize> = pieces.keys().map(Vec::len).collect();
+    for (place, text) in &texts {
+        let lower = text.to_ascii_lowercase();
+        for size in &sizes {
+            if let Some(form) = lower.windows(*size).find_map(|w| pieces.get(w)) {
                 return Some(format!(
                     "the credential ({form}) reached the tool in {place}"
                 ));
@@ -1288,22 +1284,17 @@ fn leaked(seen: &str, secrets: &[String], bodies: bool) -> Option<String> {
     None
 }
 
-/// The forms of a secret a tool could undo, each at least `FRAGMENT` bytes (the scrubber
-/// replaces any run that long): every window of it, as it is and hex-encoded, and base64 (both
-/// alphabets) at every alignment, as an upstream encoding it beside other bytes would.
+/// The forms of a secret a tool could undo (any `FRAGMENT`-byte piece of one counts, as the
+/// scrubber counts it): as it is, hex, and base64 (both alphabets) at every alignment, as an
+/// upstream encoding it beside other bytes would.
 fn forms(secret: &str) -> Vec<(&'static str, String)> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-    const FRAGMENT: usize = warden::credentials::scrub::FRAGMENT;
     let bytes = secret.as_bytes();
-    let mut forms = Vec::new();
-    for window in bytes.windows(FRAGMENT.min(bytes.len())) {
-        forms.push((
-            "a piece of it",
-            String::from_utf8_lossy(window).into_owned(),
-        ));
-        forms.push(("a piece of it, hex", hex::encode(window)));
-    }
+    let mut forms = vec![
+        ("a piece of it", secret.to_string()),
+        ("a piece of it, hex", hex::encode(bytes)),
+    ];
     for shift in 0..3 {
         let mut shifted = vec![b'x'; shift];
         shifted.extend(bytes);
@@ -1404,11 +1395,11 @@ mod tests {
 
     #[test]
     fn a_path_is_read_as_a_server_reads_it() {
-        assert!(wildcard("/v1/*", "/v1/drill"));
-        assert!(wildcard("/v1/*/items", "/v1/a/b/items"));
-        assert!(!wildcard("/v1/*/items", "/v1/a/other"));
-        assert!(wildcard("/status", "/status"));
-        assert!(!wildcard("/status", "/status-x"));
+        assert!(glob_match("/v1/*", "/v1/drill"));
+        assert!(glob_match("/v1/*/items", "/v1/a/b/items"));
+        assert!(!glob_match("/v1/*/items", "/v1/a/other"));
+        assert!(glob_match("/status", "/status"));
+        assert!(!glob_match("/status", "/status-x"));
         let decoded = |raw: &str| decode(&decode(raw)).replace('\\', "/");
         assert_eq!(decoded("/v1/%252e%252e/x"), "/v1/../x");
         assert_eq!(decoded("/v1/..%5cx"), "/v1/../x");

@@ -712,9 +712,12 @@ fn scrub_response(
         out.log.update(out.index, |r| r.reason = Some(reason));
         return Err(Error::HttpResponseContentCoding(None));
     }
-    let unscrubbed = SecretSet::new();
+    let unscrubbed;
     let secrets = match injected(Fault::NoScrubbing) {
-        true => &unscrubbed,
+        true => {
+            unscrubbed = SecretSet::new();
+            &unscrubbed
+        }
         false => &out.credentials.secrets,
     };
     let scrubbed = scrub_headers(secrets, &mut parts.headers);
