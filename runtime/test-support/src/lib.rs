@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod loopback;
+pub mod postgres;
 pub mod synthetic;
 
 /// The tools built from this repository's `tools/`, one directory each with a digest-pinned

@@ -25,6 +25,9 @@ pub struct Deployment {
     pub approvers: BTreeMap<String, Approver>,
     pub approvals: ApprovalSettings,
     pub audit: AuditSettings,
+    /// Where the state every process shares lives (`[state]`): SQLite in `state_dir` unless
+    /// a PostgreSQL server is named.
+    pub state: StateSettings,
     /// Trusted issuers of delegations (identity providers) and their keys.
     pub issuers: BTreeMap<String, KeySet>,
     pub mounts: Vec<MountBinding>,
@@ -138,6 +141,23 @@ pub struct AuditSettings {
     pub record_input: bool,
 }
 
+/// `[state]`: the PostgreSQL server the deployment's nodes share, if any.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    /// `postgres://user@host:port/database`, without a password.
+    pub url: Option<String>,
+    /// The secret (in `[secrets]`) holding the password.
+    pub password: Option<String>,
+    /// The most connections one process opens (default 8).
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+fn default_connections() -> usize {
+    8
+}
+
 impl Default for AuditSettings {
     fn default() -> Self {
         AuditSettings {
@@ -214,6 +234,34 @@ fn default_prefix() -> String {
 /// Longest lifetime of a minted credential.
 pub const MAX_CREDENTIAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// `[state]` names a usable server, and its password by a secret that exists.
+fn check_state(
+    state: &StateSettings,
+    secrets: &BTreeMap<String, SecretSource>,
+) -> Result<(), String> {
+    match (&state.url, &state.password) {
+        (Some(url), password) => {
+            crate::state::postgres::parse_url(url)
+                .map_err(|e| format!("field `state.url`: {e}"))?;
+            if let Some(name) = password
+                && !secrets.contains_key(name)
+            {
+                return Err(format!(
+                    "field `state.password`: no secret `{name}` in [secrets]"
+                ));
+            }
+        }
+        (None, Some(_)) => {
+            return Err("field `state.password`: there is no `state.url` to use it for".into());
+        }
+        (None, None) => {}
+    }
+    if state.connections == 0 || state.connections > 1000 {
+        return Err("field `state.connections`: must be between 1 and 1000".into());
+    }
+    Ok(())
+}
+
 /// Reads a JWKS file.
 fn read_jwks(path: &Path) -> Result<KeySet, String> {
     let text = std::fs::read_to_string(path)
@@ -251,6 +299,8 @@ struct RawDeployment {
     approvals: ApprovalSettings,
     #[serde(default)]
     audit: AuditSettings,
+    #[serde(default)]
+    state: StateSettings,
     #[serde(default)]
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
@@ -382,6 +432,7 @@ impl Deployment {
                 _ => {}
             }
         }
+        check_state(&raw.state, &raw.secrets).map_err(error)?;
         let secrets = raw
             .secrets
             .into_iter()
@@ -400,6 +451,7 @@ impl Deployment {
             approvers: raw.approvers,
             approvals: raw.approvals,
             audit: raw.audit,
+            state: raw.state,
             issuers,
             secrets,
             credentials: raw.credentials,

@@ -6,7 +6,7 @@ use crate::manifest::{Digest, MAX_MEMORY, ToolKind};
 use crate::sandbox::{CallState, limits};
 use anyhow::{Context as _, Result};
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -120,24 +120,13 @@ impl Engine {
         Ok(component)
     }
 
-    /// Keeps a compiled component for later processes. Best effort: a failure costs a
-    /// recompilation later, nothing else.
-    /// Removes the compiled forms of `digest` from the cache (of every engine configuration).
-    pub fn evict(&self, digest: &Digest) {
-        let Some(dir) = &self.cache_dir else { return };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let prefix = format!("{}-", digest.hex());
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix)
-                && let Err(e) = std::fs::remove_file(entry.path())
-            {
-                tracing::warn!(file = %entry.path().display(), "cannot evict a revoked component: {e}");
-            }
-        }
+    /// The directory compiled components are kept in, if any.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
     }
 
+    /// Keeps a compiled component for later processes. Best effort: a failure costs a
+    /// recompilation later, nothing else.
     pub fn cache(&self, component: &Component, digest: &Digest) {
         let Some(dir) = &self.cache_dir else { return };
         let cached = dir.join(format!("{}-{}.cwasm", digest.hex(), self.config_hash));
@@ -169,5 +158,21 @@ impl Engine {
                     .context("the component is not a wasi:cli/command")?,
             ),
         })
+    }
+}
+
+/// Removes the compiled forms of `digest` from the cache in `dir` (of every engine
+/// configuration).
+pub fn evict_compiled(dir: &Path, digest: &Digest) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{}-", digest.hex());
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix)
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), "cannot evict a revoked component: {e}");
+        }
     }
 }

@@ -35,11 +35,46 @@ pub struct Runtime {
     deployment: Deployment,
     policies: Arc<Policies>,
     engine: Engine,
-    tools: RwLock<HashMap<String, Arc<LoadedTool>>>,
+    tools: Arc<RwLock<WarmTools>>,
     /// Opened on first use, so that commands that only read (or refuse) write nothing.
     state: OnceLock<Arc<dyn StateStore>>,
     minter: OnceLock<Arc<Minter>>,
     pub(crate) delegations: delegation::Verifier,
+}
+
+type WarmTools = HashMap<String, Arc<LoadedTool>>;
+
+/// Forgets a revoked tool's warm and compiled forms: for this runtime's own revocations, and
+/// for those the state store announces from other processes (`StateStore::on_revocation`).
+#[derive(Clone)]
+struct Evictor {
+    tools: std::sync::Weak<RwLock<WarmTools>>,
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+impl Evictor {
+    fn evict(&self, digest: &str) {
+        if let Some(tools) = self.tools.upgrade() {
+            tools
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, tool| tool.digest.as_str() != digest);
+        }
+        if let (Some(dir), Ok(digest)) = (&self.cache_dir, digest.parse()) {
+            crate::engine::evict_compiled(dir, &digest);
+        }
+    }
+
+    /// Has `store` announce revoked tools to this evictor.
+    fn watch(&self, store: &Arc<dyn StateStore>) {
+        let evictor = self.clone();
+        store.on_revocation(Box::new(move |revoked| {
+            if revoked.kind == crate::state::RevocationKind::Tool {
+                tracing::info!(tool = %revoked.id, "a tool was revoked: its warm forms go");
+                evictor.evict(&revoked.id);
+            }
+        }));
+    }
 }
 
 /// A tool found by name: already loaded, or read from its directory (digest checked).
@@ -81,19 +116,20 @@ impl RuntimeBuilder {
         let policies = Arc::new(Policies::load(&deployment).map_err(|e| Error::Invalid(e.into()))?);
         let engine = Engine::new(Some(deployment.cache_dir()))
             .map_err(Error::internal("starting the engine"))?;
-        let state = OnceLock::new();
-        if let Some(store) = self.state {
-            let _ = state.set(store);
-        }
-        Ok(Runtime {
+        let runtime = Runtime {
             deployment,
             policies,
             engine,
-            tools: RwLock::new(HashMap::new()),
-            state,
+            tools: Arc::default(),
+            state: OnceLock::new(),
             minter: OnceLock::new(),
             delegations: delegation::Verifier::default(),
-        })
+        };
+        if let Some(store) = self.state {
+            runtime.evictor().watch(&store);
+            let _ = runtime.state.set(store);
+        }
+        Ok(runtime)
     }
 }
 
@@ -148,9 +184,19 @@ impl Runtime {
         if let Some(state) = self.state.get() {
             return Ok(state);
         }
-        let opened = crate::state::sqlite::open(&self.deployment.state_dir)
+        let opened = crate::state::open(&self.deployment)
             .map_err(Error::internal("opening the state store"))?;
-        Ok(self.state.get_or_init(|| opened))
+        Ok(self.state.get_or_init(|| {
+            self.evictor().watch(&opened);
+            opened
+        }))
+    }
+
+    fn evictor(&self) -> Evictor {
+        Evictor {
+            tools: Arc::downgrade(&self.tools),
+            cache_dir: self.engine.cache_dir().map(Into::into),
+        }
     }
 
     /// The key that signs minted credentials, loaded (or made) on first use.
@@ -189,13 +235,7 @@ impl Runtime {
 
     /// Forgets every warm and cached compiled form of the component with `digest`.
     pub(crate) fn evict(&self, digest: &str) {
-        self.tools
-            .write()
-            .unwrap()
-            .retain(|_, tool| tool.digest.as_str() != digest);
-        if let Ok(digest) = digest.parse() {
-            self.engine.evict(&digest);
-        }
+        self.evictor().evict(digest);
     }
 
     /// The tool called `name`, loaded once and then kept warm.

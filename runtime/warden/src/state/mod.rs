@@ -1,15 +1,45 @@
 //! The state every `warden` process of a deployment shares: replay protection, sessions and
 //! their taint, call counts for rate policies, the audit chain, approvals and revocations.
 //!
-//! Callers see only `StateStore`; `sqlite::SqliteStore` (one file in the state directory)
-//! is the implementation today. A server database can be added behind the same trait without
-//! touching callers: every method that must be atomic across processes says so.
+//! Callers see only `StateStore`. `sqlite::SqliteStore` (one file in the state directory) is
+//! the embedded default, shared by the processes of one machine; `postgres::PostgresStore`
+//! is shared by the nodes of a deployment (`[state] url`). Every method that must be atomic
+//! across processes says so; `conformance` holds both to the same tests.
 
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+/// Opens the store `deployment` names: its PostgreSQL server (`[state] url`), or else the
+/// SQLite file in its state directory.
+pub fn open(deployment: &crate::deployment::Deployment) -> Result<std::sync::Arc<dyn StateStore>> {
+    let settings = &deployment.state;
+    let Some(url) = &settings.url else {
+        return sqlite::open(&deployment.state_dir);
+    };
+    let password = match &settings.password {
+        None => None,
+        Some(name) => {
+            let source = deployment.secrets.get(name).with_context(|| {
+                format!(
+                    "{}: field `state.password`: no secret `{name}`",
+                    deployment.file.display()
+                )
+            })?;
+            Some(crate::credentials::load_secret(name, source).map_err(anyhow::Error::msg)?)
+        }
+    };
+    postgres::open(&postgres::PostgresSettings {
+        url: url.clone(),
+        password,
+        connections: settings.connections,
+    })
+}
 
 pub trait StateStore: Send + Sync {
     /// Whether the store answers now (a server's readiness): a cheap read.
@@ -69,6 +99,47 @@ pub trait StateStore: Send + Sync {
     /// The first of `ids` that is revoked, if any.
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>>;
     fn revocations(&self) -> Result<Vec<Revocation>>;
+    /// Tells `watcher` of revocations made by other processes, as they are made, so that
+    /// what a long-running process keeps warm can go at once. Checks still ask the store
+    /// (`revoked`): a store that cannot announce (SQLite) ignores the watcher.
+    fn on_revocation(&self, _watcher: RevocationWatcher) {}
+}
+
+/// Told of a revocation another process made (`StateStore::on_revocation`).
+pub type RevocationWatcher = Box<dyn Fn(&Revocation) + Send + Sync>;
+
+/// What pruning keeps, and how often it runs: once when a process opens the store, then after
+/// every `PRUNE_EVERY`-th write that adds a nonce, a session or an approval (the rows an agent
+/// can add), so that no call pays for it and a long-running server's state stays bounded.
+const PRUNE_EVERY: u64 = 1000;
+/// Sessions and pending approvals are kept this long after they expire: a call naming an
+/// expired session is told so (not "no such session"), and a person reviewing approvals
+/// still sees the requests that lapsed. The audit record of every call keeps its session,
+/// the approval it asked for or used, the decision and its reasons, for good.
+pub const PRUNE_AFTER: i64 = 24 * 3600;
+
+/// The window of `CallCounts::last_minute`, in seconds.
+const RATE_WINDOW: i64 = 60;
+
+/// An approval's stored input and status, parsed; an error names the approval.
+fn approval_fields(
+    id: &str,
+    input: String,
+    status: String,
+) -> Result<(serde_json::Value, ApprovalStatus)> {
+    let parsed = || -> Result<(serde_json::Value, ApprovalStatus)> {
+        let input = serde_json::from_str(&input).context("its input is not JSON")?;
+        let status =
+            ApprovalStatus::parse(&status).with_context(|| format!("unknown status `{status}`"))?;
+        Ok((input, status))
+    };
+    parsed().with_context(|| format!("approval {id} in the state store"))
+}
+
+/// A stored revocation kind, parsed.
+fn revocation_kind(kind: String) -> Result<RevocationKind> {
+    RevocationKind::parse(&kind)
+        .with_context(|| format!("unknown revocation kind `{kind}` in the state store"))
 }
 
 /// A session: calls of one agent (for one user) whose provenance is tracked together.

@@ -92,19 +92,6 @@ CREATE INDEX approvals_pending ON approvals (status, agent, expires);
 ",
 ];
 
-/// What pruning keeps, and how often it runs: once when a process opens the file, then after
-/// every `PRUNE_EVERY`-th write that adds a nonce, a session or an approval (the rows an agent
-/// can add), so that no call pays for it and a long-running server's file stays bounded.
-const PRUNE_EVERY: u64 = 1000;
-/// Sessions and pending approvals are kept this long after they expire: a call naming an
-/// expired session is told so (not "no such session"), and a person reviewing approvals
-/// still sees the requests that lapsed. The audit record of every call keeps its session,
-/// the approval it asked for or used, the decision and its reasons, for good.
-pub const PRUNE_AFTER: i64 = 24 * 3600;
-
-/// The window of `CallCounts::last_minute`, in seconds.
-const RATE_WINDOW: i64 = 60;
-
 /// Opens the deployment's SQLite state store, shared.
 pub fn open(state_dir: &Path) -> Result<std::sync::Arc<dyn StateStore>> {
     Ok(std::sync::Arc::new(SqliteStore::open(state_dir)?))
@@ -561,18 +548,10 @@ const APPROVAL_COLUMNS: &str = "SELECT id, digest, agent, user, tool, tool_diges
 
 /// A row of `APPROVAL_COLUMNS`; the inner error is a row that does not parse.
 fn approval(row: &Row) -> rusqlite::Result<Result<Approval>> {
-    let input: String = row.get(7)?;
-    let status: String = row.get(11)?;
     let id: String = row.get(0)?;
-    let parsed = || -> Result<(serde_json::Value, ApprovalStatus)> {
-        let input = serde_json::from_str(&input).context("its input is not JSON")?;
-        let status =
-            ApprovalStatus::parse(&status).with_context(|| format!("unknown status `{status}`"))?;
-        Ok((input, status))
-    };
-    let (input, status) = match parsed() {
+    let (input, status) = match approval_fields(&id, row.get(7)?, row.get(11)?) {
         Ok(parsed) => parsed,
-        Err(e) => return Ok(Err(e.context(format!("approval {id} in the state file")))),
+        Err(e) => return Ok(Err(e)),
     };
     Ok(Ok(Approval {
         id,
@@ -594,11 +573,9 @@ fn approval(row: &Row) -> rusqlite::Result<Result<Approval>> {
 }
 
 fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
-    let kind: String = row.get(0)?;
-    let Some(kind) = RevocationKind::parse(&kind) else {
-        return Ok(Err(anyhow::anyhow!(
-            "unknown revocation kind `{kind}` in the state file"
-        )));
+    let kind = match revocation_kind(row.get(0)?) {
+        Ok(kind) => kind,
+        Err(e) => return Ok(Err(e)),
     };
     Ok(Ok(Revocation {
         kind,
@@ -668,17 +645,6 @@ mod tests {
     }
 
     #[test]
-    fn a_nonce_is_accepted_once_across_connections() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = super::SqliteStore::open(dir.path()).unwrap();
-        let b = super::SqliteStore::open(dir.path()).unwrap();
-        let exp = crate::identity::jwt::now() + 60;
-        assert!(a.use_nonce("n1", exp).unwrap());
-        assert!(!b.use_nonce("n1", exp).unwrap());
-        assert!(b.use_nonce("n2", exp).unwrap());
-    }
-
-    #[test]
     fn the_schema_is_versioned_and_a_newer_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         // A file from before versioning, holding a nonce, is adopted with its data.
@@ -705,25 +671,6 @@ mod tests {
         drop(conn);
         let e = super::SqliteStore::open(dir.path()).err().unwrap();
         assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
-    }
-
-    #[test]
-    fn calls_are_counted_per_agent_within_the_last_minute() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::SqliteStore::open(dir.path()).unwrap();
-        let counts = |agent, at| {
-            db.record_call(agent, None, at, &mut |_| Ok(vec![]))
-                .unwrap()
-                .last_minute
-        };
-        assert_eq!(counts("a", 1_000_000), 0);
-        assert_eq!(counts("a", 1_010_000), 1);
-        assert_eq!(counts("b", 1_010_000), 0);
-        assert_eq!(counts("a", 1_020_000), 2);
-        // The first call is more than a minute old by now.
-        assert_eq!(counts("a", 1_065_000), 2);
-        // Calls within one second add up.
-        assert_eq!(counts("a", 1_065_500), 3);
     }
 
     fn session(id: &str, expires: i64) -> super::Session {
@@ -822,41 +769,6 @@ mod tests {
         assert_eq!(rows, 1);
     }
 
-    #[test]
-    fn an_agent_may_have_only_so_many_approvals_pending() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::SqliteStore::open(dir.path()).unwrap();
-        let now = crate::identity::jwt::now();
-        db.request_approval(&approval("1", "a", now, now + 60), 2)
-            .unwrap();
-        db.request_approval(&approval("2", "a", now, now + 60), 2)
-            .unwrap();
-        // The same call again is the pending one, not a new one.
-        assert_eq!(
-            db.request_approval(&approval("1", "a", now, now + 60), 2)
-                .unwrap()
-                .id,
-            "1"
-        );
-        let e = db
-            .request_approval(&approval("3", "a", now, now + 60), 2)
-            .unwrap_err();
-        assert!(
-            e.downcast_ref::<super::super::TooManyPending>().is_some(),
-            "{e:#}"
-        );
-        assert!(db.approval("3").unwrap().is_none(), "not stored");
-        // Another agent has its own count; a decided or expired approval leaves room.
-        db.request_approval(&approval("4", "b", now, now + 60), 2)
-            .unwrap();
-        let denied = super::ApprovalDecision::Denied { by: "carol".into() };
-        assert!(db.decide_approval("1", &denied).unwrap());
-        db.request_approval(&approval("5", "a", now, now + 60), 2)
-            .unwrap();
-        db.request_approval(&approval("6", "a", now + 61, now + 120), 2)
-            .unwrap();
-    }
-
     /// The check skips its query while nothing is revoked, and sees a revocation made through
     /// another connection (another process) or this one at once.
     #[test]
@@ -891,41 +803,5 @@ mod tests {
         assert!(fresh.revoked(&others).unwrap().is_none());
         assert!(revoke(&fresh, super::RevocationKind::Session, "s"));
         assert_eq!(fresh.revoked(&others).unwrap().unwrap().id, "s");
-    }
-
-    #[test]
-    fn an_agent_may_have_only_so_many_sessions_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = super::SqliteStore::open(dir.path()).unwrap();
-        let now = crate::identity::jwt::now();
-        let max = super::super::MAX_LIVE_SESSIONS;
-        db.start_session(&session("lapsed", now - 1)).unwrap();
-        for i in 0..max {
-            db.start_session(&session(&format!("s{i}"), now + 60))
-                .unwrap();
-        }
-        let e = db
-            .start_session(&session("one-more", now + 60))
-            .unwrap_err();
-        assert!(
-            e.downcast_ref::<super::super::TooManySessions>().is_some(),
-            "{e:#}"
-        );
-        assert!(db.session("one-more").unwrap().is_none(), "not stored");
-        // A revoked session no longer counts, as the refusal says.
-        db.revoke(&super::Revocation {
-            kind: super::RevocationKind::Session,
-            id: "s0".into(),
-            at: now,
-            reason: String::new(),
-        })
-        .unwrap();
-        db.start_session(&session("one-more", now + 60)).unwrap();
-        // Another agent has its own count.
-        let other = super::Session {
-            agent: "b".into(),
-            ..session("b-1", now + 60)
-        };
-        db.start_session(&other).unwrap();
     }
 }

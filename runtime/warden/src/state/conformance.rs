@@ -1,0 +1,544 @@
+//! One suite every `StateStore` passes: each trait method, and the atomic ones under
+//! concurrency, through two handles onto the same state (two processes, or two nodes).
+//! `backends!` runs it against SQLite and against PostgreSQL (`warden_test_support::postgres`:
+//! skipped loudly without a server, a failure under `CI=true`).
+
+use super::*;
+use std::sync::{Arc, Barrier};
+
+/// Two handles onto one fresh state.
+type Pair = (Arc<dyn StateStore>, Arc<dyn StateStore>);
+
+fn sqlite() -> Option<(Pair, Box<dyn std::any::Any>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || sqlite::open(dir.path()).unwrap();
+    Some(((open(), open()), Box::new(dir)))
+}
+
+fn postgres() -> Option<(Pair, Box<dyn std::any::Any>)> {
+    let schema = warden_test_support::postgres::postgres()?.schema();
+    let settings = postgres::PostgresSettings {
+        url: schema.url.clone(),
+        password: Some(crate::credentials::Secret::new(schema.password.clone())),
+        connections: 8,
+    };
+    let open = || postgres::open(&settings).unwrap();
+    Some(((open(), open()), Box::new(schema.name)))
+}
+
+macro_rules! backends {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test]
+            fn $test() {
+                if let Some(((one, other), _keep)) = super::sqlite() {
+                    super::$test(one, other);
+                }
+            })*
+        }
+        mod on_postgres {
+            $(#[test]
+            fn $test() {
+                if let Some(((one, other), _keep)) = super::postgres() {
+                    super::$test(one, other);
+                }
+            })*
+        }
+    };
+}
+
+backends!(
+    it_answers,
+    a_nonce_is_used_once_by_any_handle,
+    sessions_start_taint_and_are_capped,
+    calls_are_counted_per_agent_and_session,
+    a_failed_start_writes_nothing,
+    concurrent_calls_are_counted_once_each_in_one_order,
+    the_chain_links_every_record_of_every_writer,
+    approvals_are_requested_decided_and_used_once,
+    an_approval_raced_from_both_handles_is_used_once,
+    revocations_are_seen_by_every_handle,
+);
+
+fn now() -> i64 {
+    crate::identity::jwt::now()
+}
+
+fn session(id: &str, agent: &str, expires: i64) -> Session {
+    Session {
+        id: id.into(),
+        agent: agent.into(),
+        user: Some("ada".into()),
+        delegation: Some("d-1".into()),
+        scope: vec!["hello".into()],
+        expires,
+        tainted: false,
+        taint_reason: None,
+        calls: 0,
+    }
+}
+
+fn approval(id: &str, agent: &str, expires: i64) -> Approval {
+    Approval {
+        id: id.into(),
+        digest: format!("digest of {id}"),
+        agent: agent.into(),
+        user: None,
+        tool: "t".into(),
+        tool_digest: "sha256:0".into(),
+        input_digest: "sha256:1".into(),
+        input: serde_json::json!({"path": "/notes/a"}),
+        reason: "held by policy p".into(),
+        created: now(),
+        expires,
+        status: ApprovalStatus::Pending,
+        approver: None,
+        signature: None,
+        used_by: None,
+    }
+}
+
+fn entry(call: &str, n: usize) -> AuditEntry {
+    AuditEntry {
+        call_id: call.into(),
+        body: format!("{{\"call\":\"{call}\",\"n\":{n}}}"),
+    }
+}
+
+fn it_answers(one: Arc<dyn StateStore>, _: Arc<dyn StateStore>) {
+    one.ping().unwrap();
+}
+
+fn a_nonce_is_used_once_by_any_handle(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
+    let expires = now() + 60;
+    assert!(one.use_nonce("n1", expires).unwrap());
+    assert!(!other.use_nonce("n1", expires).unwrap());
+    assert!(!one.use_nonce("n1", expires).unwrap());
+    assert!(other.use_nonce("n2", expires).unwrap());
+    // Raced from many threads of both handles: exactly one wins.
+    let start = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                store.use_nonce("raced", expires).unwrap()
+            })
+        })
+        .collect();
+    let won = racers
+        .into_iter()
+        .map(|r| r.join().unwrap())
+        .filter(|won| *won)
+        .count();
+    assert_eq!(won, 1);
+}
+
+fn sessions_start_taint_and_are_capped(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
+    let later = now() + 600;
+    one.start_session(&session("s1", "a", later)).unwrap();
+    let seen = other.session("s1").unwrap().unwrap();
+    assert_eq!(
+        (
+            seen.agent.as_str(),
+            seen.user.as_deref(),
+            seen.delegation.as_deref()
+        ),
+        ("a", Some("ada"), Some("d-1"))
+    );
+    assert_eq!(
+        (seen.scope, seen.expires, seen.tainted),
+        (vec!["hello".to_string()], later, false)
+    );
+    assert!(other.session("nope").unwrap().is_none());
+    // The first reason is kept.
+    other.taint("s1", "first").unwrap();
+    one.taint("s1", "second").unwrap();
+    let tainted = one.session("s1").unwrap().unwrap();
+    assert!(tainted.tainted);
+    assert_eq!(tainted.taint_reason.as_deref(), Some("first"));
+    // The cap holds when both handles start sessions at once.
+    let start = Arc::new(Barrier::new(4));
+    let starters: Vec<_> = (0..4)
+        .map(|t| {
+            let store = if t % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                (0..MAX_LIVE_SESSIONS)
+                    .filter(|i| {
+                        store
+                            .start_session(&session(&format!("c{t}-{i}"), "capped", later))
+                            .is_ok()
+                    })
+                    .count() as u64
+            })
+        })
+        .collect();
+    let started: u64 = starters.into_iter().map(|s| s.join().unwrap()).sum();
+    assert_eq!(started, MAX_LIVE_SESSIONS);
+    let e = one
+        .start_session(&session("one-more", "capped", later))
+        .unwrap_err();
+    assert!(e.downcast_ref::<TooManySessions>().is_some(), "{e:#}");
+    // A revoked session leaves room; another agent has its own count.
+    let live = (0..4)
+        .flat_map(|t| (0..MAX_LIVE_SESSIONS).map(move |i| format!("c{t}-{i}")))
+        .find(|id| one.session(id).unwrap().is_some())
+        .unwrap();
+    other
+        .revoke(&Revocation {
+            kind: RevocationKind::Session,
+            id: live,
+            at: now(),
+            reason: String::new(),
+        })
+        .unwrap();
+    one.start_session(&session("one-more", "capped", later))
+        .unwrap();
+    one.start_session(&session("b-1", "b", later)).unwrap();
+}
+
+fn calls_are_counted_per_agent_and_session(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
+    one.start_session(&session("s", "a", now() + 600)).unwrap();
+    let count = |store: &Arc<dyn StateStore>, agent: &str, session: Option<&str>, at: i64| {
+        store
+            .record_call(agent, session, at, &mut |_| Ok(vec![]))
+            .unwrap()
+    };
+    let base = now() * 1000;
+    assert_eq!(count(&one, "a", Some("s"), base).last_minute, 0);
+    let second = count(&other, "a", Some("s"), base + 10_000);
+    assert_eq!((second.last_minute, second.in_session), (1, 1));
+    assert_eq!(count(&one, "b", None, base + 10_000).last_minute, 0);
+    let third = count(&one, "a", None, base + 20_000);
+    assert_eq!((third.last_minute, third.in_session), (2, 0));
+    // The first call is more than a minute old by now; calls within one second add up.
+    assert_eq!(count(&other, "a", None, base + 65_000).last_minute, 2);
+    assert_eq!(count(&one, "a", None, base + 65_500).last_minute, 3);
+    assert_eq!(one.recent_calls("a", base + 65_900).unwrap(), 4);
+    assert_eq!(other.session("s").unwrap().unwrap().calls, 2);
+    // A session that does not exist is an error, and counts nothing.
+    assert!(
+        one.record_call("a", Some("nope"), base + 66_000, &mut |_| Ok(vec![]))
+            .is_err()
+    );
+    assert_eq!(one.recent_calls("a", base + 66_000).unwrap(), 4);
+}
+
+fn a_failed_start_writes_nothing(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
+    let at = now() * 1000;
+    let e = one
+        .record_call("a", None, at, &mut |_| {
+            anyhow::bail!("refused by the caller")
+        })
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("refused by the caller"), "{e:#}");
+    assert_eq!(other.recent_calls("a", at).unwrap(), 0);
+    assert!(other.audit_tail(10).unwrap().is_empty());
+    // What it returns is written with the count, in the same commit.
+    let counts = one
+        .record_call("a", None, at, &mut |counts| {
+            Ok(vec![entry("c1", counts.last_minute as usize)])
+        })
+        .unwrap();
+    assert_eq!(counts.last_minute, 0);
+    assert_eq!(other.audit_of_call("c1").unwrap().len(), 1);
+    assert_eq!(other.recent_calls("a", at).unwrap(), 1);
+}
+
+/// Calls from many threads of both handles: each is counted once, and each was decided with
+/// a distinct count (the calls before it), in the order its records are chained.
+fn concurrent_calls_are_counted_once_each_in_one_order(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    const THREADS: usize = 8;
+    const CALLS: usize = 25;
+    let at = now() * 1000;
+    let start = Arc::new(Barrier::new(THREADS));
+    let callers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = if t % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                (0..CALLS)
+                    .map(|i| {
+                        let call = format!("t{t}-c{i}");
+                        store
+                            .record_call("busy", None, at, &mut |counts| {
+                                Ok(vec![AuditEntry {
+                                    call_id: call.clone(),
+                                    body: counts.last_minute.to_string(),
+                                }])
+                            })
+                            .unwrap()
+                            .last_minute
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seen: Vec<u64> = callers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    seen.sort();
+    let total = (THREADS * CALLS) as u64;
+    assert_eq!(
+        seen,
+        (0..total).collect::<Vec<_>>(),
+        "each call saw the calls before it"
+    );
+    assert_eq!(one.recent_calls("busy", at).unwrap(), total);
+    // The chain holds them in the order they were counted.
+    let chained: Vec<u64> = other
+        .audit_records(0, 10_000)
+        .unwrap()
+        .iter()
+        .map(|link| link.body.parse().unwrap())
+        .collect();
+    assert_eq!(chained, (0..total).collect::<Vec<_>>());
+}
+
+fn the_chain_links_every_record_of_every_writer(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    assert!(one.audit_records(0, 10).unwrap().is_empty());
+    one.append_audit(&[entry("c0", 0), entry("c0", 1)]).unwrap();
+    let first = other.audit_records(0, 10).unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!((first[0].seq, first[0].prev_hash.as_str()), (1, GENESIS));
+    assert_eq!(
+        first[0].hash,
+        link_hash(GENESIS, 1, "c0", &entry("c0", 0).body)
+    );
+    assert_eq!(first[1].prev_hash, first[0].hash);
+    // Writers on both handles at once: no record lost, one valid chain.
+    const THREADS: usize = 8;
+    const APPENDS: usize = 30;
+    let start = Arc::new(Barrier::new(THREADS));
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = if t % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..APPENDS {
+                    let call = format!("w{t}-{i}");
+                    store
+                        .append_audit(&[entry(&call, 0), entry(&call, 1)])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let total = 2 + THREADS * APPENDS * 2;
+    let chain = one.audit_records(0, 100_000).unwrap();
+    assert_eq!(chain.len(), total);
+    let mut prev = GENESIS.to_string();
+    for (i, link) in chain.iter().enumerate() {
+        assert_eq!((link.seq, &link.prev_hash), (i as u64 + 1, &prev));
+        assert_eq!(
+            link.hash,
+            link_hash(&prev, link.seq, &link.call_id, &link.body)
+        );
+        prev = link.hash.clone();
+    }
+    // Each call's records are adjacent: an append is one unit.
+    let records = one.audit_of_call("w3-7").unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].seq, records[0].seq + 1);
+    // Paging, and the tail.
+    let page = other.audit_records(10, 5).unwrap();
+    assert_eq!(
+        page.iter().map(|l| l.seq).collect::<Vec<_>>(),
+        vec![11, 12, 13, 14, 15]
+    );
+    let tail = other.audit_tail(3).unwrap();
+    let last = total as u64;
+    assert_eq!(
+        tail.iter().map(|l| l.seq).collect::<Vec<_>>(),
+        vec![last - 2, last - 1, last]
+    );
+    assert!(one.audit_of_call("nobody").unwrap().is_empty());
+}
+
+fn approvals_are_requested_decided_and_used_once(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    let later = now() + 600;
+    let stored = one.request_approval(&approval("1", "a", later), 2).unwrap();
+    assert_eq!(stored.id, "1");
+    // The same call again is the pending one, not a new one.
+    let again = Approval {
+        id: "1b".into(),
+        digest: "digest of 1".into(),
+        ..approval("1b", "a", later)
+    };
+    assert_eq!(other.request_approval(&again, 2).unwrap().id, "1");
+    other
+        .request_approval(&approval("2", "a", later), 2)
+        .unwrap();
+    let e = one
+        .request_approval(&approval("3", "a", later), 2)
+        .unwrap_err();
+    assert!(e.downcast_ref::<TooManyPending>().is_some(), "{e:#}");
+    assert!(one.approval("3").unwrap().is_none(), "not stored");
+    one.request_approval(&approval("4", "b", later), 2).unwrap();
+    let read = other.approval("1").unwrap().unwrap();
+    assert_eq!(read.input, serde_json::json!({"path": "/notes/a"}));
+    assert_eq!(
+        (read.status, read.reason.as_str()),
+        (ApprovalStatus::Pending, "held by policy p")
+    );
+    assert_eq!(one.approvals(false).unwrap().len(), 3);
+    // Decided once; used once.
+    let approve = ApprovalDecision::Approved {
+        approver: "carol".into(),
+        signature: "sig".into(),
+    };
+    assert!(other.decide_approval("1", &approve).unwrap());
+    assert!(
+        !one.decide_approval("1", &ApprovalDecision::Denied { by: "dan".into() })
+            .unwrap()
+    );
+    assert!(
+        one.decide_approval("2", &ApprovalDecision::Denied { by: "dan".into() })
+            .unwrap()
+    );
+    assert!(
+        !one.use_approval("2", "call-x").unwrap(),
+        "a denied approval is not used"
+    );
+    assert!(one.use_approval("1", "call-1").unwrap());
+    assert!(!other.use_approval("1", "call-2").unwrap());
+    let used = other.approval("1").unwrap().unwrap();
+    assert_eq!(
+        (
+            used.status,
+            used.approver.as_deref(),
+            used.signature.as_deref(),
+            used.used_by.as_deref()
+        ),
+        (
+            ApprovalStatus::Used,
+            Some("carol"),
+            Some("sig"),
+            Some("call-1")
+        )
+    );
+    assert_eq!(one.approvals(false).unwrap().len(), 1);
+    assert_eq!(one.approvals(true).unwrap().len(), 3);
+    // A decided approval leaves room for another request.
+    one.request_approval(&approval("5", "a", later), 2).unwrap();
+}
+
+fn an_approval_raced_from_both_handles_is_used_once(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    for round in 0..20 {
+        let id = format!("raced-{round}");
+        one.request_approval(&approval(&id, &format!("agent-{round}"), now() + 600), 10)
+            .unwrap();
+        let approve = ApprovalDecision::Approved {
+            approver: "carol".into(),
+            signature: "sig".into(),
+        };
+        assert!(other.decide_approval(&id, &approve).unwrap());
+        let start = Arc::new(Barrier::new(6));
+        let racers: Vec<_> = (0..6)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    one.clone()
+                } else {
+                    other.clone()
+                };
+                let (start, id) = (start.clone(), id.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    store.use_approval(&id, &format!("call-{i}")).unwrap()
+                })
+            })
+            .collect();
+        let won = racers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .filter(|won| *won)
+            .count();
+        assert_eq!(won, 1, "round {round}");
+    }
+}
+
+fn revocations_are_seen_by_every_handle(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
+    let ids = [
+        (RevocationKind::Agent, "a"),
+        (RevocationKind::Tool, "sha256:t"),
+    ];
+    assert!(one.revoked(&ids).unwrap().is_none());
+    assert!(one.revoked(&[]).unwrap().is_none());
+    let revoke = |store: &Arc<dyn StateStore>, kind, id: &str, at| {
+        store
+            .revoke(&Revocation {
+                kind,
+                id: id.into(),
+                at,
+                reason: format!("because {id}"),
+            })
+            .unwrap()
+    };
+    assert!(revoke(&other, RevocationKind::Tool, "sha256:t", 20));
+    assert!(
+        !revoke(&one, RevocationKind::Tool, "sha256:t", 21),
+        "revoked before"
+    );
+    let seen = one.revoked(&ids).unwrap().unwrap();
+    assert_eq!(
+        (seen.kind, seen.id.as_str(), seen.at),
+        (RevocationKind::Tool, "sha256:t", 20)
+    );
+    assert_eq!(seen.reason, "because sha256:t");
+    // The earliest of several; a kind is part of the name.
+    assert!(revoke(&one, RevocationKind::Agent, "a", 10));
+    assert_eq!(other.revoked(&ids).unwrap().unwrap().id, "a");
+    assert!(
+        other
+            .revoked(&[(RevocationKind::Session, "a")])
+            .unwrap()
+            .is_none()
+    );
+    let all = other.revocations().unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.kind, r.id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (RevocationKind::Agent, "a"),
+            (RevocationKind::Tool, "sha256:t")
+        ]
+    );
+}

@@ -1,0 +1,1207 @@
+//! The state store on a PostgreSQL server, shared by every Warden node of a deployment
+//! (`[state] url = "postgres://…"`). Its schema is versioned (`warden_schema`) and migrated
+//! forward when a node opens it, as the SQLite file's is.
+//!
+//! How the guarantees hold across nodes:
+//! - single rows (a nonce, an approval's use, a revocation) change in one statement, which
+//!   PostgreSQL makes atomic however many nodes race;
+//! - counts that decide (live sessions, pending approvals) are read and written under an
+//!   advisory lock on the agent, for the transaction;
+//! - the audit chain is one chain: every append takes the chain's advisory lock, so records
+//!   of all nodes are linked in one order. A node appends in *group commits*: the call starts
+//!   and records queued while a transaction runs are written together in the next one, and
+//!   each caller is answered only after its commit. A call start counts the agent's calls,
+//!   hands the counts to the caller, which decides the call, and writes the counts and its
+//!   start records together, all under the chain's lock, so that calls are counted in the
+//!   order they are chained;
+//! - a revocation is announced (`NOTIFY warden_revocations`) in the transaction that stores
+//!   it; nodes listen, and drop what they keep warm of it (`StateStore::on_revocation`).
+//!   Checks still ask the store every time: a node whose listener is down is only slower.
+//!
+//! The trait is synchronous and is called from inside other runtimes' tasks, so the store
+//! drives its connections on a small runtime of its own and waits for the answers.
+
+use super::*;
+use anyhow::{Result, anyhow, bail};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
+
+/// Where a deployment's PostgreSQL state lives: the URL (no password in it) and the password,
+/// read from the deployment's secrets.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub password: Option<crate::credentials::Secret>,
+    /// The most connections this node opens.
+    pub connections: usize,
+}
+
+/// The connection settings in `url`, or why they are not usable. The message never repeats
+/// the URL: a mistyped one may carry a password.
+pub fn parse_url(url: &str) -> Result<Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must start with postgres:// (a URL naming the server and database)".into());
+    }
+    let config: Config = url
+        .parse()
+        .map_err(|_| "is not a PostgreSQL connection URL".to_string())?;
+    if config.get_password().is_some() {
+        return Err(
+            "carries a password: name a secret in `state.password` instead, \
+                    so that no log line or process listing can show it"
+                .into(),
+        );
+    }
+    if config.get_dbname().is_none() {
+        return Err("names no database (postgres://user@host:port/database)".into());
+    }
+    Ok(config)
+}
+
+/// How long one operation may wait for the server before it fails (and the call with it):
+/// a server that stopped answering must not stall the node.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most queued call starts and record appends one group commit writes.
+const MAX_BATCH: usize = 64;
+/// Advisory lock keys (`pg_advisory_xact_lock`): the audit chain, and migrations.
+const CHAIN_LOCK: i64 = 0x5741_5244_454e_0001;
+const MIGRATION_LOCK: i64 = 0x5741_5244_454e_0002;
+/// The channel revocations are announced on.
+const REVOCATIONS_CHANNEL: &str = "warden_revocations";
+
+pub struct PostgresStore {
+    /// Kept only to be shut down without blocking when the store is dropped (which may
+    /// happen inside another runtime).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: Handle,
+    pool: Arc<Pool>,
+    commits: mpsc::UnboundedSender<Commit>,
+    /// Writes that added a row an agent can grow, since this node opened the store.
+    growth: AtomicU64,
+    watchers: Arc<Mutex<Vec<RevocationWatcher>>>,
+    listening: std::sync::Once,
+}
+
+/// The schema, one migration per version; append, never edit.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE nonces (
+    nonce   TEXT PRIMARY KEY,
+    expires BIGINT NOT NULL
+);
+CREATE INDEX nonces_expiry ON nonces (expires);
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY,
+    agent        TEXT NOT NULL,
+    user_name    TEXT,
+    delegation   TEXT,
+    scope        TEXT NOT NULL,
+    created      BIGINT NOT NULL,
+    expires      BIGINT NOT NULL,
+    tainted      BOOLEAN NOT NULL DEFAULT false,
+    taint_reason TEXT,
+    calls        BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_live ON sessions (agent, expires);
+CREATE INDEX sessions_expiry ON sessions (expires);
+CREATE TABLE call_counts (
+    agent  TEXT NOT NULL,
+    second BIGINT NOT NULL,
+    calls  BIGINT NOT NULL,
+    PRIMARY KEY (agent, second)
+);
+CREATE TABLE audit (
+    seq       BIGINT PRIMARY KEY,
+    call_id   TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX audit_call ON audit (call_id);
+CREATE TABLE approvals (
+    id           TEXT PRIMARY KEY,
+    digest       TEXT NOT NULL,
+    agent        TEXT NOT NULL,
+    user_name    TEXT,
+    tool         TEXT NOT NULL,
+    tool_digest  TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    input        TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    created      BIGINT NOT NULL,
+    expires      BIGINT NOT NULL,
+    status       TEXT NOT NULL,
+    approver     TEXT,
+    signature    TEXT,
+    used_by      TEXT
+);
+CREATE INDEX approvals_by_digest ON approvals (digest, status);
+CREATE INDEX approvals_pending ON approvals (status, agent, expires);
+CREATE TABLE revocations (
+    kind   TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    at     BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+"];
+
+/// Opens the deployment's PostgreSQL state store, shared.
+pub fn open(settings: &PostgresSettings) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(PostgresStore::open(settings)?))
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema and prunes, or says why not.
+    pub fn open(settings: &PostgresSettings) -> Result<PostgresStore> {
+        let mut config = parse_url(&settings.url).map_err(|e| anyhow!("`state.url` {e}"))?;
+        if let Some(password) = &settings.password {
+            config.password(password.expose());
+        }
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .tcp_user_timeout(OPERATION_TIMEOUT)
+            .application_name("warden");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("warden-postgres")
+            .enable_all()
+            .build()
+            .context("starting the PostgreSQL store's threads")?;
+        let handle = runtime.handle().clone();
+        let pool = Arc::new(Pool {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(settings.connections.max(2))),
+        });
+        let (commits, queue) = mpsc::unbounded_channel();
+        handle.spawn(group_commits(pool.clone(), queue));
+        let store = PostgresStore {
+            runtime: Some(runtime),
+            handle,
+            pool,
+            commits,
+            growth: AtomicU64::new(0),
+            watchers: Arc::default(),
+            listening: std::sync::Once::new(),
+        };
+        let pool = store.pool.clone();
+        store
+            .block(async move { migrate(&mut *pool.get().await?).await })
+            .context("preparing the PostgreSQL state store")?;
+        store
+            .prune(crate::identity::jwt::now())
+            .context("pruning the PostgreSQL state store")?;
+        Ok(store)
+    }
+
+    /// Runs `work` on the store's runtime and waits for it, at most `OPERATION_TIMEOUT`.
+    fn block<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let out = match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+                Ok(out) => out,
+                Err(_) => Err(no_answer()),
+            };
+            let _ = answer.send(out);
+        });
+        wait(|| answered.recv().map_err(|_| no_answer())?)
+    }
+
+    /// Deletes what no decision and no person needs any more, as `SqliteStore::prune` does.
+    pub fn prune(&self, now: i64) -> Result<()> {
+        self.statement(move |mut conn| async move {
+            let tx = conn.transaction().await?;
+            tx.execute("DELETE FROM nonces WHERE expires < $1", &[&now])
+                .await?;
+            tx.execute(
+                "DELETE FROM call_counts WHERE second <= $1",
+                &[&(now - RATE_WINDOW)],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM sessions WHERE expires < $1",
+                &[&(now - PRUNE_AFTER)],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM approvals WHERE status = 'pending' AND expires < $1",
+                &[&(now - PRUNE_AFTER)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Counts a write that added a row an agent can grow, and prunes every `PRUNE_EVERY`-th,
+    /// in the background: no call waits for it.
+    fn grew(&self) {
+        let count = self.growth.fetch_add(1, Ordering::Relaxed) + 1;
+        if count.is_multiple_of(PRUNE_EVERY) {
+            let pool = self.pool.clone();
+            let now = crate::identity::jwt::now();
+            self.handle.spawn(async move {
+                let pruned = async {
+                    let conn = pool.get().await?;
+                    conn.execute("DELETE FROM nonces WHERE expires < $1", &[&now])
+                        .await?;
+                    conn.execute(
+                        "DELETE FROM call_counts WHERE second <= $1",
+                        &[&(now - RATE_WINDOW)],
+                    )
+                    .await?;
+                    anyhow::Ok(())
+                };
+                if let Err(e) = pruned.await {
+                    tracing::warn!(error = %format!("{e:#}"), "pruning the PostgreSQL state failed");
+                }
+            });
+        }
+    }
+
+    /// Queues `commit` for the next group commit.
+    fn enqueue(&self, commit: Commit) -> Result<()> {
+        self.commits
+            .send(commit)
+            .map_err(|_| anyhow!("the PostgreSQL store's writer stopped"))
+    }
+
+    /// Runs `work` on a pooled connection and waits for it.
+    fn statement<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pooled) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.block(async move { work(pool.get().await?).await })
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Waits for an answer from the store's runtime. On a worker of a multi-threaded runtime the
+/// wait lets that runtime move its other tasks elsewhere meanwhile.
+fn wait<T>(f: impl FnOnce() -> T) -> T {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn no_answer() -> anyhow::Error {
+    anyhow!(
+        "the PostgreSQL state store did not answer within {}s",
+        OPERATION_TIMEOUT.as_secs()
+    )
+}
+
+/// Connections to the server, opened when needed, at most `permits` at once. A connection
+/// that broke is dropped, not reused; one dropped in a transaction rolls it back.
+struct Pool {
+    config: Config,
+    idle: Mutex<Vec<Client>>,
+    permits: Arc<Semaphore>,
+}
+
+struct Pooled {
+    client: Option<Client>,
+    pool: Arc<Pool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Pool {
+    async fn get(self: &Arc<Pool>) -> Result<Pooled> {
+        let permit = self.permits.clone().acquire_owned().await?;
+        let idle = loop {
+            let Some(client) = self.idle().pop() else {
+                break None;
+            };
+            if !client.is_closed() {
+                break Some(client);
+            }
+        };
+        let client = match idle {
+            Some(client) => client,
+            None => connect(&self.config).await?,
+        };
+        Ok(Pooled {
+            client: Some(client),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A new connection, driven on the current (the store's) runtime.
+async fn connect(config: &Config) -> Result<Client> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("connecting to the PostgreSQL state store")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("taken only on drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("taken only on drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !client.is_closed()
+        {
+            self.pool.idle().push(client);
+        }
+    }
+}
+
+/// Brings the schema to the current version, in one transaction that nodes starting at once
+/// take in turn.
+async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS warden_schema (version INTEGER NOT NULL)")
+        .await?;
+    let version = tx
+        .query_opt("SELECT version FROM warden_schema", &[])
+        .await?
+        .map(|row| row.get::<_, i32>(0))
+        .unwrap_or(0);
+    let known = MIGRATIONS.len();
+    let Ok(at) = usize::try_from(version) else {
+        bail!("the PostgreSQL state is at schema version {version}, which no Warden wrote");
+    };
+    if at > known {
+        bail!(
+            "the PostgreSQL state is at schema version {at}, newer than this Warden knows \
+             ({known}); use a newer warden"
+        );
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(at) {
+        tx.batch_execute(migration)
+            .await
+            .with_context(|| format!("migrating to schema version {}", i + 1))?;
+    }
+    tx.execute("DELETE FROM warden_schema", &[]).await?;
+    tx.execute(
+        "INSERT INTO warden_schema (version) VALUES ($1)",
+        &[&(known as i32)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One write waiting for the next group commit.
+enum Commit {
+    /// Records to append (`StateStore::append_audit`).
+    Append {
+        entries: Vec<AuditEntry>,
+        done: std::sync::mpsc::SyncSender<Result<()>>,
+    },
+    /// A call to count and start (`StateStore::record_call`).
+    Call {
+        agent: String,
+        session: Option<String>,
+        now_ms: i64,
+        /// The counts, for the caller to decide with.
+        counts: std::sync::mpsc::SyncSender<Result<CallCounts>>,
+        /// The caller's start records, or None: the caller failed, write nothing.
+        entries: oneshot::Receiver<Option<Vec<AuditEntry>>>,
+        done: std::sync::mpsc::SyncSender<Result<()>>,
+    },
+}
+
+/// The node's writer: takes every write queued while the last transaction ran and commits
+/// them in one, under the chain's lock, then answers their callers.
+async fn group_commits(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Commit>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        let committed =
+            tokio::time::timeout(OPERATION_TIMEOUT, commit_batch(&pool, batch, &mut done)).await;
+        let failure = match committed {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(_) => Some(no_answer().to_string()),
+        };
+        for (reply, outcome) in done {
+            let _ = reply.send(match (&failure, outcome) {
+                (None, outcome) => outcome,
+                (Some(e), _) => Err(anyhow!("writing to the PostgreSQL state store: {e}")),
+            });
+        }
+    }
+}
+
+/// Writes `batch` in one transaction. Each write's own outcome goes into `done` with the
+/// channel that answers it; the transaction's failure is every write's.
+async fn commit_batch(
+    pool: &Arc<Pool>,
+    batch: Vec<Commit>,
+    done: &mut Vec<(std::sync::mpsc::SyncSender<Result<()>>, Result<()>)>,
+) -> Result<()> {
+    let mut pending = batch.into_iter();
+    let written = write_batch(pool, &mut pending, done).await;
+    if let Err(e) = &written {
+        for commit in pending {
+            refuse(commit, e, done);
+        }
+    }
+    written
+}
+
+async fn write_batch(
+    pool: &Arc<Pool>,
+    batch: &mut std::vec::IntoIter<Commit>,
+    done: &mut Vec<(std::sync::mpsc::SyncSender<Result<()>>, Result<()>)>,
+) -> Result<()> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
+        .await?;
+    let mut head = chain_head(&tx).await?;
+    for commit in batch {
+        match commit {
+            Commit::Append {
+                entries,
+                done: reply,
+            } => {
+                append(&tx, &mut head, &entries).await?;
+                done.push((reply, Ok(())));
+            }
+            Commit::Call {
+                agent,
+                session,
+                now_ms,
+                counts,
+                entries,
+                done: reply,
+            } => {
+                let counted = count_call(&tx, &agent, session.as_deref(), now_ms).await?;
+                let (given, outcome) = match counted {
+                    Ok(given) => (given, Ok(())),
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        let _ = counts.send(Err(e));
+                        done.push((reply, Err(anyhow!(message))));
+                        continue;
+                    }
+                };
+                let _ = counts.send(Ok(given));
+                // The caller decides meanwhile; a caller gone writes nothing.
+                let Ok(Some(start)) = entries.await else {
+                    done.push((reply, Err(anyhow!("the call was not started"))));
+                    continue;
+                };
+                let second = now_ms.div_euclid(1000);
+                tx.execute(
+                    "INSERT INTO call_counts (agent, second, calls) VALUES ($1, $2, 1)
+                     ON CONFLICT (agent, second) DO UPDATE SET calls = call_counts.calls + 1",
+                    &[&agent, &second],
+                )
+                .await?;
+                if let Some(session) = &session {
+                    tx.execute(
+                        "UPDATE sessions SET calls = calls + 1 WHERE id = $1",
+                        &[session],
+                    )
+                    .await?;
+                }
+                append(&tx, &mut head, &start).await?;
+                done.push((reply, outcome));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Answers a write that cannot be made with `e`.
+fn refuse(
+    commit: Commit,
+    e: &anyhow::Error,
+    done: &mut Vec<(std::sync::mpsc::SyncSender<Result<()>>, Result<()>)>,
+) {
+    let reply = match commit {
+        Commit::Append { done, .. } => done,
+        Commit::Call { counts, done, .. } => {
+            let _ = counts.send(Err(anyhow!("{e:#}")));
+            done
+        }
+    };
+    done.push((reply, Err(anyhow!("{e:#}"))));
+}
+
+/// The counts a call is decided with, read in the batch's transaction (which sees the calls
+/// counted before it in the same batch). An unknown session is the call's own error.
+async fn count_call(
+    tx: &impl GenericClient,
+    agent: &str,
+    session: Option<&str>,
+    now_ms: i64,
+) -> Result<Result<CallCounts>> {
+    let since = now_ms.div_euclid(1000) - RATE_WINDOW;
+    let row = tx
+        .query_one(
+            "SELECT (SELECT COALESCE(SUM(calls), 0)::BIGINT FROM call_counts
+                     WHERE agent = $1 AND second > $2),
+                    (SELECT calls FROM sessions WHERE id = $3)",
+            &[&agent, &since, &session],
+        )
+        .await?;
+    let last_minute = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+    let in_session = match (session, row.get::<_, Option<i64>>(1)) {
+        (None, _) => 0,
+        (Some(_), Some(calls)) => u64::try_from(calls).unwrap_or(0),
+        (Some(id), None) => return Ok(Err(anyhow!("no session `{id}` in the state store"))),
+    };
+    Ok(Ok(CallCounts {
+        last_minute,
+        in_session,
+    }))
+}
+
+/// The chain's last record (seq and hash), read under the chain's lock.
+async fn chain_head(tx: &impl GenericClient) -> Result<(u64, String)> {
+    let last = tx
+        .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+        .await?;
+    Ok(match last {
+        Some(row) => (u64::try_from(row.get::<_, i64>(0))?, row.get(1)),
+        None => (0, GENESIS.to_string()),
+    })
+}
+
+/// Appends `entries` after `head`, each linked to the one before, in one statement.
+async fn append(
+    tx: &impl GenericClient,
+    head: &mut (u64, String),
+    entries: &[AuditEntry],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let (mut seqs, mut calls, mut bodies, mut prevs, mut hashes) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut seq, mut prev) = head.clone();
+    for entry in entries {
+        seq += 1;
+        let hash = link_hash(&prev, seq, &entry.call_id, &entry.body);
+        seqs.push(i64::try_from(seq)?);
+        calls.push(entry.call_id.as_str());
+        bodies.push(entry.body.as_str());
+        prevs.push(prev);
+        prev = hash.clone();
+        hashes.push(hash);
+    }
+    tx.execute(
+        "INSERT INTO audit (seq, call_id, body, prev_hash, hash)
+         SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
+        &[&seqs, &calls, &bodies, &prevs, &hashes],
+    )
+    .await?;
+    *head = (seq, prev);
+    Ok(())
+}
+
+impl StateStore for PostgresStore {
+    fn ping(&self) -> Result<()> {
+        self.statement(|c| async move {
+            c.query_one("SELECT 1", &[]).await?;
+            Ok(())
+        })
+    }
+
+    fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
+        let nonce = nonce.to_string();
+        let inserted = self.statement(move |c| async move {
+            Ok(c.execute(
+                "INSERT INTO nonces (nonce, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&nonce, &expires],
+            )
+            .await?)
+        })?;
+        self.grew();
+        Ok(inserted == 1)
+    }
+
+    fn start_session(&self, session: &Session) -> Result<()> {
+        let session = session.clone();
+        let scope = serde_json::to_string(&session.scope)?;
+        let now = crate::identity::jwt::now();
+        self.statement(move |mut conn| async move {
+            let tx = conn.transaction().await?;
+            lock_agent(&tx, "sessions", &session.agent).await?;
+            let live: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM sessions WHERE agent = $1 AND expires > $2
+                     AND id NOT IN (SELECT id FROM revocations WHERE kind = 'session')",
+                    &[&session.agent, &now],
+                )
+                .await?
+                .get(0);
+            if u64::try_from(live).unwrap_or(u64::MAX) >= MAX_LIVE_SESSIONS {
+                return Err(TooManySessions {
+                    agent: session.agent.clone(),
+                    max: MAX_LIVE_SESSIONS,
+                }
+                .into());
+            }
+            tx.execute(
+                "INSERT INTO sessions (id, agent, user_name, delegation, scope, created, expires)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &session.id,
+                    &session.agent,
+                    &session.user,
+                    &session.delegation,
+                    &scope,
+                    &now,
+                    &session.expires,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })?;
+        self.grew();
+        Ok(())
+    }
+
+    fn session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_string();
+        let row = self.statement(move |c| async move {
+            Ok(c.query_opt(
+                "SELECT id, agent, user_name, delegation, scope, expires, tainted, taint_reason,
+                 calls FROM sessions WHERE id = $1",
+                &[&id],
+            )
+            .await?)
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let scope: String = row.get(4);
+        Ok(Some(Session {
+            id: row.get(0),
+            agent: row.get(1),
+            user: row.get(2),
+            delegation: row.get(3),
+            scope: serde_json::from_str(&scope).context("a session's scope")?,
+            expires: row.get(5),
+            tainted: row.get(6),
+            taint_reason: row.get(7),
+            calls: u64::try_from(row.get::<_, i64>(8)).unwrap_or(0),
+        }))
+    }
+
+    fn taint(&self, session: &str, reason: &str) -> Result<()> {
+        let (session, reason) = (session.to_string(), reason.to_string());
+        self.statement(move |c| async move {
+            c.execute(
+                "UPDATE sessions SET tainted = true, taint_reason = COALESCE(taint_reason, $2)
+                 WHERE id = $1",
+                &[&session, &reason],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn record_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
+    ) -> Result<CallCounts> {
+        let (counts_tx, counts_rx) = std::sync::mpsc::sync_channel(1);
+        let (entries_tx, entries_rx) = oneshot::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(Commit::Call {
+            agent: agent.to_string(),
+            session: session.map(str::to_string),
+            now_ms,
+            counts: counts_tx,
+            entries: entries_rx,
+            done: done_tx,
+        })?;
+        let counts = wait(|| counts_rx.recv().map_err(|_| no_answer())?)?;
+        let started = start(counts);
+        let _ = entries_tx.send(started.as_ref().ok().cloned());
+        let entries = started?;
+        wait(|| done_rx.recv().map_err(|_| no_answer())?)?;
+        drop(entries);
+        self.grew();
+        Ok(counts)
+    }
+
+    fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
+        let agent = agent.to_string();
+        let since = now_ms.div_euclid(1000) - RATE_WINDOW;
+        self.statement(move |c| async move {
+            let count: i64 = c
+                .query_one(
+                    "SELECT COALESCE(SUM(calls), 0)::BIGINT FROM call_counts
+                     WHERE agent = $1 AND second > $2",
+                    &[&agent, &since],
+                )
+                .await?
+                .get(0);
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        let (done, answered) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(Commit::Append {
+            entries: entries.to_vec(),
+            done,
+        })?;
+        wait(|| answered.recv().map_err(|_| no_answer())?)
+    }
+
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditLink>> {
+        let (after, limit) = (i64::try_from(after)?, i64::try_from(limit)?);
+        let rows = self.statement(move |c| async move {
+            Ok(c.query(
+                "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE seq > $1
+                 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?)
+        })?;
+        rows.iter().map(audit_link).collect()
+    }
+
+    fn audit_of_call(&self, call_id: &str) -> Result<Vec<AuditLink>> {
+        let call_id = call_id.to_string();
+        let rows = self.statement(move |c| async move {
+            Ok(c.query(
+                "SELECT seq, call_id, body, prev_hash, hash FROM audit WHERE call_id = $1
+                 ORDER BY seq",
+                &[&call_id],
+            )
+            .await?)
+        })?;
+        rows.iter().map(audit_link).collect()
+    }
+
+    fn audit_tail(&self, count: usize) -> Result<Vec<AuditLink>> {
+        let count = i64::try_from(count)?;
+        let rows = self.statement(move |c| async move {
+            Ok(c.query(
+                "SELECT seq, call_id, body, prev_hash, hash FROM
+                 (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) AS tail ORDER BY seq",
+                &[&count],
+            )
+            .await?)
+        })?;
+        rows.iter().map(audit_link).collect()
+    }
+
+    fn request_approval(&self, request: &Approval, max_pending: u64) -> Result<Approval> {
+        let request = request.clone();
+        let stored = self.statement(move |mut conn| async move {
+            let tx = conn.transaction().await?;
+            lock_agent(&tx, "approvals", &request.agent).await?;
+            let now = crate::identity::jwt::now();
+            let pending = tx
+                .query_opt(
+                    &format!(
+                        "{APPROVAL_COLUMNS} WHERE digest = $1 AND status = 'pending'
+                         AND expires > $2 ORDER BY created DESC LIMIT 1"
+                    ),
+                    &[&request.digest, &now],
+                )
+                .await?;
+            if let Some(row) = pending {
+                return approval(&row);
+            }
+            let waiting: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM approvals
+                     WHERE status = 'pending' AND agent = $1 AND expires > $2",
+                    &[&request.agent, &request.created],
+                )
+                .await?
+                .get(0);
+            if u64::try_from(waiting).unwrap_or(u64::MAX) >= max_pending {
+                return Err(TooManyPending {
+                    agent: request.agent.clone(),
+                    max: max_pending,
+                }
+                .into());
+            }
+            tx.execute(
+                "INSERT INTO approvals (id, digest, agent, user_name, tool, tool_digest,
+                 input_digest, input, reason, created, expires, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
+                &[
+                    &request.id,
+                    &request.digest,
+                    &request.agent,
+                    &request.user,
+                    &request.tool,
+                    &request.tool_digest,
+                    &request.input_digest,
+                    &request.input.to_string(),
+                    &request.reason,
+                    &request.created,
+                    &request.expires,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(request)
+        })?;
+        self.grew();
+        Ok(stored)
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        let id = id.to_string();
+        let row = self.statement(move |c| async move {
+            Ok(
+                c.query_opt(&format!("{APPROVAL_COLUMNS} WHERE id = $1"), &[&id])
+                    .await?,
+            )
+        })?;
+        row.as_ref().map(approval).transpose()
+    }
+
+    fn approvals(&self, all: bool) -> Result<Vec<Approval>> {
+        let filter = if all { "" } else { "WHERE status = 'pending'" };
+        let query = format!("{APPROVAL_COLUMNS} {filter} ORDER BY created DESC");
+        let rows = self.statement(async move |c| Ok(c.query(&query, &[]).await?))?;
+        rows.iter().map(approval).collect()
+    }
+
+    fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
+        let (status, approver, signature) = match decision {
+            ApprovalDecision::Approved {
+                approver,
+                signature,
+            } => (ApprovalStatus::Approved, approver, Some(signature.clone())),
+            ApprovalDecision::Denied { by } => (ApprovalStatus::Denied, by, None),
+        };
+        let (id, approver) = (id.to_string(), approver.clone());
+        let changed = self.statement(move |c| async move {
+            Ok(c.execute(
+                "UPDATE approvals SET status = $2, approver = $3, signature = $4
+                 WHERE id = $1 AND status = 'pending'",
+                &[&id, &status.as_str(), &approver, &signature],
+            )
+            .await?)
+        })?;
+        Ok(changed == 1)
+    }
+
+    fn use_approval(&self, id: &str, call_id: &str) -> Result<bool> {
+        // One statement: of nodes racing, the second re-reads the row after the first
+        // commits and finds it `used`.
+        let (id, call_id) = (id.to_string(), call_id.to_string());
+        let changed = self.statement(move |c| async move {
+            Ok(c.execute(
+                "UPDATE approvals SET status = 'used', used_by = $2
+                 WHERE id = $1 AND status = 'approved'",
+                &[&id, &call_id],
+            )
+            .await?)
+        })?;
+        Ok(changed == 1)
+    }
+
+    fn revoke(&self, revocation: &Revocation) -> Result<bool> {
+        let revocation = revocation.clone();
+        self.statement(move |mut conn| async move {
+            let tx = conn.transaction().await?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO revocations (kind, id, at, reason) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &revocation.kind.as_str(),
+                        &revocation.id,
+                        &revocation.at,
+                        &revocation.reason,
+                    ],
+                )
+                .await?;
+            // Delivered to every listening node when this commits, not before.
+            let announcement = serde_json::json!({
+                "kind": revocation.kind,
+                "id": revocation.id,
+            });
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&REVOCATIONS_CHANNEL, &announcement.to_string()],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let kinds: Vec<&'static str> = ids.iter().map(|(kind, _)| kind.as_str()).collect();
+        let names: Vec<String> = ids.iter().map(|(_, id)| id.to_string()).collect();
+        let row = self.statement(move |c| async move {
+            Ok(c.query_opt(
+                "SELECT kind, id, at, reason FROM revocations
+                 WHERE (kind, id) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))
+                 ORDER BY at LIMIT 1",
+                &[&kinds, &names],
+            )
+            .await?)
+        })?;
+        row.as_ref().map(revocation).transpose()
+    }
+
+    fn revocations(&self) -> Result<Vec<Revocation>> {
+        let rows = self.statement(|c| async move {
+            Ok(c.query(
+                "SELECT kind, id, at, reason FROM revocations ORDER BY at, kind, id",
+                &[],
+            )
+            .await?)
+        })?;
+        rows.iter().map(revocation).collect()
+    }
+
+    fn on_revocation(&self, watcher: RevocationWatcher) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(watcher);
+        self.listening.call_once(|| {
+            self.handle
+                .spawn(listen(self.pool.config.clone(), self.watchers.clone()));
+        });
+    }
+}
+
+/// Serialises writers of `what` for `agent` until the transaction ends.
+async fn lock_agent(tx: &impl GenericClient, what: &str, agent: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&format!("{what}:{agent}")],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Listens for revocations on a connection of its own, reconnecting (after a second) when
+/// it breaks, and tells the watchers of each.
+async fn listen(config: Config, watchers: Arc<Mutex<Vec<RevocationWatcher>>>) {
+    loop {
+        if let Err(e) = listen_once(&config, &watchers).await {
+            tracing::warn!(error = %format!("{e:#}"), "listening for revocations: reconnecting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(config: &Config, watchers: &Mutex<Vec<RevocationWatcher>>) -> Result<()> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (messages, mut received) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+            match message {
+                Some(Ok(message)) => {
+                    if messages.send(Ok(message)).is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = messages.send(Err(e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {REVOCATIONS_CHANNEL}"))
+        .await?;
+    while let Some(message) = received.recv().await {
+        let tokio_postgres::AsyncMessage::Notification(note) = message? else {
+            continue;
+        };
+        let Ok(announced) = serde_json::from_str::<Announced>(note.payload()) else {
+            continue;
+        };
+        let revocation = Revocation {
+            kind: announced.kind,
+            id: announced.id,
+            at: crate::identity::jwt::now(),
+            reason: String::new(),
+        };
+        for watcher in watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            watcher(&revocation);
+        }
+    }
+    driver.abort();
+    bail!("the connection ended")
+}
+
+#[derive(Deserialize)]
+struct Announced {
+    kind: RevocationKind,
+    id: String,
+}
+
+fn audit_link(row: &Row) -> Result<AuditLink> {
+    Ok(AuditLink {
+        seq: u64::try_from(row.try_get::<_, i64>(0)?)?,
+        call_id: row.try_get(1)?,
+        body: row.try_get(2)?,
+        prev_hash: row.try_get(3)?,
+        hash: row.try_get(4)?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "SELECT id, digest, agent, user_name, tool, tool_digest,
+    input_digest, input, reason, created, expires, status, approver, signature, used_by
+    FROM approvals";
+
+fn approval(row: &Row) -> Result<Approval> {
+    let id: String = row.try_get(0)?;
+    let (input, status) = approval_fields(&id, row.try_get(7)?, row.try_get(11)?)?;
+    Ok(Approval {
+        id,
+        digest: row.try_get(1)?,
+        agent: row.try_get(2)?,
+        user: row.try_get(3)?,
+        tool: row.try_get(4)?,
+        tool_digest: row.try_get(5)?,
+        input_digest: row.try_get(6)?,
+        input,
+        reason: row.try_get(8)?,
+        created: row.try_get(9)?,
+        expires: row.try_get(10)?,
+        status,
+        approver: row.try_get(12)?,
+        signature: row.try_get(13)?,
+        used_by: row.try_get(14)?,
+    })
+}
+
+fn revocation(row: &Row) -> Result<Revocation> {
+    Ok(Revocation {
+        kind: revocation_kind(row.try_get(0)?)?,
+        id: row.try_get(1)?,
+        at: row.try_get(2)?,
+        reason: row.try_get(3)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_is_versioned_and_a_newer_one_is_refused() {
+        let Some(server) = warden_test_support::postgres::postgres() else {
+            return;
+        };
+        let schema = server.schema();
+        let settings = PostgresSettings {
+            url: schema.url.clone(),
+            password: Some(crate::credentials::Secret::new(schema.password.clone())),
+            connections: 2,
+        };
+        let store = PostgresStore::open(&settings).unwrap();
+        // Opening again applies nothing twice.
+        drop(PostgresStore::open(&settings).unwrap());
+        let version = |store: &PostgresStore| {
+            store
+                .statement(|c| async move {
+                    Ok(c.query_one("SELECT version FROM warden_schema", &[])
+                        .await?
+                        .get::<_, i32>(0))
+                })
+                .unwrap()
+        };
+        assert_eq!(version(&store) as usize, MIGRATIONS.len());
+        store
+            .statement(|c| async move {
+                Ok(c.execute("UPDATE warden_schema SET version = 99", &[])
+                    .await?)
+            })
+            .unwrap();
+        let e = PostgresStore::open(&settings).err().unwrap();
+        assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
+    }
+
+    #[test]
+    fn a_url_with_a_password_or_without_a_database_is_refused_without_being_repeated() {
+        for (url, says) in [
+            ("postgres://warden:hunter2@db/warden", "carries a password"),
+            ("postgres://warden@db", "names no database"),
+            ("mysql://warden@db/warden", "must start with postgres://"),
+            (
+                "postgres://warden@db:notaport/x",
+                "not a PostgreSQL connection URL",
+            ),
+        ] {
+            let e = parse_url(url).err().unwrap();
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2") && !e.contains("db"), "{e}");
+        }
+        assert!(parse_url("postgres://warden@127.0.0.1:5432/warden").is_ok());
+    }
+}
