@@ -13,6 +13,7 @@ mod isolation;
 mod layering;
 mod library;
 mod mcp;
+mod nodes;
 mod policy;
 mod properties;
 mod revocation;

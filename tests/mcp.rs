@@ -31,7 +31,7 @@ unless { context.approved };
 permit(principal, action == Action::"egress", resource);
 "#;
 
-fn fixture() -> Fixture {
+pub fn fixture() -> Fixture {
     let f = Fixture::new();
     f.set_policies(&[
         ("base.cedar", POLICIES),
@@ -47,24 +47,29 @@ fn fixture() -> Fixture {
     f
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     std::env::var_os("WARDEN_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
 }
 
+/// tests/mcp/client.py with `plan`, to be run.
+pub fn client_cmd(plan: &Value) -> Command {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp/client.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script).arg(plan.to_string());
+    cmd
+}
+
 /// Runs tests/mcp/client.py with `plan`.
 fn run_client(plan: Value) -> std::process::Output {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp/client.py");
-    Command::new(python())
-        .arg(script)
-        .arg(plan.to_string())
+    client_cmd(&plan)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run .ci/run's setup first)", python().display()))
 }
 
 /// Runs tests/mcp/client.py with `plan`; one JSON value per step.
-fn client(plan: Value) -> Vec<Value> {
+pub fn client(plan: Value) -> Vec<Value> {
     let out = run_client(plan);
     assert!(out.status.success(), "client failed: {}", stderr(&out));
     stdout(&out)
@@ -183,35 +188,15 @@ fn the_python_sdk_lists_and_calls_over_stdio() {
     assert_steps(&f, &results);
 }
 
-/// `warden mcp --http 127.0.0.1:0`, and its URL.
-struct HttpServer {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_server(f: &Fixture) -> HttpServer {
-    let mut child = f
-        .cli()
-        .args(["mcp", "--http", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let url = line.split("at ").nth(1).unwrap().trim().to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    HttpServer { child, url }
+/// `warden mcp --http 127.0.0.1:0`.
+fn http_server(f: &Fixture) -> Node {
+    let mut cli = f.cli();
+    cli.args(["mcp", "--http", "127.0.0.1:0"]);
+    Node::start(cli)
 }
 
 /// The status line of a raw `initialize` POST with `authorization`.
-fn raw_status(url: &str, authorization: Option<&str>) -> String {
+pub fn raw_status(url: &str, authorization: Option<&str>) -> String {
     let address = url.trim_start_matches("http://").split('/').next().unwrap();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
@@ -232,7 +217,7 @@ fn raw_status(url: &str, authorization: Option<&str>) -> String {
     response.lines().next().unwrap_or("").to_string()
 }
 
-fn assertion(f: &Fixture, key: &str) -> String {
+pub fn assertion(f: &Fixture, key: &str) -> String {
     let out = f.run(&[
         "assert",
         "--agent",
@@ -629,29 +614,10 @@ fn a_terminated_node_finishes_the_call_in_flight() {
         assert!(t.contains("timeout = \"1s\""), "{t}");
         t.replace("timeout = \"1s\"", "timeout = \"4s\"")
     });
-    let child = f
-        .cli()
-        .args(["serve", "--addr", "127.0.0.1:0", "--drain", "20s"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed if the test fails half-way.
-    let mut node = HttpServer {
-        child,
-        url: String::new(),
-    };
-    let mut lines = BufReader::new(node.child.stderr.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let url = line
-        .split("at ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
-    let said =
-        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let mut cli = f.cli();
+    cli.args(["serve", "--addr", "127.0.0.1:0", "--drain", "20s"]);
+    let mut node = Node::start(cli);
+    let url = node.url.clone();
     let plan = json!({
         "transport": "http", "url": url, "token": assertion(&f, AGENT),
         "steps": [{ "op": "call", "tool": "hostile-cpu", "arguments": { "attack": "sleep" } }],
@@ -690,7 +656,7 @@ fn a_terminated_node_finishes_the_call_in_flight() {
         "{results:?}"
     );
     let status = node.child.wait().unwrap();
-    let said = said.join().unwrap();
+    let said = node.said();
     assert_eq!(status.code(), Some(0), "{said}");
     assert!(said.contains("stopping"), "{said}");
     // Its final record is on a chain that verifies.

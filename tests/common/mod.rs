@@ -363,3 +363,77 @@ print(json.dumps({"tests": int(root.get("tests")), "failures": int(root.get("fai
     assert_exit(&out, 0);
     serde_json::from_str(&stdout(&out)).unwrap()
 }
+
+/// A `warden serve` (or `warden mcp --http`) process, killed when dropped.
+pub struct Node {
+    pub child: std::process::Child,
+    /// Its MCP endpoint (`http://ADDR/mcp`).
+    pub url: String,
+    /// What it writes to stderr after the line that announces its address.
+    said: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Node {
+    /// Starts `cli` (a `warden serve` or `warden mcp --http` command) and waits for its address.
+    pub fn start(mut cli: Command) -> Node {
+        use std::io::BufRead as _;
+        let mut child = cli.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = lines.next().unwrap().unwrap();
+        let url = line
+            .split("at ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in: {line}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let said =
+            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        Node {
+            child,
+            url,
+            said: Some(said),
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn base(&self) -> &str {
+        self.url.trim_end_matches("/mcp")
+    }
+
+    /// The status code of `GET path`.
+    pub fn status(&self, path: &str) -> u16 {
+        use std::io::{Read as _, Write as _};
+        let address = self.base().trim_start_matches("http://");
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            return 0;
+        };
+        let _ = write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
+        );
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Everything it said on stderr, once it has exited.
+    pub fn said(&mut self) -> String {
+        self.said
+            .take()
+            .map(|said| said.join().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -10,11 +10,13 @@ a list of
       replaced by the approval id of the last call that asked for one, "{session}" by the
       Warden session the last call that named one ran in)
   {"op": "run", "command": [...]}                               (same replacement)
+  {"op": "wait", "file": PATH}      (until the test makes PATH: lets a test act between steps)
 Prints one JSON line per step.
 """
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -84,9 +86,16 @@ async def run_steps(session, steps, stateless=False):
                     "text": text,
                     "structured": structured,
                     "session": meta.get("warden/session"),
+                    "call": meta.get("warden/call"),
                 }
             except Exception as e:  # a JSON-RPC error
                 out = {"rpc_error": str(e)}
+        elif step["op"] == "wait":
+            for _ in range(1200):
+                if os.path.exists(step["file"]):
+                    break
+                await asyncio.sleep(0.1)
+            out = {"waited": os.path.exists(step["file"])}
         elif step["op"] == "run":
             done = subprocess.run(substitute(step["command"], approval), capture_output=True, text=True)
             out = {"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr}

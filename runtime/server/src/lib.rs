@@ -41,6 +41,8 @@ pub const APPROVAL_META: &str = "warden/approval";
 /// The `_meta` key of a stateless HTTP call that names its Warden session; a result carries
 /// the session its call ran in under the same key.
 pub const SESSION_META: &str = "warden/session";
+/// The `_meta` key of a result that names its call (its id in the audit).
+pub const CALL_META: &str = "warden/call";
 /// The `SESSION_META` value that asks for a new session.
 pub const NEW_SESSION: &str = "new";
 
@@ -322,14 +324,14 @@ impl ServerHandler for WardenMcp {
             return Err(McpError::invalid_params(e.message.clone(), None));
         }
         let mut result = result(&report);
+        // Which call this was (`warden audit show`), and the session it ran in.
+        let mut meta = rmcp::model::MetaObject::default();
+        meta.0
+            .insert(CALL_META.to_string(), report.record.call_id.clone().into());
         if let Some(id) = &report.record.session {
-            let mut meta = rmcp::model::MetaObject::default();
-            meta.0.insert(
-                SESSION_META.to_string(),
-                serde_json::Value::from(id.clone()),
-            );
-            result.meta = Some(meta);
+            meta.0.insert(SESSION_META.to_string(), id.clone().into());
         }
+        result.meta = Some(meta);
         Ok(result.into())
     }
 }

@@ -111,3 +111,128 @@ fn uuid_like() -> String {
     getrandom::fill(&mut bytes).expect("random bytes");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A PostgreSQL cluster of its own, on a free loopback port, for a test that stops and starts
+/// the server (the shared one serves other tests meanwhile). Made with the installed server's
+/// `initdb` as the `postgres` user (so it needs root), trusting loopback connections, and
+/// removed when dropped.
+pub struct Cluster {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// A new running cluster, or None (after saying so loudly) when none can be made here and
+    /// this is not CI.
+    pub fn start() -> Option<Cluster> {
+        match Cluster::make() {
+            Ok(cluster) => Some(cluster),
+            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true and no PostgreSQL cluster of its own for the test: {why}")
+            }
+            Err(why) => {
+                eprintln!("\n*** SKIPPED: a PostgreSQL outage test: {why}\n");
+                None
+            }
+        }
+    }
+
+    fn make() -> Result<Cluster, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("no PostgreSQL server installed: {e}"))?
+            .flatten()
+            .map(|v| v.path().join("bin"))
+            .find(|bin| bin.join("initdb").exists())
+            .ok_or("no initdb under /usr/lib/postgresql")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let dir = std::env::temp_dir().join(format!("warden-pg-{}", uuid_like()));
+        let cluster = Cluster { dir, port, bin };
+        std::fs::create_dir_all(&cluster.dir).map_err(|e| e.to_string())?;
+        run(
+            "chown",
+            &["postgres:postgres", cluster.dir.to_str().unwrap()],
+        )?;
+        let data = cluster.data();
+        cluster.as_postgres(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "warden", "--no-sync"],
+        )?;
+        cluster.start_again()?;
+        Ok(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let program = self.bin.join(program).display().to_string();
+        let mut all = vec!["-u", "postgres", "--", program.as_str()];
+        all.extend(args);
+        run("runuser", &all)
+    }
+
+    /// `postgres://warden@127.0.0.1:PORT/postgres` (no password: loopback is trusted).
+    pub fn url(&self) -> String {
+        format!("postgres://warden@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (`immediate`: as a crash would).
+    pub fn stop(&self) -> Result<(), String> {
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+    }
+
+    /// Starts the stopped server, and waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

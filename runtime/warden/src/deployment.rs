@@ -142,7 +142,7 @@ pub struct AuditSettings {
 }
 
 /// `[state]`: the PostgreSQL server the deployment's nodes share, if any.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSettings {
     /// `postgres://user@host:port/database`, without a password.
@@ -156,6 +156,16 @@ pub struct StateSettings {
 
 fn default_connections() -> usize {
     8
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            url: None,
+            password: None,
+            connections: default_connections(),
+        }
+    }
 }
 
 impl Default for AuditSettings {

@@ -45,7 +45,7 @@ pub struct DenyArgs {
 pub fn list(config: &Path, command: ApprovalsCommand) -> Result<i32> {
     let ApprovalsCommand::List { all, json } = command;
     let deployment = Deployment::load(config)?;
-    let approvals = state::sqlite::open(&deployment.state_dir)?.approvals(all)?;
+    let approvals = state::open(&deployment)?.approvals(all)?;
     // The input is the agent's: a person reads it escaped before approving it.
     if json {
         let text = serde_json::to_string_pretty(&approvals)?;
@@ -82,7 +82,7 @@ pub fn approve(config: &Path, args: ApproveArgs) -> Result<i32> {
             return Ok(3);
         }
     };
-    let store = state::sqlite::open(&deployment.state_dir)?;
+    let store = state::open(&deployment)?;
     let pending = store
         .approval(&args.id)?
         .ok_or_else(|| UsageError(format!("no approval `{}`", args.id)))?;
@@ -121,7 +121,7 @@ pub fn approve(config: &Path, args: ApproveArgs) -> Result<i32> {
 
 pub fn deny(config: &Path, args: DenyArgs) -> Result<i32> {
     let deployment = Deployment::load(config)?;
-    let store = state::sqlite::open(&deployment.state_dir)?;
+    let store = state::open(&deployment)?;
     if store.approval(&args.id)?.is_none() {
         return Err(UsageError(format!("no approval `{}`", args.id)).into());
     }

@@ -42,7 +42,7 @@ pub enum AuditCommand {
 
 pub fn run(config: &Path, command: AuditCommand) -> Result<i32> {
     let deployment = Deployment::load(config)?;
-    let store = state::sqlite::open(&deployment.state_dir)?;
+    let store = state::open(&deployment)?;
     match command {
         AuditCommand::Verify { json } => match audit::verify(store.as_ref())? {
             Ok(verified) => {

@@ -12,6 +12,10 @@ pub enum DrillCommand {
     /// Revoke each kind (agent, delegation, session, credential, tool) while a throwaway
     /// call runs; print one row per kind; exit 1 if any row fails.
     Revocation {
+        /// Make the revocations on another node of this deployment: its configuration (the
+        /// same `[state]`, a state directory of its own). The drill's calls run on this one.
+        #[arg(long, value_name = "CONFIG")]
+        other_node: Option<PathBuf>,
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
@@ -39,9 +43,20 @@ pub enum DrillCommand {
 pub async fn run(config: &Path, command: DrillCommand) -> Result<i32> {
     let deployment = Deployment::load(config)?;
     match command {
-        DrillCommand::Revocation { json, junit } => {
+        DrillCommand::Revocation {
+            other_node,
+            json,
+            junit,
+        } => {
             let warden = std::env::current_exe().context("finding the warden binary")?;
-            let rows = revocation::run(&deployment, revocation::Revoker::Process(warden)).await?;
+            if let Some(other) = &other_node {
+                same_state(&deployment, &Deployment::load(other)?)?;
+            }
+            let revoker = revocation::Revoker::Process {
+                warden,
+                config: other_node,
+            };
+            let rows = revocation::run(&deployment, revoker).await?;
             if let Some(file) = junit {
                 let cases: Vec<junit::Case> = rows
                     .iter()
@@ -111,6 +126,26 @@ pub fn print_rows<T: serde::Serialize>(
         println!("{}", serde_json::to_string_pretty(rows)?);
     } else {
         print!("{}", table());
+    }
+    Ok(())
+}
+
+/// `other` is another node of `deployment`: the same PostgreSQL state, or the same SQLite file.
+fn same_state(deployment: &Deployment, other: &Deployment) -> Result<()> {
+    let shared = match (&deployment.state.url, &other.state.url) {
+        (Some(ours), Some(theirs)) => ours == theirs,
+        (None, None) => {
+            std::path::absolute(&deployment.state_dir)? == std::path::absolute(&other.state_dir)?
+        }
+        _ => false,
+    };
+    if !shared {
+        return Err(crate::UsageError(format!(
+            "{}: not another node of this deployment: its state store (`[state] url`, or \
+             `state_dir` for SQLite) is not this deployment's",
+            other.file.display()
+        ))
+        .into());
     }
     Ok(())
 }

@@ -49,7 +49,7 @@ pub fn revoke(config: &Path, args: RevokeArgs) -> Result<i32> {
 
 pub fn list(config: &Path) -> Result<i32> {
     let deployment = Deployment::load(config)?;
-    for r in state::sqlite::open(&deployment.state_dir)?.revocations()? {
+    for r in state::open(&deployment)?.revocations()? {
         println!(
             "{}  {:<10} {}  {}",
             format_unix(r.at),

@@ -95,7 +95,7 @@ pub async fn run(deployment: &Deployment, only: &[String]) -> Result<Vec<Row>> {
     let state = tempfile::tempdir().context("making the drill's state directory")?;
     let backing = Backing {
         state_dir: state.path().to_path_buf(),
-        store: Some(warden::state::sqlite::open(&deployment.state_dir)?),
+        store: Some(warden::state::open(deployment)?),
         audit: deployment.audit.clone(),
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(TOOLS_AT_ONCE));

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use warden::call::{CallRequest, Caller};
 use warden::credentials::Secret;
-use warden::deployment::Deployment;
+use warden::deployment::{Deployment, SecretSource};
 use warden::identity::{assertion, delegation, jwt, keys};
 use warden::manifest::Digest;
 use warden::policy::{Origin, OriginKind};
@@ -33,8 +33,14 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Who revokes during the drill.
 pub enum Revoker {
-    /// Another `warden` process (this binary), as an operator would.
-    Process(PathBuf),
+    /// Another `warden` process (this binary), as an operator would: with the drill's own
+    /// configuration, or with another node's (`config`: a deployment on the same state store,
+    /// with its own state directory), so that calls run on this node and revocations are made
+    /// on that one.
+    Process {
+        warden: PathBuf,
+        config: Option<PathBuf>,
+    },
     /// Another runtime in this process (its own caches, the same store).
     Runtime,
 }
@@ -158,6 +164,23 @@ impl Drill {
             state_dir.display().to_string(),
             keys::format_public(&user_key.verifying_key()),
         );
+        // The deployment's state store, wherever it is.
+        if let Some(url) = &deployment.state.url {
+            let _ = write!(
+                toml,
+                "\n[state]\nurl = {url:?}\nconnections = {}\n",
+                deployment.state.connections
+            );
+            if let Some(name) = &deployment.state.password {
+                let _ = write!(toml, "password = {name:?}\n\n[secrets.{name:?}]\n");
+                let _ = match &deployment.secrets[name] {
+                    SecretSource::File(path) => {
+                        write!(toml, "file = {:?}\n", path.display().to_string())
+                    }
+                    SecretSource::Env(var) => write!(toml, "env = {var:?}\n"),
+                };
+            }
+        }
         for (kind, key) in &agent_keys {
             let _ = write!(
                 toml,
@@ -300,10 +323,10 @@ impl Drill {
                     "revocation drill",
                 )?;
             }
-            Revoker::Process(warden) => {
+            Revoker::Process { warden, config } => {
                 let out = tokio::process::Command::new(warden)
                     .arg("--config")
-                    .arg(&self.config)
+                    .arg(config.as_ref().unwrap_or(&self.config))
                     .args(["revoke", kind.as_str(), id, "--reason", "revocation drill"])
                     .output()
                     .await

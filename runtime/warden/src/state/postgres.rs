@@ -1187,6 +1187,50 @@ mod tests {
         assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
     }
 
+    /// A revocation made through one store is announced to the watchers of another.
+    #[test]
+    fn revocations_are_announced_to_other_nodes() {
+        let Some(server) = warden_test_support::postgres::postgres() else {
+            return;
+        };
+        let schema = server.schema();
+        let settings = PostgresSettings {
+            url: schema.url.clone(),
+            password: Some(crate::credentials::Secret::new(schema.password.clone())),
+            connections: 2,
+        };
+        let (one, other) = (
+            PostgresStore::open(&settings).unwrap(),
+            PostgresStore::open(&settings).unwrap(),
+        );
+        let (heard, hear) = std::sync::mpsc::channel();
+        let heard = Mutex::new(heard);
+        one.on_revocation(Box::new(move |revoked| {
+            let _ = heard
+                .lock()
+                .unwrap()
+                .send((revoked.kind, revoked.id.clone()));
+        }));
+        // The listener subscribes in the background: revoke until it hears.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let id = format!("sha256:{}", schema.name);
+        loop {
+            other
+                .revoke(&Revocation {
+                    kind: RevocationKind::Tool,
+                    id: id.clone(),
+                    at: 1,
+                    reason: String::new(),
+                })
+                .unwrap();
+            if let Ok(said) = hear.recv_timeout(Duration::from_millis(200)) {
+                assert_eq!(said, (RevocationKind::Tool, id));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never announced");
+        }
+    }
+
     #[test]
     fn a_url_with_a_password_or_without_a_database_is_refused_without_being_repeated() {
         for (url, says) in [
