@@ -155,6 +155,19 @@ pub struct CallRecord {
     pub outcome: CallOutcome,
     pub error: Option<CallFailure>,
     pub duration_ms: f64,
+    /// Where the call's time went in Warden itself (not audited: it says nothing of the call).
+    #[serde(skip)]
+    pub timings: Timings,
+}
+
+/// The parts of a call's time spent deciding and in the state store (`warden bench`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Evaluating the policies on the call.
+    pub decision: std::time::Duration,
+    /// Waiting for the state store to count the call and keep its records (its start and its
+    /// end), the decision excluded.
+    pub store: std::time::Duration,
 }
 
 /// Everything about one call: its record, and what its tool returned, printed and sent. The

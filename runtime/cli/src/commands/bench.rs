@@ -52,6 +52,10 @@ pub async fn run(config: &Path, args: BenchArgs) -> Result<i32> {
     let mut next = 0;
     let mut running = tokio::task::JoinSet::new();
     let mut latencies: Vec<Duration> = Vec::with_capacity(args.calls);
+    let (mut deciding, mut storing) = (
+        Vec::with_capacity(args.calls),
+        Vec::with_capacity(args.calls),
+    );
     let mut first_failure = None;
     let mut failures = 0;
     while latencies.len() < args.calls {
@@ -81,18 +85,20 @@ pub async fn run(config: &Path, args: BenchArgs) -> Result<i32> {
             first_failure.get_or_insert((report.exit_code(), error.message.clone()));
         }
         latencies.push(took);
+        deciding.push(report.record.timings.decision);
+        storing.push(report.record.timings.store);
     }
     let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     eprintln!(
-        "{} calls of {} in {:.2} s: {:.0} calls/s; latency p50 {:.0} µs, p99 {:.0} µs; {failures} failed",
+        "{} calls of {} in {:.2} s: {:.0} calls/s; latency {}; decision {}; state store {}; \
+         {failures} failed",
         args.calls,
         args.tool,
         elapsed.as_secs_f64(),
         args.calls as f64 / elapsed.as_secs_f64(),
-        at(0.5).as_secs_f64() * 1e6,
-        at(0.99).as_secs_f64() * 1e6,
+        percentiles(&mut latencies),
+        percentiles(&mut deciding),
+        percentiles(&mut storing),
     );
     match first_failure {
         None => Ok(0),
@@ -101,4 +107,11 @@ pub async fn run(config: &Path, args: BenchArgs) -> Result<i32> {
             Ok(code)
         }
     }
+}
+
+/// "p50 N µs, p99 N µs" of `times`.
+fn percentiles(times: &mut [Duration]) -> String {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    format!("p50 {:.0} µs, p99 {:.0} µs", at(0.5), at(0.99))
 }

@@ -33,7 +33,7 @@ use crate::state::{
 };
 use mediator::Mediator;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// What an orchestrator asks for: `CallRequest::new(tool, input, caller)`, then what applies
@@ -189,15 +189,19 @@ impl Runtime {
                 egress_requests: 0,
                 outcome: CallOutcome::Error,
                 error: None,
-                duration_ms: 0.0,
+                                duration_ms: 0.0,
+                timings: Default::default(),
             };
             let mut observed = None;
             let result = self
                 .steps(&request, &mut record, &mut observed, accepted)
                 .await;
-            let mut report = CallReport::assemble(record, result, observed, accepted.elapsed());
+                        let mut report = CallReport::assemble(record, result, observed, accepted.elapsed());
             // The record is durable before the caller sees the result; without it, no result.
-            if let Err(e) = self.audit(&request, &report.record, &report.egress, crate::audit::entries) {
+            let writing = Instant::now();
+            let written = self.audit(&request, &report.record, &report.egress, crate::audit::entries);
+            report.record.timings.store += writing.elapsed();
+            if let Err(e) = written {
                 tracing::error!(error = %format!("{e:#}"), "writing the audit record failed");
                 report.withhold(CallFailure::new(
                     ErrorKind::Internal,
@@ -456,8 +460,11 @@ impl Runtime {
         facts.time = now_ms / 1000;
         let agent = facts.agent.clone();
         let mut decided = false;
+        let mut deciding = Duration::ZERO;
+        let recording = Instant::now();
         let mut decide = |counts: CallCounts| {
             decided = true;
+            let started = Instant::now();
             facts.session.calls = counts.in_session;
             facts.calls_last_minute = counts.last_minute;
             record.decision = self.policies().decide_invoke(
@@ -466,6 +473,7 @@ impl Runtime {
                 request.untrusted_input,
                 request.approval.is_some(),
             );
+            deciding = started.elapsed();
             match record.decision.outcome {
                 Outcome::Allow => {
                     let mut started = record.clone();
@@ -478,6 +486,8 @@ impl Runtime {
         state
             .record_call(&agent, request.session.as_deref(), now_ms, &mut decide)
             .map_err(internal("recording the call"))?;
+        record.timings.decision = deciding;
+        record.timings.store += recording.elapsed().saturating_sub(deciding);
         if !decided {
             // A store that never asked for the decision: nothing was decided, nothing runs.
             return Err(CallFailure::new(

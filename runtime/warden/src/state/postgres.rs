@@ -23,13 +23,15 @@
 
 use super::*;
 use anyhow::{Result, anyhow, bail};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 /// Where a deployment's PostgreSQL state lives: the URL (no password in it) and the password,
 /// read from the deployment's secrets.
@@ -169,7 +171,7 @@ impl PostgresStore {
             .tcp_user_timeout(OPERATION_TIMEOUT)
             .application_name("warden");
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("warden-postgres")
             .enable_all()
             .build()
@@ -315,15 +317,22 @@ fn no_answer() -> anyhow::Error {
 }
 
 /// Connections to the server, opened when needed, at most `permits` at once. A connection
-/// that broke is dropped, not reused; one dropped in a transaction rolls it back.
+/// that broke, or was left in a transaction, is dropped, not reused (closing it rolls back).
 struct Pool {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
 }
 
+/// A connection and the statements prepared on it (a statement not prepared costs a round
+/// trip more each time it runs).
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
 struct Pooled {
-    client: Option<Client>,
+    conn: Option<Conn>,
     pool: Arc<Pool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -332,28 +341,49 @@ impl Pool {
     async fn get(self: &Arc<Pool>) -> Result<Pooled> {
         let permit = self.permits.clone().acquire_owned().await?;
         let idle = loop {
-            let Some(client) = self.idle().pop() else {
+            let Some(conn) = self.idle().pop() else {
                 break None;
             };
-            if !client.is_closed() {
-                break Some(client);
+            if !conn.client.is_closed() {
+                break Some(conn);
             }
         };
-        let client = match idle {
-            Some(client) => client,
-            None => connect(&self.config).await?,
+        let conn = match idle {
+            Some(conn) => conn,
+            None => Conn {
+                client: connect(&self.config).await?,
+                prepared: HashMap::new(),
+            },
         };
         Ok(Pooled {
-            client: Some(client),
+            conn: Some(conn),
             pool: self.clone(),
             _permit: permit,
         })
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Pooled {
+    /// `sql`, prepared on this connection the first time.
+    async fn prepared(&mut self, sql: &'static str) -> Result<Statement> {
+        let conn = self.conn.as_mut().expect("taken only on drop");
+        if let Some(statement) = conn.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = conn.client.prepare(sql).await?;
+        conn.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Closes the connection instead of returning it (it may be inside a transaction).
+    fn discard(&mut self) {
+        self.conn = None;
     }
 }
 
@@ -374,22 +404,22 @@ async fn connect(config: &Config) -> Result<Client> {
 impl std::ops::Deref for Pooled {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("taken only on drop")
+        &self.conn.as_ref().expect("taken only on drop").client
     }
 }
 
 impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("taken only on drop")
+        &mut self.conn.as_mut().expect("taken only on drop").client
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take()
-            && !client.is_closed()
+        if let Some(conn) = self.conn.take()
+            && !conn.client.is_closed()
         {
-            self.pool.idle().push(client);
+            self.pool.idle().push(conn);
         }
     }
 }
@@ -437,7 +467,7 @@ enum Commit {
     /// Records to append (`StateStore::append_audit`).
     Append {
         entries: Vec<AuditEntry>,
-        done: std::sync::mpsc::SyncSender<Result<()>>,
+        done: Reply,
     },
     /// A call to count and start (`StateStore::record_call`).
     Call {
@@ -448,206 +478,271 @@ enum Commit {
         counts: std::sync::mpsc::SyncSender<Result<CallCounts>>,
         /// The caller's start records, or None: the caller failed, write nothing.
         entries: oneshot::Receiver<Option<Vec<AuditEntry>>>,
-        done: std::sync::mpsc::SyncSender<Result<()>>,
+        done: Reply,
     },
+}
+
+type Reply = std::sync::mpsc::SyncSender<Result<()>>;
+
+/// A write of the batch being committed, and what becomes of it.
+struct Op {
+    commit: Commit,
+    /// Its own failure (the batch's failure is every op's).
+    failed: Option<anyhow::Error>,
+    /// A call start: whether its counts went to the caller.
+    counted: bool,
+    /// The records it appends, once known.
+    records: Vec<AuditEntry>,
+}
+
+impl Op {
+    /// Answers the op's caller: after the commit, or with the batch's failure.
+    fn answer(self, batch_failed: Option<&str>) {
+        let outcome = match (batch_failed, self.failed) {
+            (Some(e), _) => Err(anyhow!("writing to the PostgreSQL state store: {e}")),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(()),
+        };
+        let done = match self.commit {
+            Commit::Append { done, .. } => done,
+            Commit::Call { counts, done, .. } => {
+                if !self.counted
+                    && let Err(e) = &outcome
+                {
+                    let _ = counts.send(Err(anyhow!("{e:#}")));
+                }
+                done
+            }
+        };
+        let _ = done.send(outcome);
+    }
 }
 
 /// The node's writer: takes every write queued while the last transaction ran and commits
 /// them in one, under the chain's lock, then answers their callers.
 async fn group_commits(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Commit>) {
     while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => ops.push(next),
                 Err(_) => break,
             }
         }
-        let mut done = Vec::with_capacity(batch.len());
+        let mut ops: Vec<Op> = ops
+            .into_iter()
+            .map(|commit| Op {
+                commit,
+                failed: None,
+                counted: false,
+                records: vec![],
+            })
+            .collect();
         let committed =
-            tokio::time::timeout(OPERATION_TIMEOUT, commit_batch(&pool, batch, &mut done)).await;
+            tokio::time::timeout(OPERATION_TIMEOUT, commit_batch(&pool, &mut ops)).await;
         let failure = match committed {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!("{e:#}")),
             Err(_) => Some(no_answer().to_string()),
         };
-        for (reply, outcome) in done {
-            let _ = reply.send(match (&failure, outcome) {
-                (None, outcome) => outcome,
-                (Some(e), _) => Err(anyhow!("writing to the PostgreSQL state store: {e}")),
-            });
+        for op in ops {
+            op.answer(failure.as_deref());
         }
     }
 }
 
-/// Writes `batch` in one transaction. Each write's own outcome goes into `done` with the
-/// channel that answers it; the transaction's failure is every write's.
-async fn commit_batch(
-    pool: &Arc<Pool>,
-    batch: Vec<Commit>,
-    done: &mut Vec<(std::sync::mpsc::SyncSender<Result<()>>, Result<()>)>,
-) -> Result<()> {
-    let mut pending = batch.into_iter();
-    let written = write_batch(pool, &mut pending, done).await;
-    if let Err(e) = &written {
-        for commit in pending {
-            refuse(commit, e, done);
-        }
+const LOCK_CHAIN: &str = "SELECT pg_advisory_xact_lock($1)";
+const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
+const CALLS_SINCE: &str =
+    "SELECT agent, second, calls FROM call_counts WHERE agent = ANY($1) AND second > $2";
+const SESSION_CALLS: &str = "SELECT id, calls FROM sessions WHERE id = ANY($1)";
+const COUNT_CALLS: &str = "INSERT INTO call_counts (agent, second, calls)
+    SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[])
+    ON CONFLICT (agent, second) DO UPDATE SET calls = call_counts.calls + EXCLUDED.calls";
+const COUNT_SESSION_CALLS: &str = "UPDATE sessions SET calls = sessions.calls + added.calls
+    FROM unnest($1::TEXT[], $2::BIGINT[]) AS added (id, calls) WHERE sessions.id = added.id";
+const APPEND: &str = "INSERT INTO audit (seq, call_id, body, prev_hash, hash)
+    SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])";
+
+/// Writes `ops` in one transaction, in two round trips to the server: the chain's lock, its
+/// head and the counts the batch's calls need; then, once every call's caller has decided
+/// with the counts it was handed, the counts, the records and the commit. Counts are handed
+/// out in batch order, each including the calls before it in the batch (a caller that then
+/// fails leaves the later ones counting one call too many: never too few).
+async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op]) -> Result<()> {
+    let mut conn = pool.get().await?;
+    let written = write_batch(&mut conn, ops).await;
+    if written.is_err() {
+        conn.discard();
     }
     written
 }
 
-async fn write_batch(
-    pool: &Arc<Pool>,
-    batch: &mut std::vec::IntoIter<Commit>,
-    done: &mut Vec<(std::sync::mpsc::SyncSender<Result<()>>, Result<()>)>,
-) -> Result<()> {
-    let mut conn = pool.get().await?;
-    let tx = conn.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
-        .await?;
-    let mut head = chain_head(&tx).await?;
-    for commit in batch {
-        match commit {
-            Commit::Append {
-                entries,
-                done: reply,
-            } => {
-                append(&tx, &mut head, &entries).await?;
-                done.push((reply, Ok(())));
-            }
+async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
+    let statements = [
+        LOCK_CHAIN,
+        CHAIN_HEAD,
+        CALLS_SINCE,
+        SESSION_CALLS,
+        COUNT_CALLS,
+        COUNT_SESSION_CALLS,
+        APPEND,
+    ];
+    let mut prepared = Vec::with_capacity(statements.len());
+    for sql in statements {
+        prepared.push(conn.prepared(sql).await?);
+    }
+    let [
+        lock,
+        head,
+        calls_since,
+        session_calls,
+        count_calls,
+        count_session_calls,
+        append,
+    ] = <[Statement; 7]>::try_from(prepared).expect("one per statement");
+    let (mut agents, mut sessions, mut since) = (vec![], vec![], i64::MAX);
+    for op in ops.iter() {
+        if let Commit::Call {
+            agent,
+            session,
+            now_ms,
+            ..
+        } = &op.commit
+        {
+            agents.push(agent.as_str());
+            sessions.extend(session.as_deref());
+            since = since.min(now_ms.div_euclid(1000) - RATE_WINDOW);
+        }
+    }
+    let client: &Client = conn;
+        // Sent together, answered in order: one round trip.
+    let since_params: [&(dyn ToSql + Sync); 2] = [&agents, &since];
+    let session_params: [&(dyn ToSql + Sync); 1] = [&sessions];
+    let (_, _, last, recent, known) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&lock, &[&CHAIN_LOCK]),
+        client.query_opt(&head, &[]),
+        client.query(&calls_since, &since_params),
+        client.query(&session_calls, &session_params),
+    )?;
+
+    // Hand each call its counts, in batch order.
+    let mut per_second: HashMap<(String, i64), i64> = recent
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect();
+    let mut in_session: HashMap<String, i64> =
+        known.iter().map(|row| (row.get(0), row.get(1))).collect();
+    for op in ops.iter_mut() {
+        let Commit::Call {
+            agent,
+            session,
+            now_ms,
+            counts,
+            ..
+        } = &op.commit
+        else {
+            continue;
+        };
+        let second = now_ms.div_euclid(1000);
+        let last_minute: i64 = per_second
+            .iter()
+            .filter(|((a, s), _)| a == agent && *s > second - RATE_WINDOW)
+            .map(|(_, calls)| calls)
+            .sum();
+        let before = match session {
+            None => 0,
+            Some(id) => match in_session.get_mut(id) {
+                Some(calls) => {
+                    *calls += 1;
+                    *calls - 1
+                }
+                None => {
+                    op.failed = Some(anyhow!("no session `{id}` in the state store"));
+                    continue;
+                }
+            },
+        };
+        *per_second.entry((agent.clone(), second)).or_default() += 1;
+        let given = CallCounts {
+            last_minute: u64::try_from(last_minute).unwrap_or(0),
+            in_session: u64::try_from(before).unwrap_or(0),
+        };
+        op.counted = counts.send(Ok(given)).is_ok();
+    }
+
+    // The callers decide meanwhile; then what each appends, in batch order.
+    let (mut counted, mut session_counted) = (
+        BTreeMap::<(&str, i64), i64>::new(),
+        BTreeMap::<&str, i64>::new(),
+    );
+    for op in ops.iter_mut() {
+        match &mut op.commit {
+            Commit::Append { entries, .. } => op.records = std::mem::take(entries),
+            Commit::Call { entries, .. } if op.counted => match entries.await {
+                Ok(Some(start)) => op.records = start,
+                _ => op.failed = Some(anyhow!("the call was not started")),
+            },
+            Commit::Call { .. } => {}
+        }
+    }
+    for op in ops.iter() {
+        if let (
             Commit::Call {
                 agent,
                 session,
                 now_ms,
-                counts,
-                entries,
-                done: reply,
-            } => {
-                let counted = count_call(&tx, &agent, session.as_deref(), now_ms).await?;
-                let (given, outcome) = match counted {
-                    Ok(given) => (given, Ok(())),
-                    Err(e) => {
-                        let message = format!("{e:#}");
-                        let _ = counts.send(Err(e));
-                        done.push((reply, Err(anyhow!(message))));
-                        continue;
-                    }
-                };
-                let _ = counts.send(Ok(given));
-                // The caller decides meanwhile; a caller gone writes nothing.
-                let Ok(Some(start)) = entries.await else {
-                    done.push((reply, Err(anyhow!("the call was not started"))));
-                    continue;
-                };
-                let second = now_ms.div_euclid(1000);
-                tx.execute(
-                    "INSERT INTO call_counts (agent, second, calls) VALUES ($1, $2, 1)
-                     ON CONFLICT (agent, second) DO UPDATE SET calls = call_counts.calls + 1",
-                    &[&agent, &second],
-                )
-                .await?;
-                if let Some(session) = &session {
-                    tx.execute(
-                        "UPDATE sessions SET calls = calls + 1 WHERE id = $1",
-                        &[session],
-                    )
-                    .await?;
-                }
-                append(&tx, &mut head, &start).await?;
-                done.push((reply, outcome));
+                ..
+            },
+            true,
+            None,
+        ) = (&op.commit, op.counted, &op.failed)
+        {
+            *counted
+                .entry((agent.as_str(), now_ms.div_euclid(1000)))
+                .or_default() += 1;
+            if let Some(id) = session {
+                *session_counted.entry(id.as_str()).or_default() += 1;
             }
         }
     }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Answers a write that cannot be made with `e`.
-fn refuse(
-    commit: Commit,
-    e: &anyhow::Error,
-    done: &mut Vec<(std::sync::mpsc::SyncSender<Result<()>>, Result<()>)>,
-) {
-    let reply = match commit {
-        Commit::Append { done, .. } => done,
-        Commit::Call { counts, done, .. } => {
-            let _ = counts.send(Err(anyhow!("{e:#}")));
-            done
-        }
-    };
-    done.push((reply, Err(anyhow!("{e:#}"))));
-}
-
-/// The counts a call is decided with, read in the batch's transaction (which sees the calls
-/// counted before it in the same batch). An unknown session is the call's own error.
-async fn count_call(
-    tx: &impl GenericClient,
-    agent: &str,
-    session: Option<&str>,
-    now_ms: i64,
-) -> Result<Result<CallCounts>> {
-    let since = now_ms.div_euclid(1000) - RATE_WINDOW;
-    let row = tx
-        .query_one(
-            "SELECT (SELECT COALESCE(SUM(calls), 0)::BIGINT FROM call_counts
-                     WHERE agent = $1 AND second > $2),
-                    (SELECT calls FROM sessions WHERE id = $3)",
-            &[&agent, &since, &session],
-        )
-        .await?;
-    let last_minute = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-    let in_session = match (session, row.get::<_, Option<i64>>(1)) {
-        (None, _) => 0,
-        (Some(_), Some(calls)) => u64::try_from(calls).unwrap_or(0),
-        (Some(id), None) => return Ok(Err(anyhow!("no session `{id}` in the state store"))),
-    };
-    Ok(Ok(CallCounts {
-        last_minute,
-        in_session,
-    }))
-}
-
-/// The chain's last record (seq and hash), read under the chain's lock.
-async fn chain_head(tx: &impl GenericClient) -> Result<(u64, String)> {
-    let last = tx
-        .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
-        .await?;
-    Ok(match last {
-        Some(row) => (u64::try_from(row.get::<_, i64>(0))?, row.get(1)),
+    let (mut seq, mut prev) = match last {
+        Some(row) => (
+            u64::try_from(row.get::<_, i64>(0))?,
+            row.get::<_, String>(1),
+        ),
         None => (0, GENESIS.to_string()),
-    })
-}
-
-/// Appends `entries` after `head`, each linked to the one before, in one statement.
-async fn append(
-    tx: &impl GenericClient,
-    head: &mut (u64, String),
-    entries: &[AuditEntry],
-) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
+    };
     let (mut seqs, mut calls, mut bodies, mut prevs, mut hashes) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let (mut seq, mut prev) = head.clone();
-    for entry in entries {
+    for entry in ops
+        .iter()
+        .filter(|op| op.failed.is_none())
+        .flat_map(|op| &op.records)
+    {
         seq += 1;
         let hash = link_hash(&prev, seq, &entry.call_id, &entry.body);
         seqs.push(i64::try_from(seq)?);
         calls.push(entry.call_id.as_str());
         bodies.push(entry.body.as_str());
-        prevs.push(prev);
-        prev = hash.clone();
+        prevs.push(std::mem::replace(&mut prev, hash.clone()));
         hashes.push(hash);
     }
-    tx.execute(
-        "INSERT INTO audit (seq, call_id, body, prev_hash, hash)
-         SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
-        &[&seqs, &calls, &bodies, &prevs, &hashes],
-    )
-    .await?;
-    *head = (seq, prev);
+    let (agents, seconds, added): (Vec<&str>, Vec<i64>, Vec<i64>) = counted
+        .iter()
+        .map(|((agent, second), n)| (*agent, *second, *n))
+        .collect();
+    let (ids, session_added): (Vec<&str>, Vec<i64>) = session_counted.into_iter().unzip();
+        let count_params: [&(dyn ToSql + Sync); 3] = [&agents, &seconds, &added];
+    let session_params: [&(dyn ToSql + Sync); 2] = [&ids, &session_added];
+    let append_params: [&(dyn ToSql + Sync); 5] = [&seqs, &calls, &bodies, &prevs, &hashes];
+    tokio::try_join!(
+        client.execute(&count_calls, &count_params),
+        client.execute(&count_session_calls, &session_params),
+        client.execute(&append, &append_params),
+        client.batch_execute("COMMIT"),
+    )?;
     Ok(())
 }
 
@@ -661,12 +756,9 @@ impl StateStore for PostgresStore {
 
     fn use_nonce(&self, nonce: &str, expires: i64) -> Result<bool> {
         let nonce = nonce.to_string();
-        let inserted = self.statement(move |c| async move {
-            Ok(c.execute(
-                "INSERT INTO nonces (nonce, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&nonce, &expires],
-            )
-            .await?)
+        let inserted = self.statement(move |mut c| async move {
+            let insert = c.prepared(USE_NONCE).await?;
+            Ok(c.execute(&insert, &[&nonce, &expires]).await?)
         })?;
         self.grew();
         Ok(inserted == 1)
@@ -994,14 +1086,10 @@ impl StateStore for PostgresStore {
         }
         let kinds: Vec<&'static str> = ids.iter().map(|(kind, _)| kind.as_str()).collect();
         let names: Vec<String> = ids.iter().map(|(_, id)| id.to_string()).collect();
-        let row = self.statement(move |c| async move {
-            Ok(c.query_opt(
-                "SELECT kind, id, at, reason FROM revocations
-                 WHERE (kind, id) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))
-                 ORDER BY at LIMIT 1",
-                &[&kinds, &names],
-            )
-            .await?)
+        // On every call and every request: prepared once per connection.
+        let row = self.statement(move |mut c| async move {
+            let revoked = c.prepared(REVOKED).await?;
+            Ok(c.query_opt(&revoked, &[&kinds, &names]).await?)
         })?;
         row.as_ref().map(revocation).transpose()
     }
@@ -1028,6 +1116,11 @@ impl StateStore for PostgresStore {
         });
     }
 }
+
+const REVOKED: &str = "SELECT kind, id, at, reason FROM revocations
+    WHERE (kind, id) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[])) ORDER BY at LIMIT 1";
+const USE_NONCE: &str =
+    "INSERT INTO nonces (nonce, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 
 /// Serialises writers of `what` for `agent` until the transaction ends.
 async fn lock_agent(tx: &impl GenericClient, what: &str, agent: &str) -> Result<()> {
