@@ -244,6 +244,28 @@ fn default_prefix() -> String {
 /// Longest lifetime of a minted credential.
 pub const MAX_CREDENTIAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// The connection settings in `url`, or why they are not usable. The message never repeats
+/// the URL: a mistyped one may carry a password.
+pub fn parse_state_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must start with postgres:// (a URL naming the server and database)".into());
+    }
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| "is not a PostgreSQL connection URL".to_string())?;
+    if config.get_password().is_some() {
+        return Err(
+            "carries a password: name a secret in `state.password` instead, \
+                    so that no log line or process listing can show it"
+                .into(),
+        );
+    }
+    if config.get_dbname().is_none() {
+        return Err("names no database (postgres://user@host:port/database)".into());
+    }
+    Ok(config)
+}
+
 /// `[state]` names a usable server, and its password by a secret that exists.
 fn check_state(
     state: &StateSettings,
@@ -251,8 +273,7 @@ fn check_state(
 ) -> Result<(), String> {
     match (&state.url, &state.password) {
         (Some(url), password) => {
-            crate::state::postgres::parse_url(url)
-                .map_err(|e| format!("field `state.url`: {e}"))?;
+            parse_state_url(url).map_err(|e| format!("field `state.url`: {e}"))?;
             if let Some(name) = password
                 && !secrets.contains_key(name)
             {

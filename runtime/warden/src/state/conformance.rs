@@ -58,6 +58,7 @@ backends!(
     approvals_are_requested_decided_and_used_once,
     an_approval_raced_from_both_handles_is_used_once,
     revocations_are_seen_by_every_handle,
+    failed_starts_and_appends_mixed_in_are_kept_apart,
 );
 
 fn now() -> i64 {
@@ -103,6 +104,21 @@ fn entry(call: &str, n: usize) -> AuditEntry {
         call_id: call.into(),
         body: format!("{{\"call\":\"{call}\",\"n\":{n}}}"),
     }
+}
+
+/// The chain, checked link by link from the first record.
+fn whole_chain(store: &dyn StateStore) -> Vec<AuditLink> {
+    let chain = store.audit_records(0, 100_000).unwrap();
+    let mut prev = GENESIS.to_string();
+    for (i, link) in chain.iter().enumerate() {
+        assert_eq!((link.seq, &link.prev_hash), (i as u64 + 1, &prev));
+        assert_eq!(
+            link.hash,
+            link_hash(&prev, link.seq, &link.call_id, &link.body)
+        );
+        prev = link.hash.clone();
+    }
+    chain
 }
 
 fn it_answers(one: Arc<dyn StateStore>, _: Arc<dyn StateStore>) {
@@ -356,17 +372,7 @@ fn the_chain_links_every_record_of_every_writer(
         writer.join().unwrap();
     }
     let total = 2 + THREADS * APPENDS * 2;
-    let chain = one.audit_records(0, 100_000).unwrap();
-    assert_eq!(chain.len(), total);
-    let mut prev = GENESIS.to_string();
-    for (i, link) in chain.iter().enumerate() {
-        assert_eq!((link.seq, &link.prev_hash), (i as u64 + 1, &prev));
-        assert_eq!(
-            link.hash,
-            link_hash(&prev, link.seq, &link.call_id, &link.body)
-        );
-        prev = link.hash.clone();
-    }
+    assert_eq!(whole_chain(one.as_ref()).len(), total);
     // Each call's records are adjacent: an append is one unit.
     let records = one.audit_of_call("w3-7").unwrap();
     assert_eq!(records.len(), 2);
@@ -541,4 +547,62 @@ fn revocations_are_seen_by_every_handle(one: Arc<dyn StateStore>, other: Arc<dyn
             (RevocationKind::Tool, "sha256:t")
         ]
     );
+}
+
+/// Calls that start, calls whose start fails and appends, from both handles at once (on
+/// PostgreSQL: in shared group commits): only what started is counted and chained, and the
+/// chain is whole.
+fn failed_starts_and_appends_mixed_in_are_kept_apart(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    const THREADS: usize = 8;
+    const EACH: usize = 30;
+    let at = now() * 1000;
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = if t % 2 == 0 {
+                one.clone()
+            } else {
+                other.clone()
+            };
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..EACH {
+                    let call = format!("m{t}-{i}");
+                    match i % 3 {
+                        0 => {
+                            let failed = store.record_call("mixed", None, at, &mut |_| {
+                                anyhow::bail!("the caller failed")
+                            });
+                            assert!(failed.is_err());
+                        }
+                        1 => {
+                            store
+                                .record_call("mixed", None, at, &mut |_| Ok(vec![entry(&call, 0)]))
+                                .unwrap();
+                        }
+                        _ => store
+                            .append_audit(&[entry(&call, 0), entry(&call, 1)])
+                            .unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let started = (THREADS * EACH / 3) as u64;
+    assert_eq!(one.recent_calls("mixed", at).unwrap(), started);
+    let chain = whole_chain(other.as_ref());
+    assert_eq!(chain.len() as u64, started + 2 * started);
+    assert!(
+        one.audit_of_call("m0-0").unwrap().is_empty(),
+        "a failed start wrote nothing"
+    );
+    assert_eq!(one.audit_of_call("m0-1").unwrap().len(), 1);
+    assert_eq!(one.audit_of_call("m0-2").unwrap().len(), 2);
 }

@@ -22,6 +22,7 @@
 //! drives its connections on a small runtime of its own and waits for the answers.
 
 use super::*;
+use crate::deployment::parse_state_url;
 use anyhow::{Result, anyhow, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -43,37 +44,20 @@ pub struct PostgresSettings {
     pub connections: usize,
 }
 
-/// The connection settings in `url`, or why they are not usable. The message never repeats
-/// the URL: a mistyped one may carry a password.
-pub fn parse_url(url: &str) -> Result<Config, String> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err("must start with postgres:// (a URL naming the server and database)".into());
-    }
-    let config: Config = url
-        .parse()
-        .map_err(|_| "is not a PostgreSQL connection URL".to_string())?;
-    if config.get_password().is_some() {
-        return Err(
-            "carries a password: name a secret in `state.password` instead, \
-                    so that no log line or process listing can show it"
-                .into(),
-        );
-    }
-    if config.get_dbname().is_none() {
-        return Err("names no database (postgres://user@host:port/database)".into());
-    }
-    Ok(config)
-}
-
 /// How long one operation may wait for the server before it fails (and the call with it):
 /// a server that stopped answering must not stall the node.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a batch waits for its callers to decide, once they have their counts: the chain
+/// is locked for every node meanwhile.
+const CALLER_DEADLINE: Duration = Duration::from_secs(2);
 /// The most queued call starts and record appends one group commit writes.
 const MAX_BATCH: usize = 64;
 /// Advisory lock keys (`pg_advisory_xact_lock`): the audit chain, and migrations.
 const CHAIN_LOCK: i64 = 0x5741_5244_454e_0001;
 const MIGRATION_LOCK: i64 = 0x5741_5244_454e_0002;
+/// The longest announcement sent (PostgreSQL refuses payloads of 8000 bytes or more).
+const MAX_ANNOUNCEMENT: usize = 4000;
 /// The channel revocations are announced on.
 const REVOCATIONS_CHANNEL: &str = "warden_revocations";
 
@@ -161,13 +145,25 @@ pub fn open(settings: &PostgresSettings) -> Result<Arc<dyn StateStore>> {
 impl PostgresStore {
     /// Connects, migrates the schema and prunes, or says why not.
     pub fn open(settings: &PostgresSettings) -> Result<PostgresStore> {
-        let mut config = parse_url(&settings.url).map_err(|e| anyhow!("`state.url` {e}"))?;
+        let mut config = parse_state_url(&settings.url).map_err(|e| anyhow!("`state.url` {e}"))?;
         if let Some(password) = &settings.password {
             config.password(password.expose());
         }
+        // The server ends what this node left hanging: a statement or a lock wait that outlasts
+        // the node's own timeout, a transaction left open by a node that stopped answering.
+        let limits = format!(
+            "-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={ms}",
+            ms = OPERATION_TIMEOUT.as_millis()
+        );
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {limits}"),
+            None => limits,
+        };
         config
+            .options(options)
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
             .tcp_user_timeout(OPERATION_TIMEOUT)
             .application_name("warden");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,7 +212,7 @@ impl PostgresStore {
             };
             let _ = answer.send(out);
         });
-        wait(|| answered.recv().map_err(|_| no_answer())?)
+        answer_of(&answered)
     }
 
     /// Deletes what no decision and no person needs any more, as `SqliteStore::prune` does.
@@ -253,7 +249,7 @@ impl PostgresStore {
             let pool = self.pool.clone();
             let now = crate::identity::jwt::now();
             self.handle.spawn(async move {
-                let pruned = async {
+                let pruned = tokio::time::timeout(OPERATION_TIMEOUT, async {
                     let conn = pool.get().await?;
                     conn.execute("DELETE FROM nonces WHERE expires < $1", &[&now])
                         .await?;
@@ -262,9 +258,9 @@ impl PostgresStore {
                         &[&(now - RATE_WINDOW)],
                     )
                     .await?;
-                    anyhow::Ok(())
-                };
-                if let Err(e) = pruned.await {
+                                        anyhow::Ok(())
+                });
+                if let Err(e) = pruned.await.unwrap_or_else(|_| Err(no_answer())) {
                     tracing::warn!(error = %format!("{e:#}"), "pruning the PostgreSQL state failed");
                 }
             });
@@ -309,6 +305,16 @@ fn wait<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The answer on `channel`: a caller waits at most twice `OPERATION_TIMEOUT` (its write may
+/// queue behind one batch), whatever becomes of the store's own threads.
+fn answer_of<T>(channel: &std::sync::mpsc::Receiver<Result<T>>) -> Result<T> {
+    wait(|| {
+        channel
+            .recv_timeout(2 * OPERATION_TIMEOUT)
+            .map_err(|_| no_answer())?
+    })
+}
+
 fn no_answer() -> anyhow::Error {
     anyhow!(
         "the PostgreSQL state store did not answer within {}s",
@@ -333,6 +339,9 @@ struct Conn {
 
 struct Pooled {
     conn: Option<Conn>,
+    /// In a transaction begun with a raw `BEGIN` and not yet committed: closed, not reused,
+    /// if dropped so (a batch that failed or timed out halfway), which rolls it back.
+    open_transaction: bool,
     pool: Arc<Pool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -357,6 +366,7 @@ impl Pool {
         };
         Ok(Pooled {
             conn: Some(conn),
+            open_transaction: false,
             pool: self.clone(),
             _permit: permit,
         })
@@ -379,11 +389,6 @@ impl Pooled {
         let statement = conn.client.prepare(sql).await?;
         conn.prepared.insert(sql, statement.clone());
         Ok(statement)
-    }
-
-    /// Closes the connection instead of returning it (it may be inside a transaction).
-    fn discard(&mut self) {
-        self.conn = None;
     }
 }
 
@@ -418,6 +423,7 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take()
             && !conn.client.is_closed()
+            && !self.open_transaction
         {
             self.pool.idle().push(conn);
         }
@@ -538,13 +544,10 @@ async fn group_commits(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Commi
                 records: vec![],
             })
             .collect();
-        let committed =
-            tokio::time::timeout(OPERATION_TIMEOUT, commit_batch(&pool, &mut ops)).await;
-        let failure = match committed {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("{e:#}")),
-            Err(_) => Some(no_answer().to_string()),
-        };
+        let failure = commit_batch(&pool, &mut ops)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"));
         for op in ops {
             op.answer(failure.as_deref());
         }
@@ -569,16 +572,32 @@ const APPEND: &str = "INSERT INTO audit (seq, call_id, body, prev_hash, hash)
 /// with the counts it was handed, the counts, the records and the commit. Counts are handed
 /// out in batch order, each including the calls before it in the batch (a caller that then
 /// fails leaves the later ones counting one call too many: never too few).
+///
+/// Everything before the commit must end within `OPERATION_TIMEOUT` (a connection dropped
+/// in its transaction is closed, which rolls it back). The commit is not cut short as early:
+/// once it is sent the server may keep it, and its callers are not told otherwise on a guess.
 async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op]) -> Result<()> {
-    let mut conn = pool.get().await?;
-    let written = write_batch(&mut conn, ops).await;
-    if written.is_err() {
-        conn.discard();
-    }
-    written
+    let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT;
+    let mut conn = within(deadline, pool.get()).await?;
+    write_batch(&mut conn, ops, deadline).await
 }
 
-async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
+/// `work`'s outcome, or a timeout's error at `deadline`.
+async fn within<T, E: Into<anyhow::Error>>(
+    deadline: tokio::time::Instant,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(done) => done.map_err(Into::into),
+        Err(_) => Err(no_answer()),
+    }
+}
+
+async fn write_batch(
+    conn: &mut Pooled,
+    ops: &mut [Op],
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     let statements = [
         LOCK_CHAIN,
         CHAIN_HEAD,
@@ -590,7 +609,7 @@ async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
     ];
     let mut prepared = Vec::with_capacity(statements.len());
     for sql in statements {
-        prepared.push(conn.prepared(sql).await?);
+        prepared.push(within(deadline, conn.prepared(sql)).await?);
     }
     let [
         lock,
@@ -615,25 +634,31 @@ async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
             since = since.min(now_ms.div_euclid(1000) - RATE_WINDOW);
         }
     }
+    conn.open_transaction = true;
     let client: &Client = conn;
-        // Sent together, answered in order: one round trip.
+    // Sent together, answered in order: one round trip.
     let since_params: [&(dyn ToSql + Sync); 2] = [&agents, &since];
     let session_params: [&(dyn ToSql + Sync); 1] = [&sessions];
-    let (_, _, last, recent, known) = tokio::try_join!(
-        client.batch_execute("BEGIN"),
-        client.execute(&lock, &[&CHAIN_LOCK]),
-        client.query_opt(&head, &[]),
-        client.query(&calls_since, &since_params),
-        client.query(&session_calls, &session_params),
-    )?;
+    let (_, _, last, recent, known) = within(deadline, async {
+        tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&lock, &[&CHAIN_LOCK]),
+            client.query_opt(&head, &[]),
+            client.query(&calls_since, &since_params),
+            client.query(&session_calls, &session_params),
+        )
+    })
+    .await?;
 
     // Hand each call its counts, in batch order.
     let mut per_second: HashMap<(String, i64), i64> = recent
         .iter()
-        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-        .collect();
-    let mut in_session: HashMap<String, i64> =
-        known.iter().map(|row| (row.get(0), row.get(1))).collect();
+        .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    let mut in_session: HashMap<String, i64> = known
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     for op in ops.iter_mut() {
         let Commit::Call {
             agent,
@@ -672,18 +697,22 @@ async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
         op.counted = counts.send(Ok(given)).is_ok();
     }
 
-    // The callers decide meanwhile; then what each appends, in batch order.
+    // The callers decide meanwhile (each has its counts now); then what each appends, in
+    // batch order. A caller that does not answer in time fails alone.
     let (mut counted, mut session_counted) = (
         BTreeMap::<(&str, i64), i64>::new(),
         BTreeMap::<&str, i64>::new(),
     );
+    let decided_by = (tokio::time::Instant::now() + CALLER_DEADLINE).min(deadline);
     for op in ops.iter_mut() {
         match &mut op.commit {
             Commit::Append { entries, .. } => op.records = std::mem::take(entries),
-            Commit::Call { entries, .. } if op.counted => match entries.await {
-                Ok(Some(start)) => op.records = start,
-                _ => op.failed = Some(anyhow!("the call was not started")),
-            },
+            Commit::Call { entries, .. } if op.counted => {
+                match tokio::time::timeout_at(decided_by, entries).await {
+                    Ok(Ok(Some(start))) => op.records = start,
+                    _ => op.failed = Some(anyhow!("the call was not started")),
+                }
+            }
             Commit::Call { .. } => {}
         }
     }
@@ -709,8 +738,8 @@ async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
     }
     let (mut seq, mut prev) = match last {
         Some(row) => (
-            u64::try_from(row.get::<_, i64>(0))?,
-            row.get::<_, String>(1),
+            u64::try_from(row.try_get::<_, i64>(0)?)?,
+            row.try_get::<_, String>(1)?,
         ),
         None => (0, GENESIS.to_string()),
     };
@@ -734,15 +763,27 @@ async fn write_batch(conn: &mut Pooled, ops: &mut [Op]) -> Result<()> {
         .map(|((agent, second), n)| (*agent, *second, *n))
         .collect();
     let (ids, session_added): (Vec<&str>, Vec<i64>) = session_counted.into_iter().unzip();
-        let count_params: [&(dyn ToSql + Sync); 3] = [&agents, &seconds, &added];
+    let count_params: [&(dyn ToSql + Sync); 3] = [&agents, &seconds, &added];
     let session_params: [&(dyn ToSql + Sync); 2] = [&ids, &session_added];
     let append_params: [&(dyn ToSql + Sync); 5] = [&seqs, &calls, &bodies, &prevs, &hashes];
-    tokio::try_join!(
-        client.execute(&count_calls, &count_params),
-        client.execute(&count_session_calls, &session_params),
-        client.execute(&append, &append_params),
-        client.batch_execute("COMMIT"),
-    )?;
+    let committed = tokio::time::timeout(OPERATION_TIMEOUT, async {
+        tokio::try_join!(
+            client.execute(&count_calls, &count_params),
+            client.execute(&count_session_calls, &session_params),
+            client.execute(&append, &append_params),
+            client.batch_execute("COMMIT"),
+        )
+    })
+    .await;
+    match committed {
+        Ok(done) => done?,
+        Err(_) => bail!(
+            "the server did not confirm the commit within {}s: its records may or may not \
+             have been kept",
+            OPERATION_TIMEOUT.as_secs()
+        ),
+    };
+    conn.open_transaction = false;
     Ok(())
 }
 
@@ -818,17 +859,17 @@ impl StateStore for PostgresStore {
             .await?)
         })?;
         let Some(row) = row else { return Ok(None) };
-        let scope: String = row.get(4);
+        let scope: String = row.try_get(4)?;
         Ok(Some(Session {
-            id: row.get(0),
-            agent: row.get(1),
-            user: row.get(2),
-            delegation: row.get(3),
+            id: row.try_get(0)?,
+            agent: row.try_get(1)?,
+            user: row.try_get(2)?,
+            delegation: row.try_get(3)?,
             scope: serde_json::from_str(&scope).context("a session's scope")?,
-            expires: row.get(5),
-            tainted: row.get(6),
-            taint_reason: row.get(7),
-            calls: u64::try_from(row.get::<_, i64>(8)).unwrap_or(0),
+            expires: row.try_get(5)?,
+            tainted: row.try_get(6)?,
+            taint_reason: row.try_get(7)?,
+            calls: u64::try_from(row.try_get::<_, i64>(8)?).unwrap_or(0),
         }))
     }
 
@@ -863,12 +904,17 @@ impl StateStore for PostgresStore {
             entries: entries_rx,
             done: done_tx,
         })?;
-        let counts = wait(|| counts_rx.recv().map_err(|_| no_answer())?)?;
-        let started = start(counts);
-        let _ = entries_tx.send(started.as_ref().ok().cloned());
-        let entries = started?;
-        wait(|| done_rx.recv().map_err(|_| no_answer())?)?;
-        drop(entries);
+        let counts = answer_of(&counts_rx)?;
+        match start(counts) {
+            Ok(entries) => {
+                let _ = entries_tx.send(Some(entries));
+            }
+            Err(e) => {
+                let _ = entries_tx.send(None);
+                return Err(e);
+            }
+        }
+        answer_of(&done_rx)?;
         self.grew();
         Ok(counts)
     }
@@ -895,7 +941,7 @@ impl StateStore for PostgresStore {
             entries: entries.to_vec(),
             done,
         })?;
-        wait(|| answered.recv().map_err(|_| no_answer())?)
+        answer_of(&answered)
     }
 
     fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditLink>> {
@@ -1065,16 +1111,20 @@ impl StateStore for PostgresStore {
                     ],
                 )
                 .await?;
-            // Delivered to every listening node when this commits, not before.
+            // Delivered to every listening node when this commits, not before. An id too long
+            // for a notification (8000 bytes) goes unannounced: checks ask the store anyway.
             let announcement = serde_json::json!({
                 "kind": revocation.kind,
                 "id": revocation.id,
-            });
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&REVOCATIONS_CHANNEL, &announcement.to_string()],
-            )
-            .await?;
+            })
+            .to_string();
+            if announcement.len() < MAX_ANNOUNCEMENT {
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&REVOCATIONS_CHANNEL, &announcement],
+                )
+                .await?;
+            }
             tx.commit().await?;
             Ok(inserted == 1)
         })
@@ -1143,7 +1193,7 @@ async fn listen(config: Config, watchers: Arc<Mutex<Vec<RevocationWatcher>>>) {
     }
 }
 
-async fn listen_once(config: &Config, watchers: &Mutex<Vec<RevocationWatcher>>) -> Result<()> {
+async fn listen_once(config: &Config, watchers: &Arc<Mutex<Vec<RevocationWatcher>>>) -> Result<()> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (messages, mut received) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -1179,13 +1229,17 @@ async fn listen_once(config: &Config, watchers: &Mutex<Vec<RevocationWatcher>>) 
             at: crate::identity::jwt::now(),
             reason: String::new(),
         };
-        for watcher in watchers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            watcher(&revocation);
-        }
+        // Off the store's thread: a watcher may take locks and delete files.
+        let watchers = watchers.clone();
+        tokio::task::spawn_blocking(move || {
+            for watcher in watchers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+            {
+                watcher(&revocation);
+            }
+        });
     }
     driver.abort();
     bail!("the connection ended")
@@ -1298,15 +1352,19 @@ mod tests {
         );
         let (heard, hear) = std::sync::mpsc::channel();
         let heard = Mutex::new(heard);
+        let id = format!("sha256:{}", schema.name);
+        let ours = id.clone();
+        // Other tests revoke on the same database meanwhile: only this one's is listened for.
         one.on_revocation(Box::new(move |revoked| {
-            let _ = heard
-                .lock()
-                .unwrap()
-                .send((revoked.kind, revoked.id.clone()));
+            if revoked.id == ours {
+                let _ = heard
+                    .lock()
+                    .unwrap()
+                    .send((revoked.kind, revoked.id.clone()));
+            }
         }));
         // The listener subscribes in the background: revoke until it hears.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let id = format!("sha256:{}", schema.name);
         loop {
             other
                 .revoke(&Revocation {
@@ -1335,10 +1393,10 @@ mod tests {
                 "not a PostgreSQL connection URL",
             ),
         ] {
-            let e = parse_url(url).err().unwrap();
+            let e = parse_state_url(url).err().unwrap();
             assert!(e.contains(says), "{url}: {e}");
             assert!(!e.contains("hunter2") && !e.contains("db"), "{e}");
         }
-        assert!(parse_url("postgres://warden@127.0.0.1:5432/warden").is_ok());
+        assert!(parse_state_url("postgres://warden@127.0.0.1:5432/warden").is_ok());
     }
 }
