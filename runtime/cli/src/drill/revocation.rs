@@ -175,9 +175,9 @@ impl Drill {
                 let _ = write!(toml, "password = {name:?}\n\n[secrets.{name:?}]\n");
                 let _ = match &deployment.secrets[name] {
                     SecretSource::File(path) => {
-                        write!(toml, "file = {:?}\n", path.display().to_string())
+                        writeln!(toml, "file = {:?}", path.display().to_string())
                     }
-                    SecretSource::Env(var) => write!(toml, "env = {var:?}\n"),
+                    SecretSource::Env(var) => writeln!(toml, "env = {var:?}"),
                 };
             }
         }

@@ -105,7 +105,7 @@ impl Patterns {
             }
             None => {
                 self.short.push((len, HashSet::from([form.to_vec()])));
-                self.short.sort_by(|a, b| b.0.cmp(&a.0));
+                self.short.sort_by_key(|s| std::cmp::Reverse(s.0));
             }
         }
     }
