@@ -664,3 +664,63 @@ fn a_terminated_node_finishes_the_call_in_flight() {
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("(1 calls)"), "{}", stdout(&out));
 }
+
+/// `warden serve`'s `/metrics` after a known set of calls: each counted once under its tool,
+/// agent and result; a tool name nobody defined is not a label; latency histograms count the
+/// decided calls; the gauges are read from the store.
+#[test]
+fn a_node_counts_its_calls_for_prometheus() {
+    let f = fixture();
+    let mut cli = f.cli();
+    cli.args(["serve", "--addr", "127.0.0.1:0"]);
+    let node = Node::start(cli);
+    let hello = json!({ "op": "call", "tool": "hello", "arguments": { "name": "Ada" } });
+    let results = client(json!({
+        "transport": "http", "url": node.url, "token": assertion(&f, AGENT),
+        "steps": [
+            hello, hello, hello,
+            { "op": "call", "tool": "read-file", "arguments": { "path": ".env" } },
+            { "op": "call", "tool": "delete-note", "arguments": { "name": "a" } },
+            { "op": "call", "tool": "no-such-tool-x7", "arguments": {} },
+        ],
+    }));
+    assert_eq!(results.len(), 6);
+    let (status, text) = node.get("/metrics");
+    assert_eq!(status, 200, "{text}");
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let calls = |tool: &str, result: &str| {
+        value(&format!(
+            "warden_calls_total{{tool=\"{tool}\",agent=\"tester\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(calls("hello", "ok"), 3.0);
+    assert_eq!(calls("read-file", "denied"), 1.0);
+    assert_eq!(calls("delete-note", "approval_required"), 1.0);
+    assert_eq!(calls("other", "unknown_tool"), 1.0);
+    assert!(
+        !text.contains("no-such-tool-x7"),
+        "a caller's text became a label"
+    );
+    // Five calls were decided (the unknown tool never reached the decision).
+    assert_eq!(value("warden_decision_duration_seconds_count"), 5.0);
+    assert_eq!(
+        value("warden_decision_duration_seconds_bucket{le=\"+Inf\"}"),
+        5.0
+    );
+    assert!(value("warden_state_store_duration_seconds_count") >= 5.0);
+    assert_eq!(value("warden_state_store_errors_total"), 0.0);
+    assert_eq!(value("warden_state_store_up"), 1.0);
+    assert_eq!(value("warden_approvals_pending"), 1.0);
+    assert_eq!(value("warden_revocations"), 0.0);
+    assert!(value("warden_tools_warm") >= 3.0);
+    // Every line is a comment or `name{labels} value`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, number) = line.rsplit_once(' ').unwrap();
+        assert!(series.starts_with("warden_"), "{line}");
+        number.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+    }
+}

@@ -404,10 +404,15 @@ impl Node {
 
     /// The status code of `GET path`.
     pub fn status(&self, path: &str) -> u16 {
+        self.get(path).0
+    }
+
+    /// The status code and body of `GET path` (status 0: no connection).
+    pub fn get(&self, path: &str) -> (u16, String) {
         use std::io::{Read as _, Write as _};
         let address = self.base().trim_start_matches("http://");
         let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-            return 0;
+            return (0, String::new());
         };
         let _ = write!(
             stream,
@@ -415,11 +420,13 @@ impl Node {
         );
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
-        response
+        let status = response
             .split_whitespace()
             .nth(1)
             .and_then(|code| code.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
     }
 
     /// Everything it said on stderr, once it has exited.

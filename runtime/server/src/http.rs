@@ -77,6 +77,7 @@ where
     let probes = axum::Router::new()
         .route("/healthz", axum::routing::get(live))
         .route("/readyz", axum::routing::get(ready))
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(Arc::new(Readiness {
             runtime,
             last: tokio::sync::Mutex::new(None),
@@ -171,6 +172,52 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
             serde_json::json!({ "status": "not ready", "reason": "the state store does not answer" }),
         ),
     }
+}
+
+/// Prometheus metrics (`warden::metrics`), with the gauges read from the state store now:
+/// approvals waiting for a person, revocations in force; and the tools kept warm. A store
+/// that does not answer leaves its gauges out and says `warden_state_store_up 0`.
+async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
+    let runtime = readiness.runtime.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let store = runtime.state()?;
+        let pending = store.approvals(false)?.len();
+        let revoked = store.revocations()?.len();
+        anyhow::Ok((pending, revoked))
+    })
+    .await;
+    let runtime = &readiness.runtime;
+    let mut gauges = vec![(
+        "warden_tools_warm",
+        "Tools loaded and kept warm on this node.",
+        runtime.warm_tools() as f64,
+    )];
+    match read {
+        Ok(Ok((pending, revoked))) => gauges.extend([
+            (
+                "warden_state_store_up",
+                "Whether the state store answered this scrape.",
+                1.0,
+            ),
+            (
+                "warden_approvals_pending",
+                "Approvals waiting for a person.",
+                pending as f64,
+            ),
+            (
+                "warden_revocations",
+                "Revocations in force.",
+                revoked as f64,
+            ),
+        ]),
+        _ => gauges.push((
+            "warden_state_store_up",
+            "Whether the state store answered this scrape.",
+            0.0,
+        )),
+    }
+    let text = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    (text, runtime.metrics().render(&gauges)).into_response()
 }
 
 fn json_response(status: http::StatusCode, body: serde_json::Value) -> Response {

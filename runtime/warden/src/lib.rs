@@ -61,6 +61,8 @@ pub mod faults;
 mod files;
 pub mod identity;
 pub mod manifest;
+pub mod metrics;
+
 pub mod policy;
 pub mod registry;
 pub mod report;

@@ -40,6 +40,7 @@ pub struct Runtime {
     state: OnceLock<Arc<dyn StateStore>>,
     minter: OnceLock<Arc<Minter>>,
     pub(crate) delegations: delegation::Verifier,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 type WarmTools = HashMap<String, Arc<LoadedTool>>;
@@ -50,6 +51,7 @@ type WarmTools = HashMap<String, Arc<LoadedTool>>;
 struct Evictor {
     tools: std::sync::Weak<RwLock<WarmTools>>,
     cache_dir: Option<std::path::PathBuf>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Evictor {
@@ -69,6 +71,7 @@ impl Evictor {
     fn watch(&self, store: &Arc<dyn StateStore>) {
         let evictor = self.clone();
         store.on_revocation(Box::new(move |revoked| {
+            evictor.metrics.announced();
             if revoked.kind == crate::state::RevocationKind::Tool {
                 tracing::info!(tool = %revoked.id, "a tool was revoked: its warm forms go");
                 evictor.evict(&revoked.id);
@@ -124,6 +127,7 @@ impl RuntimeBuilder {
             state: OnceLock::new(),
             minter: OnceLock::new(),
             delegations: delegation::Verifier::default(),
+            metrics: Arc::default(),
         };
         if let Some(store) = self.state {
             runtime.evictor().watch(&store);
@@ -196,7 +200,21 @@ impl Runtime {
         Evictor {
             tools: Arc::downgrade(&self.tools),
             cache_dir: self.engine.cache_dir().map(Into::into),
+            metrics: self.metrics.clone(),
         }
+    }
+
+    /// What this runtime has done, for monitoring (`warden serve`'s `/metrics`).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// How many tools are loaded and kept warm.
+    pub fn warm_tools(&self) -> usize {
+        self.tools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// The key that signs minted credentials, loaded (or made) on first use.

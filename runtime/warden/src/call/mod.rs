@@ -200,14 +200,16 @@ impl Runtime {
             // The record is durable before the caller sees the result; without it, no result.
             let writing = Instant::now();
             let written = self.audit(&request, &report.record, &report.egress, crate::audit::entries);
-            report.record.timings.store += writing.elapsed();
+                        report.record.timings.store += writing.elapsed();
             if let Err(e) = written {
+                self.metrics().store_error();
                 tracing::error!(error = %format!("{e:#}"), "writing the audit record failed");
                 report.withhold(CallFailure::new(
                     ErrorKind::Internal,
                     format!("the call's audit record could not be written, so its result is withheld: {e:#}"),
-                ));
+                                ));
             }
+            self.metrics().call(&request.tool, &report);
             match &report.record.error {
                 None => tracing::info!(duration_ms = report.record.duration_ms, egress = report.egress.len(), "call succeeded"),
                 Some(e) => tracing::info!(kind = ?e.kind, message = %e.message, duration_ms = report.record.duration_ms, "call failed"),
@@ -485,7 +487,10 @@ impl Runtime {
         };
         state
             .record_call(&agent, request.session.as_deref(), now_ms, &mut decide)
-            .map_err(internal("recording the call"))?;
+            .map_err(|e| {
+                self.metrics().store_error();
+                internal("recording the call")(e)
+            })?;
         record.timings.decision = deciding;
         record.timings.store += recording.elapsed().saturating_sub(deciding);
         if !decided {
