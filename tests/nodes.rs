@@ -401,3 +401,121 @@ fn the_revocation_drill_runs_across_two_nodes() {
         stderr(&out)
     );
 }
+
+/// `SIGHUP` to every node: a new permit takes effect on the next call on both; a broken policy
+/// file is refused and calls are decided by the set in force; a tool whose component was
+/// replaced is run in its new form at once; each reload is on the chain.
+#[test]
+fn a_reload_on_every_node_applies_a_valid_set_and_refuses_a_broken_one() {
+    let Some(d) = deployed() else { return };
+    let nodes = [serve(&d.f.config()), serve(&d.other)];
+    let call = |node: &Node, tool: &str, arguments: Value| {
+        let plan = json!({
+            "transport": "http", "url": node.url, "token": assertion(&d.f, AGENT),
+            "steps": [{ "op": "call", "tool": tool, "arguments": arguments }],
+        });
+        client(plan).remove(0)
+    };
+    let note = || json!({ "name": "reloaded", "text": "yes" });
+    let reload_all = |applied: u32, refused: u32| {
+        for node in &nodes {
+            let pid = rustix::process::Pid::from_child(&node.child);
+            rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        }
+        let want = [
+            format!("warden_reloads_total{{result=\"applied\"}} {applied}"),
+            format!("warden_reloads_total{{result=\"refused\"}} {refused}"),
+        ];
+        for node in &nodes {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !want
+                .iter()
+                .all(|w| node.get("/metrics").1.contains(w.as_str()))
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the reload was not counted: {want:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    for node in &nodes {
+        assert_eq!(
+            call(node, "write-note", note())["is_error"],
+            true,
+            "not yet permitted"
+        );
+    }
+    std::fs::write(
+        d.f.path().join("policies/notes.cedar"),
+        r#"permit(principal == Agent::"tester", action == Action::"invoke", resource == Tool::"write-note");"#,
+    )
+    .unwrap();
+    reload_all(1, 0);
+    for node in &nodes {
+        let wrote = call(node, "write-note", note());
+        assert_eq!(wrote["is_error"], false, "{wrote}");
+        assert_eq!(
+            call(node, "hello", json!({ "name": "Ada" }))["is_error"],
+            false
+        );
+    }
+
+    // A broken file: refused, the set in force kept.
+    std::fs::write(
+        d.f.path().join("policies/broken.cedar"),
+        "permit(principal,",
+    )
+    .unwrap();
+    reload_all(1, 1);
+    for node in &nodes {
+        assert_eq!(
+            call(node, "write-note", note())["is_error"],
+            false,
+            "the old set decides"
+        );
+    }
+    std::fs::remove_file(d.f.path().join("policies/broken.cedar")).unwrap();
+
+    // hello (warm on both nodes) replaced by another build: its new digest runs at once.
+    let dir = d.f.path().join("tools/hello");
+    let mut component = std::fs::read(dir.join("hello.wasm")).unwrap();
+    let (name, tag) = (b"warden-test", b"reloaded");
+    component.extend([0, (1 + name.len() + tag.len()) as u8, name.len() as u8]);
+    component.extend(name);
+    component.extend(tag);
+    std::fs::write(dir.join("hello.wasm"), &component).unwrap();
+    let digest = warden::manifest::Digest::of(&component).to_string();
+    edit(&dir.join("tool.toml"), |t| {
+        let old = t
+            .split("digest = \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        t.replace(&old, &digest)
+    });
+    reload_all(2, 1);
+    let store = warden::state::open(&Deployment::load(&d.f.config()).unwrap()).unwrap();
+    for node in &nodes {
+        let hello = call(node, "hello", json!({ "name": "Ada" }));
+        assert_eq!(hello["is_error"], false, "{hello}");
+        let records: String = store
+            .audit_of_call(hello["call"].as_str().unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|l| l.body)
+            .collect();
+        assert!(records.contains(&digest), "{records}");
+    }
+    // Six reloads on the chain (three per node), one refused per node; the chain verifies.
+    let out = d.f.run(&["audit", "tail", "--count", "100"]);
+    assert_exit(&out, 0);
+    let tail = stdout(&out);
+    assert_eq!(tail.matches("reloaded:").count(), 4, "{tail}");
+    assert_eq!(tail.matches("reload refused").count(), 2, "{tail}");
+    assert_exit(&d.f.run(&["audit", "verify"]), 0);
+}

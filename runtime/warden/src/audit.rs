@@ -21,6 +21,26 @@ pub enum Record {
     /// The call as it was when its tool started (outcome `started`); its `call` record
     /// follows when it ends.
     Started(CallRecord),
+    /// A process reloaded (or refused to reload) its policies and tools (`Runtime::reload`).
+    Reload(ReloadRecord),
+}
+
+/// What a reload changed, or why it changed nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadRecord {
+    /// `reload-…`: its place in the chain, as a call id is.
+    pub id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// The new policy set took effect (false: it was refused and the old one kept).
+    pub applied: bool,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The ids of the policies in force after it.
+    pub policies: Vec<String>,
+    /// Warm tools dropped because their manifest or component changed or went away.
+    pub tools_dropped: Vec<String>,
 }
 
 /// One request a tool made, allowed or not: its egress record, placed in its call.
@@ -52,6 +72,11 @@ pub fn entries(
         .collect()
 }
 
+/// The record of a reload.
+pub fn reload_entry(record: &ReloadRecord) -> Result<AuditEntry> {
+    entry(&Record::Reload(record.clone()))
+}
+
 /// The record of a call whose tool is about to run (decided, not yet ended).
 pub fn started(
     record: &CallRecord,
@@ -74,6 +99,7 @@ fn entry(record: &Record) -> Result<AuditEntry> {
     let call_id = match record {
         Record::Call(c) | Record::Started(c) => &c.call_id,
         Record::Egress(e) => &e.call_id,
+        Record::Reload(r) => &r.id,
     };
     Ok(AuditEntry {
         call_id: call_id.clone(),
@@ -210,6 +236,7 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
                     running.insert(c.call_id, link.seq);
                 }
                 Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
+                Ok(Record::Reload(r)) if r.id == link.call_id => {}
                 Ok(_) => return Ok(Err(broken("it names another call".into()))),
                 Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
             }
@@ -263,6 +290,10 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
                      or it still runs)",
                 ),
             )?,
+            Record::Reload(r) => {
+                out.push_str(&crate::text::printable(&reload_line(*seq, r)));
+                out.push('\n');
+            }
             Record::Egress(EgressEntry { request: e, .. }) => {
                 let mut text = format!("    {} {} -> {}", e.method, e.url(), e.decision.as_str());
                 if let Some(status) = e.status {
@@ -374,10 +405,35 @@ fn explain_call(
     Ok(())
 }
 
+/// A reload, in one line.
+fn reload_line(seq: u64, r: &ReloadRecord) -> String {
+    let when = crate::units::format_unix(r.time_ms.div_euclid(1000));
+    if r.applied {
+        let dropped = match r.tools_dropped.is_empty() {
+            true => "none".to_string(),
+            false => r.tools_dropped.join(", "),
+        };
+        format!(
+            "#{seq:<6} {when}  reloaded: {} policies; warm tools dropped: {dropped}",
+            r.policies.len()
+        )
+    } else {
+        format!(
+            "#{seq:<6} {when}  reload refused, the policies in force kept: {}",
+            r.error.as_deref().unwrap_or("no reason recorded")
+        )
+    }
+}
+
 /// One line per call record (and per call started), for `warden audit tail`, escaped.
 pub fn summary(link: &AuditLink) -> Result<Option<String>> {
     let (c, ended) = match parse(link)? {
         Record::Egress(_) => return Ok(None),
+        Record::Reload(r) => {
+            return Ok(Some(
+                crate::text::printable(&reload_line(link.seq, &r)).into_owned(),
+            ));
+        }
         Record::Started(c) => (c, "started".to_string()),
         Record::Call(c) => {
             let ended = c

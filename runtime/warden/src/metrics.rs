@@ -28,6 +28,8 @@ struct Counted {
     store: Histogram,
     store_errors: u64,
     announced: u64,
+    /// (applied, refused) reloads.
+    reloads: (u64, u64),
 }
 
 /// Upper bounds, in seconds, of the latency buckets: 10 µs to 1 s.
@@ -111,6 +113,15 @@ impl Metrics {
         self.counted().store_errors += 1;
     }
 
+    /// Counts a reload of the policies and tools, applied or refused.
+    pub(crate) fn reloaded(&self, applied: bool) {
+        let mut counted = self.counted();
+        match applied {
+            true => counted.reloads.0 += 1,
+            false => counted.reloads.1 += 1,
+        }
+    }
+
     /// Counts a revocation another process announced.
     pub(crate) fn announced(&self) {
         self.counted().announced += 1;
@@ -161,6 +172,14 @@ impl Metrics {
              # TYPE warden_revocations_announced_total counter\n\
              warden_revocations_announced_total {}",
             counted.store_errors, counted.announced
+        );
+        let _ = writeln!(
+            out,
+            "# HELP warden_reloads_total Reloads of the policies and tools (SIGHUP), by result.\n\
+             # TYPE warden_reloads_total counter\n\
+             warden_reloads_total{{result=\"applied\"}} {}\n\
+             warden_reloads_total{{result=\"refused\"}} {}",
+            counted.reloads.0, counted.reloads.1
         );
         for (name, help, value) in gauges {
             let _ = writeln!(

@@ -33,7 +33,8 @@ pub struct LoadedTool {
 
 pub struct Runtime {
     deployment: Deployment,
-    policies: Arc<Policies>,
+    /// Swapped whole by `reload`: a call decides with the set it read first.
+    policies: RwLock<Arc<Policies>>,
     engine: Engine,
     tools: Arc<RwLock<WarmTools>>,
     /// Opened on first use, so that commands that only read (or refuse) write nothing.
@@ -121,7 +122,7 @@ impl RuntimeBuilder {
             .map_err(Error::internal("starting the engine"))?;
         let runtime = Runtime {
             deployment,
-            policies,
+            policies: RwLock::new(policies),
             engine,
             tools: Arc::default(),
             state: OnceLock::new(),
@@ -236,8 +237,76 @@ impl Runtime {
         self.engine.cache(tool.component(), &tool.digest);
     }
 
-    pub fn policies(&self) -> &Arc<Policies> {
-        &self.policies
+    /// The policies in force now.
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the policy directory and the warm tools' directories again, as `SIGHUP` asks a
+    /// server to: a valid policy set replaces the one in force (an invalid one is refused, with
+    /// its error, and the old one kept), and a warm tool whose manifest or component changed or
+    /// went away is dropped (its next call loads what is on disk now). Audited either way;
+    /// counted in the metrics. `warden.toml` itself is read at start only.
+    pub fn reload(&self) -> Result<crate::audit::ReloadRecord, Error> {
+        let loaded = Policies::load(&self.deployment);
+        let record = match &loaded {
+            Ok(policies) => crate::audit::ReloadRecord {
+                id: format!("reload-{}", uuid::Uuid::now_v7()),
+                time_ms: crate::identity::jwt::now_ms(),
+                applied: true,
+                error: None,
+                policies: policies.ids(),
+                tools_dropped: self.drop_changed_tools(),
+            },
+            Err(e) => crate::audit::ReloadRecord {
+                id: format!("reload-{}", uuid::Uuid::now_v7()),
+                time_ms: crate::identity::jwt::now_ms(),
+                applied: false,
+                error: Some(e.to_string()),
+                policies: self.policies().ids(),
+                tools_dropped: vec![],
+            },
+        };
+        if let Ok(policies) = loaded {
+            *self
+                .policies
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+        }
+        self.metrics.reloaded(record.applied);
+        let entry =
+            crate::audit::reload_entry(&record).map_err(Error::internal("recording the reload"))?;
+        self.state()?
+            .append_audit(&[entry])
+            .map_err(Error::internal("recording the reload"))?;
+        Ok(record)
+    }
+
+    /// Drops the warm tools whose directory no longer holds the same manifest and component.
+    fn drop_changed_tools(&self) -> Vec<String> {
+        let mut tools = self
+            .tools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut dropped = vec![];
+        tools.retain(|name, tool| {
+            let same = registry::find_tool(&self.deployment, name)
+                .and_then(|dir| registry::read_tool(&dir, true).ok())
+                .is_some_and(|files| {
+                    files.digest == tool.digest
+                        && serde_json::to_value(&files.manifest).ok()
+                            == serde_json::to_value(&tool.manifest).ok()
+                });
+            if !same {
+                dropped.push(name.clone());
+            }
+            same
+        });
+        dropped.sort();
+        dropped
     }
 
     /// The tool called `name`: warm, or read from its directory without compiling it.

@@ -1,7 +1,8 @@
 //! `warden serve`: one node of a deployment, a long-running process behind a load balancer:
 //! MCP over streamable HTTP at `/mcp`, liveness at `/healthz`, readiness at `/readyz`. On
 //! SIGTERM or SIGINT it stops accepting connections, lets the calls in flight finish (for at
-//! most `--drain`), and exits 0.
+//! most `--drain`), and exits 0. On SIGHUP it reloads its policies and tools
+//! (`Runtime::reload`).
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -53,6 +54,28 @@ pub async fn serve(
     // Installed before the address is announced: a signal from then on drains.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let reloading = runtime.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let runtime = reloading.clone();
+            let reloaded = tokio::task::spawn_blocking(move || runtime.reload()).await;
+            let said = match reloaded {
+                Ok(Ok(r)) if r.applied => format!(
+                    "reloaded: {} policies; warm tools dropped: {}",
+                    r.policies.len(),
+                    r.tools_dropped.len()
+                ),
+                Ok(Ok(r)) => format!(
+                    "reload refused, the policies in force kept: {}",
+                    r.error.unwrap_or_default()
+                ),
+                Ok(Err(e)) => format!("reload failed: {e}"),
+                Err(e) => format!("reload failed: {e}"),
+            };
+            eprintln!("warden: {}", said.replace('\n', "; "));
+        }
+    });
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}

@@ -89,7 +89,7 @@ impl Case {
     pub fn decide(&self, runtime: &Runtime) -> Result<Decision, String> {
         Ok(self
             .prepare(runtime)?
-            .decide(runtime.policies(), Selection::Chosen))
+            .decide(&runtime.policies(), Selection::Chosen))
     }
 
     fn prepare(&self, runtime: &Runtime) -> Result<Prepared<'_>, String> {
@@ -193,8 +193,8 @@ pub fn run_table(cases: &[Case], runtime: &Runtime) -> Result<TableRun, String> 
             format!("case {} ({})", i + 1, case.name)
         };
         let prepared = case.prepare(runtime).map_err(|e| format!("{label}: {e}"))?;
-        let decision = prepared.decide(runtime.policies(), Selection::Chosen);
-        let reference = prepared.decide(runtime.policies(), Selection::All);
+        let decision = prepared.decide(&runtime.policies(), Selection::Chosen);
+        let reference = prepared.decide(&runtime.policies(), Selection::All);
         let mismatch = if decision.outcome != reference.outcome
             || decision.policies != reference.policies
         {

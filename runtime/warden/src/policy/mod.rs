@@ -146,6 +146,13 @@ impl Policies {
         self.notes.len()
     }
 
+    /// The policies' ids, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.notes.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn is_empty(&self) -> bool {
         self.notes.is_empty()
     }
