@@ -462,12 +462,14 @@ fn a_reload_on_every_node_applies_a_valid_set_and_refuses_a_broken_one() {
         );
     }
 
-    // A broken file: refused, the set in force kept.
+    // A broken file beside the permit's removal: refused whole, the set in force kept.
     std::fs::write(
         d.f.path().join("policies/broken.cedar"),
         "permit(principal,",
     )
     .unwrap();
+    let permit = std::fs::read_to_string(d.f.path().join("policies/notes.cedar")).unwrap();
+    std::fs::remove_file(d.f.path().join("policies/notes.cedar")).unwrap();
     reload_all(1, 1);
     for node in &nodes {
         assert_eq!(
@@ -477,6 +479,7 @@ fn a_reload_on_every_node_applies_a_valid_set_and_refuses_a_broken_one() {
         );
     }
     std::fs::remove_file(d.f.path().join("policies/broken.cedar")).unwrap();
+    std::fs::write(d.f.path().join("policies/notes.cedar"), permit).unwrap();
 
     // hello (warm on both nodes) replaced by another build: its new digest runs at once.
     let dir = d.f.path().join("tools/hello");

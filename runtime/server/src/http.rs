@@ -81,6 +81,7 @@ where
         .with_state(Arc::new(Readiness {
             runtime,
             last: tokio::sync::Mutex::new(None),
+            gauges: tokio::sync::Mutex::new(None),
         }));
     let app = axum::Router::new()
         .nest_service("/mcp", service)
@@ -130,7 +131,13 @@ async fn live() -> Response {
 struct Readiness {
     runtime: Arc<Runtime>,
     last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+    /// The store's gauges as the last scrape read them (pending approvals, revocations; None:
+    /// the store did not answer), reused for `GAUGES_FRESH`.
+    gauges: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<(usize, usize)>)>>,
 }
+
+/// How long the store's gauges are reused: a flood of scrapes reads the store once a second.
+const GAUGES_FRESH: Duration = Duration::from_secs(1);
 
 /// How long a readiness answer is reused.
 const READINESS_FRESH: Duration = Duration::from_millis(250);
@@ -178,14 +185,26 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
 /// approvals waiting for a person, revocations in force; and the tools kept warm. A store
 /// that does not answer leaves its gauges out and says `warden_state_store_up 0`.
 async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
-    let runtime = readiness.runtime.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let store = runtime.state()?;
-        let pending = store.approvals(false)?.len();
-        let revoked = store.revocations()?.len();
-        anyhow::Ok((pending, revoked))
-    })
-    .await;
+    let read = {
+        let mut last = readiness.gauges.lock().await;
+        match *last {
+            Some((at, read)) if at.elapsed() < GAUGES_FRESH => read,
+            _ => {
+                let runtime = readiness.runtime.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let store = runtime.state()?;
+                    let pending = store.approvals(false)?.len();
+                    let revoked = store.revocations()?.len();
+                    anyhow::Ok((pending, revoked))
+                })
+                .await
+                .ok()
+                .and_then(Result::ok);
+                *last = Some((tokio::time::Instant::now(), read));
+                read
+            }
+        }
+    };
     let runtime = &readiness.runtime;
     let mut gauges = vec![(
         "warden_tools_warm",
@@ -193,7 +212,7 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
         runtime.warm_tools() as f64,
     )];
     match read {
-        Ok(Ok((pending, revoked))) => gauges.extend([
+        Some((pending, revoked)) => gauges.extend([
             (
                 "warden_state_store_up",
                 "Whether the state store answered this scrape.",
@@ -210,7 +229,7 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
                 revoked as f64,
             ),
         ]),
-        _ => gauges.push((
+        None => gauges.push((
             "warden_state_store_up",
             "Whether the state store answered this scrape.",
             0.0,

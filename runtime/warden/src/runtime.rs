@@ -252,61 +252,65 @@ impl Runtime {
     /// counted in the metrics. `warden.toml` itself is read at start only.
     pub fn reload(&self) -> Result<crate::audit::ReloadRecord, Error> {
         let loaded = Policies::load(&self.deployment);
-        let record = match &loaded {
-            Ok(policies) => crate::audit::ReloadRecord {
-                id: format!("reload-{}", uuid::Uuid::now_v7()),
-                time_ms: crate::identity::jwt::now_ms(),
-                applied: true,
-                error: None,
-                policies: policies.ids(),
-                tools_dropped: self.drop_changed_tools(),
-            },
-            Err(e) => crate::audit::ReloadRecord {
-                id: format!("reload-{}", uuid::Uuid::now_v7()),
-                time_ms: crate::identity::jwt::now_ms(),
-                applied: false,
-                error: Some(e.to_string()),
-                policies: self.policies().ids(),
-                tools_dropped: vec![],
-            },
+        let changed = match loaded {
+            Ok(_) => self.changed_tools(),
+            Err(_) => vec![],
         };
-        if let Ok(policies) = loaded {
-            *self
-                .policies
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
-        }
-        self.metrics.reloaded(record.applied);
+        let record = crate::audit::ReloadRecord {
+            id: format!("reload-{}", uuid::Uuid::now_v7()),
+            time_ms: crate::identity::jwt::now_ms(),
+            applied: loaded.is_ok(),
+            error: loaded.as_ref().err().map(ToString::to_string),
+            policies: match &loaded {
+                Ok(policies) => policies.ids(),
+                Err(_) => self.policies().ids(),
+            },
+            tools_dropped: changed.iter().map(|(name, _)| name.clone()).collect(),
+        };
+        // Recorded before it takes effect: no reload without its record.
         let entry =
             crate::audit::reload_entry(&record).map_err(Error::internal("recording the reload"))?;
         self.state()?
             .append_audit(&[entry])
             .map_err(Error::internal("recording the reload"))?;
+        if let Ok(policies) = loaded {
+            *self
+                .policies
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+            self.tools
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, tool| !changed.iter().any(|(_, old)| Arc::ptr_eq(old, tool)));
+        }
+        self.metrics.reloaded(record.applied);
         Ok(record)
     }
 
-    /// Drops the warm tools whose directory no longer holds the same manifest and component.
-    fn drop_changed_tools(&self) -> Vec<String> {
-        let mut tools = self
+    /// The warm tools whose directory no longer holds the same manifest and component, read
+    /// from disk without holding the warm map (calls go on meanwhile).
+    fn changed_tools(&self) -> Vec<(String, Arc<LoadedTool>)> {
+        let warm: Vec<(String, Arc<LoadedTool>)> = self
             .tools
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut dropped = vec![];
-        tools.retain(|name, tool| {
-            let same = registry::find_tool(&self.deployment, name)
-                .and_then(|dir| registry::read_tool(&dir, true).ok())
-                .is_some_and(|files| {
-                    files.digest == tool.digest
-                        && serde_json::to_value(&files.manifest).ok()
-                            == serde_json::to_value(&tool.manifest).ok()
-                });
-            if !same {
-                dropped.push(name.clone());
-            }
-            same
-        });
-        dropped.sort();
-        dropped
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, tool)| (name.clone(), tool.clone()))
+            .collect();
+        let mut changed: Vec<_> = warm
+            .into_iter()
+            .filter(|(name, tool)| {
+                !registry::find_tool(&self.deployment, name)
+                    .and_then(|dir| registry::read_tool(&dir, true).ok())
+                    .is_some_and(|files| {
+                        files.digest == tool.digest
+                            && serde_json::to_value(&files.manifest).ok()
+                                == serde_json::to_value(&tool.manifest).ok()
+                    })
+            })
+            .collect();
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        changed
     }
 
     /// The tool called `name`: warm, or read from its directory without compiling it.

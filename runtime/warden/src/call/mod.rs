@@ -231,6 +231,8 @@ impl Runtime {
         accepted: Instant,
     ) -> Result<serde_json::Value, CallFailure> {
         let found = self.find_tool(&request.tool)?;
+        // One policy set decides the call and its requests, whatever a reload does meanwhile.
+        let policies = self.policies();
         // Authenticate, then authorize, before anything of the tool is loaded or run.
         let state = self.state().map_err(CallFailure::from)?.clone();
         let agent = self.authenticate_caller(request, state.as_ref())?;
@@ -279,7 +281,7 @@ impl Runtime {
             calls_last_minute: 0,
             time: 0,
         };
-        let facts = self.decide_and_record(request, record, facts, state.as_ref())?;
+        let facts = self.decide_and_record(request, record, facts, &policies, state.as_ref())?;
         self.hold_for_approval(request, record, &facts, identity)?;
         // The signing key is needed only by tools whose rules carry credentials.
         let minter = match tool.grants.credentials.is_empty() {
@@ -288,7 +290,7 @@ impl Runtime {
         };
         let mediator = Arc::new(Mediator {
             revocations,
-            policies: self.policies().clone(),
+            policies,
             call: facts,
         });
         spend_approval(record, state.as_ref())?;
@@ -456,6 +458,7 @@ impl Runtime {
         request: &CallRequest,
         record: &mut CallRecord,
         mut facts: CallFacts,
+        policies: &crate::policy::Policies,
         state: &dyn StateStore,
     ) -> Result<CallFacts, CallFailure> {
         let now_ms = jwt::now_ms();
@@ -469,7 +472,7 @@ impl Runtime {
             let started = Instant::now();
             facts.session.calls = counts.in_session;
             facts.calls_last_minute = counts.last_minute;
-            record.decision = self.policies().decide_invoke(
+            record.decision = policies.decide_invoke(
                 &facts,
                 &request.input,
                 request.untrusted_input,
