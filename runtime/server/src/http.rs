@@ -133,8 +133,11 @@ struct Readiness {
     last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
     /// The store's gauges as the last scrape read them (pending approvals, revocations; None:
     /// the store did not answer), reused for `GAUGES_FRESH`.
-    gauges: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<(usize, usize)>)>>,
+    gauges: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<StoreGauges>)>>,
 }
+
+/// Approvals pending, revocations in force.
+type StoreGauges = (usize, usize);
 
 /// How long the store's gauges are reused: a flood of scrapes reads the store once a second.
 const GAUGES_FRESH: Duration = Duration::from_secs(1);
