@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden::deployment::Deployment;
@@ -317,7 +317,8 @@ fn a_node_killed_mid_burst_loses_no_returned_call() {
 
 /// Readiness follows the server: false while PostgreSQL is stopped, true once it is back; a
 /// call meanwhile does not succeed (its records could not be written), and the calls before
-/// and after are on a chain that verifies.
+/// and after are on a chain that verifies. The node hears revocations again after the
+/// outage: its listener reconnected.
 #[test]
 fn readiness_follows_postgres_and_no_call_succeeds_while_it_is_down() {
     let Some(cluster) = warden_test_support::postgres::Cluster::start() else {
@@ -361,6 +362,37 @@ fn readiness_follows_postgres_and_no_call_succeeds_while_it_is_down() {
     let chained = chained_calls(&f.config());
     for call in [&before, &after] {
         assert!(chained.contains(call["call"].as_str().unwrap()));
+    }
+
+    // hello, compiled in the node's cache, revoked by another process with a state directory
+    // of its own (so only the announcement can reach the node's cache).
+    let other = f.path().join("other.toml");
+    edit_to(&f.config(), &other, |t| {
+        t.replace("state_dir = \"state\"", "state_dir = \"state-other\"")
+    });
+    let manifest = std::fs::read_to_string(f.path().join("tools/hello/tool.toml")).unwrap();
+    let digest = manifest.split("sha256:").nth(1).unwrap()[..64].to_string();
+    let compiled = || {
+        std::fs::read_dir(f.path().join("state/cache"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&digest))
+    };
+    assert!(compiled());
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--config")
+        .arg(&other)
+        .args(["revoke", "tool", &format!("sha256:{digest}")])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while compiled() {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not hear the revocation after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

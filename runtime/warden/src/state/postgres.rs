@@ -1185,15 +1185,34 @@ async fn lock_agent(tx: &impl GenericClient, what: &str, agent: &str) -> Result<
 /// Listens for revocations on a connection of its own, reconnecting (after a second) when
 /// it breaks, and tells the watchers of each.
 async fn listen(config: Config, watchers: Arc<Mutex<Vec<RevocationWatcher>>>) {
+    // Unix seconds from which revocations may have gone unheard: set when a listening
+    // connection is lost, kept through failed reconnections, cleared once caught up.
+    let mut unheard_since = None;
     loop {
-        if let Err(e) = listen_once(&config, &watchers).await {
+        let mut connected = false;
+        if let Err(e) = listen_once(&config, &watchers, unheard_since, &mut connected).await {
             tracing::warn!(error = %format!("{e:#}"), "listening for revocations: reconnecting");
+        }
+        if connected {
+            // Revocations carry their maker's clock: a margin for nodes' clocks disagreeing.
+            unheard_since = Some(crate::identity::jwt::now() - CLOCK_MARGIN);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn listen_once(config: &Config, watchers: &Arc<Mutex<Vec<RevocationWatcher>>>) -> Result<()> {
+/// How far nodes' clocks may disagree, for catching up on revocations after a reconnect
+/// (telling a watcher twice costs nothing: what it drops is dropped once).
+const CLOCK_MARGIN: i64 = 300;
+
+/// Listens on one connection until it breaks. Once it listens, it first tells the watchers of
+/// the revocations made since `unheard_since` (those a lost connection may have missed).
+async fn listen_once(
+    config: &Config,
+    watchers: &Arc<Mutex<Vec<RevocationWatcher>>>,
+    unheard_since: Option<i64>,
+    connected: &mut bool,
+) -> Result<()> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (messages, mut received) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -1216,6 +1235,20 @@ async fn listen_once(config: &Config, watchers: &Arc<Mutex<Vec<RevocationWatcher
     client
         .batch_execute(&format!("LISTEN {REVOCATIONS_CHANNEL}"))
         .await?;
+    *connected = true;
+    if let Some(since) = unheard_since {
+        let missed = client
+            .query(
+                "SELECT kind, id, at, reason FROM revocations WHERE at >= $1",
+                &[&since],
+            )
+            .await?;
+        let missed = missed.iter().map(revocation).collect::<Result<Vec<_>>>()?;
+        if !missed.is_empty() {
+            tracing::info!(count = missed.len(), "revocations made while not listening");
+            tell(watchers, missed);
+        }
+    }
     while let Some(message) = received.recv().await {
         let tokio_postgres::AsyncMessage::Notification(note) = message? else {
             continue;
@@ -1223,26 +1256,34 @@ async fn listen_once(config: &Config, watchers: &Arc<Mutex<Vec<RevocationWatcher
         let Ok(announced) = serde_json::from_str::<Announced>(note.payload()) else {
             continue;
         };
-        let revocation = Revocation {
-            kind: announced.kind,
-            id: announced.id,
-            at: crate::identity::jwt::now(),
-            reason: String::new(),
-        };
-        // Off the store's thread: a watcher may take locks and delete files.
-        let watchers = watchers.clone();
-        tokio::task::spawn_blocking(move || {
-            for watcher in watchers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-            {
-                watcher(&revocation);
-            }
-        });
+        tell(
+            watchers,
+            vec![Revocation {
+                kind: announced.kind,
+                id: announced.id,
+                at: crate::identity::jwt::now(),
+                reason: String::new(),
+            }],
+        );
     }
     driver.abort();
     bail!("the connection ended")
+}
+
+/// Tells every watcher of `revocations`, off the store's thread (a watcher may take locks
+/// and delete files).
+fn tell(watchers: &Arc<Mutex<Vec<RevocationWatcher>>>, revocations: Vec<Revocation>) {
+    let watchers = watchers.clone();
+    tokio::task::spawn_blocking(move || {
+        let watchers = watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for revocation in &revocations {
+            for watcher in watchers.iter() {
+                watcher(revocation);
+            }
+        }
+    });
 }
 
 #[derive(Deserialize)]
