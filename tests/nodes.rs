@@ -77,6 +77,31 @@ fn wait_ready(node: &Node, ready: bool) {
     }
 }
 
+/// The hex digest `tools/TOOL/tool.toml` pins.
+fn pinned_digest(f: &Fixture, tool: &str) -> String {
+    let manifest =
+        std::fs::read_to_string(f.path().join(format!("tools/{tool}/tool.toml"))).unwrap();
+    manifest.split("sha256:").nth(1).unwrap()[..64].to_string()
+}
+
+/// Whether the compile cache of the node whose state directory is `state` holds `tool`.
+fn compiled(f: &Fixture, state: &str, tool: &str) -> bool {
+    let digest = pinned_digest(f, tool);
+    std::fs::read_dir(f.path().join(state).join("cache"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(&digest))
+}
+
+/// Waits (at most 15 s) until that node has dropped `tool`'s compiled form.
+fn wait_evicted(f: &Fixture, state: &str, tool: &str, failure: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while compiled(f, state, tool) {
+        assert!(Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn calls(url: &str, token: &str, tag: &str, count: usize) -> Value {
     let steps: Vec<Value> = (0..count)
         .map(|i| json!({ "op": "call", "tool": "hello", "arguments": { "name": format!("{tag}-{i}") } }))
@@ -229,29 +254,21 @@ async fn a_revocation_on_one_node_stops_the_next_request_on_the_other() {
         .await
         .expect("the first request reached the upstream")
         .unwrap();
-    let manifest =
-        std::fs::read_to_string(d.f.path().join("tools/hostile-http/tool.toml")).unwrap();
-    let digest = manifest.split("sha256:").nth(1).unwrap()[..64].to_string();
-    let compiled = || {
-        std::fs::read_dir(d.f.path().join("state-b/cache"))
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(&digest))
-    };
-    assert!(compiled(), "B keeps the tool compiled while it runs");
+    assert!(
+        compiled(&d.f, "state-b", "hostile-http"),
+        "B keeps the tool compiled while it runs"
+    );
     let out =
         d.f.run(&["revoke", "tool", "hostile-http", "--reason", "node test"]);
     assert_exit(&out, 0);
     // B drops the tool's compiled form when A announces the revocation, before any call or
     // request of B asks the store.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while compiled() {
-        assert!(
-            Instant::now() < deadline,
-            "B kept the revoked tool's compiled form"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_evicted(
+        &d.f,
+        "state-b",
+        "hostile-http",
+        "B kept the revoked tool's compiled form",
+    );
     release.send(()).unwrap();
     let result = running.await.unwrap();
     assert!(
@@ -370,15 +387,8 @@ fn readiness_follows_postgres_and_no_call_succeeds_while_it_is_down() {
     edit_to(&f.config(), &other, |t| {
         t.replace("state_dir = \"state\"", "state_dir = \"state-other\"")
     });
-    let manifest = std::fs::read_to_string(f.path().join("tools/hello/tool.toml")).unwrap();
-    let digest = manifest.split("sha256:").nth(1).unwrap()[..64].to_string();
-    let compiled = || {
-        std::fs::read_dir(f.path().join("state/cache"))
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(&digest))
-    };
-    assert!(compiled());
+    assert!(compiled(&f, "state", "hello"));
+    let digest = pinned_digest(&f, "hello");
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("--config")
         .arg(&other)
@@ -386,14 +396,12 @@ fn readiness_follows_postgres_and_no_call_succeeds_while_it_is_down() {
         .output()
         .unwrap();
     assert_exit(&out, 0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while compiled() {
-        assert!(
-            Instant::now() < deadline,
-            "the node did not hear the revocation after the outage"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_evicted(
+        &f,
+        "state",
+        "hello",
+        "the node did not hear the revocation after the outage",
+    );
 }
 
 /// `warden drill revocation --other-node`: the drill's calls run on this node, its revocations

@@ -65,7 +65,7 @@ fn now() -> i64 {
     crate::identity::jwt::now()
 }
 
-fn session(id: &str, agent: &str, expires: i64) -> Session {
+pub(super) fn session(id: &str, agent: &str, expires: i64) -> Session {
     Session {
         id: id.into(),
         agent: agent.into(),
@@ -79,7 +79,7 @@ fn session(id: &str, agent: &str, expires: i64) -> Session {
     }
 }
 
-fn approval(id: &str, agent: &str, expires: i64) -> Approval {
+pub(super) fn approval(id: &str, agent: &str, expires: i64) -> Approval {
     Approval {
         id: id.into(),
         digest: format!("digest of {id}"),
@@ -104,6 +104,30 @@ fn entry(call: &str, n: usize) -> AuditEntry {
         call_id: call.into(),
         body: format!("{{\"call\":\"{call}\",\"n\":{n}}}"),
     }
+}
+
+/// Runs `work(store, t)` for each `t` below `threads`, all at once, the even ones on `one` and
+/// the odd ones on `other`; their results, in order.
+fn at_once<R: Send>(
+    one: &Arc<dyn StateStore>,
+    other: &Arc<dyn StateStore>,
+    threads: usize,
+    work: impl Fn(&dyn StateStore, usize) -> R + Sync,
+) -> Vec<R> {
+    let start = Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let running: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = if t % 2 == 0 { one } else { other };
+                let (start, work) = (&start, &work);
+                scope.spawn(move || {
+                    start.wait();
+                    work(store.as_ref(), t)
+                })
+            })
+            .collect();
+        running.into_iter().map(|r| r.join().unwrap()).collect()
+    })
 }
 
 /// The chain, checked link by link from the first record.
@@ -132,27 +156,10 @@ fn a_nonce_is_used_once_by_any_handle(one: Arc<dyn StateStore>, other: Arc<dyn S
     assert!(!one.use_nonce("n1", expires).unwrap());
     assert!(other.use_nonce("n2", expires).unwrap());
     // Raced from many threads of both handles: exactly one wins.
-    let start = Arc::new(Barrier::new(8));
-    let racers: Vec<_> = (0..8)
-        .map(|i| {
-            let store = if i % 2 == 0 {
-                one.clone()
-            } else {
-                other.clone()
-            };
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                store.use_nonce("raced", expires).unwrap()
-            })
-        })
-        .collect();
-    let won = racers
-        .into_iter()
-        .map(|r| r.join().unwrap())
-        .filter(|won| *won)
-        .count();
-    assert_eq!(won, 1);
+    let won = at_once(&one, &other, 8, |store, _| {
+        store.use_nonce("raced", expires).unwrap()
+    });
+    assert_eq!(won.iter().filter(|won| **won).count(), 1);
 }
 
 fn sessions_start_taint_and_are_capped(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {
@@ -179,28 +186,17 @@ fn sessions_start_taint_and_are_capped(one: Arc<dyn StateStore>, other: Arc<dyn 
     assert!(tainted.tainted);
     assert_eq!(tainted.taint_reason.as_deref(), Some("first"));
     // The cap holds when both handles start sessions at once.
-    let start = Arc::new(Barrier::new(4));
-    let starters: Vec<_> = (0..4)
-        .map(|t| {
-            let store = if t % 2 == 0 {
-                one.clone()
-            } else {
-                other.clone()
-            };
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                (0..MAX_LIVE_SESSIONS)
-                    .filter(|i| {
-                        store
-                            .start_session(&session(&format!("c{t}-{i}"), "capped", later))
-                            .is_ok()
-                    })
-                    .count() as u64
+    let started: u64 = at_once(&one, &other, 4, |store, t| {
+        (0..MAX_LIVE_SESSIONS)
+            .filter(|i| {
+                store
+                    .start_session(&session(&format!("c{t}-{i}"), "capped", later))
+                    .is_ok()
             })
-        })
-        .collect();
-    let started: u64 = starters.into_iter().map(|s| s.join().unwrap()).sum();
+            .count() as u64
+    })
+    .into_iter()
+    .sum();
     assert_eq!(started, MAX_LIVE_SESSIONS);
     let e = one
         .start_session(&session("one-more", "capped", later))
@@ -281,38 +277,25 @@ fn concurrent_calls_are_counted_once_each_in_one_order(
     const THREADS: usize = 8;
     const CALLS: usize = 25;
     let at = now() * 1000;
-    let start = Arc::new(Barrier::new(THREADS));
-    let callers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let store = if t % 2 == 0 {
-                one.clone()
-            } else {
-                other.clone()
-            };
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                (0..CALLS)
-                    .map(|i| {
-                        let call = format!("t{t}-c{i}");
-                        store
-                            .record_call("busy", None, at, &mut |counts| {
-                                Ok(vec![AuditEntry {
-                                    call_id: call.clone(),
-                                    body: counts.last_minute.to_string(),
-                                }])
-                            })
-                            .unwrap()
-                            .last_minute
+    let mut seen: Vec<u64> = at_once(&one, &other, THREADS, |store, t| {
+        (0..CALLS)
+            .map(|i| {
+                let call = format!("t{t}-c{i}");
+                store
+                    .record_call("busy", None, at, &mut |counts| {
+                        Ok(vec![AuditEntry {
+                            call_id: call.clone(),
+                            body: counts.last_minute.to_string(),
+                        }])
                     })
-                    .collect::<Vec<_>>()
+                    .unwrap()
+                    .last_minute
             })
-        })
-        .collect();
-    let mut seen: Vec<u64> = callers
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     seen.sort();
     let total = (THREADS * CALLS) as u64;
     assert_eq!(
@@ -348,29 +331,14 @@ fn the_chain_links_every_record_of_every_writer(
     // Writers on both handles at once: no record lost, one valid chain.
     const THREADS: usize = 8;
     const APPENDS: usize = 30;
-    let start = Arc::new(Barrier::new(THREADS));
-    let writers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let store = if t % 2 == 0 {
-                one.clone()
-            } else {
-                other.clone()
-            };
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                for i in 0..APPENDS {
-                    let call = format!("w{t}-{i}");
-                    store
-                        .append_audit(&[entry(&call, 0), entry(&call, 1)])
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.join().unwrap();
-    }
+    at_once(&one, &other, THREADS, |store, t| {
+        for i in 0..APPENDS {
+            let call = format!("w{t}-{i}");
+            store
+                .append_audit(&[entry(&call, 0), entry(&call, 1)])
+                .unwrap();
+        }
+    });
     let total = 2 + THREADS * APPENDS * 2;
     assert_eq!(whole_chain(one.as_ref()).len(), total);
     // Each call's records are adjacent: an append is one unit.
@@ -476,27 +444,10 @@ fn an_approval_raced_from_both_handles_is_used_once(
             signature: "sig".into(),
         };
         assert!(other.decide_approval(&id, &approve).unwrap());
-        let start = Arc::new(Barrier::new(6));
-        let racers: Vec<_> = (0..6)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    one.clone()
-                } else {
-                    other.clone()
-                };
-                let (start, id) = (start.clone(), id.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    store.use_approval(&id, &format!("call-{i}")).unwrap()
-                })
-            })
-            .collect();
-        let won = racers
-            .into_iter()
-            .map(|r| r.join().unwrap())
-            .filter(|won| *won)
-            .count();
-        assert_eq!(won, 1, "round {round}");
+        let won = at_once(&one, &other, 6, |store, i| {
+            store.use_approval(&id, &format!("call-{i}")).unwrap()
+        });
+        assert_eq!(won.iter().filter(|won| **won).count(), 1, "round {round}");
     }
 }
 
@@ -559,42 +510,27 @@ fn failed_starts_and_appends_mixed_in_are_kept_apart(
     const THREADS: usize = 8;
     const EACH: usize = 30;
     let at = now() * 1000;
-    let start = Arc::new(Barrier::new(THREADS));
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let store = if t % 2 == 0 {
-                one.clone()
-            } else {
-                other.clone()
-            };
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                for i in 0..EACH {
-                    let call = format!("m{t}-{i}");
-                    match i % 3 {
-                        0 => {
-                            let failed = store.record_call("mixed", None, at, &mut |_| {
-                                anyhow::bail!("the caller failed")
-                            });
-                            assert!(failed.is_err());
-                        }
-                        1 => {
-                            store
-                                .record_call("mixed", None, at, &mut |_| Ok(vec![entry(&call, 0)]))
-                                .unwrap();
-                        }
-                        _ => store
-                            .append_audit(&[entry(&call, 0), entry(&call, 1)])
-                            .unwrap(),
-                    }
+    at_once(&one, &other, THREADS, |store, t| {
+        for i in 0..EACH {
+            let call = format!("m{t}-{i}");
+            match i % 3 {
+                0 => {
+                    let failed = store.record_call("mixed", None, at, &mut |_| {
+                        anyhow::bail!("the caller failed")
+                    });
+                    assert!(failed.is_err());
                 }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+                1 => {
+                    store
+                        .record_call("mixed", None, at, &mut |_| Ok(vec![entry(&call, 0)]))
+                        .unwrap();
+                }
+                _ => store
+                    .append_audit(&[entry(&call, 0), entry(&call, 1)])
+                    .unwrap(),
+            }
+        }
+    });
     let started = (THREADS * EACH / 3) as u64;
     assert_eq!(one.recent_calls("mixed", at).unwrap(), started);
     let chain = whole_chain(other.as_ref());

@@ -622,6 +622,7 @@ fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result
 #[cfg(test)]
 mod tests {
     use super::super::StateStore as _;
+    use super::super::conformance::{approval, session};
 
     /// Processes that start at once open a new state file at once: none is refused.
     #[test]
@@ -673,40 +674,6 @@ mod tests {
         assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
     }
 
-    fn session(id: &str, expires: i64) -> super::Session {
-        super::Session {
-            id: id.into(),
-            agent: "a".into(),
-            user: None,
-            delegation: None,
-            scope: vec![],
-            expires,
-            tainted: false,
-            taint_reason: None,
-            calls: 0,
-        }
-    }
-
-    fn approval(id: &str, agent: &str, created: i64, expires: i64) -> super::Approval {
-        super::Approval {
-            id: id.into(),
-            digest: format!("digest of {id}"),
-            agent: agent.into(),
-            user: None,
-            tool: "t".into(),
-            tool_digest: "sha256:0".into(),
-            input_digest: "sha256:1".into(),
-            input: serde_json::json!({}),
-            reason: "r".into(),
-            created,
-            expires,
-            status: super::ApprovalStatus::Pending,
-            approver: None,
-            signature: None,
-            used_by: None,
-        }
-    }
-
     #[test]
     fn pruning_removes_expired_rows_and_keeps_live_and_decided_ones() {
         let dir = tempfile::tempdir().unwrap();
@@ -722,14 +689,14 @@ mod tests {
             ("lapsed", then - 10),
             ("open", then + 10),
         ] {
-            db.start_session(&session(id, expires)).unwrap();
+            db.start_session(&session(id, "a", expires)).unwrap();
         }
         for (id, expires) in [
             ("stale", long_gone),
             ("used", long_gone),
             ("waiting", then + 10),
         ] {
-            db.request_approval(&approval(id, "a", now, expires), 100)
+            db.request_approval(&approval(id, "a", expires), 100)
                 .unwrap();
         }
         let decided = super::ApprovalDecision::Approved {
