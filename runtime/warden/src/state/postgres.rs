@@ -1235,7 +1235,6 @@ async fn listen_once(
     client
         .batch_execute(&format!("LISTEN {REVOCATIONS_CHANNEL}"))
         .await?;
-    *connected = true;
     if let Some(since) = unheard_since {
         let missed = client
             .query(
@@ -1243,12 +1242,24 @@ async fn listen_once(
                 &[&since],
             )
             .await?;
-        let missed = missed.iter().map(revocation).collect::<Result<Vec<_>>>()?;
+        // A row that does not parse is skipped, not retried forever: checks read it anyway.
+        let missed: Vec<Revocation> = missed
+            .iter()
+            .filter_map(|row| {
+                revocation(row)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %format!("{e:#}"), "an unreadable revocation"),
+                    )
+                    .ok()
+            })
+            .collect();
         if !missed.is_empty() {
             tracing::info!(count = missed.len(), "revocations made while not listening");
             tell(watchers, missed);
         }
     }
+    // Caught up: from now on, what this connection misses is what it hears.
+    *connected = true;
     while let Some(message) = received.recv().await {
         let tokio_postgres::AsyncMessage::Notification(note) = message? else {
             continue;
