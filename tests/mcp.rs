@@ -724,3 +724,173 @@ fn a_node_counts_its_calls_for_prometheus() {
         number.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
     }
 }
+
+/// With `[telemetry] otlp_endpoint`, each call reaches a (loopback) OTLP/HTTP collector as one
+/// trace: the MCP server span, the decision, the tool's run and each request it sent, joined
+/// to the client's trace when it sent a `traceparent`; no secret in any of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_exports_each_call_as_a_trace() {
+    let upstream = LoopbackServer::start().await.unwrap();
+    let collector = LoopbackServer::start().await.unwrap();
+    let f = fixture();
+    install_minted_http_get(&f, &upstream.url(""));
+    f.set_policies(&[
+        ("base.cedar", POLICIES),
+        ("input.cedarschema", "type Input = { path?: String };"),
+        (
+            "fetch.cedar",
+            "@id(\"tester-fetches\")\npermit(principal == Agent::\"tester\", action == Action::\"invoke\", resource == Tool::\"http-get\");",
+        ),
+    ]);
+    f.extend_deployment(&format!(
+        "[telemetry]\notlp_endpoint = \"{}\"\nservice_name = \"warden-test\"\n",
+        collector.url("/collect")
+    ));
+    let mut cli = f.cli();
+    cli.args(["serve", "--addr", "127.0.0.1:0"]);
+    let node = Node::start(cli);
+    let token = assertion(&f, AGENT);
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let results = client(json!({
+        "transport": "http", "url": node.url, "token": token,
+        "steps": [
+            { "op": "call", "tool": "hello", "arguments": { "name": "Ada" } },
+            { "op": "call", "tool": "http-get", "arguments": { "url": upstream.url("/page") },
+              "meta": { "traceparent": parent } },
+            { "op": "call", "tool": "read-file", "arguments": { "path": ".env" } },
+        ],
+    }));
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[1]["is_error"], false, "{}", results[1]);
+
+    // Batches leave a second after their first span; wait for all three calls' roots.
+    let spans = || -> Vec<Value> {
+        collector
+            .received()
+            .iter()
+            .filter(|r| r.path == "/collect/v1/traces")
+            .flat_map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                assert_eq!(
+                    body["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+                    "warden-test"
+                );
+                body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .collect()
+    };
+    let waited = std::time::Instant::now();
+    while spans().iter().filter(|s| s["kind"] == 2).count() < 3 {
+        assert!(waited.elapsed().as_secs() < 20, "no traces: {:?}", spans());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let spans = spans();
+    let attr = |span: &Value, key: &str| -> Value {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let root = |tool: &str| -> Value {
+        let roots: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["name"] == format!("tools/call {tool}"))
+            .collect();
+        assert_eq!(roots.len(), 1, "one trace per call: {roots:?}");
+        roots[0].clone()
+    };
+    let children = |of: &Value| -> Vec<Value> {
+        spans
+            .iter()
+            .filter(|s| s["parentSpanId"] == of["spanId"] && s["traceId"] == of["traceId"])
+            .cloned()
+            .collect()
+    };
+    let names = |spans: &[Value]| -> Vec<String> {
+        let mut names: Vec<String> = spans
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let hello = root("hello");
+    assert_eq!(attr(&hello, "mcp.method.name")["stringValue"], "tools/call");
+    assert_eq!(attr(&hello, "gen_ai.tool.name")["stringValue"], "hello");
+    assert_eq!(
+        attr(&hello, "gen_ai.operation.name")["stringValue"],
+        "execute_tool"
+    );
+    assert_eq!(attr(&hello, "warden.decision")["stringValue"], "allow");
+    assert!(attr(&hello, "jsonrpc.request.id")["stringValue"].is_string());
+    assert_eq!(hello["status"]["code"], 0);
+    assert!(hello.get("parentSpanId").is_none(), "{hello}");
+    assert_eq!(
+        names(&children(&hello)),
+        ["execute_tool hello", "warden.decide"]
+    );
+
+    // The fetch joins the client's trace, under the client's span.
+    let fetch = root("http-get");
+    assert_eq!(fetch["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(fetch["parentSpanId"], "00f067aa0ba902b7");
+    let run = children(&fetch)
+        .into_iter()
+        .find(|s| s["name"] == "execute_tool http-get")
+        .unwrap();
+    let [get] = &children(&run)[..] else {
+        panic!("one request: {:?}", children(&run));
+    };
+    assert_eq!(get["name"], "GET");
+    assert_eq!(get["kind"], 3);
+    assert_eq!(attr(get, "server.address")["stringValue"], "127.0.0.1");
+    assert_eq!(
+        attr(get, "server.port")["intValue"],
+        upstream.addr.port().to_string()
+    );
+    assert_eq!(attr(get, "url.path")["stringValue"], "/page");
+    assert_eq!(attr(get, "http.response.status_code")["intValue"], "200");
+    assert_eq!(attr(get, "warden.egress.decision")["stringValue"], "allow");
+    assert_eq!(attr(get, "warden.credential")["stringValue"], "upstream");
+    let nanos = |s: &Value, k: &str| s[k].as_str().unwrap().parse::<u128>().unwrap();
+    assert!(nanos(get, "startTimeUnixNano") >= nanos(&run, "startTimeUnixNano"));
+    assert!(nanos(get, "endTimeUnixNano") <= nanos(&fetch, "endTimeUnixNano"));
+
+    // The denial is decided and ends there: no run, an error status.
+    let denied = root("read-file");
+    assert_eq!(names(&children(&denied)), ["warden.decide"]);
+    assert_eq!(denied["status"]["code"], 2);
+    assert_eq!(attr(&denied, "error.type")["stringValue"], "denied");
+    assert_eq!(
+        attr(&children(&denied)[0], "warden.policies")["arrayValue"]["values"][0]["stringValue"],
+        "no-hidden-files"
+    );
+
+    // No secret anywhere: not the agent's assertion, not the token the host minted and added.
+    let minted = tokens(&upstream);
+    assert_eq!(minted.len(), 1);
+    let exported: String = collector
+        .received()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    for secret in minted.iter().chain([&token]) {
+        assert!(!exported.contains(secret.as_str()), "a secret was exported");
+        let middle = &secret[secret.len() / 3..secret.len() / 3 + 16];
+        assert!(!exported.contains(middle), "part of a secret was exported");
+    }
+
+    // The metrics count what was exported.
+    let (_, metrics) = node.get("/metrics");
+    assert!(
+        metrics.contains("warden_trace_spans_total{result=\"exported\"}"),
+        "{metrics}"
+    );
+}

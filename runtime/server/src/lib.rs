@@ -35,6 +35,7 @@ use warden::policy::{Access, Origin, OriginKind};
 use warden::report::{CallReport, ErrorKind};
 use warden::runtime::Runtime;
 use warden::session::ActingFor;
+use warden::trace::TraceContext;
 
 /// The `_meta` key of a call that names the approval a person gave for it.
 pub const APPROVAL_META: &str = "warden/approval";
@@ -265,6 +266,7 @@ impl ServerHandler for WardenMcp {
         let approval = meta_string(&request, &context, APPROVAL_META)?;
         let named = meta_string(&request, &context, SESSION_META)?;
         let session = self.session(&principal, &context, named)?;
+        let trace = trace_context(&request, &context);
         let input = serde_json::Value::Object(request.arguments.unwrap_or_default());
         // The call runs in its own task, so that it finishes and is recorded even when the
         // transport drops this request: a client's cancellation cancels it, the client going
@@ -279,6 +281,7 @@ impl ServerHandler for WardenMcp {
         .session(session)
         .origin(Self::origin(&context))
         .approval(approval)
+        .trace(trace)
         .cancel(cancel.clone());
         if self
             .in_flight
@@ -355,6 +358,28 @@ fn meta_string(
             None,
         )),
     }
+}
+
+/// The client's trace, which the call's joins: W3C trace context from `_meta.traceparent`
+/// (where MCP's conventions put it) or else the HTTP request's `traceparent` header; one that
+/// is missing or malformed starts a trace of the call's own.
+fn trace_context(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> TraceContext {
+    let from_meta = meta_string(request, context, "traceparent").ok().flatten();
+    let from_header = || {
+        context
+            .extensions
+            .get::<::http::request::Parts>()
+            .and_then(|parts| parts.headers.get("traceparent"))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    TraceContext::new(
+        from_meta.or_else(from_header).as_deref(),
+        Some(context.id.to_string()),
+    )
 }
 
 /// Whether the request came over HTTP outside any MCP session (the stateless mode of MCP

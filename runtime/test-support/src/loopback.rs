@@ -9,7 +9,8 @@
 //! does), `/echo-headers-gzip-always` gzip-compressed whatever was asked, `/echo-headers-truncated`
 //! cut off in the middle of the longest header value, `/echo-key-forms` the `x-api-key` header (or
 //! the one `?header=` names) in the encodings upstreams commonly echo. `/store` keeps the request's headers and `/stored`
-//! answers with them, also on the servers started with `start_beside`. Replies set with
+//! answers with them, also on the servers started with `start_beside`. Requests to paths under
+//! `/collect` keep their body (a collector or receiver Warden posts to). Replies set with
 //! `reply` (a `warden test` case's upstream) come before all of these.
 
 use bytes::Bytes;
@@ -24,6 +25,9 @@ pub struct Received {
     pub path: String,
     pub query: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// The body, of requests to paths under `/collect` (what Warden posts to a collector or
+    /// a receiver); empty for the rest.
+    pub body: Bytes,
 }
 
 /// A response set in advance for the paths under a prefix (`LoopbackServer::reply`).
@@ -128,6 +132,31 @@ impl LoopbackServer {
     }
 }
 
+/// The reply set for `path` (the longest prefix that matches), if any.
+fn reply_for(replies: &Mutex<Vec<(String, Reply)>>, path: &str) -> Option<Reply> {
+    lock(replies)
+        .iter()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, reply)| reply.clone())
+}
+
+fn respond(reply: Reply) -> Response<Chunks> {
+    let mut response = Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        response = response.header(name, value);
+    }
+    // A reply's status and headers are checked where they are read; should one still be
+    // invalid, the answer is a plain 500 rather than a panic.
+    response
+        .body(Chunks::whole(reply.body))
+        .unwrap_or_else(|_| {
+            let mut error = Response::new(Chunks::whole("invalid reply"));
+            *error.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            error
+        })
+}
+
 /// Nothing panics while these locks are held; a poisoned log is still a log.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -229,32 +258,30 @@ async fn answer(
         })
         .collect();
     let path = req.uri().path().to_string();
-    let received = Received {
+    let mut received = Received {
         method: req.method().to_string(),
         path: path.clone(),
         query: req.uri().query().map(str::to_string),
         headers: headers.clone(),
+        body: Bytes::new(),
     };
+    if path.starts_with("/collect") {
+        use http_body_util::BodyExt;
+        let limited = http_body_util::Limited::new(req.into_body(), 16 << 20);
+        received.body = limited
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        lock(log).push(received);
+        return match reply_for(replies, &path) {
+            Some(reply) => respond(reply),
+            None => Response::new(Chunks::whole("{}")),
+        };
+    }
     lock(log).push(received.clone());
-    let set = lock(replies)
-        .iter()
-        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
-        .max_by_key(|(prefix, _)| prefix.len())
-        .map(|(_, reply)| reply.clone());
-    if let Some(reply) = set {
-        let mut response = Response::builder().status(reply.status);
-        for (name, value) in &reply.headers {
-            response = response.header(name, value);
-        }
-        // A reply's status and headers are checked where they are read; should one still be
-        // invalid, the answer is a plain 500 rather than a panic.
-        return response
-            .body(Chunks::whole(reply.body))
-            .unwrap_or_else(|_| {
-                let mut error = Response::new(Chunks::whole("invalid reply"));
-                *error.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                error
-            });
+    if let Some(reply) = reply_for(replies, &path) {
+        return respond(reply);
     }
     let body = match path.rsplit('/').next().unwrap_or("") {
         "hold" => {

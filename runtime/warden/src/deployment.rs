@@ -28,6 +28,8 @@ pub struct Deployment {
     /// Where the state every process shares lives (`[state]`): SQLite in `state_dir` unless
     /// a PostgreSQL server is named.
     pub state: StateSettings,
+    /// Where calls' traces go (`[telemetry]`), if anywhere.
+    pub telemetry: TelemetrySettings,
     /// Trusted issuers of delegations (identity providers) and their keys.
     pub issuers: BTreeMap<String, KeySet>,
     pub mounts: Vec<MountBinding>,
@@ -139,6 +141,17 @@ pub struct AuditSettings {
     /// Keep each call's input (secret-looking values redacted) besides its digest.
     #[serde(default)]
     pub record_input: bool,
+}
+
+/// `[telemetry]`: the OpenTelemetry collector that receives each call's trace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP's base URL (`http://127.0.0.1:4318`): traces are posted, as JSON, to its
+    /// `/v1/traces`. None: no traces.
+    pub otlp_endpoint: Option<crate::outbound::Endpoint>,
+    /// The `service.name` of the spans (default `warden`).
+    pub service_name: Option<String>,
 }
 
 /// `[state]`: the PostgreSQL server the deployment's nodes share, if any.
@@ -333,6 +346,8 @@ struct RawDeployment {
     #[serde(default)]
     state: StateSettings,
     #[serde(default)]
+    telemetry: TelemetrySettings,
+    #[serde(default)]
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
     mounts: Vec<MountBinding>,
@@ -483,6 +498,7 @@ impl Deployment {
             approvals: raw.approvals,
             audit: raw.audit,
             state: raw.state,
+            telemetry: raw.telemetry,
             issuers,
             secrets,
             credentials: raw.credentials,

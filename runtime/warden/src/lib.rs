@@ -62,6 +62,7 @@ mod files;
 pub mod identity;
 pub mod manifest;
 pub mod metrics;
+pub mod outbound;
 
 pub mod policy;
 pub mod registry;
@@ -72,6 +73,8 @@ pub mod sandbox;
 pub mod session;
 pub mod state;
 pub mod text;
+pub mod trace;
+
 pub mod units;
 
 pub use call::{AuthenticatedAgent, CallRequest, Caller};

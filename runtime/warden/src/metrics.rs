@@ -30,6 +30,8 @@ struct Counted {
     announced: u64,
     /// (applied, refused) reloads.
     reloads: (u64, u64),
+    /// Result (exported, failed, dropped) → spans.
+    trace_spans: BTreeMap<&'static str, u64>,
 }
 
 /// Upper bounds, in seconds, of the latency buckets: 10 µs to 1 s.
@@ -123,6 +125,11 @@ impl Metrics {
         }
     }
 
+    /// Counts `spans` of calls' traces that were exported, failed to be, or were dropped.
+    pub(crate) fn trace_spans(&self, result: &'static str, spans: u64) {
+        *self.counted().trace_spans.entry(result).or_default() += spans;
+    }
+
     /// Counts a revocation another process announced.
     pub(crate) fn announced(&self) {
         self.counted().announced += 1;
@@ -182,6 +189,18 @@ impl Metrics {
              warden_reloads_total{{result=\"refused\"}} {}",
             counted.reloads.0, counted.reloads.1
         );
+        if !counted.trace_spans.is_empty() {
+            out.push_str(
+                "# HELP warden_trace_spans_total Spans of calls' traces, by what became of them (exported, failed, dropped).\n\
+                 # TYPE warden_trace_spans_total counter\n",
+            );
+        }
+        for (result, spans) in &counted.trace_spans {
+            let _ = writeln!(
+                out,
+                "warden_trace_spans_total{{result=\"{result}\"}} {spans}"
+            );
+        }
         for (name, help, value) in gauges {
             let _ = writeln!(
                 out,
@@ -193,7 +212,7 @@ impl Metrics {
 }
 
 /// The error kind as the report and the audit write it (`snake_case`).
-fn kind_name(kind: ErrorKind) -> String {
+pub(crate) fn kind_name(kind: ErrorKind) -> String {
     serde_json::to_value(kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

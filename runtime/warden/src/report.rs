@@ -10,7 +10,7 @@ use crate::sandbox::Observed;
 use crate::sandbox::http::EgressRecord;
 use crate::sandbox::limits::{MAX_ERROR_TEXT, bound_text};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How a call that did not succeed ended. Callers branch on this; the CLI maps it to an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -160,7 +160,8 @@ pub struct CallRecord {
     pub timings: Timings,
 }
 
-/// The parts of a call's time spent deciding and in the state store (`warden bench`).
+/// Where a call's time went: the parts spent deciding and in the state store (`warden
+/// bench`), and when each step began (the call's trace).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
     /// Evaluating the policies on the call.
@@ -168,6 +169,12 @@ pub struct Timings {
     /// Waiting for the state store to count the call and keep its records (its start and its
     /// end), the decision excluded.
     pub store: std::time::Duration,
+    /// When the call was accepted.
+    pub accepted: Option<SystemTime>,
+    /// When the policies were asked (none if the call ended before).
+    pub decided_at: Option<SystemTime>,
+    /// When the tool started, and how long it ran (none if it did not).
+    pub ran: Option<(SystemTime, Duration)>,
 }
 
 /// Everything about one call: its record, and what its tool returned, printed and sent. The

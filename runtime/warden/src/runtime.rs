@@ -42,6 +42,8 @@ pub struct Runtime {
     minter: OnceLock<Arc<Minter>>,
     pub(crate) delegations: delegation::Verifier,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Sends each call's trace to the deployment's collector, if it names one.
+    traces: Option<crate::trace::export::Exporter>,
 }
 
 type WarmTools = HashMap<String, Arc<LoadedTool>>;
@@ -120,6 +122,22 @@ impl RuntimeBuilder {
         let policies = Arc::new(Policies::load(&deployment).map_err(|e| Error::Invalid(e.into()))?);
         let engine = Engine::new(Some(deployment.cache_dir()))
             .map_err(Error::internal("starting the engine"))?;
+        let metrics = Arc::<crate::metrics::Metrics>::default();
+        let telemetry = &deployment.telemetry;
+        let traces = match &telemetry.otlp_endpoint {
+            Some(endpoint) => Some(
+                crate::trace::export::Exporter::start(
+                    endpoint,
+                    telemetry
+                        .service_name
+                        .clone()
+                        .unwrap_or_else(|| "warden".into()),
+                    metrics.clone(),
+                )
+                .map_err(|e| Error::internal("starting the trace exporter")(e.into()))?,
+            ),
+            None => None,
+        };
         let runtime = Runtime {
             deployment,
             policies: RwLock::new(policies),
@@ -128,7 +146,8 @@ impl RuntimeBuilder {
             state: OnceLock::new(),
             minter: OnceLock::new(),
             delegations: delegation::Verifier::default(),
-            metrics: Arc::default(),
+            metrics,
+            traces,
         };
         if let Some(store) = self.state {
             runtime.evictor().watch(&store);
@@ -203,6 +222,11 @@ impl Runtime {
             cache_dir: self.engine.cache_dir().map(Into::into),
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// The exporter of calls' traces, when the deployment names a collector.
+    pub(crate) fn traces(&self) -> Option<&crate::trace::export::Exporter> {
+        self.traces.as_ref()
     }
 
     /// What this runtime has done, for monitoring (`warden serve`'s `/metrics`).

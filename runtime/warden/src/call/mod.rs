@@ -20,7 +20,7 @@ use crate::identity::{CallContext, assertion, jwt};
 use crate::policy::{
     CallFacts, Decision, Origin, OriginKind, Outcome, SessionFacts, ToolFacts, UserFacts,
 };
-use crate::report::{CallFailure, CallOutcome, CallRecord, CallReport, ErrorKind};
+use crate::report::{CallFailure, CallOutcome, CallRecord, CallReport, ErrorKind, Timings};
 use crate::revocation::{CallIds, Refused};
 use crate::runtime::{Found, LoadError, LoadedTool, Runtime};
 use crate::sandbox::Observed;
@@ -31,9 +31,10 @@ use crate::state::{
     Approval, ApprovalStatus, AuditEntry, CallCounts, RevocationKind, Session, StateStore,
     TooManyPending,
 };
+use crate::trace::TraceContext;
 use mediator::Mediator;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument;
 
 /// What an orchestrator asks for: `CallRequest::new(tool, input, caller)`, then what applies
@@ -56,6 +57,8 @@ pub struct CallRequest {
     pub approval: Option<String>,
     /// Cancelled by the caller (an MCP client): the running tool is stopped.
     pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The caller's trace, which the call's joins (when traces are exported).
+    pub trace: TraceContext,
 }
 
 impl CallRequest {
@@ -74,6 +77,7 @@ impl CallRequest {
             },
             approval: None,
             cancel: None,
+            trace: TraceContext::default(),
         }
     }
 
@@ -104,6 +108,12 @@ impl CallRequest {
     /// With the approval a person gave for exactly this call.
     pub fn approval(mut self, id: impl Into<Option<String>>) -> CallRequest {
         self.approval = id.into();
+        self
+    }
+
+    /// Joins the caller's trace (`TraceContext::new` from what a client sent).
+    pub fn trace(mut self, context: TraceContext) -> CallRequest {
+        self.trace = context;
         self
     }
 
@@ -190,7 +200,10 @@ impl Runtime {
                 outcome: CallOutcome::Error,
                 error: None,
                                 duration_ms: 0.0,
-                timings: Default::default(),
+                                timings: Timings {
+                    accepted: Some(SystemTime::now()),
+                    ..Timings::default()
+                },
             };
             let mut observed = None;
             let result = self
@@ -209,7 +222,10 @@ impl Runtime {
                     format!("the call's audit record could not be written, so its result is withheld: {e:#}"),
                                 ));
             }
-            self.metrics().call(&request.tool, &report);
+                        self.metrics().call(&request.tool, &report);
+            if let Some(traces) = self.traces() {
+                traces.export(crate::trace::call_spans(&report, &request.trace));
+            }
             match &report.record.error {
                 None => tracing::info!(duration_ms = report.record.duration_ms, egress = report.egress.len(), "call succeeded"),
                 Some(e) => tracing::info!(kind = ?e.kind, message = %e.message, duration_ms = report.record.duration_ms, "call failed"),
@@ -300,6 +316,7 @@ impl Runtime {
             agent,
             user: acting.map(|a| a.user),
         };
+        let running = (SystemTime::now(), Instant::now());
         let ran = run(
             &tool.prepared,
             &tool.grants,
@@ -311,6 +328,7 @@ impl Runtime {
             request.cancel.as_ref(),
         )
         .await;
+        record.timings.ran = Some((running.0, running.1.elapsed()));
         *observed = ran.observed;
         // What the tool brought in is untrusted from now on, whether or not it succeeded.
         if let (true, Some(id)) = (tool.manifest.ingests_untrusted, &request.session)
@@ -466,9 +484,11 @@ impl Runtime {
         let agent = facts.agent.clone();
         let mut decided = false;
         let mut deciding = Duration::ZERO;
+        let mut decided_at = None;
         let recording = Instant::now();
         let mut decide = |counts: CallCounts| {
             decided = true;
+            decided_at = Some(SystemTime::now());
             let started = Instant::now();
             facts.session.calls = counts.in_session;
             facts.calls_last_minute = counts.last_minute;
@@ -495,6 +515,7 @@ impl Runtime {
                 internal("recording the call")(e)
             })?;
         record.timings.decision = deciding;
+        record.timings.decided_at = decided_at;
         record.timings.store += recording.elapsed().saturating_sub(deciding);
         if !decided {
             // A store that never asked for the decision: nothing was decided, nothing runs.

@@ -81,6 +81,10 @@ pub struct EgressRecord {
     /// Echoes of the call's secrets replaced in the response before the tool saw it.
     #[serde(default)]
     pub scrubbed: usize,
+    /// When the tool sent it, and how long until its response's head came (or it failed),
+    /// for the call's trace; not audited.
+    #[serde(skip)]
+    pub timing: Option<(std::time::SystemTime, Duration)>,
 }
 
 /// What became of a request.
@@ -153,6 +157,7 @@ impl EgressRecord {
             response_bytes: 0,
             credential: None,
             scrubbed: 0,
+            timing: Some((std::time::SystemTime::now(), Duration::ZERO)),
         }
     }
 
@@ -487,7 +492,13 @@ impl WasiHttpHooks for EgressHooks {
             index,
         };
         Box::new(async move {
+            let sending = Instant::now();
             let result = send(&out, request, options).await;
+            out.log.update(out.index, |r| {
+                if let Some((_, took)) = &mut r.timing {
+                    *took = sending.elapsed();
+                }
+            });
             if let Err(e) = &result {
                 let denied = matches!(e, Error::HttpRequestDenied);
                 tracing::info!(url = %out.target.display(), error = ?e, "egress request failed");
@@ -786,10 +797,13 @@ fn scrub_headers(secrets: &SecretSet, headers: &mut http::HeaderMap) -> usize {
     scrubbed
 }
 
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
+pub(crate) static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.into(),
     };
