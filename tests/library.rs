@@ -84,8 +84,8 @@ impl StateStore for Failing {
     fn use_approval(&self, id: &str, call_id: &str) -> anyhow::Result<bool> {
         self.inner.use_approval(id, call_id)
     }
-    fn revoke(&self, revocation: &Revocation) -> anyhow::Result<bool> {
-        self.inner.revoke(revocation)
+    fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> anyhow::Result<bool> {
+        self.inner.revoke(revocation, receivers)
     }
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> anyhow::Result<Option<Revocation>> {
         if self.revocations {
@@ -95,6 +95,21 @@ impl StateStore for Failing {
     }
     fn revocations(&self) -> anyhow::Result<Vec<Revocation>> {
         self.inner.revocations()
+    }
+    fn claim_events(
+        &self,
+        receivers: &[&str],
+        now_ms: i64,
+        hold_ms: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RevocationEvent>> {
+        self.inner.claim_events(receivers, now_ms, hold_ms, limit)
+    }
+    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> anyhow::Result<()> {
+        self.inner.event_attempted(seq, attempt)
+    }
+    fn pending_events(&self) -> anyhow::Result<u64> {
+        self.inner.pending_events()
     }
 }
 

@@ -9,9 +9,13 @@ use warden_cli::drill::revocation::{self as drill, Revoker};
 use warden_test_support::loopback::LoopbackServer;
 
 fn assert_all_pass(rows: &[drill::Row]) {
-    let kinds: Vec<RevocationKind> = rows.iter().map(|r| r.kind).collect();
-    for kind in RevocationKind::ALL {
-        assert!(kinds.contains(&kind), "no row for {kind:?}: {rows:?}");
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    for kind in RevocationKind::ALL
+        .map(RevocationKind::as_str)
+        .iter()
+        .chain(&["event"])
+    {
+        assert!(kinds.contains(kind), "no row for {kind}: {rows:?}");
     }
     assert!(rows.iter().all(|r| r.passed), "{}", drill::table(rows));
 }
@@ -34,11 +38,13 @@ fn the_drill_passes_across_processes() {
     let out = f.run(&["drill", "revocation", "--json"]);
     assert_exit(&out, 0);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 6);
     assert!(rows.iter().all(|r| r["passed"] == true), "{rows:?}");
+    assert_eq!(rows[5]["kind"], "event");
+    assert_eq!(rows[5]["next_request"], "acknowledged");
     // And the table form says so per row.
     let table = stdout(&f.run(&["drill", "revocation"]));
-    assert_eq!(table.matches(" pass").count(), 5, "{table}");
+    assert_eq!(table.matches(" pass").count(), 6, "{table}");
 }
 
 #[test]
@@ -271,4 +277,109 @@ async fn a_token_whose_session_is_revoked_is_inactive() {
 async fn a_token_whose_tool_is_revoked_is_inactive() {
     let m = minted_in_a_session().await;
     revoked_token_is_inactive(&m, "tool", "http-get");
+}
+
+/// A revocation reaches a downstream receiver as a Security Event Token: `warden revoke` tries
+/// at once (the receiver is down: 503), a `warden serve` node retries with backoff until it is
+/// acknowledged, every attempt is the same event, signed so that `warden jwks` verifies it,
+/// with the claims a receiver checks; once acknowledged it is audited and never sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_events_reach_a_receiver_that_comes_back() {
+    use warden::security_events::{self as events, SESSION_REVOKED};
+    let receiver = LoopbackServer::start().await.unwrap();
+    let down = warden_test_support::loopback::Reply {
+        status: 503,
+        headers: vec![],
+        body: "down for maintenance".into(),
+    };
+    receiver.reply("/collect", down);
+    let f = Fixture::new();
+    let url = receiver.url("/collect/events");
+    f.extend_deployment(&format!("[event_receivers.idp]\nurl = \"{url}\"\n"));
+
+    let out = f.run(&["revoke", "agent", "rogue", "--reason", "leaked key"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("not yet told `idp` of agent rogue") && stdout(&out).contains("503"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(receiver.received().len(), 1);
+
+    let mut cli = f.cli();
+    cli.args(["serve", "--addr", "127.0.0.1:0"]);
+    let node = Node::start(cli);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let waited = std::time::Instant::now();
+        while !done() {
+            assert!(
+                waited.elapsed().as_secs() < 30,
+                "{what}: {:?}",
+                receiver.received()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("the node retries", &|| receiver.received().len() >= 2);
+    let (_, metrics) = node.get("/metrics");
+    assert!(
+        metrics.contains("warden_revocation_events_pending 1"),
+        "{metrics}"
+    );
+    receiver.clear_replies();
+    let state = warden::state::open(&warden::Deployment::load(&f.config()).unwrap()).unwrap();
+    wait_for("the event is acknowledged", &|| {
+        state.pending_events().unwrap() == 0
+    });
+
+    let attempts = receiver.received();
+    let jwks = f.run(&["jwks"]);
+    assert_exit(&jwks, 0);
+    let keys =
+        warden::identity::jwks::KeySet::from_json(&serde_json::from_slice(&jwks.stdout).unwrap())
+            .unwrap();
+    let mut jtis = vec![];
+    for attempt in &attempts {
+        assert_eq!(attempt.method, "POST");
+        assert!(
+            attempt
+                .headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v == "application/secevent+jwt"),
+            "{attempt:?}"
+        );
+        let token = std::str::from_utf8(&attempt.body).unwrap();
+        let claims = events::verify(token, &keys, &url).unwrap();
+        assert_eq!(claims.iss, "warden");
+        assert_eq!(claims.sub_id.id, "agent:rogue");
+        let event = &claims.events[SESSION_REVOKED];
+        assert_eq!(event["reason_admin"]["en"], "leaked key");
+        assert_eq!(event["warden"], json!({ "kind": "agent", "id": "rogue" }));
+        assert!(event["event_timestamp"].as_i64().unwrap() > 1_700_000_000);
+        jtis.push(claims.jti);
+        // The signature covers the claims: one changed byte and it no longer verifies.
+        let mut forged = token.to_string().into_bytes();
+        let middle = token.find('.').unwrap() + 5;
+        forged[middle] = if forged[middle] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(events::verify(&forged, &keys, &url).is_err());
+    }
+    jtis.dedup();
+    assert_eq!(jtis.len(), 1, "every attempt is the same event");
+
+    // Acknowledged once: no more attempts, and the audit keeps the delivery.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(receiver.received().len(), attempts.len());
+    let tail = f.run(&["audit", "tail"]);
+    assert!(
+        stdout(&tail).contains("revocation of agent `rogue` told to `idp`"),
+        "{}",
+        stdout(&tail)
+    );
+    assert_exit(&f.run(&["audit", "verify"]), 0);
+    let (_, metrics) = node.get("/metrics");
+    assert!(
+        metrics.contains("warden_revocation_event_deliveries_total{result=\"acknowledged\"} 1"),
+        "{metrics}"
+    );
 }

@@ -168,7 +168,7 @@ pub fn main() -> i32 {
             Command::Approvals(command) => approvals::list(&cli.config, command),
             Command::Approve(args) => approvals::approve(&cli.config, args),
             Command::Deny(args) => approvals::deny(&cli.config, args),
-            Command::Revoke(args) => revoke::revoke(&cli.config, args),
+            Command::Revoke(args) => revoke::revoke(&cli.config, args).await,
             Command::Revocations => revoke::list(&cli.config),
             Command::Introspect(args) => revoke::introspect(&cli.config, args),
             Command::Drill(command) => drill_command::run(&cli.config, command).await,

@@ -53,6 +53,7 @@ where
 {
     // A store that cannot open fails the start, not the first call.
     runtime.state()?;
+    let delivering = tokio::spawn(deliver_revocation_events(runtime.clone()));
     let in_flight = Arc::new(InFlight::default());
     let sessions = CancellationToken::new();
     let mut config =
@@ -97,9 +98,13 @@ where
     });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
-        served = &mut server => return Ok(served?),
+        served = &mut server => {
+            delivering.abort();
+            return Ok(served?);
+        }
         () = stop.shutdown => {}
     }
+    delivering.abort();
     // No new connection, no new call; those in flight finish and are recorded.
     let _ = stopping.send(true);
     let deadline = tokio::time::Instant::now() + stop.drain;
@@ -119,6 +124,22 @@ where
     Ok(())
 }
 
+/// Delivers the deployment's revocation events, each second, for as long as the node serves:
+/// every node does, and the state store hands each event to one of them at a time.
+async fn deliver_revocation_events(runtime: Arc<Runtime>) {
+    if runtime.deployment().event_receivers.is_empty() {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = runtime.deliver_revocation_events().await {
+            tracing::warn!(error = %format!("{e:#}"), "delivering revocation events failed");
+        }
+    }
+}
+
 /// Liveness: the process serves requests.
 async fn live() -> Response {
     json_response(
@@ -136,8 +157,8 @@ struct Readiness {
     gauges: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<StoreGauges>)>>,
 }
 
-/// Approvals pending, revocations in force.
-type StoreGauges = (usize, usize);
+/// Approvals pending, revocations in force, revocation events not yet acknowledged.
+type StoreGauges = (usize, usize, u64);
 
 /// How long the store's gauges are reused: a flood of scrapes reads the store once a second.
 const GAUGES_FRESH: Duration = Duration::from_secs(1);
@@ -198,7 +219,8 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
                     let store = runtime.state()?;
                     let pending = store.approvals(false)?.len();
                     let revoked = store.revocations()?.len();
-                    anyhow::Ok((pending, revoked))
+                    let events = store.pending_events()?;
+                    anyhow::Ok((pending, revoked, events))
                 })
                 .await
                 .ok()
@@ -215,7 +237,7 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
         runtime.warm_tools() as f64,
     )];
     match read {
-        Some((pending, revoked)) => gauges.extend([
+        Some((pending, revoked, events)) => gauges.extend([
             (
                 "warden_state_store_up",
                 "Whether the state store answered this scrape.",
@@ -230,6 +252,11 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
                 "warden_revocations",
                 "Revocations in force.",
                 revoked as f64,
+            ),
+            (
+                "warden_revocation_events_pending",
+                "Revocation events no receiver has acknowledged yet.",
+                events as f64,
             ),
         ]),
         None => gauges.push((

@@ -23,6 +23,25 @@ pub enum Record {
     Started(CallRecord),
     /// A process reloaded (or refused to reload) its policies and tools (`Runtime::reload`).
     Reload(ReloadRecord),
+    /// A downstream receiver acknowledged a revocation's event.
+    RevocationEvent(EventRecord),
+}
+
+/// A revocation event a receiver acknowledged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// `event-<jti>`: its place in the chain, as a call id is.
+    pub id: String,
+    /// Unix milliseconds, when it was acknowledged.
+    pub time_ms: i64,
+    pub receiver: String,
+    /// The event's `jti`.
+    pub jti: String,
+    /// What was revoked.
+    pub kind: crate::state::RevocationKind,
+    pub revoked: String,
+    /// The attempts it took, this one included.
+    pub attempts: u32,
 }
 
 /// What a reload changed, or why it changed nothing.
@@ -77,6 +96,11 @@ pub fn reload_entry(record: &ReloadRecord) -> Result<AuditEntry> {
     entry(&Record::Reload(record.clone()))
 }
 
+/// The record of an acknowledged revocation event.
+pub fn event_entry(record: &EventRecord) -> Result<AuditEntry> {
+    entry(&Record::RevocationEvent(record.clone()))
+}
+
 /// The record of a call whose tool is about to run (decided, not yet ended).
 pub fn started(
     record: &CallRecord,
@@ -100,6 +124,7 @@ fn entry(record: &Record) -> Result<AuditEntry> {
         Record::Call(c) | Record::Started(c) => &c.call_id,
         Record::Egress(e) => &e.call_id,
         Record::Reload(r) => &r.id,
+        Record::RevocationEvent(e) => &e.id,
     };
     Ok(AuditEntry {
         call_id: call_id.clone(),
@@ -237,6 +262,7 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
                 }
                 Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
                 Ok(Record::Reload(r)) if r.id == link.call_id => {}
+                Ok(Record::RevocationEvent(e)) if e.id == link.call_id => {}
                 Ok(_) => return Ok(Err(broken("it names another call".into()))),
                 Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
             }
@@ -292,6 +318,10 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
             )?,
             Record::Reload(r) => {
                 out.push_str(&crate::text::printable(&reload_line(*seq, r)));
+                out.push('\n');
+            }
+            Record::RevocationEvent(e) => {
+                out.push_str(&crate::text::printable(&event_line(*seq, e)));
                 out.push('\n');
             }
             Record::Egress(EgressEntry { request: e, .. }) => {
@@ -425,6 +455,19 @@ fn reload_line(seq: u64, r: &ReloadRecord) -> String {
     }
 }
 
+/// An acknowledged revocation event, in one line.
+fn event_line(seq: u64, e: &EventRecord) -> String {
+    let when = crate::units::format_unix(e.time_ms.div_euclid(1000));
+    format!(
+        "#{seq:<6} {when}  revocation of {} `{}` told to `{}` (event {}, {} attempt(s))",
+        e.kind.as_str(),
+        e.revoked,
+        e.receiver,
+        e.jti,
+        e.attempts
+    )
+}
+
 /// One line per call record (and per call started), for `warden audit tail`, escaped.
 pub fn summary(link: &AuditLink) -> Result<Option<String>> {
     let (c, ended) = match parse(link)? {
@@ -432,6 +475,11 @@ pub fn summary(link: &AuditLink) -> Result<Option<String>> {
         Record::Reload(r) => {
             return Ok(Some(
                 crate::text::printable(&reload_line(link.seq, &r)).into_owned(),
+            ));
+        }
+        Record::RevocationEvent(e) => {
+            return Ok(Some(
+                crate::text::printable(&event_line(link.seq, &e)).into_owned(),
             ));
         }
         Record::Started(c) => (c, "started".to_string()),

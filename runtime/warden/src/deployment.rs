@@ -30,6 +30,8 @@ pub struct Deployment {
     pub state: StateSettings,
     /// Where calls' traces go (`[telemetry]`), if anywhere.
     pub telemetry: TelemetrySettings,
+    /// The downstream systems told of every revocation (`[event_receivers.NAME]`).
+    pub event_receivers: BTreeMap<String, EventReceiver>,
     /// Trusted issuers of delegations (identity providers) and their keys.
     pub issuers: BTreeMap<String, KeySet>,
     pub mounts: Vec<MountBinding>,
@@ -152,6 +154,25 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<crate::outbound::Endpoint>,
     /// The `service.name` of the spans (default `warden`).
     pub service_name: Option<String>,
+}
+
+/// `[event_receivers.NAME]`: a downstream system (an identity provider, an upstream that
+/// caches what Warden sent it) that is pushed each revocation as a signed Security Event
+/// Token (RFC 8417, delivered as RFC 8935 says), until it acknowledges it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventReceiver {
+    /// Where events are posted.
+    pub url: crate::outbound::Endpoint,
+    /// The events' `aud` (default: the URL as written).
+    audience: Option<String>,
+}
+
+impl EventReceiver {
+    /// The `aud` of the events this receiver is sent.
+    pub fn audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(self.url.as_written())
+    }
 }
 
 /// `[state]`: the PostgreSQL server the deployment's nodes share, if any.
@@ -348,6 +369,8 @@ struct RawDeployment {
     #[serde(default)]
     telemetry: TelemetrySettings,
     #[serde(default)]
+    event_receivers: BTreeMap<String, EventReceiver>,
+    #[serde(default)]
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
     mounts: Vec<MountBinding>,
@@ -479,6 +502,14 @@ impl Deployment {
             }
         }
         check_state(&raw.state, &raw.secrets).map_err(error)?;
+        let event_receivers = raw.event_receivers;
+        for name in event_receivers.keys() {
+            if !is_tool_name(name) {
+                return Err(error(format!(
+                    "field `event_receivers.{name}`: receiver names are 1-64 lowercase letters, digits or '-'"
+                )));
+            }
+        }
         let secrets = raw
             .secrets
             .into_iter()
@@ -499,6 +530,7 @@ impl Deployment {
             audit: raw.audit,
             state: raw.state,
             telemetry: raw.telemetry,
+            event_receivers,
             issuers,
             secrets,
             credentials: raw.credentials,

@@ -69,6 +69,8 @@ pub mod registry;
 pub mod report;
 pub mod revocation;
 pub mod runtime;
+pub mod security_events;
+
 pub mod sandbox;
 pub mod session;
 pub mod state;

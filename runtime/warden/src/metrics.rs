@@ -32,6 +32,8 @@ struct Counted {
     reloads: (u64, u64),
     /// Result (exported, failed, dropped) → spans.
     trace_spans: BTreeMap<&'static str, u64>,
+    /// (acknowledged, failed) attempts to deliver revocation events.
+    event_deliveries: (u64, u64),
 }
 
 /// Upper bounds, in seconds, of the latency buckets: 10 µs to 1 s.
@@ -130,6 +132,15 @@ impl Metrics {
         *self.counted().trace_spans.entry(result).or_default() += spans;
     }
 
+    /// Counts an attempt to deliver a revocation event to a receiver.
+    pub(crate) fn event_delivery(&self, acknowledged: bool) {
+        let mut counted = self.counted();
+        match acknowledged {
+            true => counted.event_deliveries.0 += 1,
+            false => counted.event_deliveries.1 += 1,
+        }
+    }
+
     /// Counts a revocation another process announced.
     pub(crate) fn announced(&self) {
         self.counted().announced += 1;
@@ -188,6 +199,14 @@ impl Metrics {
              warden_reloads_total{{result=\"applied\"}} {}\n\
              warden_reloads_total{{result=\"refused\"}} {}",
             counted.reloads.0, counted.reloads.1
+        );
+        let _ = writeln!(
+            out,
+            "# HELP warden_revocation_event_deliveries_total Attempts to deliver revocation events to receivers, by result.\n\
+             # TYPE warden_revocation_event_deliveries_total counter\n\
+             warden_revocation_event_deliveries_total{{result=\"acknowledged\"}} {}\n\
+             warden_revocation_event_deliveries_total{{result=\"failed\"}} {}",
+            counted.event_deliveries.0, counted.event_deliveries.1
         );
         if !counted.trace_spans.is_empty() {
             out.push_str(

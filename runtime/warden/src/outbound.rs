@@ -24,6 +24,8 @@ pub struct Endpoint {
     port: u16,
     /// Path and query, as the request line carries them.
     target: String,
+    /// The URL as the operator wrote it.
+    written: String,
 }
 
 impl Endpoint {
@@ -55,7 +57,13 @@ impl Endpoint {
             target: uri
                 .path_and_query()
                 .map_or("/".into(), |p| p.as_str().to_string()),
+            written: text.to_string(),
         })
+    }
+
+    /// The URL as it was written.
+    pub fn as_written(&self) -> &str {
+        &self.written
     }
 
     /// This endpoint with `path` added to its path (an OTLP base URL and its signal's path).

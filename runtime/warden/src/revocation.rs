@@ -76,7 +76,14 @@ impl Runtime {
             at: jwt::now(),
             reason: reason.to_string(),
         };
-        let new = self.state()?.revoke(&revocation)?;
+        // Each downstream receiver is owed an event from the moment the revocation exists.
+        let receivers: Vec<&str> = self
+            .deployment()
+            .event_receivers
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let new = self.state()?.revoke(&revocation, &receivers)?;
         if kind == RevocationKind::Tool {
             self.evict(&revocation.id);
         }

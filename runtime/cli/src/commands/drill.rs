@@ -62,7 +62,7 @@ pub async fn run(config: &Path, command: DrillCommand) -> Result<i32> {
                     .iter()
                     .map(|r| junit::Case {
                         suite: "revocation",
-                        name: r.kind.as_str().to_string(),
+                        name: r.kind.clone(),
                         outcome: if r.passed {
                             junit::Outcome::Passed
                         } else {

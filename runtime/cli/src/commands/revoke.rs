@@ -35,7 +35,7 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = RevocationKind>
         .try_map(|text| text.parse::<RevocationKind>())
 }
 
-pub fn revoke(config: &Path, args: RevokeArgs) -> Result<i32> {
+pub async fn revoke(config: &Path, args: RevokeArgs) -> Result<i32> {
     let runtime = Runtime::new(Deployment::load(config)?)?;
     let (revocation, new) = runtime.revoke(args.kind, &args.id, &args.reason)?;
     let already = if new { "" } else { " (it was already)" };
@@ -44,7 +44,31 @@ pub fn revoke(config: &Path, args: RevokeArgs) -> Result<i32> {
         revocation.kind.as_str(),
         revocation.id
     );
+    tell_receivers(&runtime).await;
+
     Ok(0)
+}
+
+/// Delivers the revocation events due now (this one's, and any a receiver has not taken
+/// yet) and says what became of each. The revocation holds whatever they answer: an event
+/// not acknowledged stays in the store, and `warden serve` nodes retry it.
+async fn tell_receivers(runtime: &Runtime) {
+    match runtime.deliver_revocation_events().await {
+        Ok(deliveries) => {
+            for d in deliveries {
+                match d.error {
+                    None => println!("told `{}` (revocation event for {})", d.receiver, d.revoked),
+                    Some(e) => println!(
+                        "not yet told `{}` of {}: {e}; `warden serve` retries",
+                        d.receiver, d.revoked
+                    ),
+                }
+            }
+        }
+        Err(e) => eprintln!(
+            "warning: revocation events not delivered now ({e:#}); `warden serve` delivers them"
+        ),
+    }
 }
 
 pub fn list(config: &Path) -> Result<i32> {

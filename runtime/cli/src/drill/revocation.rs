@@ -2,9 +2,14 @@
 //! compile cache) that revoking each kind of thing stops a call that is already running at
 //! its next request, refuses the next call, and evicts a revoked tool from every cache.
 //!
-//! It uses throwaway principals only (agents, a user, a credential and a copy of the
-//! `hostile-http` tool with a digest of its own), and a loopback upstream it starts, so it
-//! never revokes anything real. Its calls and revocations are recorded like any other.
+//! A last row proves that downstream systems hear of revocations: a loopback receiver gets
+//! the drill's revocation events, signed, and verifies them with the deployment's key set
+//! (what `warden jwks` prints).
+//!
+//! It uses throwaway principals only (agents, a user, a credential, a copy of the
+//! `hostile-http` tool with a digest of its own and an event receiver), and a loopback
+//! upstream it starts, so it never revokes anything real, and tells no real receiver. Its
+//! calls, revocations and events are recorded like any other.
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
@@ -22,6 +27,7 @@ use warden::policy::{Origin, OriginKind};
 use warden::report::CallReport;
 use warden::runtime::{Found, Runtime};
 use warden::sandbox::http::EgressDecision;
+use warden::security_events as events;
 use warden::state::RevocationKind;
 use warden_test_support::loopback::{Hold, LoopbackServer, Received};
 
@@ -45,10 +51,10 @@ pub enum Revoker {
     Runtime,
 }
 
-/// One revocable kind, drilled.
+/// One revocable kind, drilled (or, `kind` "event", the receiver's row).
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub kind: RevocationKind,
+    pub kind: String,
     pub id: String,
     /// What became of the running call's next request.
     pub next_request: String,
@@ -89,6 +95,7 @@ pub async fn run(deployment: &Deployment, revoker: Revoker) -> Result<Vec<Row>> 
             .with_context(|| format!("drilling {} revocation", kind.as_str()))?;
         rows.push(row);
     }
+    rows.push(drill.event_row(&runtime, &upstream).await?);
     Ok(rows)
 }
 
@@ -189,6 +196,11 @@ impl Drill {
                 keys::format_public(&key.verifying_key())
             );
         }
+        let _ = write!(
+            toml,
+            "\n[event_receivers.drill-{tag}]\nurl = \"{}\"\n",
+            events_url(origin)
+        );
         let config = dir.join("warden.toml");
         std::fs::write(&config, toml)?;
         Ok(Drill {
@@ -306,7 +318,7 @@ impl Drill {
             }
         };
         Ok(Row {
-            kind,
+            kind: kind.as_str().into(),
             id,
             next_request: if stopped { "stopped" } else { "sent!" }.into(),
             next_call: next_call.into(),
@@ -342,6 +354,59 @@ impl Drill {
         Ok(())
     }
 
+    /// Revokes a throwaway session with the drill's configuration (which names the loopback
+    /// receiver), has the drill's runtime deliver the events due, and checks what the
+    /// receiver got: every event verifies with the deployment's key set, for the receiver's
+    /// audience, and this revocation's event is among them.
+    async fn event_row(&self, runtime: &Runtime, upstream: &LoopbackServer) -> Result<Row> {
+        let session = format!("drill-{}-event", self.tag);
+        Runtime::new(Deployment::load(&self.config)?)?.revoke(
+            RevocationKind::Session,
+            &session,
+            "revocation drill",
+        )?;
+        let failed: Vec<String> = runtime
+            .deliver_revocation_events()
+            .await?
+            .into_iter()
+            .filter_map(|d| d.error)
+            .collect();
+        let keys =
+            warden::credentials::mint::KeyStore::new(&runtime.deployment().state_dir).jwks()?;
+        let url = events_url(&self.origin);
+        let received: Vec<_> = upstream
+            .received()
+            .into_iter()
+            .filter(|r| r.path == "/collect/drill-events")
+            .collect();
+        let checked: Vec<Result<events::EventClaims, String>> = received
+            .iter()
+            .map(|r| {
+                let token = String::from_utf8_lossy(&r.body);
+                events::verify(&token, &keys, &url)
+            })
+            .collect();
+        let ours = checked.iter().flatten().find(|claims| {
+            claims.sub_id.id == format!("session:{session}")
+                && claims.events.contains_key(events::SESSION_REVOKED)
+        });
+        let verified = !checked.is_empty() && checked.iter().all(Result::is_ok);
+        Ok(Row {
+            kind: "event".into(),
+            id: ours.map_or_else(|| session.clone(), |c| c.jti.clone()),
+            next_request: match (ours, failed.first()) {
+                (Some(_), _) => "acknowledged".into(),
+                (None, Some(_)) => "refused!".into(),
+                (None, None) => "not sent!".into(),
+            },
+            next_call: match verified {
+                true => format!("{} verified", checked.len()),
+                false => "not verified!".into(),
+            },
+            passed: ours.is_some() && verified,
+        })
+    }
+
     /// Neither warm in the runtime nor compiled in the cache.
     fn evicted(&self, runtime: &Runtime) -> bool {
         let warm = matches!(runtime.find(TOOL), Ok(Found::Warm(_)));
@@ -355,6 +420,12 @@ impl Drill {
             .unwrap_or(false);
         !warm && !cached
     }
+}
+
+/// Where the drill's receiver listens: on the drill's upstream, which keeps what is posted
+/// under `/collect`.
+fn events_url(origin: &str) -> String {
+    format!("{origin}/collect/drill-events")
 }
 
 fn bearer(received: &Received) -> Option<String> {

@@ -106,6 +106,11 @@ impl Minter {
         &self.kid
     }
 
+    /// `claims` signed as a Security Event Token.
+    pub fn sign_event(&self, claims: &impl Serialize) -> String {
+        jwt::sign_typed(&self.key, Some(&self.kid), "secevent+jwt", claims)
+    }
+
     /// A token of `credential` for `call`; `ids` are the revocable ids the call runs under.
     pub fn mint(
         &self,

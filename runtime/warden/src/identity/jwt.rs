@@ -18,9 +18,20 @@ pub struct Header {
 }
 
 pub fn sign(key: &SigningKey, kid: Option<&str>, claims: &impl Serialize) -> String {
+    sign_typed(key, kid, "JWT", claims)
+}
+
+/// The same, with the header's `typ` set to `typ` (`secevent+jwt` for a Security Event Token,
+/// which RFC 8417 types explicitly so that it cannot pass for another kind of token).
+pub fn sign_typed(
+    key: &SigningKey,
+    kid: Option<&str>,
+    typ: &str,
+    claims: &impl Serialize,
+) -> String {
     let header = Header {
         alg: "EdDSA".into(),
-        typ: Some("JWT".into()),
+        typ: Some(typ.into()),
         kid: kid.map(str::to_string),
     };
     let header = B64.encode(serde_json::to_vec(&header).expect("a header serializes"));

@@ -59,6 +59,7 @@ backends!(
     an_approval_raced_from_both_handles_is_used_once,
     revocations_are_seen_by_every_handle,
     failed_starts_and_appends_mixed_in_are_kept_apart,
+    revocation_events_are_claimed_once_retried_and_delivered_once,
 );
 
 fn now() -> i64 {
@@ -208,12 +209,15 @@ fn sessions_start_taint_and_are_capped(one: Arc<dyn StateStore>, other: Arc<dyn 
         .find(|id| one.session(id).unwrap().is_some())
         .unwrap();
     other
-        .revoke(&Revocation {
-            kind: RevocationKind::Session,
-            id: live,
-            at: now(),
-            reason: String::new(),
-        })
+        .revoke(
+            &Revocation {
+                kind: RevocationKind::Session,
+                id: live,
+                at: now(),
+                reason: String::new(),
+            },
+            &[],
+        )
         .unwrap();
     one.start_session(&session("one-more", "capped", later))
         .unwrap();
@@ -460,12 +464,15 @@ fn revocations_are_seen_by_every_handle(one: Arc<dyn StateStore>, other: Arc<dyn
     assert!(one.revoked(&[]).unwrap().is_none());
     let revoke = |store: &Arc<dyn StateStore>, kind, id: &str, at| {
         store
-            .revoke(&Revocation {
-                kind,
-                id: id.into(),
-                at,
-                reason: format!("because {id}"),
-            })
+            .revoke(
+                &Revocation {
+                    kind,
+                    id: id.into(),
+                    at,
+                    reason: format!("because {id}"),
+                },
+                &[],
+            )
             .unwrap()
     };
     assert!(revoke(&other, RevocationKind::Tool, "sha256:t", 20));
@@ -541,4 +548,110 @@ fn failed_starts_and_appends_mixed_in_are_kept_apart(
     );
     assert_eq!(one.audit_of_call("m0-1").unwrap().len(), 1);
     assert_eq!(one.audit_of_call("m0-2").unwrap().len(), 2);
+}
+
+/// A new revocation owes each receiver one event (a repeated one, none); handles claiming at
+/// once get each event once; a failed attempt waits for its retry time, an acknowledged one
+/// is never handed out again; only configured receivers' events are handed out.
+fn revocation_events_are_claimed_once_retried_and_delivered_once(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    let revocation = |id: &str| Revocation {
+        kind: RevocationKind::Agent,
+        id: id.into(),
+        at: 7,
+        reason: "leaked".into(),
+    };
+    let receivers = ["idp", "cache"];
+    for i in 0..10 {
+        assert!(
+            one.revoke(&revocation(&format!("a{i}")), &receivers)
+                .unwrap()
+        );
+    }
+    assert!(!other.revoke(&revocation("a0"), &receivers).unwrap());
+    assert_eq!(one.pending_events().unwrap(), 20);
+
+    // Claimed from both handles at once: every event once, held for a minute.
+    let now = 1_000_000;
+    let claimed: Vec<RevocationEvent> = at_once(&one, &other, 4, |store, _| {
+        store.claim_events(&receivers, now, 60_000, 8).unwrap()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut jtis: Vec<&str> = claimed.iter().map(|e| e.jti.as_str()).collect();
+    jtis.sort();
+    jtis.dedup();
+    assert_eq!((claimed.len(), jtis.len()), (20, 20), "each event once");
+    assert!(
+        one.claim_events(&receivers, now + 1, 60_000, 100)
+            .unwrap()
+            .is_empty()
+    );
+    let event = claimed
+        .iter()
+        .find(|e| e.receiver == "idp" && e.revocation.id == "a3")
+        .unwrap();
+    assert_eq!(
+        (
+            event.revocation.at,
+            event.revocation.reason.as_str(),
+            event.attempts
+        ),
+        (7, "leaked", 0)
+    );
+
+    // Every event fails once, to be retried a second later; one is then acknowledged.
+    for e in &claimed {
+        let failed = Attempt::Failed {
+            retry_at_ms: now + 1000,
+            error: "503".into(),
+        };
+        other.event_attempted(e.seq, &failed).unwrap();
+    }
+    assert!(
+        one.claim_events(&receivers, now + 999, 60_000, 100)
+            .unwrap()
+            .is_empty()
+    );
+    let again = one.claim_events(&["idp"], now + 1000, 60_000, 100).unwrap();
+    assert_eq!(again.len(), 10, "only the receiver asked for");
+    assert!(again.iter().all(|e| e.attempts == 1 && e.receiver == "idp"));
+    let same = again.iter().find(|e| e.seq == event.seq).unwrap();
+    assert_eq!(same.jti, event.jti, "a retry is the same event");
+    for e in &again {
+        other
+            .event_attempted(e.seq, &Attempt::Delivered { at_ms: now + 1001 })
+            .unwrap();
+    }
+    assert_eq!(one.pending_events().unwrap(), 10);
+    assert!(
+        other
+            .claim_events(&["idp"], now + 9_999_999, 60_000, 100)
+            .unwrap()
+            .is_empty()
+    );
+    // A claim whose holder went away is handed out again once its hold is over.
+    let held = other
+        .claim_events(&["cache"], now + 2000, 1000, 100)
+        .unwrap();
+    assert_eq!(held.len(), 10);
+    assert!(
+        one.claim_events(&["cache"], now + 2999, 1000, 100)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        one.claim_events(&["cache"], now + 3000, 1000, 100)
+            .unwrap()
+            .len(),
+        10
+    );
+    assert!(
+        one.claim_events(&[], now + 9_999_999, 1000, 100)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -94,8 +94,10 @@ pub trait StateStore: Send + Sync {
     /// approved or was used already (of concurrent callers, exactly one gets true).
     fn use_approval(&self, id: &str, call_id: &str) -> Result<bool>;
 
-    /// Records a revocation. False if it was revoked before.
-    fn revoke(&self, revocation: &Revocation) -> Result<bool>;
+    /// Records a revocation. False if it was revoked before. A new one is stored with one
+    /// event for each of `receivers`, in the same transaction: no revocation without the
+    /// events that tell downstream systems of it (`claim_events`).
+    fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool>;
     /// The first of `ids` that is revoked, if any.
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>>;
     fn revocations(&self) -> Result<Vec<Revocation>>;
@@ -103,6 +105,58 @@ pub trait StateStore: Send + Sync {
     /// what a long-running process keeps warm can go at once. Checks still ask the store
     /// (`revoked`): a store that cannot announce (SQLite) ignores the watcher.
     fn on_revocation(&self, _watcher: RevocationWatcher) {}
+
+    /// Hands out up to `limit` revocation events for `receivers` that are not delivered, are
+    /// due at `now_ms` and that no process holds; each is held for `hold_ms` (until its
+    /// attempt is recorded, or the holder is presumed gone). Oldest first. Of processes
+    /// claiming at once, each event goes to one.
+    fn claim_events(
+        &self,
+        receivers: &[&str],
+        now_ms: i64,
+        hold_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RevocationEvent>>;
+    /// Records what became of an attempt to deliver the event `seq`.
+    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> Result<()>;
+    /// How many events are not delivered yet.
+    fn pending_events(&self) -> Result<u64>;
+}
+
+/// A revocation to be told to one receiver (a downstream system), as a Security Event Token.
+#[derive(Debug, Clone)]
+pub struct RevocationEvent {
+    pub seq: i64,
+    pub receiver: String,
+    /// The event's id, the same on every attempt: receivers recognise a repeat by it.
+    pub jti: String,
+    pub revocation: Revocation,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What became of one attempt to deliver an event.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    /// The receiver acknowledged it (at unix ms).
+    Delivered { at_ms: i64 },
+    /// It was not taken; try again at `retry_at_ms`.
+    Failed { retry_at_ms: i64, error: String },
+}
+
+impl Attempt {
+    /// The attempt's columns: delivered (unix ms), the next attempt (unix ms), the error.
+    fn columns(&self) -> (Option<i64>, i64, Option<&str>) {
+        match self {
+            Attempt::Delivered { at_ms } => (Some(*at_ms), 0, None),
+            Attempt::Failed { retry_at_ms, error } => (None, *retry_at_ms, Some(error.as_str())),
+        }
+    }
+}
+
+/// A new event's id.
+fn event_jti() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Told of a revocation another process made (`StateStore::on_revocation`).

@@ -75,7 +75,8 @@ pub struct PostgresStore {
 }
 
 /// The schema, one migration per version; append, never edit.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE nonces (
     nonce   TEXT PRIMARY KEY,
     expires BIGINT NOT NULL
@@ -133,9 +134,27 @@ CREATE TABLE revocations (
     id     TEXT NOT NULL,
     at     BIGINT NOT NULL,
     reason TEXT NOT NULL,
-    PRIMARY KEY (kind, id)
+        PRIMARY KEY (kind, id)
 );
-"];
+",
+    "
+-- Version 2: revocation events for downstream receivers, kept until each is acknowledged.
+-- Times in unix ms; `held_until`: a node is delivering it until then.
+CREATE TABLE revocation_events (
+    seq          BIGSERIAL PRIMARY KEY,
+    receiver     TEXT NOT NULL,
+    jti          TEXT NOT NULL UNIQUE,
+    kind         TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt BIGINT NOT NULL DEFAULT 0,
+    held_until   BIGINT NOT NULL DEFAULT 0,
+    delivered    BIGINT,
+    last_error   TEXT
+);
+CREATE INDEX revocation_events_due ON revocation_events (next_attempt) WHERE delivered IS NULL;
+",
+];
 
 /// Opens the deployment's PostgreSQL state store, shared.
 pub fn open(settings: &PostgresSettings) -> Result<Arc<dyn StateStore>> {
@@ -1095,8 +1114,9 @@ impl StateStore for PostgresStore {
         Ok(changed == 1)
     }
 
-    fn revoke(&self, revocation: &Revocation) -> Result<bool> {
+    fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool> {
         let revocation = revocation.clone();
+        let receivers: Vec<String> = receivers.iter().map(|r| r.to_string()).collect();
         self.statement(move |mut conn| async move {
             let tx = conn.transaction().await?;
             let inserted = tx
@@ -1111,6 +1131,21 @@ impl StateStore for PostgresStore {
                     ],
                 )
                 .await?;
+            if inserted == 1 {
+                for receiver in &receivers {
+                    tx.execute(
+                        "INSERT INTO revocation_events (receiver, jti, kind, id)
+                         VALUES ($1, $2, $3, $4)",
+                        &[
+                            receiver,
+                            &super::event_jti(),
+                            &revocation.kind.as_str(),
+                            &revocation.id,
+                        ],
+                    )
+                    .await?;
+                }
+            }
             // Delivered to every listening node when this commits, not before. An id too long
             // for a notification (8000 bytes) goes unannounced: checks ask the store anyway.
             let announcement = serde_json::json!({
@@ -1153,6 +1188,78 @@ impl StateStore for PostgresStore {
             .await?)
         })?;
         rows.iter().map(revocation).collect()
+    }
+
+    fn claim_events(
+        &self,
+        receivers: &[&str],
+        now_ms: i64,
+        hold_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RevocationEvent>> {
+        if receivers.is_empty() {
+            return Ok(vec![]);
+        }
+        let receivers: Vec<String> = receivers.iter().map(|r| r.to_string()).collect();
+        let (held_until, limit) = (now_ms + hold_ms, limit as i64);
+        // One statement: rows another node is claiming now are skipped, not waited for.
+        let rows = self.statement(move |c| async move {
+            Ok(c.query(
+                "WITH claimed AS (
+                     UPDATE revocation_events SET held_until = $2
+                     WHERE seq IN (
+                         SELECT seq FROM revocation_events
+                         WHERE delivered IS NULL AND next_attempt <= $1 AND held_until <= $1
+                           AND receiver = ANY($3)
+                         ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
+                     RETURNING seq, receiver, jti, kind, id, attempts)
+                 SELECT r.kind, r.id, r.at, r.reason, c.seq, c.receiver, c.jti, c.attempts
+                 FROM claimed c JOIN revocations r ON r.kind = c.kind AND r.id = c.id
+                 ORDER BY c.seq",
+                &[&now_ms, &held_until, &receivers, &limit],
+            )
+            .await?)
+        })?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A row this version cannot read is left for one that can.
+            let Ok(revocation) = revocation(row) else {
+                continue;
+            };
+            events.push(RevocationEvent {
+                seq: row.try_get(4)?,
+                receiver: row.try_get(5)?,
+                jti: row.try_get(6)?,
+                attempts: row.try_get::<_, i32>(7)?.max(0) as u32,
+                revocation,
+            });
+        }
+        Ok(events)
+    }
+
+    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> Result<()> {
+        let (delivered, next_attempt, error) = attempt.columns();
+        let error = error.map(str::to_owned);
+        self.statement(move |c| async move {
+            c.execute(
+                "UPDATE revocation_events SET attempts = attempts + 1, delivered = $2,
+                 next_attempt = $3, last_error = $4, held_until = 0 WHERE seq = $1",
+                &[&seq, &delivered, &next_attempt, &error],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn pending_events(&self) -> Result<u64> {
+        let row = self.statement(|c| async move {
+            Ok(c.query_one(
+                "SELECT count(*) FROM revocation_events WHERE delivered IS NULL",
+                &[],
+            )
+            .await?)
+        })?;
+        Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
     }
 
     fn on_revocation(&self, watcher: RevocationWatcher) {
@@ -1419,12 +1526,15 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             other
-                .revoke(&Revocation {
-                    kind: RevocationKind::Tool,
-                    id: id.clone(),
-                    at: 1,
-                    reason: String::new(),
-                })
+                .revoke(
+                    &Revocation {
+                        kind: RevocationKind::Tool,
+                        id: id.clone(),
+                        at: 1,
+                        reason: String::new(),
+                    },
+                    &[],
+                )
                 .unwrap();
             if let Ok(said) = hear.recv_timeout(Duration::from_millis(200)) {
                 assert_eq!(said, (RevocationKind::Tool, id));
