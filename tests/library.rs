@@ -105,11 +105,11 @@ impl StateStore for Failing {
     ) -> anyhow::Result<Vec<RevocationEvent>> {
         self.inner.claim_events(receivers, now_ms, hold_ms, limit)
     }
-    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> anyhow::Result<()> {
-        self.inner.event_attempted(seq, attempt)
+    fn event_attempted(&self, event: &RevocationEvent, attempt: &Attempt) -> anyhow::Result<bool> {
+        self.inner.event_attempted(event, attempt)
     }
-    fn pending_events(&self) -> anyhow::Result<u64> {
-        self.inner.pending_events()
+    fn pending_events(&self, receivers: &[&str]) -> anyhow::Result<u64> {
+        self.inner.pending_events(receivers)
     }
 }
 
@@ -258,4 +258,66 @@ fn refusals_are_told_apart_from_failures() {
         Err(warden::Error::Refused(reason)) => assert!(reason.contains("tester"), "{reason}"),
         other => panic!("a forged assertion: {other:?}"),
     }
+}
+
+/// A reload that changes an agent's key ends what the agent authenticated with the old one: its
+/// next call is refused, saying why; proven again with the new key, it calls. A tool loaded
+/// before the reload is loaded again after it.
+#[tokio::test]
+async fn a_reload_that_changes_an_agents_key_ends_its_authentication() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let hello = |agent| {
+        warden::CallRequest::new(
+            "hello",
+            json!({ "name": "Ada" }),
+            Caller::Authenticated(agent),
+        )
+    };
+    let proof = assertion::sign_session(&agent_key(AGENT), AGENT);
+    let agent = runtime.authenticate(&Secret::new(proof)).unwrap();
+    assert_eq!(
+        runtime
+            .call(hello(agent.clone()))
+            .await
+            .record
+            .error
+            .map(|e| e.kind),
+        None
+    );
+    assert_eq!(runtime.warm_tools(), 1);
+
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let old = warden::identity::keys::format_public(&agent_key(AGENT).verifying_key());
+    let new = warden::identity::keys::format_public(&new_key.verifying_key());
+    edit(&f.config(), |t| t.replace(&old, &new));
+    let reloaded = runtime.reload().unwrap();
+    assert!(
+        reloaded.applied && reloaded.deployment_changed,
+        "{reloaded:?}"
+    );
+    assert_eq!(reloaded.tools_dropped, ["hello"]);
+    assert_eq!(runtime.warm_tools(), 0);
+
+    let refused = runtime.call(hello(agent)).await;
+    let error = refused.record.error.unwrap();
+    assert_eq!(error.kind, ErrorKind::Denied);
+    assert!(
+        error.message.contains("no longer in the deployment"),
+        "{}",
+        error.message
+    );
+    let old_proof = assertion::sign_session(&agent_key(AGENT), AGENT);
+    assert!(runtime.authenticate(&Secret::new(old_proof)).is_err());
+    let proof = assertion::sign_session(&new_key, AGENT);
+    let agent = runtime.authenticate(&Secret::new(proof)).unwrap();
+    assert_eq!(
+        runtime
+            .call(hello(agent))
+            .await
+            .record
+            .error
+            .map(|e| e.kind),
+        None
+    );
 }

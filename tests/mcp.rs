@@ -894,3 +894,119 @@ async fn a_node_exports_each_call_as_a_trace() {
         "{metrics}"
     );
 }
+
+/// `SIGHUP` reads `warden.toml` again: a new agent can connect at once; a broken file, or a
+/// change only a restart applies (`[state]`), is refused with a line naming the file and the
+/// deployment in force kept; an agent whose key was changed is refused on its next call, even
+/// in a session it opened before.
+#[test]
+fn a_reload_applies_a_new_deployment_file_and_refuses_a_broken_one() {
+    let f = fixture();
+    let newbie = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    keys::write_private(&f.key_file("newbie"), &newbie).unwrap();
+    let mut cli = f.cli();
+    cli.args(["serve", "--addr", "127.0.0.1:0"]);
+    let mut node = Node::start(cli);
+    let bearer = |agent: &str| {
+        let out = f.run(&[
+            "assert",
+            "--agent",
+            agent,
+            "--agent-key",
+            f.key_file(agent).to_str().unwrap(),
+        ]);
+        format!("Bearer {}", stdout(&out).trim())
+    };
+    let reload = |applied: u32, refused: u32| {
+        let pid = rustix::process::Pid::from_child(&node.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        let want = [
+            format!("warden_reloads_total{{result=\"applied\"}} {applied}"),
+            format!("warden_reloads_total{{result=\"refused\"}} {refused}"),
+        ];
+        let waited = std::time::Instant::now();
+        while !want
+            .iter()
+            .all(|w| node.get("/metrics").1.contains(w.as_str()))
+        {
+            assert!(waited.elapsed().as_secs() < 30, "not reloaded: {want:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let original = std::fs::read_to_string(f.config()).unwrap();
+    assert!(raw_status(&node.url, Some(&bearer("newbie"))).contains("401"));
+
+    // tester opens a session and calls; it calls again once the test says so.
+    let (called, go_on) = (f.path().join("called"), f.path().join("go-on"));
+    let plan = json!({
+        "transport": "http", "url": node.url, "token": assertion(&f, AGENT),
+        "steps": [
+            { "op": "call", "tool": "hello", "arguments": { "name": "Ada" } },
+            { "op": "run", "command": ["touch", called] },
+            { "op": "wait", "file": go_on },
+            { "op": "call", "tool": "hello", "arguments": { "name": "Ada" } },
+        ],
+    });
+    let session = client_cmd(&plan)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !called.exists() {
+        assert!(waited.elapsed().as_secs() < 60, "the session never called");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let newbie_entry = format!(
+        "\n[agents.newbie]\npublic_key = \"{}\"\n",
+        keys::format_public(&newbie.verifying_key())
+    );
+    std::fs::write(f.config(), format!("{original}{newbie_entry}")).unwrap();
+    reload(1, 0);
+    assert!(raw_status(&node.url, Some(&bearer("newbie"))).contains("200"));
+
+    // Broken, then a change of where the state lives: both refused, newbie still in.
+    std::fs::write(f.config(), format!("{original}{newbie_entry}[agents.x\n")).unwrap();
+    reload(1, 1);
+    std::fs::write(
+        f.config(),
+        format!("{original}{newbie_entry}[state]\nurl = \"postgres://w@127.0.0.1:1/w\"\n"),
+    )
+    .unwrap();
+    reload(1, 2);
+    assert!(raw_status(&node.url, Some(&bearer("newbie"))).contains("200"));
+
+    // tester's key replaced: its open session's next call is refused.
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let tester_key = keys::format_public(&agent_key(AGENT).verifying_key());
+    let replaced = original.replace(
+        &tester_key,
+        &keys::format_public(&other_key.verifying_key()),
+    );
+    assert_ne!(replaced, original);
+    std::fs::write(f.config(), replaced).unwrap();
+    reload(2, 2);
+    assert!(raw_status(&node.url, Some(&bearer("newbie"))).contains("401"));
+    std::fs::write(&go_on, "").unwrap();
+    let out = session.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results[0]["is_error"], false, "{results:?}");
+    // Refused at its request's authentication (the bearer's agent no longer holds that key).
+    assert!(results[3]["rpc_error"].is_string(), "{results:?}");
+
+    let pid = rustix::process::Pid::from_child(&node.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    node.child.wait().unwrap();
+    let said = node.said();
+    assert!(said.contains("reload refused"), "{said}");
+    assert!(
+        said.contains("warden.toml") && said.contains("line"),
+        "{said}"
+    );
+    assert!(said.contains("`[state]` changed: restart"), "{said}");
+}

@@ -329,7 +329,7 @@ async fn revocation_events_reach_a_receiver_that_comes_back() {
     receiver.clear_replies();
     let state = warden::state::open(&warden::Deployment::load(&f.config()).unwrap()).unwrap();
     wait_for("the event is acknowledged", &|| {
-        state.pending_events().unwrap() == 0
+        state.pending_events(&["idp"]).unwrap() == 0
     });
 
     let attempts = receiver.received();

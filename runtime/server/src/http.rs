@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use sha2::{Digest as _, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,20 +124,37 @@ where
     Ok(())
 }
 
-/// Delivers the deployment's revocation events, each second, for as long as the node serves:
-/// every node does, and the state store hands each event to one of them at a time.
+/// Delivers the deployment's revocation events, each second, for as long as the node serves,
+/// each receiver in a task of its own (a slow one holds up no other), for the receivers of
+/// the deployment in force (a reload may add some): every node does, and the state store
+/// hands each event to one of them at a time.
 async fn deliver_revocation_events(runtime: Arc<Runtime>) {
-    if runtime.deployment().event_receivers.is_empty() {
-        return;
-    }
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes = tokio::task::JoinSet::new();
     loop {
         every.tick().await;
-        if let Err(e) = runtime.deliver_revocation_events().await {
-            tracing::warn!(error = %format!("{e:#}"), "delivering revocation events failed");
+        while passes.try_join_next().is_some() {}
+        for name in runtime.deployment().event_receivers.keys() {
+            if !lock(&busy).insert(name.clone()) {
+                continue;
+            }
+            let (runtime, busy, name) = (runtime.clone(), busy.clone(), name.clone());
+            passes.spawn(async move {
+                if let Err(e) = runtime.deliver_revocation_events_to(&name).await {
+                    tracing::warn!(receiver = %name, error = %format!("{e:#}"), "delivering revocation events failed");
+                }
+                lock(&busy).remove(&name);
+            });
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Liveness: the process serves requests.
@@ -219,7 +236,13 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
                     let store = runtime.state()?;
                     let pending = store.approvals(false)?.len();
                     let revoked = store.revocations()?.len();
-                    let events = store.pending_events()?;
+                    let deployment = runtime.deployment();
+                    let receivers: Vec<&str> = deployment
+                        .event_receivers
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    let events = store.pending_events(&receivers)?;
                     anyhow::Ok((pending, revoked, events))
                 })
                 .await
@@ -297,7 +320,10 @@ impl Bearers {
             .verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(agent) = verified.get(&key, now) {
+        // A reload may have removed the agent or changed its key since.
+        if let Some(agent) = verified.get(&key, now)
+            && self.runtime.is_current(&agent)
+        {
             return Ok(agent);
         }
         let agent = self.runtime.authenticate(&Secret::new(token))?;

@@ -58,8 +58,12 @@ pub struct ReloadRecord {
     pub error: Option<String>,
     /// The ids of the policies in force after it.
     pub policies: Vec<String>,
-    /// Warm tools dropped because their manifest or component changed or went away.
+    /// The warm tools dropped (an applied reload drops them all: each loads again, as it
+    /// is on disk now, at its next call).
     pub tools_dropped: Vec<String>,
+    /// `warden.toml` changed, and the new one took effect.
+    #[serde(default)]
+    pub deployment_changed: bool,
 }
 
 /// One request a tool made, allowed or not: its egress record, placed in its call.
@@ -443,13 +447,17 @@ fn reload_line(seq: u64, r: &ReloadRecord) -> String {
             true => "none".to_string(),
             false => r.tools_dropped.join(", "),
         };
+        let file = match r.deployment_changed {
+            true => "warden.toml changed; ",
+            false => "",
+        };
         format!(
-            "#{seq:<6} {when}  reloaded: {} policies; warm tools dropped: {dropped}",
+            "#{seq:<6} {when}  reloaded: {file}{} policies; warm tools dropped: {dropped}",
             r.policies.len()
         )
     } else {
         format!(
-            "#{seq:<6} {when}  reload refused, the policies in force kept: {}",
+            "#{seq:<6} {when}  reload refused, the deployment and policies in force kept: {}",
             r.error.as_deref().unwrap_or("no reason recorded")
         )
     }

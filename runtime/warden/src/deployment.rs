@@ -2,7 +2,7 @@
 //! host directories back the mounts that tools ask for. No wasmtime here.
 
 use crate::identity::jwks::KeySet;
-use crate::manifest::{Manifest, ManifestError, is_tool_name, toml_error};
+use crate::manifest::{Manifest, ManifestError, is_tool_name, toml_error_unquoted};
 use crate::sandbox::fs::{Mount, overlap, resolved};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub const DEPLOYMENT_FILE: &str = "warden.toml";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     /// The file this was read from (for messages).
     pub file: PathBuf,
@@ -39,7 +39,7 @@ pub struct Deployment {
     pub credentials: BTreeMap<String, CredentialDef>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Agent {
     #[serde(default)]
@@ -92,7 +92,7 @@ pub fn agent_with_key<'a>(
 }
 
 /// A user who can delegate to agents with their own key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub public_key: String,
@@ -102,7 +102,7 @@ pub struct User {
 }
 
 /// A person who approves calls (`warden approve ID --key …`). Never an agent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approver {
     /// `ed25519:<base64url>`: the key that signs this approver's approvals.
@@ -111,7 +111,7 @@ pub struct Approver {
     pub description: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalSettings {
     /// How long a pending approval can be approved and then used (default 15m).
@@ -134,7 +134,7 @@ fn default_approval_lifetime() -> std::time::Duration {
     std::time::Duration::from_secs(15 * 60)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     /// Write the audit chain (default true). Off only to measure what it costs.
@@ -146,8 +146,7 @@ pub struct AuditSettings {
 }
 
 /// `[telemetry]`: the OpenTelemetry collector that receives each call's trace.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetrySettings {
     /// OTLP/HTTP's base URL (`http://127.0.0.1:4318`): traces are posted, as JSON, to its
     /// `/v1/traces`. None: no traces.
@@ -159,24 +158,33 @@ pub struct TelemetrySettings {
 /// `[event_receivers.NAME]`: a downstream system (an identity provider, an upstream that
 /// caches what Warden sent it) that is pushed each revocation as a signed Security Event
 /// Token (RFC 8417, delivered as RFC 8935 says), until it acknowledges it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventReceiver {
     /// Where events are posted.
     pub url: crate::outbound::Endpoint,
-    /// The events' `aud` (default: the URL as written).
+    /// The events' `aud` (default: the URL without its query, which may carry a token).
+    pub audience: String,
+}
+
+/// `[telemetry]` as written: its URL is checked outside the TOML parser, whose errors quote
+/// the line (a URL with a password in it would be repeated).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
+}
+
+/// `[event_receivers.NAME]` as written (its URL checked as `[telemetry]`'s is).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    url: String,
     audience: Option<String>,
 }
 
-impl EventReceiver {
-    /// The `aud` of the events this receiver is sent.
-    pub fn audience(&self) -> &str {
-        self.audience.as_deref().unwrap_or(self.url.as_written())
-    }
-}
-
 /// `[state]`: the PostgreSQL server the deployment's nodes share, if any.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSettings {
     /// `postgres://user@host:port/database`, without a password.
@@ -216,7 +224,7 @@ fn yes() -> bool {
 }
 
 /// Where a secret's value comes from. Never inline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SecretSource {
     /// A file readable by its owner only (0600 or stricter).
@@ -235,7 +243,7 @@ pub enum CredentialKind {
 }
 
 /// What a credential name in an egress rule stands for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialDef {
     #[serde(default = "minted")]
@@ -337,7 +345,7 @@ fn read_jwks(path: &Path) -> Result<KeySet, String> {
 }
 
 /// The host directory that backs `guest` for `tool`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountBinding {
     pub tool: String,
@@ -367,9 +375,9 @@ struct RawDeployment {
     #[serde(default)]
     state: StateSettings,
     #[serde(default)]
-    telemetry: TelemetrySettings,
+    telemetry: RawTelemetry,
     #[serde(default)]
-    event_receivers: BTreeMap<String, EventReceiver>,
+    event_receivers: BTreeMap<String, RawReceiver>,
     #[serde(default)]
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
@@ -402,7 +410,8 @@ impl Deployment {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
-        let raw: RawDeployment = toml::from_str(&text).map_err(|e| error(toml_error(&text, &e)))?;
+        let raw: RawDeployment =
+            toml::from_str(&text).map_err(|e| error(toml_error_unquoted(&text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = if base.as_os_str().is_empty() {
             Path::new(".")
@@ -502,13 +511,28 @@ impl Deployment {
             }
         }
         check_state(&raw.state, &raw.secrets).map_err(error)?;
-        let event_receivers = raw.event_receivers;
-        for name in event_receivers.keys() {
-            if !is_tool_name(name) {
+        // An endpoint's error names its field, never its value.
+        let endpoint = |field: &str, text: &str| {
+            crate::outbound::Endpoint::parse(text)
+                .map_err(|e| error(format!("field `{field}`: {e}")))
+        };
+        let telemetry = TelemetrySettings {
+            otlp_endpoint: match &raw.telemetry.otlp_endpoint {
+                Some(text) => Some(endpoint("telemetry.otlp_endpoint", text)?),
+                None => None,
+            },
+            service_name: raw.telemetry.service_name,
+        };
+        let mut event_receivers = BTreeMap::new();
+        for (name, receiver) in raw.event_receivers {
+            if !is_tool_name(&name) {
                 return Err(error(format!(
                     "field `event_receivers.{name}`: receiver names are 1-64 lowercase letters, digits or '-'"
                 )));
             }
+            let url = endpoint(&format!("event_receivers.{name}.url"), &receiver.url)?;
+            let audience = receiver.audience.unwrap_or_else(|| url.to_string());
+            event_receivers.insert(name, EventReceiver { url, audience });
         }
         let secrets = raw
             .secrets
@@ -529,7 +553,7 @@ impl Deployment {
             approvals: raw.approvals,
             audit: raw.audit,
             state: raw.state,
-            telemetry: raw.telemetry,
+            telemetry,
             event_receivers,
             issuers,
             secrets,

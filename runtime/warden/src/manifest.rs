@@ -414,13 +414,22 @@ pub(crate) fn line_at(text: &str, offset: usize) -> usize {
 
 /// One line: the message, the line number and the offending line's text (which names the field).
 pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
             let line_no = line_at(text, span.start);
             let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-            format!("line {line_no}: {message} (at `{line}`)")
+            format!("{} (at `{line}`)", toml_error_unquoted(text, e))
         }
+        None => toml_error_unquoted(text, e),
+    }
+}
+
+/// The same without the line's text: for a file whose lines may hold a token (a URL's
+/// query in `warden.toml`), so that the error does not repeat it.
+pub fn toml_error_unquoted(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("line {}: {message}", line_at(text, span.start)),
         None => message,
     }
 }

@@ -5,8 +5,9 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use serde::Deserialize;
+
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
@@ -15,17 +16,41 @@ use wasmtime_wasi_http::io::TokioIo;
 /// read only so the connection ends cleanly.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Where Warden posts: an `http` or `https` URL without credentials in it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+/// A connection, plain or TLS.
+pub(crate) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// The client TLS configuration of every outgoing connection, a tool's and Warden's own:
+/// the web's roots, ring's default protocol versions.
+pub(crate) static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    // Fixed configuration, no input: ring supports the default versions.
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+});
+
+/// Where Warden posts: an `http` or `https` URL without credentials in it. Shown (and
+/// debug-printed) without its query, which may carry a token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     tls: bool,
     host: String,
     port: u16,
     /// Path and query, as the request line carries them.
     target: String,
-    /// The URL as the operator wrote it.
-    written: String,
+    /// The URL as written, without its query.
+    shown: String,
 }
 
 impl Endpoint {
@@ -50,31 +75,42 @@ impl Endpoint {
         if host.is_empty() {
             return Err("the URL names no host".into());
         }
+        // Read here, not with `port_u16`, which takes a port past 65535 for none at all.
+        let port = match authority.as_str().rsplit_once(':') {
+            Some((_, port)) if !port.contains(']') => port
+                .parse::<u16>()
+                .map_err(|_| "the URL's port is not a number from 0 to 65535".to_string())?,
+            _ if tls => 443,
+            _ => 80,
+        };
         Ok(Endpoint {
             tls,
             host: host.to_string(),
-            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            port,
             target: uri
                 .path_and_query()
                 .map_or("/".into(), |p| p.as_str().to_string()),
-            written: text.to_string(),
+            shown: without_query(text).to_string(),
         })
     }
 
-    /// The URL as it was written.
-    pub fn as_written(&self) -> &str {
-        &self.written
-    }
-
-    /// This endpoint with `path` added to its path (an OTLP base URL and its signal's path).
+    /// This endpoint with `path` added to its path, its query kept (an OTLP base URL and its
+    /// signal's path).
     pub fn join(&self, path: &str) -> Endpoint {
-        let base = self.target.split('?').next().unwrap_or_default();
-        Endpoint {
-            target: format!(
+        let add = |base: &str| {
+            format!(
                 "{}/{}",
                 base.trim_end_matches('/'),
                 path.trim_start_matches('/')
-            ),
+            )
+        };
+        let (base, query) = match self.target.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (self.target.as_str(), String::new()),
+        };
+        Endpoint {
+            target: format!("{}{query}", add(base)),
+            shown: add(&self.shown),
             ..self.clone()
         }
     }
@@ -87,19 +123,19 @@ impl Endpoint {
     }
 }
 
-impl TryFrom<String> for Endpoint {
-    type Error = String;
-    fn try_from(text: String) -> Result<Endpoint, String> {
-        Endpoint::parse(&text)
+fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or_default()
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
     }
 }
 
-/// Shown without its query, which may carry a token.
-impl fmt::Display for Endpoint {
+impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
-        let path = self.target.split('?').next().unwrap_or_default();
-        write!(f, "{scheme}://{}{path}", self.authority())
+        write!(f, "Endpoint({self})")
     }
 }
 
@@ -115,10 +151,10 @@ pub async fn post(
         let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| format!("connecting: {e}"))?;
-        let io: Box<dyn crate::sandbox::http::Stream> = if endpoint.tls {
+        let io: Box<dyn Stream> = if endpoint.tls {
             let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
                 .map_err(|e| format!("TLS: {e}"))?;
-            let tls = crate::sandbox::http::TLS
+            let tls = TLS
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
@@ -129,7 +165,8 @@ pub async fn post(
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
-        let conn = tokio::spawn(conn);
+        // Ended when this exchange ends, however it ends (its timeout included).
+        let conn = AbortOnDrop(tokio::spawn(conn));
         let request = http::Request::post(endpoint.target.as_str())
             .header(http::header::HOST, endpoint.authority())
             .header(http::header::CONTENT_TYPE, content_type)
@@ -143,7 +180,7 @@ pub async fn post(
         let _ = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await;
-        conn.abort();
+        drop(conn);
         Ok::<_, String>(status)
     };
     match tokio::time::timeout(timeout, exchange).await {
@@ -153,6 +190,14 @@ pub async fn post(
             "posting to {endpoint}: no answer within {} s",
             timeout.as_secs_f64()
         )),
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -169,15 +214,16 @@ mod tests {
         );
         let e = Endpoint::parse("https://collector.example/otlp/?token=x").unwrap();
         assert_eq!(e.port, 443);
-        assert_eq!(e.to_string(), "https://collector.example:443/otlp/");
+        assert_eq!(e.to_string(), "https://collector.example/otlp/");
+        assert!(!format!("{e:?}").contains("token"));
+        let joined = e.join("v1/traces");
         assert_eq!(
-            e.join("v1/traces").to_string(),
-            "https://collector.example:443/otlp/v1/traces"
+            joined.to_string(),
+            "https://collector.example/otlp/v1/traces"
         );
-        assert_eq!(
-            Endpoint::parse("http://[::1]:9/x").unwrap().to_string(),
-            "http://[::1]:9/x"
-        );
+        assert_eq!(joined.target, "/otlp/v1/traces?token=x");
+        let e = Endpoint::parse("http://[::1]:9/x").unwrap();
+        assert_eq!((e.host.as_str(), e.authority()), ("::1", "[::1]:9".into()));
         for bad in [
             "ftp://host/",
             "//host/x",
@@ -185,6 +231,7 @@ mod tests {
             "host:4318",
             "",
             "http://",
+            "http://h:99999/",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }

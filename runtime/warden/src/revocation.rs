@@ -77,8 +77,8 @@ impl Runtime {
             reason: reason.to_string(),
         };
         // Each downstream receiver is owed an event from the moment the revocation exists.
-        let receivers: Vec<&str> = self
-            .deployment()
+        let deployment = self.deployment();
+        let receivers: Vec<&str> = deployment
             .event_receivers
             .keys()
             .map(String::as_str)

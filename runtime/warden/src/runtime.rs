@@ -29,10 +29,13 @@ pub struct LoadedTool {
     pub(crate) validator: jsonschema::Validator,
     pub(crate) prepared: Prepared,
     pub grants: Grants,
+    /// The deployment its grants came from: one a reload replaced is not kept warm.
+    granted_by: Arc<Deployment>,
 }
 
 pub struct Runtime {
-    deployment: Deployment,
+    /// Swapped whole by `reload`.
+    deployment: RwLock<Arc<Deployment>>,
     /// Swapped whole by `reload`: a call decides with the set it read first.
     policies: RwLock<Arc<Policies>>,
     engine: Engine,
@@ -139,7 +142,7 @@ impl RuntimeBuilder {
             None => None,
         };
         let runtime = Runtime {
-            deployment,
+            deployment: RwLock::new(Arc::new(deployment)),
             policies: RwLock::new(policies),
             engine,
             tools: Arc::default(),
@@ -155,6 +158,32 @@ impl RuntimeBuilder {
         }
         Ok(runtime)
     }
+}
+
+/// Refuses a new deployment that differs from the one in force where only a restart can
+/// apply it: where the state lives (the store is open), and where traces go (the exporter
+/// runs).
+fn needs_restart(current: &Deployment, fresh: &Deployment) -> Result<(), String> {
+    let file = fresh.file.display();
+    if fresh.state_dir != current.state_dir || fresh.state != current.state {
+        return Err(format!(
+            "{file}: `state_dir` or `[state]` changed: restart the node to apply it"
+        ));
+    }
+    // The store's password is read when the store opens.
+    if let Some(name) = &fresh.state.password
+        && fresh.secrets.get(name) != current.secrets.get(name)
+    {
+        return Err(format!(
+            "{file}: the secret `{name}` of `state.password` changed: restart the node to apply it"
+        ));
+    }
+    if fresh.telemetry != current.telemetry {
+        return Err(format!(
+            "{file}: `[telemetry]` changed: restart the node to apply it"
+        ));
+    }
+    Ok(())
 }
 
 /// A tool's input schema is checked against its meta-schema when the tool loads, and
@@ -208,7 +237,7 @@ impl Runtime {
         if let Some(state) = self.state.get() {
             return Ok(state);
         }
-        let opened = crate::state::open(&self.deployment)
+        let opened = crate::state::open(&self.deployment())
             .map_err(Error::internal("opening the state store"))?;
         Ok(self.state.get_or_init(|| {
             self.evictor().watch(&opened);
@@ -247,12 +276,16 @@ impl Runtime {
         if let Some(minter) = self.minter.get() {
             return Ok(minter.clone());
         }
-        let loaded = Arc::new(KeyStore::new(&self.deployment.state_dir).current()?);
+        let loaded = Arc::new(KeyStore::new(&self.deployment().state_dir).current()?);
         Ok(self.minter.get_or_init(|| loaded).clone())
     }
 
-    pub fn deployment(&self) -> &Deployment {
-        &self.deployment
+    /// The deployment in force now (`reload` may replace it).
+    pub fn deployment(&self) -> Arc<Deployment> {
+        self.deployment
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Keeps `tool`'s compiled component in the deployment's compile cache, so that the next
@@ -269,27 +302,38 @@ impl Runtime {
             .clone()
     }
 
-    /// Reads the policy directory and the warm tools' directories again, as `SIGHUP` asks a
-    /// server to: a valid policy set replaces the one in force (an invalid one is refused, with
-    /// its error, and the old one kept), and a warm tool whose manifest or component changed or
-    /// went away is dropped (its next call loads what is on disk now). Audited either way;
-    /// counted in the metrics. `warden.toml` itself is read at start only.
+    /// Reads `warden.toml` and the policy directory again, as `SIGHUP` asks a server to. A
+    /// valid deployment and policy set replace those in force; an invalid one, or a change
+    /// only a restart applies (`needs_restart`), is refused with its one-line error and the
+    /// old ones kept. An applied reload drops every warm tool: the next call of each loads
+    /// what is on disk now (a replaced manifest or component), under the new grants, with the
+    /// secrets' values as their files hold them now (from the compile cache: no compile).
+    /// Audited either way; counted.
     pub fn reload(&self) -> Result<crate::audit::ReloadRecord, Error> {
-        let loaded = Policies::load(&self.deployment);
-        let changed = match loaded {
-            Ok(_) => self.changed_tools(),
-            Err(_) => vec![],
-        };
+        let current = self.deployment();
+        let loaded = Deployment::load(&current.file)
+            .map_err(|e| e.to_string())
+            .and_then(|fresh| needs_restart(&current, &fresh).map(|()| fresh))
+            .and_then(|fresh| match Policies::load(&fresh) {
+                Ok(policies) => Ok((fresh, policies)),
+                Err(e) => Err(e.to_string()),
+            });
+        let deployment_changed = matches!(&loaded, Ok((fresh, _)) if *fresh != *current);
+
         let record = crate::audit::ReloadRecord {
             id: format!("reload-{}", uuid::Uuid::now_v7()),
             time_ms: crate::identity::jwt::now_ms(),
             applied: loaded.is_ok(),
-            error: loaded.as_ref().err().map(ToString::to_string),
+            error: loaded.as_ref().err().cloned(),
             policies: match &loaded {
-                Ok(policies) => policies.ids(),
+                Ok((_, policies)) => policies.ids(),
                 Err(_) => self.policies().ids(),
             },
-            tools_dropped: changed.iter().map(|(name, _)| name.clone()).collect(),
+            tools_dropped: match &loaded {
+                Ok(_) => self.warm(),
+                Err(_) => vec![],
+            },
+            deployment_changed,
         };
         // Recorded before it takes effect: no reload without its record.
         let entry =
@@ -297,7 +341,16 @@ impl Runtime {
         self.state()?
             .append_audit(&[entry])
             .map_err(Error::internal("recording the reload"))?;
-        if let Ok(policies) = loaded {
+        if let Ok((fresh, policies)) = loaded {
+            // Replaced even when equal: tools being loaded under the old one are not kept.
+            *self
+                .deployment
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+            if deployment_changed {
+                // Delegations verified under the old issuers and users are verified again.
+                self.delegations.forget();
+            }
             *self
                 .policies
                 .write()
@@ -305,36 +358,23 @@ impl Runtime {
             self.tools
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|_, tool| !changed.iter().any(|(_, old)| Arc::ptr_eq(old, tool)));
+                .clear();
         }
         self.metrics.reloaded(record.applied);
         Ok(record)
     }
 
-    /// The warm tools whose directory no longer holds the same manifest and component, read
-    /// from disk without holding the warm map (calls go on meanwhile).
-    fn changed_tools(&self) -> Vec<(String, Arc<LoadedTool>)> {
-        let warm: Vec<(String, Arc<LoadedTool>)> = self
+    /// The names of the warm tools, sorted.
+    fn warm(&self) -> Vec<String> {
+        let mut warm: Vec<String> = self
             .tools
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(name, tool)| (name.clone(), tool.clone()))
+            .keys()
+            .cloned()
             .collect();
-        let mut changed: Vec<_> = warm
-            .into_iter()
-            .filter(|(name, tool)| {
-                !registry::find_tool(&self.deployment, name)
-                    .and_then(|dir| registry::read_tool(&dir, true).ok())
-                    .is_some_and(|files| {
-                        files.digest == tool.digest
-                            && serde_json::to_value(&files.manifest).ok()
-                                == serde_json::to_value(&tool.manifest).ok()
-                    })
-            })
-            .collect();
-        changed.sort_by(|a, b| a.0.cmp(&b.0));
-        changed
+        warm.sort();
+        warm
     }
 
     /// The tool called `name`: warm, or read from its directory without compiling it.
@@ -342,7 +382,7 @@ impl Runtime {
         if let Some(tool) = self.tools.read().unwrap().get(name) {
             return Ok(Found::Warm(tool.clone()));
         }
-        let dir = registry::find_tool(&self.deployment, name)
+        let dir = registry::find_tool(&self.deployment(), name)
             .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
         let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
         Ok(Found::OnDisk(Box::new(files)))
@@ -366,10 +406,15 @@ impl Runtime {
             Found::OnDisk(files) => *files,
         };
         let tool = Arc::new(self.load(files, true).await.map_err(LoadError::Invalid)?);
-        self.tools
+        let mut tools = self
+            .tools
             .write()
-            .unwrap()
-            .insert(name.to_string(), tool.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Read under the warm map's lock, which a reload takes after replacing the
+        // deployment: a tool loaded under the old one is used once, never kept.
+        if Arc::ptr_eq(&tool.granted_by, &self.deployment()) {
+            tools.insert(name.to_string(), tool.clone());
+        }
         Ok(tool)
     }
 
@@ -396,18 +441,16 @@ impl Runtime {
             .engine
             .prepare(&component, manifest.kind)
             .with_context(|| format!("{} cannot be linked", manifest.component))?;
+        let deployment = self.deployment();
         let credentials =
-            crate::credentials::grant(&manifest, &self.deployment).map_err(|e| anyhow!(e))?;
+            crate::credentials::grant(&manifest, &deployment).map_err(|e| anyhow!(e))?;
         let static_secrets = SecretSet::new();
         for secret in credentials.values().filter_map(|g| g.secret.as_ref()) {
             // A key past the set's bound is refused when a request would carry it (`inject`).
             let _ = static_secrets.add(secret);
         }
         let grants = Grants {
-            mounts: self
-                .deployment
-                .grant_mounts(&manifest)
-                .map_err(|e| anyhow!(e))?,
+            mounts: deployment.grant_mounts(&manifest).map_err(|e| anyhow!(e))?,
             egress: manifest.egress.clone().into(),
             credentials: Arc::new(credentials),
             static_secrets,
@@ -441,6 +484,7 @@ impl Runtime {
             validator,
             prepared,
             grants,
+            granted_by: deployment,
         })
     }
 }

@@ -10,7 +10,7 @@
 //! a Warden event. The subject is `{"format": "opaque", "id": "<kind>:<id>"}`, and every
 //! event says what was revoked under `warden`.
 
-use crate::credentials::mint::{ISSUER, Minter};
+use crate::credentials::mint::ISSUER;
 use crate::identity::jwks::KeySet;
 use crate::identity::jwt;
 use crate::outbound;
@@ -28,11 +28,12 @@ pub const CREDENTIAL_REVOKED: &str = "urn:warden:secevent:credential-revoked";
 /// The media type of a pushed SET (RFC 8935, section 2).
 pub const MEDIA_TYPE: &str = "application/secevent+jwt";
 
-/// How many events one pass delivers at most.
-const PER_PASS: usize = 64;
-/// How long one post may take, and how long a claimed event is held.
-const POST_TIMEOUT: Duration = Duration::from_secs(10);
-const HOLD: Duration = Duration::from_secs(60);
+/// How many events of one receiver one pass delivers at most, one after another, each post
+/// taking at most `POST_TIMEOUT`: the claim's `HOLD` outlasts the pass, so no other process
+/// takes an event while this one is still posting it.
+const PER_PASS: usize = 16;
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+const HOLD: Duration = Duration::from_secs(120);
 /// Waits between attempts: doubling from the first, never longer than the last.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
@@ -96,7 +97,11 @@ pub fn claims(event: &RevocationEvent, audience: &str, now: i64) -> EventClaims 
 /// Warden sends.
 pub fn verify(token: &str, keys: &KeySet, audience: &str) -> Result<EventClaims, String> {
     let header = jwt::peek_header(token)?;
-    if header.typ.as_deref() != Some("secevent+jwt") {
+    // RFC 7515: a `typ` may be written with or without its `application/` prefix.
+    let typ = header.typ.as_deref().unwrap_or_default();
+    if !typ.eq_ignore_ascii_case("secevent+jwt")
+        && !typ.eq_ignore_ascii_case("application/secevent+jwt")
+    {
         return Err("the token is not typed secevent+jwt".into());
     }
     let key = keys
@@ -145,75 +150,112 @@ pub struct Delivery {
 }
 
 impl Runtime {
-    /// Delivers the revocation events that are due: claims them in the state store (so that
-    /// nodes delivering at once do not send one twice), signs and posts each, and records the
-    /// attempt (an acknowledged event also in the audit). A no-op without receivers.
+    /// Delivers the revocation events that are due, each receiver's apart (a slow one does
+    /// not hold the others up): claims them in the state store (so that processes delivering
+    /// at once do not send one twice), signs and posts each, and records the attempt (an
+    /// acknowledged event also in the audit). A no-op without receivers.
     pub async fn deliver_revocation_events(&self) -> Result<Vec<Delivery>> {
-        let receivers = &self.deployment().event_receivers;
-        if receivers.is_empty() {
-            return Ok(vec![]);
-        }
-        let names: Vec<&str> = receivers.keys().map(String::as_str).collect();
-        let state = self.state()?.clone();
-        let now_ms = jwt::now_ms();
-        let events = state
-            .claim_events(&names, now_ms, HOLD.as_millis() as i64, PER_PASS)
-            .context("claiming revocation events")?;
-        if events.is_empty() {
-            return Ok(vec![]);
-        }
-        let minter: std::sync::Arc<Minter> = self.minter().context("loading the signing key")?;
-        let mut deliveries = Vec::with_capacity(events.len());
-        for event in events {
-            // Claimed only for receivers that are configured.
-            let Some(receiver) = receivers.get(&event.receiver) else {
-                continue;
-            };
-            let token = minter.sign_event(&claims(&event, receiver.audience(), jwt::now()));
-            let pushed = push(&receiver.url, token).await;
-            let attempts = event.attempts + 1;
-            let attempt = match &pushed {
-                Ok(()) => Attempt::Delivered {
-                    at_ms: jwt::now_ms(),
-                },
-                Err(error) => Attempt::Failed {
-                    retry_at_ms: jwt::now_ms() + backoff(attempts).as_millis() as i64,
-                    error: error.clone(),
-                },
-            };
-            if let Attempt::Delivered { at_ms } = attempt {
-                let record = crate::audit::EventRecord {
-                    id: format!("event-{}", event.jti),
-                    time_ms: at_ms,
-                    receiver: event.receiver.clone(),
-                    jti: event.jti.clone(),
-                    kind: event.revocation.kind,
-                    revoked: event.revocation.id.clone(),
-                    attempts,
-                };
-                state
-                    .append_audit(&[crate::audit::event_entry(&record)?])
-                    .context("recording a delivered revocation event")?;
-            }
-            state
-                .event_attempted(event.seq, &attempt)
-                .context("recording a revocation event's attempt")?;
-            self.metrics().event_delivery(pushed.is_ok());
-            match &pushed {
-                Ok(()) => {
-                    tracing::info!(receiver = %event.receiver, jti = %event.jti, attempts, "revocation event delivered")
-                }
-                Err(error) => {
-                    tracing::warn!(receiver = %event.receiver, jti = %event.jti, attempts, %error, "revocation event not delivered; it is tried again")
-                }
-            }
-            deliveries.push(Delivery {
-                receiver: event.receiver,
-                revoked: format!("{} {}", event.revocation.kind.as_str(), event.revocation.id),
-                error: pushed.err(),
-            });
+        let deployment = self.deployment();
+        let passes = deployment
+            .event_receivers
+            .keys()
+            .map(|name| self.deliver_revocation_events_to(name));
+        let mut deliveries = vec![];
+        for pass in futures_util::future::join_all(passes).await {
+            deliveries.extend(pass?);
         }
         Ok(deliveries)
+    }
+
+    /// The same, for the receiver `name` alone (none if the deployment has no such receiver).
+    pub async fn deliver_revocation_events_to(&self, name: &str) -> Result<Vec<Delivery>> {
+        let deployment = self.deployment();
+        let Some(receiver) = deployment.event_receivers.get(name) else {
+            return Ok(vec![]);
+        };
+        let state = self.state()?.clone();
+        let events = state
+            .claim_events(&[name], jwt::now_ms(), HOLD.as_millis() as i64, PER_PASS)
+            .context("claiming revocation events")?;
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            deliveries.push(self.deliver(state.as_ref(), receiver, event).await);
+        }
+        Ok(deliveries)
+    }
+
+    /// One attempt at one claimed event: signed now, posted, recorded. A failure to record
+    /// is logged, not returned: the event is then tried again once its claim runs out, and
+    /// the receiver recognises the repeat by its `jti`.
+    async fn deliver(
+        &self,
+        state: &dyn crate::state::StateStore,
+        receiver: &crate::deployment::EventReceiver,
+        event: RevocationEvent,
+    ) -> Delivery {
+        let attempts = event.attempts + 1;
+        let pushed = match self.minter() {
+            Ok(minter) => {
+                let token = minter.sign_event(&claims(&event, &receiver.audience, jwt::now()));
+                push(&receiver.url, token).await
+            }
+            Err(e) => Err(format!("loading the signing key: {e:#}")),
+        };
+        let attempt = match &pushed {
+            Ok(()) => Attempt::Delivered {
+                at_ms: jwt::now_ms(),
+            },
+            Err(error) => Attempt::Failed {
+                retry_at_ms: jwt::now_ms() + backoff(attempts).as_millis() as i64,
+                error: error.clone(),
+            },
+        };
+        if let Err(e) = self.record_attempt(state, &event, &attempt, attempts) {
+            tracing::error!(receiver = %event.receiver, jti = %event.jti, error = %format!("{e:#}"), "recording a revocation event's attempt failed");
+        }
+        self.metrics().event_delivery(pushed.is_ok());
+        match &pushed {
+            Ok(()) => {
+                tracing::info!(receiver = %event.receiver, jti = %event.jti, attempts, "revocation event delivered")
+            }
+            Err(error) => {
+                tracing::warn!(receiver = %event.receiver, jti = %event.jti, attempts, %error, "revocation event not delivered; it is tried again")
+            }
+        }
+        Delivery {
+            revoked: format!("{} {}", event.revocation.kind.as_str(), event.revocation.id),
+            receiver: event.receiver,
+            error: pushed.err(),
+        }
+    }
+
+    /// Keeps what became of an attempt; an acknowledged event is audited first, so that no
+    /// event is marked delivered without its record.
+    fn record_attempt(
+        &self,
+        state: &dyn crate::state::StateStore,
+        event: &RevocationEvent,
+        attempt: &Attempt,
+        attempts: u32,
+    ) -> Result<()> {
+        if let Attempt::Delivered { at_ms } = attempt {
+            let record = crate::audit::EventRecord {
+                id: format!("event-{}", event.jti),
+                time_ms: *at_ms,
+                receiver: event.receiver.clone(),
+                jti: event.jti.clone(),
+                kind: event.revocation.kind,
+                revoked: event.revocation.id.clone(),
+                attempts,
+            };
+            state
+                .append_audit(&[crate::audit::event_entry(&record)?])
+                .context("recording a delivered revocation event")?;
+        }
+        if !state.event_attempted(event, attempt)? {
+            tracing::warn!(receiver = %event.receiver, jti = %event.jti, "a revocation event's claim ran out before its attempt was recorded");
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +276,7 @@ mod tests {
                 reason: "leaked".into(),
             },
             attempts: 0,
+            held_until: 0,
         }
     }
 

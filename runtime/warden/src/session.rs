@@ -81,7 +81,7 @@ impl Runtime {
     pub fn verify_delegation(&self, token: &Secret, agent: &str) -> Result<Delegation, Error> {
         let d = self
             .delegations
-            .verify(token.expose(), self.deployment())
+            .verify(token.expose(), &self.deployment())
             .map_err(Error::Refused)?;
         if d.agent != agent {
             return Err(Error::Refused(format!(
@@ -102,7 +102,7 @@ impl Runtime {
         acting: Option<&ActingFor>,
         origin: Origin,
     ) -> Vec<(String, Access)> {
-        let mut names: Vec<String> = registry::tool_dirs(self.deployment())
+        let mut names: Vec<String> = registry::tool_dirs(&self.deployment())
             .iter()
             .filter_map(|dir| Manifest::load(&dir.join(MANIFEST_FILE)).ok())
             .map(|manifest| manifest.name)

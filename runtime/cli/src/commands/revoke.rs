@@ -49,11 +49,22 @@ pub async fn revoke(config: &Path, args: RevokeArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// How long `warden revoke` waits for receivers before leaving them to `warden serve`.
+const TELL_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Delivers the revocation events due now (this one's, and any a receiver has not taken
 /// yet) and says what became of each. The revocation holds whatever they answer: an event
 /// not acknowledged stays in the store, and `warden serve` nodes retry it.
 async fn tell_receivers(runtime: &Runtime) {
-    match runtime.deliver_revocation_events().await {
+    let delivering = runtime.deliver_revocation_events();
+    let delivered = match tokio::time::timeout(TELL_FOR, delivering).await {
+        Ok(delivered) => delivered,
+        Err(_) => Err(anyhow::anyhow!(
+            "the receivers did not all answer within {} s",
+            TELL_FOR.as_secs()
+        )),
+    };
+    match delivered {
         Ok(deliveries) => {
             for d in deliveries {
                 match d.error {

@@ -1,8 +1,9 @@
 //! `warden serve`: one node of a deployment, a long-running process behind a load balancer:
 //! MCP over streamable HTTP at `/mcp`, liveness at `/healthz`, readiness at `/readyz`. On
 //! SIGTERM or SIGINT it stops accepting connections, lets the calls in flight finish (for at
-//! most `--drain`), and exits 0. On SIGHUP it reloads its policies and tools
-//! (`Runtime::reload`).
+//! most `--drain`), and exits 0. On SIGHUP it reloads `warden.toml`, its policies and tools
+//! (`Runtime::reload`). Each second it delivers the revocation events due to downstream
+//! receivers.
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -62,12 +63,17 @@ pub async fn serve(
             let reloaded = tokio::task::spawn_blocking(move || runtime.reload()).await;
             let said = match reloaded {
                 Ok(Ok(r)) if r.applied => format!(
-                    "reloaded: {} policies; warm tools dropped: {}",
+                    "reloaded: {}{} policies; warm tools dropped: {}",
+                    if r.deployment_changed {
+                        "warden.toml changed; "
+                    } else {
+                        ""
+                    },
                     r.policies.len(),
                     r.tools_dropped.len()
                 ),
                 Ok(Ok(r)) => format!(
-                    "reload refused, the policies in force kept: {}",
+                    "reload refused, the deployment and policies in force kept: {}",
                     r.error.unwrap_or_default()
                 ),
                 Ok(Err(e)) => format!("reload failed: {e}"),

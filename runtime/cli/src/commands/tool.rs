@@ -49,7 +49,7 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 .load(files.clone(), false)
                 .await
                 .map_err(|e| UsageError(format!("{}: {e:#}", dir.display())))?;
-            let installed = registry::install(runtime.deployment(), &files)
+            let installed = registry::install(&runtime.deployment(), &files)
                 .map_err(|e| UsageError(format!("{e:#}")))?;
             // Keep what was compiled, so the first call does not compile again.
             runtime.keep_compiled(&vetted);

@@ -138,6 +138,9 @@ pub enum Caller {
 #[derive(Debug, Clone)]
 pub struct AuthenticatedAgent {
     agent: String,
+    /// The key it proved, as the deployment wrote it: a reload that removes the agent or
+    /// changes its key ends what it authenticated.
+    key: Option<String>,
 }
 
 impl AuthenticatedAgent {
@@ -151,14 +154,22 @@ impl Runtime {
     /// whose calls need no further signature: for a long-lived caller such as an MCP server
     /// whose agent proved its key when it started.
     pub fn authenticate(&self, assertion: &Secret) -> Result<AuthenticatedAgent, Error> {
+        // One deployment for the proof and the key it is bound to (a reload may come between).
+        let deployment = self.deployment();
         let agent = assertion::verify(
             assertion.expose(),
-            self.deployment(),
+            &deployment,
             self.state()?.as_ref(),
             assertion::SESSION_TOOL,
             &serde_json::Value::Null,
         )?;
-        Ok(AuthenticatedAgent { agent })
+        let key = agent_key(&deployment, &agent);
+        Ok(AuthenticatedAgent { agent, key })
+    }
+
+    /// Whether `agent` is still in the deployment with the key it proved.
+    pub fn is_current(&self, agent: &AuthenticatedAgent) -> bool {
+        agent.key.is_some() && agent_key(&self.deployment(), &agent.agent) == agent.key
     }
 
     /// Runs one call through the whole pipeline. Never panics on bad input; every way a call
@@ -359,7 +370,7 @@ impl Runtime {
         match &request.caller {
             Caller::Assertion(token) => assertion::verify(
                 token.expose(),
-                self.deployment(),
+                &self.deployment(),
                 state,
                 &request.tool,
                 &request.input,
@@ -370,7 +381,11 @@ impl Runtime {
                 }
                 e => CallFailure::from(e),
             }),
-            Caller::Authenticated(agent) => Ok(agent.agent.clone()),
+            Caller::Authenticated(a) if self.is_current(a) => Ok(a.agent.clone()),
+            Caller::Authenticated(a) => Err(CallFailure::refused(format!(
+                "authentication failed: agent `{}` is no longer in the deployment with the key it proved",
+                a.agent
+            ))),
         }
     }
 
@@ -451,7 +466,7 @@ impl Runtime {
             .approval(id)
             .map_err(internal("reading the approval"))?
             .ok_or_else(|| CallFailure::refused(format!("no approval `{id}`")))?;
-        approval::check(&given, self.deployment(), identity, jwt::now())
+        approval::check(&given, &self.deployment(), identity, jwt::now())
             .map_err(CallFailure::refused)?;
         Ok(given.approver)
     }
@@ -631,7 +646,8 @@ impl Runtime {
         egress: &[EgressRecord],
         records: Records,
     ) -> anyhow::Result<Vec<AuditEntry>> {
-        let settings = &self.deployment().audit;
+        let deployment = self.deployment();
+        let settings = &deployment.audit;
         if !settings.enabled {
             return Ok(vec![]);
         }
@@ -650,6 +666,14 @@ type Records =
 /// Step: the input against the tool's schema, before the decision: a person is never asked
 /// to approve an input the tool would reject. The schema comes from the loaded tool (its
 /// `describe`), so only an authenticated agent's call loads it.
+/// The public key `deployment` gives `agent`.
+fn agent_key(deployment: &crate::Deployment, agent: &str) -> Option<String> {
+    deployment
+        .agents
+        .get(agent)
+        .and_then(|a| a.public_key.clone())
+}
+
 fn check_input(tool: &LoadedTool, request: &CallRequest) -> Result<(), CallFailure> {
     let problems: Vec<String> = tool
         .validator

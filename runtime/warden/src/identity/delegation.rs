@@ -80,23 +80,44 @@ const MAX_CACHED: usize = 4096;
 
 #[derive(Default)]
 pub struct Verifier {
-    verified: Mutex<HashMap<[u8; 32], Delegation>>,
+    verified: Mutex<Verified>,
+}
+
+/// Delegations verified, and how many times the deployment changed: a delegation verified
+/// against an older deployment is not kept.
+#[derive(Default)]
+struct Verified {
+    delegations: HashMap<[u8; 32], Delegation>,
+    generation: u64,
 }
 
 impl Verifier {
+    /// Forgets every delegation verified so far, and those being verified now (the issuers
+    /// or users may have changed).
+    pub fn forget(&self) {
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        verified.delegations.clear();
+        verified.generation += 1;
+    }
+
     pub fn verify(&self, token: &str, deployment: &Deployment) -> Result<Delegation, String> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
+        let (cached, generation) = {
+            let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            (verified.delegations.get(&key).cloned(), verified.generation)
+        };
         let delegation = match cached {
             Some(d) => d,
             None => {
                 let d = verify_signature(token, deployment)?;
-                let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut guard = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+                if guard.generation != generation {
+                    // Checked against a deployment that was replaced meanwhile: not kept.
+                    return Err(
+                        "the deployment changed while the delegation was checked: try again".into(),
+                    );
+                }
+                let verified = &mut guard.delegations;
                 // Bounded: a long-running server sees new tokens without end. Expired ones go
                 // first; if all are live, the cache starts over (a miss only costs a check).
                 if verified.len() >= MAX_CACHED {

@@ -4,7 +4,7 @@
 use super::keys::{public_from_base64url, public_to_base64url};
 use ed25519_dalek::VerifyingKey;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeySet {
     keys: Vec<(Option<String>, VerifyingKey)>,
 }

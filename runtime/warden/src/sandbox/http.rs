@@ -22,6 +22,7 @@ use super::egress::{
 use crate::credentials::inject::{CredentialUse, Credentials};
 use crate::credentials::scrub::{Scrubber, SecretSet};
 use crate::faults::{Fault, injected};
+use crate::outbound::{Stream, TLS};
 use crate::policy::{Decision, Outcome};
 use crate::state::RevocationKind;
 use bytes::Bytes;
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -796,27 +797,6 @@ fn scrub_headers(secrets: &SecretSet, headers: &mut http::HeaderMap) -> usize {
     }
     scrubbed
 }
-
-pub(crate) trait Stream:
-    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
-{
-}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
-
-pub(crate) static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    // Fixed configuration, no input: ring supports the default versions.
-    .expect("ring supports the default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-});
 
 async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
     if let Ok(ip) = target.host.parse::<IpAddr>() {

@@ -552,7 +552,8 @@ fn failed_starts_and_appends_mixed_in_are_kept_apart(
 
 /// A new revocation owes each receiver one event (a repeated one, none); handles claiming at
 /// once get each event once; a failed attempt waits for its retry time, an acknowledged one
-/// is never handed out again; only configured receivers' events are handed out.
+/// is never handed out again; a claim that ran out records nothing; only the receivers asked
+/// for are handed out and counted.
 fn revocation_events_are_claimed_once_retried_and_delivered_once(
     one: Arc<dyn StateStore>,
     other: Arc<dyn StateStore>,
@@ -571,7 +572,8 @@ fn revocation_events_are_claimed_once_retried_and_delivered_once(
         );
     }
     assert!(!other.revoke(&revocation("a0"), &receivers).unwrap());
-    assert_eq!(one.pending_events().unwrap(), 20);
+    assert_eq!(one.pending_events(&receivers).unwrap(), 20);
+    assert_eq!(one.pending_events(&["idp", "gone"]).unwrap(), 10);
 
     // Claimed from both handles at once: every event once, held for a minute.
     let now = 1_000_000;
@@ -603,13 +605,13 @@ fn revocation_events_are_claimed_once_retried_and_delivered_once(
         (7, "leaked", 0)
     );
 
-    // Every event fails once, to be retried a second later; one is then acknowledged.
+    // Every event fails once, to be retried a second later; the idp's are then acknowledged.
     for e in &claimed {
         let failed = Attempt::Failed {
             retry_at_ms: now + 1000,
             error: "503".into(),
         };
-        other.event_attempted(e.seq, &failed).unwrap();
+        assert!(other.event_attempted(e, &failed).unwrap());
     }
     assert!(
         one.claim_events(&receivers, now + 999, 60_000, 100)
@@ -621,12 +623,21 @@ fn revocation_events_are_claimed_once_retried_and_delivered_once(
     assert!(again.iter().all(|e| e.attempts == 1 && e.receiver == "idp"));
     let same = again.iter().find(|e| e.seq == event.seq).unwrap();
     assert_eq!(same.jti, event.jti, "a retry is the same event");
+    // The first claim's token no longer holds: its late word changes nothing.
+    let late = Attempt::Failed {
+        retry_at_ms: now,
+        error: "late".into(),
+    };
+    assert!(!one.event_attempted(event, &late).unwrap());
     for e in &again {
-        other
-            .event_attempted(e.seq, &Attempt::Delivered { at_ms: now + 1001 })
-            .unwrap();
+        let delivered = Attempt::Delivered { at_ms: now + 1001 };
+        assert!(other.event_attempted(e, &delivered).unwrap());
     }
-    assert_eq!(one.pending_events().unwrap(), 10);
+    assert!(
+        !one.event_attempted(same, &late).unwrap(),
+        "delivered stays delivered"
+    );
+    assert_eq!(one.pending_events(&receivers).unwrap(), 10);
     assert!(
         other
             .claim_events(&["idp"], now + 9_999_999, 60_000, 100)

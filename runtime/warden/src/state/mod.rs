@@ -107,9 +107,10 @@ pub trait StateStore: Send + Sync {
     fn on_revocation(&self, _watcher: RevocationWatcher) {}
 
     /// Hands out up to `limit` revocation events for `receivers` that are not delivered, are
-    /// due at `now_ms` and that no process holds; each is held for `hold_ms` (until its
-    /// attempt is recorded, or the holder is presumed gone). Oldest first. Of processes
-    /// claiming at once, each event goes to one.
+    /// due at `now_ms` and that no process holds; each is held until `now_ms + hold_ms` (until
+    /// its attempt is recorded, or its holder is presumed gone). Oldest first. Of processes
+    /// claiming at once, each event goes to one. A row this version cannot read is put off
+    /// for a day, not handed out.
     fn claim_events(
         &self,
         receivers: &[&str],
@@ -117,10 +118,11 @@ pub trait StateStore: Send + Sync {
         hold_ms: i64,
         limit: usize,
     ) -> Result<Vec<RevocationEvent>>;
-    /// Records what became of an attempt to deliver the event `seq`.
-    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> Result<()>;
-    /// How many events are not delivered yet.
-    fn pending_events(&self) -> Result<u64>;
+    /// Records what became of an attempt to deliver `event`, if its claim still holds (false:
+    /// the hold ran out and the event may be another process's now; nothing is written).
+    fn event_attempted(&self, event: &RevocationEvent, attempt: &Attempt) -> Result<bool>;
+    /// How many events for `receivers` are not delivered yet.
+    fn pending_events(&self, receivers: &[&str]) -> Result<u64>;
 }
 
 /// A revocation to be told to one receiver (a downstream system), as a Security Event Token.
@@ -133,6 +135,8 @@ pub struct RevocationEvent {
     pub revocation: Revocation,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// Until when (unix ms) this claim holds it: the claim's token.
+    pub held_until: i64,
 }
 
 /// What became of one attempt to deliver an event.
@@ -153,6 +157,9 @@ impl Attempt {
         }
     }
 }
+
+/// How long a row this version cannot read is put off.
+const UNREADABLE_EVENT_DELAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A new event's id.
 fn event_jti() -> String {

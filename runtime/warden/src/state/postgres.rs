@@ -1201,61 +1201,84 @@ impl StateStore for PostgresStore {
             return Ok(vec![]);
         }
         let receivers: Vec<String> = receivers.iter().map(|r| r.to_string()).collect();
-        let (held_until, limit) = (now_ms + hold_ms, limit as i64);
-        // One statement: rows another node is claiming now are skipped, not waited for.
+        let (held_until, limit) = (now_ms.saturating_add(hold_ms), limit as i64);
+        // One statement: the rows are locked first (rows another node is claiming now are
+        // skipped, not waited for), then held.
         let rows = self.statement(move |c| async move {
             Ok(c.query(
-                "WITH claimed AS (
-                     UPDATE revocation_events SET held_until = $2
-                     WHERE seq IN (
-                         SELECT seq FROM revocation_events
-                         WHERE delivered IS NULL AND next_attempt <= $1 AND held_until <= $1
-                           AND receiver = ANY($3)
-                         ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
-                     RETURNING seq, receiver, jti, kind, id, attempts)
+                "WITH picked AS (
+                     SELECT seq FROM revocation_events
+                     WHERE delivered IS NULL AND next_attempt <= $1 AND held_until <= $1
+                       AND receiver = ANY($3)
+                     ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED),
+                 claimed AS (
+                     UPDATE revocation_events e SET held_until = $2 FROM picked
+                     WHERE e.seq = picked.seq
+                     RETURNING e.seq, e.receiver, e.jti, e.kind, e.id, e.attempts)
                  SELECT r.kind, r.id, r.at, r.reason, c.seq, c.receiver, c.jti, c.attempts
-                 FROM claimed c JOIN revocations r ON r.kind = c.kind AND r.id = c.id
+                 FROM claimed c LEFT JOIN revocations r ON r.kind = c.kind AND r.id = c.id
                  ORDER BY c.seq",
                 &[&now_ms, &held_until, &receivers, &limit],
             )
             .await?)
         })?;
         let mut events = Vec::with_capacity(rows.len());
+        let mut unreadable = vec![];
         for row in &rows {
-            // A row this version cannot read is left for one that can.
-            let Ok(revocation) = revocation(row) else {
-                continue;
+            let seq: i64 = row.try_get(4)?;
+            let read = || -> Result<RevocationEvent> {
+                Ok(RevocationEvent {
+                    seq,
+                    receiver: row.try_get(5)?,
+                    jti: row.try_get(6)?,
+                    attempts: u32::try_from(row.try_get::<_, i32>(7)?)?,
+                    held_until,
+                    revocation: revocation(row)?,
+                })
             };
-            events.push(RevocationEvent {
-                seq: row.try_get(4)?,
-                receiver: row.try_get(5)?,
-                jti: row.try_get(6)?,
-                attempts: row.try_get::<_, i32>(7)?.max(0) as u32,
-                revocation,
-            });
+            match read() {
+                Ok(event) => events.push(event),
+                Err(_) => unreadable.push(seq),
+            }
+        }
+        if !unreadable.is_empty() {
+            let later = now_ms + UNREADABLE_EVENT_DELAY_MS;
+            self.statement(move |c| async move {
+                c.execute(
+                    "UPDATE revocation_events SET next_attempt = $2, held_until = 0,
+                     last_error = 'this version of Warden cannot read it' WHERE seq = ANY($1)",
+                    &[&unreadable, &later],
+                )
+                .await?;
+                Ok(())
+            })?;
         }
         Ok(events)
     }
 
-    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> Result<()> {
+    fn event_attempted(&self, event: &RevocationEvent, attempt: &Attempt) -> Result<bool> {
         let (delivered, next_attempt, error) = attempt.columns();
         let error = error.map(str::to_owned);
-        self.statement(move |c| async move {
-            c.execute(
-                "UPDATE revocation_events SET attempts = attempts + 1, delivered = $2,
-                 next_attempt = $3, last_error = $4, held_until = 0 WHERE seq = $1",
-                &[&seq, &delivered, &next_attempt, &error],
+        let (seq, held_until) = (event.seq, event.held_until);
+        let changed = self.statement(move |c| async move {
+            Ok(c.execute(
+                "UPDATE revocation_events SET attempts = attempts + 1, delivered = $3,
+                 next_attempt = $4, last_error = $5, held_until = 0
+                 WHERE seq = $1 AND held_until = $2 AND delivered IS NULL",
+                &[&seq, &held_until, &delivered, &next_attempt, &error],
             )
-            .await?;
-            Ok(())
-        })
+            .await?)
+        })?;
+        Ok(changed == 1)
     }
 
-    fn pending_events(&self) -> Result<u64> {
-        let row = self.statement(|c| async move {
+    fn pending_events(&self, receivers: &[&str]) -> Result<u64> {
+        let receivers: Vec<String> = receivers.iter().map(|r| r.to_string()).collect();
+        let row = self.statement(move |c| async move {
             Ok(c.query_one(
-                "SELECT count(*) FROM revocation_events WHERE delivered IS NULL",
-                &[],
+                "SELECT count(*) FROM revocation_events
+                 WHERE delivered IS NULL AND receiver = ANY($1)",
+                &[&receivers],
             )
             .await?)
         })?;

@@ -543,6 +543,7 @@ impl StateStore for SqliteStore {
         if receivers.is_empty() {
             return Ok(vec![]);
         }
+        let held_until = now_ms.saturating_add(hold_ms);
         // In one write transaction: two processes claiming at once take turns.
         self.write(|tx| {
             let names = vec!["?"; receivers.len()].join(", ");
@@ -557,48 +558,71 @@ impl StateStore for SqliteStore {
             values.extend(receivers.iter().map(|r| r.to_string().into()));
             values.push((limit as i64).into());
             let rows = query.query_map(rusqlite::params_from_iter(values), |row| {
-                let (seq, receiver, jti, attempts) =
-                    (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?);
-                Ok(revocation(row)?.map(|revocation| RevocationEvent {
-                    seq,
-                    receiver,
-                    jti,
-                    revocation,
-                    attempts,
-                }))
+                let seq: i64 = row.get(4)?;
+                let read = || -> Result<RevocationEvent> {
+                    Ok(RevocationEvent {
+                        seq,
+                        receiver: row.get(5)?,
+                        jti: row.get(6)?,
+                        attempts: row.get(7)?,
+                        held_until,
+                        revocation: revocation(row)??,
+                    })
+                };
+                Ok((seq, read().ok()))
             })?;
-            let events: Vec<RevocationEvent> = rows
-                .filter_map(|row| match row {
-                    Ok(Ok(event)) => Some(Ok(event)),
-                    // A row this version cannot read is left for one that can.
-                    Ok(Err(_)) => None,
-                    Err(e) => Some(Err(e.into())),
-                })
-                .collect::<Result<_>>()?;
-            for event in &events {
-                tx.prepare_cached("UPDATE revocation_events SET held_until = ?2 WHERE seq = ?1")?
-                    .execute(params![event.seq, now_ms + hold_ms])?;
+            let rows: Vec<(i64, Option<RevocationEvent>)> =
+                rows.collect::<rusqlite::Result<_>>()?;
+            for (seq, event) in &rows {
+                match event {
+                    Some(_) => tx
+                        .prepare_cached(
+                            "UPDATE revocation_events SET held_until = ?2 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, held_until])?,
+                    None => tx
+                        .prepare_cached(
+                            "UPDATE revocation_events SET next_attempt = ?2,
+                             last_error = 'this version of Warden cannot read it' WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, now_ms + UNREADABLE_EVENT_DELAY_MS])?,
+                };
             }
-            Ok(events)
+            Ok(rows.into_iter().filter_map(|(_, event)| event).collect())
         })
     }
 
-    fn event_attempted(&self, seq: i64, attempt: &Attempt) -> Result<()> {
+    fn event_attempted(&self, event: &RevocationEvent, attempt: &Attempt) -> Result<bool> {
         let (delivered, next_attempt, error) = attempt.columns();
-        self.conn()
+        let changed = self
+            .conn()
             .prepare_cached(
-                "UPDATE revocation_events SET attempts = attempts + 1, delivered = ?2,
-                 next_attempt = ?3, last_error = ?4, held_until = 0 WHERE seq = ?1",
+                "UPDATE revocation_events SET attempts = attempts + 1, delivered = ?3,
+                 next_attempt = ?4, last_error = ?5, held_until = 0
+                 WHERE seq = ?1 AND held_until = ?2 AND delivered IS NULL",
             )?
-            .execute(params![seq, delivered, next_attempt, error])?;
-        Ok(())
+            .execute(params![
+                event.seq,
+                event.held_until,
+                delivered,
+                next_attempt,
+                error
+            ])?;
+        Ok(changed == 1)
     }
 
-    fn pending_events(&self) -> Result<u64> {
+    fn pending_events(&self, receivers: &[&str]) -> Result<u64> {
+        if receivers.is_empty() {
+            return Ok(0);
+        }
+        let names = vec!["?"; receivers.len()].join(", ");
         let pending: i64 = self
             .conn()
-            .prepare_cached("SELECT count(*) FROM revocation_events WHERE delivered IS NULL")?
-            .query_row([], |row| row.get(0))?;
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM revocation_events
+                 WHERE delivered IS NULL AND receiver IN ({names})"
+            ))?
+            .query_row(rusqlite::params_from_iter(receivers), |row| row.get(0))?;
         Ok(pending as u64)
     }
 }

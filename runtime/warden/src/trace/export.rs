@@ -8,11 +8,13 @@ use super::{Span, otlp_json};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Endpoint};
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-/// Calls' span lists waiting to be batched; past this, spans are dropped.
+/// Calls' span lists, and spans, waiting to be batched; past either, spans are dropped.
 const QUEUE: usize = 1024;
+const QUEUED_SPANS: usize = 16 * 1024;
 /// A batch is posted when it has this many spans, or `INTERVAL` after its first one came.
 const BATCH: usize = 512;
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -23,6 +25,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Exporter {
     queue: SyncSender<Message>,
+    /// Spans queued and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
@@ -40,7 +44,9 @@ impl Exporter {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Exporter> {
         let (queue, received) = mpsc::sync_channel(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
+            queued: queued.clone(),
             endpoint: endpoint.join("v1/traces"),
             service,
             metrics: metrics.clone(),
@@ -51,24 +57,28 @@ impl Exporter {
         std::thread::Builder::new()
             .name("warden-traces".into())
             .spawn(move || worker.run(received))?;
-        Ok(Exporter { queue, metrics })
+        Ok(Exporter {
+            queue,
+            queued,
+            metrics,
+        })
     }
 
     /// Queues one call's spans; never waits.
     pub fn export(&self, spans: Vec<Span>) {
-        let count = spans.len() as u64;
-        match self.queue.try_send(Message::Spans(spans)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.trace_spans("dropped", count);
-            }
+        let count = spans.len();
+        let room = self.queued.fetch_add(count, Ordering::SeqCst) + count <= QUEUED_SPANS;
+        if !room || self.queue.try_send(Message::Spans(spans)).is_err() {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            self.metrics.trace_spans("dropped", count as u64);
         }
     }
 
-    /// Posts what is queued, waiting at most `timeout` (a process about to exit).
+    /// Posts what is queued, waiting at most `timeout` (a process about to exit); a queue
+    /// that is full is not waited for.
     pub fn flush(&self, timeout: Duration) {
         let (done, finished) = mpsc::channel();
-        if self.queue.send(Message::Flush(done)).is_ok() {
+        if self.queue.try_send(Message::Flush(done)).is_ok() {
             let _ = finished.recv_timeout(timeout);
         }
     }
@@ -82,6 +92,7 @@ impl Drop for Exporter {
 }
 
 struct Worker {
+    queued: Arc<AtomicUsize>,
     endpoint: Endpoint,
     service: String,
     metrics: Arc<Metrics>,
@@ -98,6 +109,7 @@ impl Worker {
             });
             match received.recv_timeout(wait) {
                 Ok(Message::Spans(spans)) => {
+                    self.queued.fetch_sub(spans.len(), Ordering::SeqCst);
                     batch.extend(spans);
                     due.get_or_insert_with(|| Instant::now() + INTERVAL);
                     if batch.len() >= BATCH {

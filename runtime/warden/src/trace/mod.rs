@@ -122,7 +122,8 @@ impl From<String> for Attr {
     }
 }
 
-/// The spans of the call `report` describes.
+/// The spans of the call `report` describes: every call's, whatever the caller's sampling
+/// flag says (which calls an operator sees is not the caller's choice).
 pub fn call_spans(report: &CallReport, context: &TraceContext) -> Vec<Span> {
     let record = &report.record;
     let timings = &record.timings;
@@ -249,14 +250,9 @@ pub fn call_spans(report: &CallReport, context: &TraceContext) -> Vec<Span> {
         if request.decision == EgressDecision::Omitted {
             continue;
         }
-        let mut sent = span(
-            http_span_name(&request.method),
-            Kind::Client,
-            Some(requests_parent),
-            at,
-            at + took,
-        );
-        sent.attributes = request_attributes(request);
+        let (name, method) = http_method(&request.method);
+        let mut sent = span(name, Kind::Client, Some(requests_parent), at, at + took);
+        sent.attributes = request_attributes(request, method);
         sent.error = match (request.decision, request.status) {
             (EgressDecision::Deny, _) => Some("denied".into()),
             (_, None) => Some("failed".into()),
@@ -278,17 +274,20 @@ fn tool_attributes(tool: &str, call_id: &str) -> impl Iterator<Item = (&'static 
     .into_iter()
 }
 
-/// An egress request's span attributes (HTTP client conventions, and Warden's decision).
-fn request_attributes(request: &EgressRecord) -> Vec<(&'static str, Attr)> {
-    let mut attributes = vec![
-        ("http.request.method", clip(&request.method).into()),
-        ("warden.egress.decision", request.decision.as_str().into()),
-    ];
+/// An egress request's span attributes (HTTP client conventions, and Warden's decision):
+/// where it went without its query, which may carry data.
+fn request_attributes(
+    request: &EgressRecord,
+    method: Vec<(&'static str, Attr)>,
+) -> Vec<(&'static str, Attr)> {
+    let mut attributes = method;
+    attributes.push(("warden.egress.decision", request.decision.as_str().into()));
     if request.unparsed.is_none() {
         let to = &request.destination;
         attributes.extend([
+            ("url.full", clip(&to.url()).into()),
             ("url.scheme", to.scheme.clone().into()),
-            ("server.address", to.host.clone().into()),
+            ("server.address", clip(&to.host).into()),
             ("server.port", Attr::Int(i64::from(to.port))),
             ("url.path", clip(&to.path).into()),
         ]);
@@ -314,15 +313,25 @@ fn request_attributes(request: &EgressRecord) -> Vec<(&'static str, Attr)> {
     attributes
 }
 
-/// HTTP's conventions name a client span by its method, or `HTTP` for one outside the
-/// registered set (a tool may invent methods).
-fn http_span_name(method: &str) -> String {
+/// HTTP's conventions name a client span by its method and record it, or, for a method
+/// outside the registered set (a tool may invent methods), name it `HTTP`, record `_OTHER`
+/// and keep the method as sent apart.
+fn http_method(method: &str) -> (String, Vec<(&'static str, Attr)>) {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
     ];
     match KNOWN.contains(&method) {
-        true => method.to_string(),
-        false => "HTTP".into(),
+        true => (
+            method.to_string(),
+            vec![("http.request.method", method.into())],
+        ),
+        false => (
+            "HTTP".into(),
+            vec![
+                ("http.request.method", "_OTHER".into()),
+                ("http.request.method_original", clip(method).into()),
+            ],
+        ),
     }
 }
 
@@ -434,6 +443,7 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert_eq!(hex::encode(parent.span_id), "00f067aa0ba902b7");
+        assert!(Parent::parse(&good.replace("-01", "-00")).is_some());
         // A later version may carry more fields.
         assert!(Parent::parse(&format!("01{}-extra", &good[2..])).is_some());
         for bad in [
