@@ -372,3 +372,78 @@ fn a_component_importing_what_warden_does_not_provide_is_refused() {
     let dir = tool_copy(&f, "hostile-imports");
     assert_add_refused(&f, &dir, "hostile:imports/backdoor");
 }
+
+/// The author's loop: a rebuilt tool replaces the registered one (`--replace`: the new digest
+/// runs, the old one's compiled form goes, the change is on the chain); `tool remove` takes a
+/// registered tool away; a tool of `tool_dirs` is the operator's and is neither replaced nor
+/// removed; each refusal is one line, exit 2.
+#[test]
+fn a_rebuilt_tool_replaces_the_registered_one_and_a_registered_tool_can_be_removed() {
+    let f = empty();
+    let dir = tool_copy(&f, "hello");
+    assert_exit(&add(&f, &dir), 0);
+    let hello = || f.call_cli("hello", r#"{"name":"x"}"#, &["--json"]);
+    let first: serde_json::Value = serde_json::from_slice(&hello().stdout).unwrap();
+    let old = first["tool_digest"].as_str().unwrap().to_string();
+    let compiled = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        files_under(&f.path().join("state/cache"))
+            .iter()
+            .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(&hex))
+    };
+    assert!(compiled(&old));
+
+    // Rebuilt: another component (a custom section added), its digest unpinned.
+    let wasm = dir.join("hello.wasm");
+    let mut component = std::fs::read(&wasm).unwrap();
+    let (name, tag) = (b"warden-test", b"rebuilt");
+    component.extend([0, (1 + name.len() + tag.len()) as u8, name.len() as u8]);
+    component.extend(name);
+    component.extend(tag);
+    std::fs::write(&wasm, &component).unwrap();
+    set_digest(&dir, "");
+    let refused = add(&f, &dir);
+    assert_exit(&refused, 2);
+    assert!(
+        stderr(&refused).contains("--replace"),
+        "{}",
+        stderr(&refused)
+    );
+    let out = f
+        .cli()
+        .args(["tool", "add", "--replace"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("replaced hello"), "{}", stdout(&out));
+    let second: serde_json::Value = serde_json::from_slice(&hello().stdout).unwrap();
+    let new = second["tool_digest"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert!(!compiled(&old), "the old digest's compiled form stayed");
+
+    let removed = f.run(&["tool", "remove", "hello"]);
+    assert_exit(&removed, 0);
+    assert!(!f.path().join("state/tools/hello").exists());
+    assert_exit(&hello(), 2);
+    let tail = stdout(&f.run(&["audit", "tail"]));
+    assert!(tail.contains("tool `hello` added"), "{tail}");
+    assert!(
+        tail.contains(&format!("tool `hello` replaced ({old} -> {new})")),
+        "{tail}"
+    );
+    assert!(
+        tail.contains(&format!("tool `hello` removed ({new})")),
+        "{tail}"
+    );
+    assert_exit(&f.run(&["audit", "verify"]), 0);
+
+    // Unknown, and the operator's own directory.
+    let unknown = f.run(&["tool", "remove", "hello"]);
+    assert_refused(&f, &unknown, 2, "no tool named `hello`");
+    let f = Fixture::new();
+    let theirs = f.run(&["tool", "remove", "hello"]);
+    assert_exit(&theirs, 2);
+    assert!(stderr(&theirs).contains("tool_dirs"), "{}", stderr(&theirs));
+    assert!(f.path().join("tools/hello/tool.toml").is_file());
+}

@@ -127,3 +127,38 @@ async fn an_agent_may_only_call_the_tools_it_is_allowed() {
     assert_eq!(failed(&stranger), ErrorKind::Denied);
     assert!(stranger.record.decision.reasons[0].contains("not registered"));
 }
+
+/// A tool that traps (a Rust panic here; a Python traceback or a JavaScript exception in an
+/// interpreter) tells its author why: the last lines it wrote to stderr follow the trap in the
+/// call's error, escaped where the CLI prints them.
+#[tokio::test]
+async fn a_tool_that_traps_says_why_with_its_last_stderr_lines() {
+    let f = Fixture::new();
+    f.install_tool("hostile-crash", None);
+    let mut lines: Vec<String> = (0..300).map(|i| format!("noise {i}")).collect();
+    lines.push("Traceback (most recent call last):".into());
+    lines.push("ValueError: the input was \u{1b}[31mred\u{1b}[0m".into());
+    let report = call(&f.runtime(), "hostile-crash", json!({ "lines": lines })).await;
+    assert_eq!(failed(&report), ErrorKind::Trap);
+    let message = &report.record.error.as_ref().unwrap().message;
+    assert!(message.starts_with("the tool trapped: "), "{message}");
+    assert!(message.contains("its stderr ended with:\n"), "{message}");
+    assert!(
+        message.contains("Traceback (most recent call last):\nValueError"),
+        "{message}"
+    );
+    assert!(
+        message.contains("panicked at"),
+        "the panic message comes last: {message}"
+    );
+    assert!(!message.contains("noise 0\n"), "only the tail: {message}");
+
+    let out = f.call_cli("hostile-crash", &json!({ "lines": lines }).to_string(), &[]);
+    assert_exit(&out, 5);
+    let said = stderr(&out);
+    assert!(said.contains("ValueError: the input was"), "{said}");
+    assert!(
+        !said.contains('\u{1b}'),
+        "a terminal escape reached the terminal: {said}"
+    );
+}

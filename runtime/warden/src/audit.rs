@@ -25,6 +25,31 @@ pub enum Record {
     Reload(ReloadRecord),
     /// A downstream receiver acknowledged a revocation's event.
     RevocationEvent(EventRecord),
+    /// A tool was registered, replaced or removed (`warden tool add|remove`).
+    Tool(ToolRecord),
+}
+
+/// A change to the registered tools.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolRecord {
+    /// `tool-…`: its place in the chain, as a call id is.
+    pub id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub action: ToolAction,
+    pub name: String,
+    /// The digest registered now (none once removed).
+    pub digest: Option<String>,
+    /// The digest it replaced or removed.
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolAction {
+    Added,
+    Replaced,
+    Removed,
 }
 
 /// A revocation event a receiver acknowledged.
@@ -100,6 +125,11 @@ pub fn reload_entry(record: &ReloadRecord) -> Result<AuditEntry> {
     entry(&Record::Reload(record.clone()))
 }
 
+/// The record of a change to the registered tools.
+pub fn tool_entry(record: &ToolRecord) -> Result<AuditEntry> {
+    entry(&Record::Tool(record.clone()))
+}
+
 /// The record of an acknowledged revocation event.
 pub fn event_entry(record: &EventRecord) -> Result<AuditEntry> {
     entry(&Record::RevocationEvent(record.clone()))
@@ -129,6 +159,7 @@ fn entry(record: &Record) -> Result<AuditEntry> {
         Record::Egress(e) => &e.call_id,
         Record::Reload(r) => &r.id,
         Record::RevocationEvent(e) => &e.id,
+        Record::Tool(t) => &t.id,
     };
     Ok(AuditEntry {
         call_id: call_id.clone(),
@@ -267,6 +298,7 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
                 Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
                 Ok(Record::Reload(r)) if r.id == link.call_id => {}
                 Ok(Record::RevocationEvent(e)) if e.id == link.call_id => {}
+                Ok(Record::Tool(t)) if t.id == link.call_id => {}
                 Ok(_) => return Ok(Err(broken("it names another call".into()))),
                 Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
             }
@@ -326,6 +358,10 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
             }
             Record::RevocationEvent(e) => {
                 out.push_str(&crate::text::printable(&event_line(*seq, e)));
+                out.push('\n');
+            }
+            Record::Tool(t) => {
+                out.push_str(&crate::text::printable(&tool_line(*seq, t)));
                 out.push('\n');
             }
             Record::Egress(EgressEntry { request: e, .. }) => {
@@ -476,6 +512,24 @@ fn event_line(seq: u64, e: &EventRecord) -> String {
     )
 }
 
+/// A change to the registered tools, in one line.
+fn tool_line(seq: u64, t: &ToolRecord) -> String {
+    let when = crate::units::format_unix(t.time_ms.div_euclid(1000));
+    let digest = |d: &Option<String>| d.clone().unwrap_or_else(|| "unreadable".into());
+    let what = match t.action {
+        ToolAction::Added => format!("added ({})", digest(&t.digest)),
+        ToolAction::Replaced => {
+            format!(
+                "replaced ({} -> {})",
+                digest(&t.previous),
+                digest(&t.digest)
+            )
+        }
+        ToolAction::Removed => format!("removed ({})", digest(&t.previous)),
+    };
+    format!("#{seq:<6} {when}  tool `{}` {what}", t.name)
+}
+
 /// One line per call record (and per call started), for `warden audit tail`, escaped.
 pub fn summary(link: &AuditLink) -> Result<Option<String>> {
     let (c, ended) = match parse(link)? {
@@ -488,6 +542,11 @@ pub fn summary(link: &AuditLink) -> Result<Option<String>> {
         Record::RevocationEvent(e) => {
             return Ok(Some(
                 crate::text::printable(&event_line(link.seq, &e)).into_owned(),
+            ));
+        }
+        Record::Tool(t) => {
+            return Ok(Some(
+                crate::text::printable(&tool_line(link.seq, &t)).into_owned(),
             ));
         }
         Record::Started(c) => (c, "started".to_string()),

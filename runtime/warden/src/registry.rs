@@ -91,14 +91,25 @@ pub fn find_tool(deployment: &Deployment, name: &str) -> Option<PathBuf> {
 
 /// Copies a verified tool into `<state>/tools/<name>` with its digest pinned. The copy is
 /// assembled in a temporary directory and renamed into place, so a failure leaves nothing.
-pub fn install(deployment: &Deployment, tool: &ToolFiles) -> Result<PathBuf> {
+/// With `replace`, a tool of that name registered before is replaced (its digest returned,
+/// if it could still be read); without, it is refused.
+pub fn install(
+    deployment: &Deployment,
+    tool: &ToolFiles,
+    replace: bool,
+) -> Result<(PathBuf, Option<Digest>)> {
     let name = &tool.manifest.name;
-    if let Some(existing) = find_tool(deployment, name) {
-        bail!(
-            "a tool named `{name}` is already registered at {}",
+    let previous = match find_tool(deployment, name) {
+        None => None,
+        Some(existing) if !replace => bail!(
+            "a tool named `{name}` is already registered at {} (`warden tool add --replace` \
+             replaces it)",
             existing.display()
-        );
-    }
+        ),
+        Some(existing) => Some(registered(deployment, name, &existing)?),
+    };
+    let replaced = previous.is_some();
+    let previous = previous.flatten();
     let root = deployment.registered_tools_dir();
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let staging = root.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
@@ -109,6 +120,9 @@ pub fn install(deployment: &Deployment, tool: &ToolFiles) -> Result<PathBuf> {
         std::fs::write(staging.join(MANIFEST_FILE), pin_digest(&text, &tool.digest))?;
         // Re-read what was written: the copy must verify exactly like the original.
         read_tool(&staging, true)?;
+        if replaced {
+            set_aside(&root, name)?;
+        }
         std::fs::rename(&staging, root.join(name))?;
         Ok(())
     })();
@@ -116,7 +130,41 @@ pub fn install(deployment: &Deployment, tool: &ToolFiles) -> Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e.context(format!("installing `{name}` into {}", root.display())));
     }
-    Ok(root.join(name))
+    Ok((root.join(name), previous))
+}
+
+/// Removes the registered tool `name`; returns its digest (if it could still be read). A tool
+/// in one of the deployment's `tool_dirs` is the operator's directory, not Warden's: refused.
+pub fn remove(deployment: &Deployment, name: &str) -> Result<Option<Digest>> {
+    let dir = find_tool(deployment, name)
+        .with_context(|| format!("no tool named `{name}` (see `warden tool list`)"))?;
+    let digest = registered(deployment, name, &dir)?;
+    set_aside(&deployment.registered_tools_dir(), name)?;
+    Ok(digest)
+}
+
+/// The digest of the registered tool `name` found at `dir` (none if it no longer reads), or
+/// why Warden may not change it.
+fn registered(deployment: &Deployment, name: &str, dir: &Path) -> Result<Option<Digest>> {
+    if dir != deployment.registered_tools_dir().join(name) {
+        bail!(
+            "`{name}` is not a registered tool but the directory {} of `tool_dirs`: change or \
+             remove that directory instead",
+            dir.display()
+        );
+    }
+    Ok(read_tool(dir, true).ok().map(|t| t.digest))
+}
+
+/// Moves `<root>/<name>` out of the way (one rename: the name is free at once), then deletes it.
+fn set_aside(root: &Path, name: &str) -> Result<()> {
+    let aside = root.join(format!(".{name}.{}.old", uuid::Uuid::new_v4()));
+    std::fs::rename(root.join(name), &aside)
+        .with_context(|| format!("moving the registered `{name}` aside"))?;
+    if let Err(e) = std::fs::remove_dir_all(&aside) {
+        tracing::warn!(dir = %aside.display(), "cannot delete a replaced tool: {e}");
+    }
+    Ok(())
 }
 
 /// Adds `digest = "..."` to a manifest text that does not pin one yet.

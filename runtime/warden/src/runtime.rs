@@ -389,8 +389,31 @@ impl Runtime {
     }
 
     /// Forgets every warm and cached compiled form of the component with `digest`.
-    pub(crate) fn evict(&self, digest: &str) {
+    pub fn evict(&self, digest: &str) {
         self.evictor().evict(digest);
+    }
+
+    /// Puts a change to the registered tools on the audit chain.
+    pub fn record_tool_change(
+        &self,
+        action: crate::audit::ToolAction,
+        name: &str,
+        digest: Option<&Digest>,
+        previous: Option<&Digest>,
+    ) -> Result<(), Error> {
+        let record = crate::audit::ToolRecord {
+            id: format!("tool-{}", uuid::Uuid::now_v7()),
+            time_ms: crate::identity::jwt::now_ms(),
+            action,
+            name: name.to_string(),
+            digest: digest.map(ToString::to_string),
+            previous: previous.map(ToString::to_string),
+        };
+        let entry = crate::audit::tool_entry(&record)
+            .map_err(Error::internal("recording the tool change"))?;
+        self.state()?
+            .append_audit(&[entry])
+            .map_err(Error::internal("recording the tool change"))
     }
 
     /// The tool called `name`, loaded once and then kept warm.

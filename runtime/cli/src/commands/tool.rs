@@ -1,9 +1,10 @@
-//! `warden tool add|list|inspect`.
+//! `warden tool add|remove|list|inspect`.
 
 use crate::UsageError;
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
+use warden::audit::ToolAction;
 use warden::deployment::Deployment;
 use warden::registry;
 use warden::runtime::Runtime;
@@ -15,7 +16,15 @@ pub enum ToolCommand {
     Add {
         /// Directory holding tool.toml and the component.
         dir: PathBuf,
+        /// Replace the registered tool of that name (a rebuilt tool): the old digest's
+        /// compiled form is evicted, the change audited. Running nodes load the new one at
+        /// their next reload (SIGHUP).
+        #[arg(long)]
+        replace: bool,
     },
+    /// Remove a registered tool (`warden tool add` put it there); its compiled form is
+    /// evicted, the change audited.
+    Remove { name: String },
     /// List the registered tools.
     List {
         #[arg(long)]
@@ -32,7 +41,7 @@ pub enum ToolCommand {
 pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
     let deployment = Deployment::load(config)?;
     match command {
-        ToolCommand::Add { dir } => {
+        ToolCommand::Add { dir, replace } => {
             if !dir.join(warden::manifest::MANIFEST_FILE).is_file() {
                 return Err(UsageError(format!(
                     "{}: no tool.toml in this directory",
@@ -49,11 +58,38 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 .load(files.clone(), false)
                 .await
                 .map_err(|e| UsageError(format!("{}: {e:#}", dir.display())))?;
-            let installed = registry::install(&runtime.deployment(), &files)
+            let (installed, previous) = registry::install(&runtime.deployment(), &files, replace)
                 .map_err(|e| UsageError(format!("{e:#}")))?;
+            let action = match (replace, &previous) {
+                (true, Some(old)) => {
+                    if *old != digest {
+                        runtime.evict(&old.to_string());
+                    }
+                    ToolAction::Replaced
+                }
+                _ => ToolAction::Added,
+            };
             // Keep what was compiled, so the first call does not compile again.
             runtime.keep_compiled(&vetted);
-            println!("registered {name} ({digest}) at {}", installed.display());
+            runtime.record_tool_change(action, &name, Some(&digest), previous.as_ref())?;
+            match previous {
+                Some(old) => println!(
+                    "replaced {name} ({old} -> {digest}) at {}",
+                    installed.display()
+                ),
+                None => println!("registered {name} ({digest}) at {}", installed.display()),
+            }
+            Ok(0)
+        }
+        ToolCommand::Remove { name } => {
+            let runtime = Runtime::new(deployment)?;
+            let removed = registry::remove(&runtime.deployment(), &name)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            if let Some(digest) = &removed {
+                runtime.evict(&digest.to_string());
+            }
+            runtime.record_tool_change(ToolAction::Removed, &name, None, removed.as_ref())?;
+            println!("removed {name}");
             Ok(0)
         }
         ToolCommand::List { json } => {

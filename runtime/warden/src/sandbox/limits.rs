@@ -173,21 +173,28 @@ pub fn bound_text(text: String, max: usize) -> String {
     format!("{}… [cut: {} bytes in all]", &text[..end], text.len())
 }
 
-/// Captures a stdout or stderr stream: keeps the first `cap` bytes, counts the rest, and never
-/// fails the guest (a full pipe that reports "closed" would make `println!` trap).
+/// Captures a stdout or stderr stream: keeps the first `cap` bytes and the last `TAIL`,
+/// counts the rest, and never fails the guest (a full pipe that reports "closed" would make
+/// `println!` trap).
 #[derive(Clone)]
 pub struct Capture(Arc<Mutex<CaptureInner>>);
 
 struct CaptureInner {
     kept: Vec<u8>,
+    /// The last bytes written (a traceback comes last, past whatever the head kept).
+    tail: std::collections::VecDeque<u8>,
     total: u64,
     cap: usize,
 }
+
+/// How much of a stream's end is kept for the message of a tool that trapped.
+pub const TAIL: usize = 1024;
 
 impl Capture {
     pub fn new(cap: u64) -> Self {
         Capture(Arc::new(Mutex::new(CaptureInner {
             kept: Vec::new(),
+            tail: std::collections::VecDeque::new(),
             total: 0,
             cap: cap as usize,
         })))
@@ -199,6 +206,26 @@ impl Capture {
         let room = inner.cap.saturating_sub(inner.kept.len());
         let take = room.min(bytes.len());
         inner.kept.extend_from_slice(&bytes[..take]);
+        let last = &bytes[bytes.len().saturating_sub(TAIL)..];
+        inner.tail.extend(last);
+        let over = inner.tail.len().saturating_sub(TAIL);
+        inner.tail.drain(..over);
+    }
+
+    /// The last lines written (at most `TAIL` bytes, from a line's start when one is in
+    /// them), lossy UTF-8, trimmed; none if nothing was.
+    pub fn tail(&self) -> Option<String> {
+        let inner = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes: Vec<u8> = inner.tail.iter().copied().collect();
+        let from = match inner.total > bytes.len() as u64 {
+            true => bytes.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1),
+            false => 0,
+        };
+        let text = String::from_utf8_lossy(&bytes[from..]).trim().to_string();
+        (!text.is_empty()).then_some(text)
     }
 
     /// What was kept (lossy UTF-8) and whether anything was dropped.
@@ -281,6 +308,27 @@ mod tests {
         c.write(Bytes::from_static(b"world")).unwrap();
         assert_eq!(c.contents(), ("hello wo".to_string(), true));
         assert_eq!(c.total(), 11);
+        assert_eq!(c.tail().as_deref(), Some("hello world"));
+    }
+
+    #[test]
+    fn capture_keeps_the_last_lines_for_a_trap() {
+        let mut c = Capture::new(8);
+        assert_eq!(c.tail(), None);
+        for i in 0..500 {
+            c.write(Bytes::from(format!("line {i}\n"))).unwrap();
+        }
+        c.write(Bytes::from_static(
+            "Traceback: caf\u{e9} failed\n".as_bytes(),
+        ))
+        .unwrap();
+        let tail = c.tail().unwrap();
+        assert!(tail.len() <= TAIL);
+        assert!(tail.starts_with("line "), "cut at a line's start: {tail}");
+        assert!(tail.ends_with("Traceback: caf\u{e9} failed"), "{tail}");
+        // One write longer than the tail keeps its end.
+        c.write(Bytes::from(vec![b'x'; 3 * TAIL])).unwrap();
+        assert_eq!(c.tail().unwrap(), "x".repeat(TAIL));
     }
 
     #[test]

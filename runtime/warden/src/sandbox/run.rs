@@ -90,7 +90,7 @@ pub async fn run(
             };
             match guarded(invoke, &observed, deadline, limits.timeout, cancel).await {
                 Err(stopped) => Err(stopped),
-                Ok(Err(trap)) => Err(classify(&trap, &store)),
+                Ok(Err(trap)) => Err(trapped(&trap, &store, &observed)),
                 Ok(Ok(Err(ToolError::InvalidInput(m)))) => Err(CallFailure::new(
                     ErrorKind::InvalidInput,
                     format!("the tool rejected its input: {m}"),
@@ -110,7 +110,7 @@ pub async fn run(
                 Ok(Ok(Err(()))) => Ok(1),
                 Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     Some(exit) => Ok(exit.0),
-                    None => Err(classify(&e, &store)),
+                    None => Err(trapped(&e, &store, &observed)),
                 },
             };
             match exit {
@@ -259,6 +259,20 @@ fn classify(error: &wasmtime::Error, store: &Store<CallState>) -> CallFailure {
             ErrorKind::Trap,
             format!("the tool failed: {}", one_line(error)),
         ),
+    }
+}
+
+/// Why the guest stopped (`classify`), and for a trap — a panic, an interpreter's uncaught
+/// exception — the last lines it wrote to stderr, which say what the author needs to know
+/// (a traceback, a panic message) where the trap says only `unreachable`.
+fn trapped(error: &wasmtime::Error, store: &Store<CallState>, observed: &Observed) -> CallFailure {
+    let failure = classify(error, store);
+    match (failure.kind, observed.stderr.tail()) {
+        (ErrorKind::Trap, Some(tail)) => CallFailure::new(
+            ErrorKind::Trap,
+            format!("{}; its stderr ended with:\n{tail}", failure.message),
+        ),
+        _ => failure,
     }
 }
 
