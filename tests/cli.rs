@@ -447,3 +447,104 @@ fn a_rebuilt_tool_replaces_the_registered_one_and_a_registered_tool_can_be_remov
     assert!(stderr(&theirs).contains("tool_dirs"), "{}", stderr(&theirs));
     assert!(f.path().join("tools/hello/tool.toml").is_file());
 }
+
+/// Signed tools: a publisher signs (`warden tool sign`); a deployment that requires
+/// signatures registers and runs the signed tool and refuses, each in one line, a tampered
+/// manifest, a tampered component, a signature by a key it does not list, and an unsigned
+/// tool; a signature removed after registration is refused at the next load; revoking the
+/// publisher stops the next call.
+#[test]
+fn tools_are_signed_by_listed_publishers_and_checked_at_every_load() {
+    let f = empty();
+    let acme = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[22; 32]);
+    let key_file = |name: &str, key: &ed25519_dalek::SigningKey| {
+        let path = f.path().join(format!("keys/{name}.key"));
+        warden::identity::keys::write_private(&path, key).unwrap();
+        path
+    };
+    let (acme_key, stranger_key) = (key_file("acme", &acme), key_file("stranger", &stranger));
+    f.extend_deployment(&format!(
+        "[publishers.acme]\npublic_key = \"{}\"\n[signing]\nrequired = true\n",
+        warden::identity::keys::format_public(&acme.verifying_key())
+    ));
+    let sign = |dir: &Path, key: &Path| {
+        let out = f
+            .cli()
+            .args(["tool", "sign"])
+            .arg(dir)
+            .arg("--key")
+            .arg(key)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        assert!(
+            stdout(&out).contains("signed hello (sha256:"),
+            "{}",
+            stdout(&out)
+        );
+    };
+
+    // Unsigned; signed by a stranger; signed, then its manifest or component changed.
+    let unsigned = tool_copy(&f, "hello");
+    assert_add_refused(&f, &unsigned, "is not signed");
+    let by_stranger = copy_built_tool("hello", &f.path().join("stranger"));
+    sign(&by_stranger, &stranger_key);
+    assert_add_refused(&f, &by_stranger, "no [publishers] entry lists");
+    let manifest_changed = copy_built_tool("hello", &f.path().join("manifest-changed"));
+    sign(&manifest_changed, &acme_key);
+    edit(&manifest_changed.join("tool.toml"), |t| {
+        t.replace("sensitivity = \"public\"", "sensitivity = \"internal\"")
+    });
+    assert_add_refused(&f, &manifest_changed, "does not verify");
+    let component_changed = copy_built_tool("hello", &f.path().join("component-changed"));
+    sign(&component_changed, &acme_key);
+    let wasm = component_changed.join("hello.wasm");
+    let mut component = std::fs::read(&wasm).unwrap();
+    component.extend([0, 2, 1, b'x']);
+    std::fs::write(&wasm, &component).unwrap();
+    set_digest(
+        &component_changed,
+        &format!("digest = \"{}\"", warden::manifest::Digest::of(&component)),
+    );
+    assert_add_refused(&f, &component_changed, "does not verify");
+
+    // Signed by acme: registered, shown, run.
+    let signed = copy_built_tool("hello", &f.path().join("signed"));
+    set_digest(&signed, "");
+    sign(&signed, &acme_key);
+    assert!(
+        std::fs::read_to_string(signed.join("tool.toml"))
+            .unwrap()
+            .contains("digest = ")
+    );
+    assert_exit(&add(&f, &signed), 0);
+    let inspect = f.run(&["tool", "inspect", "hello", "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(view["publisher"], "acme");
+    let hello = || f.call_cli("hello", r#"{"name":"x"}"#, &[]);
+    assert_exit(&hello(), 0);
+
+    // Every load checks: the registered copy's signature removed → refused.
+    let sig = f.path().join("state/tools/hello/tool.sig");
+    let kept = std::fs::read(&sig).unwrap();
+    std::fs::remove_file(&sig).unwrap();
+    let out = hello();
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("is not signed"), "{}", stderr(&out));
+    std::fs::write(&sig, kept).unwrap();
+    assert_exit(&hello(), 0);
+
+    // The publisher revoked: its tool's next call is refused.
+    assert_exit(
+        &f.run(&["revoke", "publisher", "acme", "--reason", "key leaked"]),
+        0,
+    );
+    let out = hello();
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("publisher `acme` was revoked (key leaked)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -418,7 +418,7 @@ fn the_revocation_drill_runs_across_two_nodes() {
     ]);
     assert_exit(&out, 0);
     let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     assert!(rows.iter().all(|r| r["passed"] == true), "{rows:?}");
     // A configuration on another store is not another node.
     let elsewhere = d.f.path().join("elsewhere.toml");

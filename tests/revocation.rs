@@ -29,7 +29,7 @@ async fn the_drill_passes_in_one_process() {
     // The drill's calls went into the deployment's own audit chain.
     let out = f.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("(9 calls)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("(11 calls)"), "{}", stdout(&out));
 }
 
 #[test]
@@ -38,13 +38,13 @@ fn the_drill_passes_across_processes() {
     let out = f.run(&["drill", "revocation", "--json"]);
     assert_exit(&out, 0);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     assert!(rows.iter().all(|r| r["passed"] == true), "{rows:?}");
-    assert_eq!(rows[5]["kind"], "event");
-    assert_eq!(rows[5]["next_request"], "acknowledged");
+    assert_eq!(rows[6]["kind"], "event");
+    assert_eq!(rows[6]["next_request"], "acknowledged");
     // And the table form says so per row.
     let table = stdout(&f.run(&["drill", "revocation"]));
-    assert_eq!(table.matches(" pass").count(), 6, "{table}");
+    assert_eq!(table.matches(" pass").count(), 7, "{table}");
 }
 
 #[test]

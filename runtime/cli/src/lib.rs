@@ -61,7 +61,7 @@ enum Command {
     Approve(approvals::ApproveArgs),
     /// Deny a pending call.
     Deny(approvals::DenyArgs),
-    /// Revoke an agent, delegation, tool, credential or session, for every process at once.
+    /// Revoke an agent, delegation, tool, credential, session or publisher, for every process at once.
     Revoke(revoke::RevokeArgs),
     /// List revocations.
     Revocations,

@@ -32,6 +32,9 @@ pub struct Deployment {
     pub telemetry: TelemetrySettings,
     /// The downstream systems told of every revocation (`[event_receivers.NAME]`).
     pub event_receivers: BTreeMap<String, EventReceiver>,
+    /// Who may sign tools (`[publishers.NAME]`), and which tools must be signed (`[signing]`).
+    pub publishers: BTreeMap<String, Publisher>,
+    pub signing: SigningSettings,
     /// Trusted issuers of delegations (identity providers) and their keys.
     pub issuers: BTreeMap<String, KeySet>,
     pub mounts: Vec<MountBinding>,
@@ -99,6 +102,26 @@ pub struct User {
     /// Roles (`roles` of the `User` entity in policies).
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// A publisher of tools (`warden tool sign DIR --key …`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publisher {
+    /// `ed25519:<base64url>`: the key that signs this publisher's tools.
+    pub public_key: String,
+}
+
+/// `[signing]`: which tools must be signed by a listed publisher.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// Every tool (default false: only those in `signed_by`).
+    #[serde(default)]
+    pub required: bool,
+    /// Tool name → the publisher that must have signed it.
+    #[serde(default)]
+    pub signed_by: BTreeMap<String, String>,
 }
 
 /// A person who approves calls (`warden approve ID --key …`). Never an agent.
@@ -379,6 +402,10 @@ struct RawDeployment {
     #[serde(default)]
     event_receivers: BTreeMap<String, RawReceiver>,
     #[serde(default)]
+    publishers: BTreeMap<String, Publisher>,
+    #[serde(default)]
+    signing: SigningSettings,
+    #[serde(default)]
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
     mounts: Vec<MountBinding>,
@@ -452,6 +479,22 @@ impl Deployment {
         for (name, user) in &raw.users {
             crate::identity::keys::parse_public(&user.public_key)
                 .map_err(|e| error(format!("field `users.{name}.public_key`: {e}")))?;
+        }
+        for (name, publisher) in &raw.publishers {
+            if !is_tool_name(name) {
+                return Err(error(format!(
+                    "field `publishers.{name}`: publisher names are 1-64 lowercase letters, digits or '-'"
+                )));
+            }
+            crate::identity::keys::parse_public(&publisher.public_key)
+                .map_err(|e| error(format!("field `publishers.{name}.public_key`: {e}")))?;
+        }
+        for (tool, publisher) in &raw.signing.signed_by {
+            if !raw.publishers.contains_key(publisher) {
+                return Err(error(format!(
+                    "field `signing.signed_by.{tool}`: no publisher `{publisher}` in [publishers]"
+                )));
+            }
         }
         for (name, approver) in &raw.approvers {
             let field = |m: String| error(format!("field `approvers.{name}.public_key`: {m}"));
@@ -555,6 +598,8 @@ impl Deployment {
             state: raw.state,
             telemetry,
             event_receivers,
+            publishers: raw.publishers,
+            signing: raw.signing,
             issuers,
             secrets,
             credentials: raw.credentials,

@@ -73,6 +73,8 @@ pub mod security_events;
 
 pub mod sandbox;
 pub mod session;
+pub mod signing;
+
 pub mod state;
 pub mod text;
 pub mod trace;

@@ -14,8 +14,12 @@ use std::path::{Path, PathBuf};
 pub struct ToolFiles {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    /// `tool.toml` as read (what a signature covers).
+    pub manifest_text: String,
     pub digest: Digest,
     pub bytes: Vec<u8>,
+    /// `tool.sig`, if the tool is signed (checked when the tool loads).
+    pub signature: Option<crate::signing::ToolSignature>,
 }
 
 /// Reads a tool directory and checks the component against the manifest's digest. With
@@ -25,12 +29,23 @@ pub fn read_tool(
     require_digest: bool,
 ) -> Result<ToolFiles, crate::manifest::ManifestError> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest = Manifest::load(&manifest_path)?;
     let file = manifest_path.display().to_string();
     let error = |message: String| crate::manifest::ManifestError {
         file: file.clone(),
         message,
     };
+    // Read once: what is parsed is what a signature is checked against.
+    let manifest_text =
+        std::fs::read_to_string(&manifest_path).map_err(|e| error(format!("cannot read: {e}")))?;
+    let manifest = Manifest::parse(&manifest_text, &file)?;
+    let signature =
+        crate::signing::read(dir).map_err(|message| crate::manifest::ManifestError {
+            file: dir
+                .join(crate::signing::SIGNATURE_FILE)
+                .display()
+                .to_string(),
+            message,
+        })?;
     let component_path = dir.join(&manifest.component);
     let bytes = std::fs::read(&component_path).map_err(|e| {
         error(format!(
@@ -57,8 +72,10 @@ pub fn read_tool(
     Ok(ToolFiles {
         dir: dir.to_path_buf(),
         manifest,
+        manifest_text,
         digest,
         bytes,
+        signature,
     })
 }
 
@@ -116,8 +133,17 @@ pub fn install(
     let result = (|| -> Result<()> {
         std::fs::create_dir(&staging)?;
         std::fs::write(staging.join(&tool.manifest.component), &tool.bytes)?;
-        let text = std::fs::read_to_string(tool.dir.join(MANIFEST_FILE))?;
-        std::fs::write(staging.join(MANIFEST_FILE), pin_digest(&text, &tool.digest))?;
+        // The manifest as verified (a signed one pins its digest: copied unchanged).
+        std::fs::write(
+            staging.join(MANIFEST_FILE),
+            pin_digest(&tool.manifest_text, &tool.digest),
+        )?;
+        if let Some(signature) = &tool.signature {
+            std::fs::write(
+                staging.join(crate::signing::SIGNATURE_FILE),
+                serde_json::to_string_pretty(signature)?,
+            )?;
+        }
         // Re-read what was written: the copy must verify exactly like the original.
         read_tool(&staging, true)?;
         if replaced {

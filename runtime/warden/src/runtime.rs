@@ -29,6 +29,8 @@ pub struct LoadedTool {
     pub(crate) validator: jsonschema::Validator,
     pub(crate) prepared: Prepared,
     pub grants: Grants,
+    /// The publisher whose signature it carries (`[publishers]`), if any.
+    pub publisher: Option<String>,
     /// The deployment its grants came from: one a reload replaced is not kept warm.
     granted_by: Arc<Deployment>,
 }
@@ -73,14 +75,32 @@ impl Evictor {
         }
     }
 
+    /// Drops the warm tools `publisher` signed (their compiled forms stay: a call of them is
+    /// refused by the revocation before it loads).
+    fn evict_publisher(&self, publisher: &str) {
+        if let Some(tools) = self.tools.upgrade() {
+            tools
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, tool| tool.publisher.as_deref() != Some(publisher));
+        }
+    }
+
     /// Has `store` announce revoked tools to this evictor.
     fn watch(&self, store: &Arc<dyn StateStore>) {
         let evictor = self.clone();
         store.on_revocation(Box::new(move |revoked| {
             evictor.metrics.announced();
-            if revoked.kind == crate::state::RevocationKind::Tool {
-                tracing::info!(tool = %revoked.id, "a tool was revoked: its warm forms go");
-                evictor.evict(&revoked.id);
+                        match revoked.kind {
+                crate::state::RevocationKind::Tool => {
+                    tracing::info!(tool = %revoked.id, "a tool was revoked: its warm forms go");
+                    evictor.evict(&revoked.id);
+                }
+                crate::state::RevocationKind::Publisher => {
+                    tracing::info!(publisher = %revoked.id, "a publisher was revoked: its tools' warm forms go");
+                    evictor.evict_publisher(&revoked.id);
+                }
+                _ => {}
             }
         }));
     }
@@ -93,6 +113,18 @@ pub enum Found {
 }
 
 impl Found {
+    /// The publisher it was signed by, or claims to be (before it is loaded, when its
+    /// signature is checked): what a revoked publisher refuses.
+    pub fn publisher(&self, deployment: &Deployment) -> Option<String> {
+        match self {
+            Found::Warm(tool) => tool.publisher.clone(),
+            Found::OnDisk(files) => files
+                .signature
+                .as_ref()
+                .and_then(|s| crate::signing::claimed_publisher(deployment, s)),
+        }
+    }
+
     /// The tool as policies see it.
     pub fn facts(&self) -> ToolFacts {
         match self {
@@ -393,6 +425,11 @@ impl Runtime {
         self.evictor().evict(digest);
     }
 
+    /// Forgets the warm tools `publisher` signed.
+    pub(crate) fn evict_publisher(&self, publisher: &str) {
+        self.evictor().evict_publisher(publisher);
+    }
+
     /// Puts a change to the registered tools on the audit chain.
     pub fn record_tool_change(
         &self,
@@ -447,10 +484,23 @@ impl Runtime {
     pub async fn load(&self, files: ToolFiles, cache: bool) -> Result<LoadedTool> {
         let ToolFiles {
             manifest,
+            manifest_text,
             digest,
             bytes,
+            signature,
             ..
         } = files;
+        let deployment = self.deployment();
+        // Before anything of the component is compiled: a tool the deployment does not
+        // trust is not even looked into.
+        let publisher = crate::signing::check(
+            &deployment,
+            &manifest.name,
+            &digest,
+            manifest_text.as_bytes(),
+            signature.as_ref(),
+        )
+        .map_err(|e| anyhow!(e))?;
         let component = self
             .engine
             .compile(&bytes, &digest, cache)
@@ -464,7 +514,6 @@ impl Runtime {
             .engine
             .prepare(&component, manifest.kind)
             .with_context(|| format!("{} cannot be linked", manifest.component))?;
-        let deployment = self.deployment();
         let credentials =
             crate::credentials::grant(&manifest, &deployment).map_err(|e| anyhow!(e))?;
         let static_secrets = SecretSet::new();
@@ -507,6 +556,7 @@ impl Runtime {
             validator,
             prepared,
             grants,
+            publisher,
             granted_by: deployment,
         })
     }

@@ -25,6 +25,7 @@ pub const SESSION_REVOKED: &str =
     "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 pub const TOOL_REVOKED: &str = "urn:warden:secevent:tool-revoked";
 pub const CREDENTIAL_REVOKED: &str = "urn:warden:secevent:credential-revoked";
+pub const PUBLISHER_REVOKED: &str = "urn:warden:secevent:publisher-revoked";
 /// The media type of a pushed SET (RFC 8935, section 2).
 pub const MEDIA_TYPE: &str = "application/secevent+jwt";
 
@@ -65,6 +66,7 @@ pub fn event_type(kind: RevocationKind) -> &'static str {
         }
         RevocationKind::Tool => TOOL_REVOKED,
         RevocationKind::Credential => CREDENTIAL_REVOKED,
+        RevocationKind::Publisher => PUBLISHER_REVOKED,
     }
 }
 
@@ -117,7 +119,12 @@ pub fn verify(token: &str, keys: &KeySet, audience: &str) -> Result<EventClaims,
             claims.aud
         ));
     }
-    let known = [SESSION_REVOKED, TOOL_REVOKED, CREDENTIAL_REVOKED];
+    let known = [
+        SESSION_REVOKED,
+        TOOL_REVOKED,
+        CREDENTIAL_REVOKED,
+        PUBLISHER_REVOKED,
+    ];
     match claims.events.keys().collect::<Vec<_>>()[..] {
         [only] if known.contains(&only.as_str()) => Ok(claims),
         _ => Err("the token does not carry exactly one revocation event".into()),

@@ -12,11 +12,12 @@ use warden::units::format_unix;
 #[derive(Args)]
 pub struct RevokeArgs {
     /// What to revoke: an agent (by name), a delegation (by id), a tool (by digest or name),
-    /// a credential (by name: every use of it, or a minted token's `jti`), a session (by id).
+    /// a credential (by name: every use of it, or a minted token's `jti`), a session (by id),
+    /// a publisher (by name: every tool it signed).
     #[arg(value_parser = kind_parser())]
     kind: RevocationKind,
     /// Agent name, delegation id, tool digest (or name: its current digest), credential
-    /// name or minted token `jti`, session id.
+    /// name or minted token `jti`, session id, publisher name.
     id: String,
     /// Why (recorded, and given in every refusal it causes).
     #[arg(long, default_value = "")]

@@ -25,6 +25,15 @@ pub enum ToolCommand {
     /// Remove a registered tool (`warden tool add` put it there); its compiled form is
     /// evicted, the change audited.
     Remove { name: String },
+    /// Sign a tool directory as its publisher: pins the component's digest in tool.toml if
+    /// it is not, then writes tool.sig (Ed25519 over the digest and the manifest). A
+    /// deployment that lists the key in `[publishers]` verifies it at every load.
+    Sign {
+        dir: PathBuf,
+        /// The publisher's private key file (from `warden keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// List the registered tools.
     List {
         #[arg(long)]
@@ -79,6 +88,25 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 ),
                 None => println!("registered {name} ({digest}) at {}", installed.display()),
             }
+            Ok(0)
+        }
+        ToolCommand::Sign { dir, key } => {
+            let key = warden::identity::keys::read_private(&key)?;
+            let files = registry::read_tool(&dir, false)?;
+            let manifest_path = dir.join(warden::manifest::MANIFEST_FILE);
+            let pinned = registry::pin_digest(&files.manifest_text, &files.digest);
+            if pinned != files.manifest_text {
+                std::fs::write(&manifest_path, &pinned)?;
+            }
+            let signature = warden::signing::sign(&key, &files.digest, pinned.as_bytes());
+            std::fs::write(
+                dir.join(warden::signing::SIGNATURE_FILE),
+                serde_json::to_string_pretty(&signature)?,
+            )?;
+            println!(
+                "signed {} ({}) with {}",
+                files.manifest.name, files.digest, signature.public_key
+            );
             Ok(0)
         }
         ToolCommand::Remove { name } => {
@@ -136,7 +164,8 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 "name": m.name,
                 "description": tool.info.description,
                 "kind": m.kind.as_str(),
-                "digest": tool.digest.to_string(),
+                                "digest": tool.digest.to_string(),
+                "publisher": tool.publisher,
                 "impact": m.impact,
                 "sensitivity": m.sensitivity,
                 "limits": m.limits,
@@ -151,6 +180,10 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 println!("{}  {}", m.name, printable(&tool.info.description));
                 println!("  kind         {}", m.kind.as_str());
                 println!("  digest       {}", tool.digest);
+                println!(
+                    "  publisher    {}",
+                    tool.publisher.as_deref().unwrap_or("none (unsigned)")
+                );
                 println!("  impact       {:?}", m.impact);
                 println!("  sensitivity  {:?}", m.sensitivity);
                 let l = &m.limits;

@@ -77,18 +77,23 @@ pub async fn run(deployment: &Deployment, revoker: Revoker) -> Result<Vec<Row>> 
     });
     let upstream = LoopbackServer::start_with(Some(hold)).await?;
     let scratch = tempfile::tempdir().context("making the drill's directory")?;
-    let drill = Drill::write(scratch.path(), deployment, &upstream.url(""))?;
+    let mut drill = Drill::write(scratch.path(), deployment, &upstream.url(""))?;
     let runtime = Arc::new(Runtime::new(Deployment::load(&drill.config)?)?);
 
     let mut rows = Vec::new();
-    // The tool last: revoking it stops every row after it.
+    // The tool and its publisher last: revoking either stops every row after it (the
+    // publisher's row runs a rebuild of the tool, with a digest of its own).
     for kind in [
         RevocationKind::Agent,
         RevocationKind::Delegation,
         RevocationKind::Session,
         RevocationKind::Credential,
         RevocationKind::Tool,
+        RevocationKind::Publisher,
     ] {
+        if kind == RevocationKind::Publisher {
+            drill.digest = drill.install_tool(scratch.path(), "rebuilt")?;
+        }
         let row = drill
             .row(&runtime, kind, &upstream, &mut arrivals, &revoker)
             .await
@@ -124,6 +129,8 @@ struct Drill {
     config: PathBuf,
     tag: String,
     user_key: ed25519_dalek::SigningKey,
+    /// The throwaway publisher that signs the drill's tool.
+    publisher_key: ed25519_dalek::SigningKey,
     agent_keys: Vec<(RevocationKind, ed25519_dalek::SigningKey)>,
     digest: Digest,
     origin: String,
@@ -132,32 +139,20 @@ struct Drill {
 impl Drill {
     fn write(dir: &Path, deployment: &Deployment, origin: &str) -> Result<Drill> {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        let user_key = keys::generate();
         let agent_keys: Vec<_> = RevocationKind::ALL
             .into_iter()
             .map(|kind| (kind, keys::generate()))
             .collect();
-        // A digest of its own, so that revoking it touches no other tool: the component
-        // with a custom section holding the tag appended (wasm ignores custom sections).
-        let mut component = HOSTILE_HTTP.to_vec();
-        let name = b"warden-drill";
-        component.extend([0, (1 + name.len() + tag.len()) as u8, name.len() as u8]);
-        component.extend(name);
-        component.extend(tag.as_bytes());
-        let digest = Digest::of(&component);
-        let tool_dir = dir.join("tools").join(TOOL);
-        std::fs::create_dir_all(&tool_dir)?;
-        std::fs::write(tool_dir.join("drill.wasm"), &component)?;
-        std::fs::write(
-            tool_dir.join("tool.toml"),
-            format!(
-                "name = \"{TOOL}\"\ncomponent = \"drill.wasm\"\ndigest = \"{digest}\"\n\
-                 impact = \"read\"\nsensitivity = \"public\"\n[limits]\ntimeout = \"{}s\"\n\
-                 [[egress]]\nurl = \"{origin}/*\"\nallow_private = true\n\
-                 credential = \"drill-{tag}\"\n",
-                WAIT.as_secs()
-            ),
-        )?;
+        let mut drill = Drill {
+            config: dir.join("warden.toml"),
+            tag: tag.clone(),
+            user_key: keys::generate(),
+            publisher_key: keys::generate(),
+            agent_keys,
+            digest: Digest::of(b""),
+            origin: origin.to_string(),
+        };
+        drill.digest = drill.install_tool(dir, "")?;
         std::fs::create_dir_all(dir.join("policies"))?;
         std::fs::write(
             dir.join("policies/drill.cedar"),
@@ -169,7 +164,7 @@ impl Drill {
              [users.drill-{tag}]\npublic_key = \"{}\"\n\n\
              [credentials.drill-{tag}]\naudience = \"{origin}\"\ntools = [\"{TOOL}\"]\n",
             state_dir.display().to_string(),
-            keys::format_public(&user_key.verifying_key()),
+            keys::format_public(&drill.user_key.verifying_key()),
         );
         // The deployment's state store, wherever it is.
         if let Some(url) = &deployment.state.url {
@@ -188,7 +183,7 @@ impl Drill {
                 };
             }
         }
-        for (kind, key) in &agent_keys {
+        for (kind, key) in &drill.agent_keys {
             let _ = write!(
                 toml,
                 "\n[agents.drill-{tag}-{}]\npublic_key = \"{}\"\n",
@@ -198,19 +193,45 @@ impl Drill {
         }
         let _ = write!(
             toml,
-            "\n[event_receivers.drill-{tag}]\nurl = \"{}\"\n",
-            events_url(origin)
+            "\n[event_receivers.drill-{tag}]\nurl = \"{}\"\n\n\
+             [publishers.drill-{tag}]\npublic_key = \"{}\"\n",
+            events_url(origin),
+            keys::format_public(&drill.publisher_key.verifying_key())
         );
-        let config = dir.join("warden.toml");
-        std::fs::write(&config, toml)?;
-        Ok(Drill {
-            config,
-            tag,
-            user_key,
-            agent_keys,
-            digest,
-            origin: origin.to_string(),
-        })
+        std::fs::write(&drill.config, toml)?;
+        Ok(drill)
+    }
+
+    /// Writes the drill's tool into `dir/tools`, signed by the drill's publisher, with a
+    /// digest of its own (so that revoking it touches no other tool): the component with a
+    /// custom section holding the tag and `build` appended (wasm ignores custom sections).
+    fn install_tool(&self, dir: &Path, build: &str) -> Result<Digest> {
+        let mut component = HOSTILE_HTTP.to_vec();
+        let name = b"warden-drill";
+        let tag = format!("{}{build}", self.tag);
+        component.extend([0, (1 + name.len() + tag.len()) as u8, name.len() as u8]);
+        component.extend(name);
+        component.extend(tag.as_bytes());
+        let digest = Digest::of(&component);
+        let tool_dir = dir.join("tools").join(TOOL);
+        std::fs::create_dir_all(&tool_dir)?;
+        std::fs::write(tool_dir.join("drill.wasm"), &component)?;
+        let manifest = format!(
+            "name = \"{TOOL}\"\ncomponent = \"drill.wasm\"\ndigest = \"{digest}\"\n\
+             impact = \"read\"\nsensitivity = \"public\"\n[limits]\ntimeout = \"{}s\"\n\
+             [[egress]]\nurl = \"{}/*\"\nallow_private = true\n\
+             credential = \"drill-{}\"\n",
+            WAIT.as_secs(),
+            self.origin,
+            self.tag
+        );
+        std::fs::write(tool_dir.join("tool.toml"), &manifest)?;
+        let signature = warden::signing::sign(&self.publisher_key, &digest, manifest.as_bytes());
+        std::fs::write(
+            tool_dir.join(warden::signing::SIGNATURE_FILE),
+            serde_json::to_string(&signature)?,
+        )?;
+        Ok(digest)
     }
 
     /// Starts a call of the row's agent, revokes `kind` while its first request is held,
@@ -286,6 +307,7 @@ impl Drill {
                     .jti
             }
             RevocationKind::Tool => self.digest.to_string(),
+            RevocationKind::Publisher => format!("drill-{}", self.tag),
         };
         self.revoke(revoker, kind, &id).await?;
         let _ = release.send(());
@@ -308,9 +330,15 @@ impl Drill {
             _ => {
                 let next = runtime.call(request).await;
                 let refused = refused(&next);
-                let evicted = kind != RevocationKind::Tool || self.evicted(runtime);
+                let evicted = match kind {
+                    RevocationKind::Tool => self.evicted(runtime),
+                    // Its tools leave the warm map; their compiled forms stay (refused anyway).
+                    RevocationKind::Publisher => !matches!(runtime.find(TOOL), Ok(Found::Warm(_))),
+                    _ => true,
+                };
                 match (refused, evicted) {
                     (true, true) if kind == RevocationKind::Tool => ("refused, evicted", true),
+                    (true, true) if kind == RevocationKind::Publisher => ("refused, dropped", true),
                     (true, true) => ("refused", true),
                     (true, false) => ("refused, cached!", false),
                     (false, _) => ("ran!", false),

@@ -269,8 +269,15 @@ impl Runtime {
         record.user = acting.as_ref().map(|a| a.user.clone());
         record.delegation = acting.as_ref().map(|a| a.delegation.clone());
         let tool_facts = found.facts();
-        let revocations =
-            self.check_revocations(request, &agent, acting.as_ref(), &tool_facts, state.clone())?;
+        let publisher = found.publisher(&self.deployment());
+        let revocations = self.check_revocations(
+            request,
+            &agent,
+            acting.as_ref(),
+            &tool_facts,
+            publisher,
+            state.clone(),
+        )?;
         let identity = approval::CallIdentity {
             agent: &agent,
             user: acting.as_ref().map(|a| a.user.as_str()),
@@ -418,8 +425,10 @@ impl Runtime {
         agent: &str,
         acting: Option<&ActingFor>,
         tool: &ToolFacts,
+        publisher: Option<String>,
         store: Arc<dyn StateStore>,
     ) -> Result<CallIds, CallFailure> {
+        let signed_by = publisher.clone();
         let revocations = CallIds {
             store,
             ids: [
@@ -430,6 +439,7 @@ impl Runtime {
                     .session
                     .clone()
                     .map(|s| (RevocationKind::Session, s)),
+                publisher.map(|p| (RevocationKind::Publisher, p)),
             ]
             .into_iter()
             .flatten()
@@ -442,8 +452,13 @@ impl Runtime {
                 return Err(CallFailure::new(ErrorKind::Internal, reason));
             }
             Err(Refused { kind, reason }) => {
-                if kind == Some(RevocationKind::Tool) {
-                    self.evict(&tool.digest);
+                // What was revoked leaves this runtime's caches too, whoever revoked it.
+                match (kind, signed_by) {
+                    (Some(RevocationKind::Tool), _) => self.evict(&tool.digest),
+                    (Some(RevocationKind::Publisher), Some(publisher)) => {
+                        self.evict_publisher(&publisher)
+                    }
+                    _ => {}
                 }
                 return Err(CallFailure::refused(reason));
             }

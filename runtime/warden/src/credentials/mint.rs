@@ -67,6 +67,9 @@ pub struct MintedClaims {
     /// The session the call belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The publisher that signed the tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
 }
 
 impl MintedClaims {
@@ -87,6 +90,9 @@ impl MintedClaims {
             self.session
                 .as_deref()
                 .map(|s| (RevocationKind::Session, s)),
+            self.publisher
+                .as_deref()
+                .map(|p| (RevocationKind::Publisher, p)),
         ]
         .into_iter()
         .flatten()
@@ -142,6 +148,7 @@ impl Minter {
             tool_digest: id(RevocationKind::Tool),
             delegation: id(RevocationKind::Delegation),
             session: id(RevocationKind::Session),
+            publisher: id(RevocationKind::Publisher),
         };
         let token = jwt::sign(&self.key, Some(&self.kid), &claims);
         (super::Secret::new(token), Minted { jti, expires: exp })

@@ -367,15 +367,18 @@ pub enum RevocationKind {
     Credential,
     /// A session, by id.
     Session,
+    /// A publisher of signed tools, by name: every tool it signed.
+    Publisher,
 }
 
 impl RevocationKind {
-    pub const ALL: [RevocationKind; 5] = [
+    pub const ALL: [RevocationKind; 6] = [
         RevocationKind::Agent,
         RevocationKind::Delegation,
         RevocationKind::Tool,
         RevocationKind::Credential,
         RevocationKind::Session,
+        RevocationKind::Publisher,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -385,6 +388,7 @@ impl RevocationKind {
             RevocationKind::Tool => "tool",
             RevocationKind::Credential => "credential",
             RevocationKind::Session => "session",
+            RevocationKind::Publisher => "publisher",
         }
     }
 
@@ -402,7 +406,9 @@ impl std::str::FromStr for RevocationKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("`{0}` is not something Warden revokes: agent, delegation, tool, credential or session")]
+#[error(
+    "`{0}` is not something Warden revokes: agent, delegation, tool, credential, session or publisher"
+)]
 pub struct UnknownRevocationKind(String);
 
 #[derive(Debug, Clone, Serialize)]
