@@ -535,15 +535,24 @@ fn tools_are_signed_by_listed_publishers_and_checked_at_every_load() {
     std::fs::write(&sig, kept).unwrap();
     assert_exit(&hello(), 0);
 
-    // The publisher revoked: its tool's next call is refused.
+    // The publisher revoked (by name: its key is what is revoked): its tool's next call is
+    // refused. A name no [publishers] entry has is refused.
+    let unknown = f.run(&["revoke", "publisher", "acme-typo"]);
+    assert_exit(&unknown, 2);
+    assert!(
+        stderr(&unknown).contains("no publisher `acme-typo`"),
+        "{}",
+        stderr(&unknown)
+    );
     assert_exit(
         &f.run(&["revoke", "publisher", "acme", "--reason", "key leaked"]),
         0,
     );
     let out = hello();
     assert_exit(&out, 3);
+    let key = warden::identity::keys::format_public(&acme.verifying_key());
     assert!(
-        stderr(&out).contains("publisher `acme` was revoked (key leaked)"),
+        stderr(&out).contains(&format!("publisher `{key}` was revoked (key leaked)")),
         "{}",
         stderr(&out)
     );

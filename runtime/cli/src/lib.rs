@@ -203,7 +203,7 @@ fn exit_code_of(e: &anyhow::Error) -> i32 {
             || c.is::<warden::manifest::ManifestError>()
             || c.is::<warden::runtime::LoadError>()
             || c.is::<warden::policy::PolicyError>()
-            || c.is::<warden::revocation::InvalidToolDigest>()
+            || c.is::<warden::revocation::InvalidRevocationId>()
     });
     if usage { 2 } else { 1 }
 }

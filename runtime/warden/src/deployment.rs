@@ -480,14 +480,21 @@ impl Deployment {
             crate::identity::keys::parse_public(&user.public_key)
                 .map_err(|e| error(format!("field `users.{name}.public_key`: {e}")))?;
         }
+        let mut keys_seen = std::collections::BTreeMap::new();
         for (name, publisher) in &raw.publishers {
             if !is_tool_name(name) {
                 return Err(error(format!(
                     "field `publishers.{name}`: publisher names are 1-64 lowercase letters, digits or '-'"
                 )));
             }
-            crate::identity::keys::parse_public(&publisher.public_key)
+            // One key, one publisher: a revocation by either name must reach both.
+            let key = crate::identity::keys::parse_public(&publisher.public_key)
                 .map_err(|e| error(format!("field `publishers.{name}.public_key`: {e}")))?;
+            if let Some(other) = keys_seen.insert(key.to_bytes(), name) {
+                return Err(error(format!(
+                    "field `publishers.{name}.public_key`: it is `{other}`'s key too"
+                )));
+            }
         }
         for (tool, publisher) in &raw.signing.signed_by {
             if !raw.publishers.contains_key(publisher) {

@@ -88,8 +88,11 @@ pub fn tool_dirs(deployment: &Deployment) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&root) else {
             continue;
         };
+        // Hidden entries are Warden's own work in progress (a copy being staged, one set
+        // aside): never tools.
         let mut found: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.path())
             .filter(|p| p.join(MANIFEST_FILE).is_file())
             .collect();
@@ -108,13 +111,16 @@ pub fn find_tool(deployment: &Deployment, name: &str) -> Option<PathBuf> {
 
 /// Copies a verified tool into `<state>/tools/<name>` with its digest pinned. The copy is
 /// assembled in a temporary directory and renamed into place, so a failure leaves nothing.
-/// With `replace`, a tool of that name registered before is replaced (its digest returned,
-/// if it could still be read); without, it is refused.
+/// With `replace`, a tool of that name registered before is replaced; without, it is
+/// refused. `record` is told whether a tool is replaced and its digest (if it could still be
+/// read) once the copy is ready and before it takes the name: a change it cannot record is
+/// not made.
 pub fn install(
     deployment: &Deployment,
     tool: &ToolFiles,
     replace: bool,
-) -> Result<(PathBuf, Option<Digest>)> {
+    record: impl FnOnce(bool, Option<&Digest>) -> Result<()>,
+) -> Result<PathBuf> {
     let name = &tool.manifest.name;
     let previous = match find_tool(deployment, name) {
         None => None,
@@ -125,15 +131,17 @@ pub fn install(
         ),
         Some(existing) => Some(registered(deployment, name, &existing)?),
     };
-    let replaced = previous.is_some();
-    let previous = previous.flatten();
+    // A signed manifest is copied as signed: one that leaves its digest to be pinned here
+    // would no longer verify.
+    if tool.signature.is_some() && tool.manifest.digest.is_none() {
+        bail!("`{name}` is signed but its tool.toml pins no digest (`warden tool sign` pins it)");
+    }
     let root = deployment.registered_tools_dir();
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let staging = root.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
     let result = (|| -> Result<()> {
         std::fs::create_dir(&staging)?;
         std::fs::write(staging.join(&tool.manifest.component), &tool.bytes)?;
-        // The manifest as verified (a signed one pins its digest: copied unchanged).
         std::fs::write(
             staging.join(MANIFEST_FILE),
             pin_digest(&tool.manifest_text, &tool.digest),
@@ -144,29 +152,60 @@ pub fn install(
                 serde_json::to_string_pretty(signature)?,
             )?;
         }
-        // Re-read what was written: the copy must verify exactly like the original.
-        read_tool(&staging, true)?;
-        if replaced {
-            set_aside(&root, name)?;
+        // Re-read what was written: the copy must verify exactly like the original, its
+        // signature included.
+        let copy = read_tool(&staging, true)?;
+        crate::signing::check(
+            deployment,
+            name,
+            &copy.digest,
+            copy.manifest_text.as_bytes(),
+            copy.signature.as_ref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        record(
+            previous.is_some(),
+            previous.as_ref().and_then(Option::as_ref),
+        )?;
+        match previous {
+            Some(_) => swap(&root, name, &staging),
+            None => Ok(std::fs::rename(&staging, root.join(name))?),
         }
-        std::fs::rename(&staging, root.join(name))?;
-        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e.context(format!("installing `{name}` into {}", root.display())));
     }
-    Ok((root.join(name), previous))
+    Ok(root.join(name))
 }
 
-/// Removes the registered tool `name`; returns its digest (if it could still be read). A tool
-/// in one of the deployment's `tool_dirs` is the operator's directory, not Warden's: refused.
-pub fn remove(deployment: &Deployment, name: &str) -> Result<Option<Digest>> {
+/// Puts `staging` in the place of `<root>/<name>`: the old one moved aside, the new one
+/// renamed in (the old one put back if that fails), then the old one deleted.
+fn swap(root: &Path, name: &str, staging: &Path) -> Result<()> {
+    let aside = set_aside(root, name)?;
+    if let Err(e) = std::fs::rename(staging, root.join(name)) {
+        let _ = std::fs::rename(&aside, root.join(name));
+        return Err(e.into());
+    }
+    delete_aside(&aside);
+    Ok(())
+}
+
+/// Removes the registered tool `name`, once `record` (told its digest, if it could still be
+/// read) has recorded it. A tool in one of the deployment's `tool_dirs` is the operator's
+/// directory, not Warden's: refused.
+pub fn remove(
+    deployment: &Deployment,
+    name: &str,
+    record: impl FnOnce(Option<&Digest>) -> Result<()>,
+) -> Result<()> {
     let dir = find_tool(deployment, name)
         .with_context(|| format!("no tool named `{name}` (see `warden tool list`)"))?;
     let digest = registered(deployment, name, &dir)?;
-    set_aside(&deployment.registered_tools_dir(), name)?;
-    Ok(digest)
+    record(digest.as_ref())?;
+    let aside = set_aside(&deployment.registered_tools_dir(), name)?;
+    delete_aside(&aside);
+    Ok(())
 }
 
 /// The digest of the registered tool `name` found at `dir` (none if it no longer reads), or
@@ -182,15 +221,19 @@ fn registered(deployment: &Deployment, name: &str, dir: &Path) -> Result<Option<
     Ok(read_tool(dir, true).ok().map(|t| t.digest))
 }
 
-/// Moves `<root>/<name>` out of the way (one rename: the name is free at once), then deletes it.
-fn set_aside(root: &Path, name: &str) -> Result<()> {
+/// Moves `<root>/<name>` out of the way (one rename: the name is free at once, and
+/// `tool_dirs` skips the hidden name it takes).
+fn set_aside(root: &Path, name: &str) -> Result<PathBuf> {
     let aside = root.join(format!(".{name}.{}.old", uuid::Uuid::new_v4()));
     std::fs::rename(root.join(name), &aside)
         .with_context(|| format!("moving the registered `{name}` aside"))?;
-    if let Err(e) = std::fs::remove_dir_all(&aside) {
-        tracing::warn!(dir = %aside.display(), "cannot delete a replaced tool: {e}");
+    Ok(aside)
+}
+
+fn delete_aside(aside: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(aside) {
+        tracing::warn!(dir = %aside.display(), "cannot delete a replaced or removed tool: {e}");
     }
-    Ok(())
 }
 
 /// Adds `digest = "..."` to a manifest text that does not pin one yet.

@@ -66,8 +66,27 @@ impl Runtime {
             },
             RevocationKind::Tool => id
                 .parse::<crate::manifest::Digest>()
-                .map_err(InvalidToolDigest)?
+                .map_err(InvalidRevocationId)?
                 .to_string(),
+            // A publisher is revoked by its key (its name here resolved to it), so that no
+            // renaming in a warden.toml, on this node or another, undoes the revocation.
+            RevocationKind::Publisher => {
+                let key = match self.deployment().publishers.get(id) {
+                    Some(publisher) => publisher.public_key.clone(),
+                    None if id.starts_with(crate::identity::keys::PUBLIC_KEY_PREFIX) => {
+                        id.to_string()
+                    }
+                    None => {
+                        return Err(InvalidRevocationId(format!(
+                            "no publisher `{id}` in [publishers], and not a key (ed25519:…)"
+                        ))
+                        .into());
+                    }
+                };
+                crate::identity::keys::parse_public(&key)
+                    .map(|key| crate::identity::keys::format_public(&key))
+                    .map_err(InvalidRevocationId)?
+            }
             _ => id.to_string(),
         };
         let revocation = Revocation {
@@ -124,10 +143,11 @@ impl Runtime {
     }
 }
 
-/// A tool to revoke named by something that is not a digest (`sha256:` and 64 hex digits).
+/// What to revoke named by something that names nothing of its kind: a tool by something that
+/// is not a digest (`sha256:` and 64 hex digits), a publisher neither listed nor a key.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidToolDigest(String);
+pub struct InvalidRevocationId(String);
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Introspection {

@@ -31,6 +31,8 @@ pub struct LoadedTool {
     pub grants: Grants,
     /// The publisher whose signature it carries (`[publishers]`), if any.
     pub publisher: Option<String>,
+    /// The key it is signed with, if it is signed (what revoking its publisher names).
+    pub signer: Option<String>,
     /// The deployment its grants came from: one a reload replaced is not kept warm.
     granted_by: Arc<Deployment>,
 }
@@ -75,14 +77,14 @@ impl Evictor {
         }
     }
 
-    /// Drops the warm tools `publisher` signed (their compiled forms stay: a call of them is
-    /// refused by the revocation before it loads).
-    fn evict_publisher(&self, publisher: &str) {
+    /// Drops the warm tools signed with the key `signer` (their compiled forms stay: a call
+    /// of them is refused by the revocation before it loads).
+    fn evict_publisher(&self, signer: &str) {
         if let Some(tools) = self.tools.upgrade() {
             tools
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|_, tool| tool.publisher.as_deref() != Some(publisher));
+                .retain(|_, tool| tool.signer.as_deref() != Some(signer));
         }
     }
 
@@ -113,15 +115,12 @@ pub enum Found {
 }
 
 impl Found {
-    /// The publisher it was signed by, or claims to be (before it is loaded, when its
-    /// signature is checked): what a revoked publisher refuses.
-    pub fn publisher(&self, deployment: &Deployment) -> Option<String> {
+    /// The key it is signed with, or claims to be (its signature is checked when it loads):
+    /// what a revoked publisher refuses.
+    pub fn signer(&self) -> Option<String> {
         match self {
-            Found::Warm(tool) => tool.publisher.clone(),
-            Found::OnDisk(files) => files
-                .signature
-                .as_ref()
-                .and_then(|s| crate::signing::claimed_publisher(deployment, s)),
+            Found::Warm(tool) => tool.signer.clone(),
+            Found::OnDisk(files) => files.signature.as_ref().and_then(crate::signing::signer),
         }
     }
 
@@ -417,6 +416,14 @@ impl Runtime {
         let dir = registry::find_tool(&self.deployment(), name)
             .ok_or_else(|| LoadError::Unknown(name.to_string()))?;
         let files = registry::read_tool(&dir, true).map_err(|e| LoadError::Invalid(e.into()))?;
+        // Found by one read of its manifest, loaded from another: they must agree, or a
+        // manifest swapped in between would run under (and be kept warm as) another name.
+        if files.manifest.name != name {
+            return Err(LoadError::Invalid(anyhow!(
+                "{}: its manifest changed while it was read",
+                dir.display()
+            )));
+        }
         Ok(Found::OnDisk(Box::new(files)))
     }
 
@@ -425,9 +432,9 @@ impl Runtime {
         self.evictor().evict(digest);
     }
 
-    /// Forgets the warm tools `publisher` signed.
-    pub(crate) fn evict_publisher(&self, publisher: &str) {
-        self.evictor().evict_publisher(publisher);
+    /// Forgets the warm tools signed with the key `signer`.
+    pub(crate) fn evict_publisher(&self, signer: &str) {
+        self.evictor().evict_publisher(signer);
     }
 
     /// Puts a change to the registered tools on the audit chain.
@@ -501,6 +508,7 @@ impl Runtime {
             signature.as_ref(),
         )
         .map_err(|e| anyhow!(e))?;
+        let signer = signature.as_ref().and_then(crate::signing::signer);
         let component = self
             .engine
             .compile(&bytes, &digest, cache)
@@ -557,6 +565,7 @@ impl Runtime {
             prepared,
             grants,
             publisher,
+            signer,
             granted_by: deployment,
         })
     }

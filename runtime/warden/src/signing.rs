@@ -50,24 +50,40 @@ pub fn sign(key: &SigningKey, digest: &Digest, manifest: &[u8]) -> ToolSignature
 
 /// The signature beside a tool, if there is one; an unreadable one is an error.
 pub fn read(dir: &Path) -> Result<Option<ToolSignature>, String> {
+    use std::io::Read as _;
     let path = dir.join(SIGNATURE_FILE);
-    let Ok(meta) = std::fs::metadata(&path) else {
+    // Not followed if a link, read only if a plain file, and never past the bound (a link to
+    // /dev/zero or a FIFO would otherwise fill memory or hang the load).
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
         return Ok(None);
     };
-    if meta.len() > MAX_SIGNATURE_FILE {
+    if !meta.is_file() {
+        return Err(format!("{SIGNATURE_FILE} is not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_SIGNATURE_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| format!("{SIGNATURE_FILE}: {e}"))?;
+    if text.len() as u64 > MAX_SIGNATURE_FILE {
         return Err(format!(
             "{SIGNATURE_FILE} is larger than {MAX_SIGNATURE_FILE} bytes"
         ));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{SIGNATURE_FILE}: {e}"))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| format!("{SIGNATURE_FILE} is not a tool signature: {e}"))
 }
 
-/// The publisher `signature` claims, by the deployment's name for its key (unverified: for
-/// refusing a call whose publisher is revoked before the tool is even loaded).
-pub fn claimed_publisher(deployment: &Deployment, signature: &ToolSignature) -> Option<String> {
+/// The key `signature` claims to be made with, in its one written form: what a publisher's
+/// revocation names (unverified here: it serves to refuse a call before the tool loads).
+pub fn signer(signature: &ToolSignature) -> Option<String> {
+    keys::parse_public(&signature.public_key)
+        .ok()
+        .map(|key| keys::format_public(&key))
+}
+
+/// The deployment's name for the publisher whose key `signature` claims.
+fn publisher_of(deployment: &Deployment, signature: &ToolSignature) -> Option<String> {
     let key = keys::parse_public(&signature.public_key).ok()?;
     deployment
         .publishers
@@ -115,7 +131,7 @@ pub fn check(
                  it was signed"
             )
         })?;
-    let publisher = claimed_publisher(deployment, signature);
+    let publisher = publisher_of(deployment, signature);
     match (publisher, required) {
         (Some(p), Some(want)) if p != *want => Err(format!(
             "`{name}` is signed by `{p}`, and the deployment requires `{want}`"

@@ -48,7 +48,8 @@ pub enum ToolCommand {
 }
 
 pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
-    let deployment = Deployment::load(config)?;
+    // Read here, needed by all but `sign` (a publisher has no deployment of their own).
+    let deployment = Deployment::load(config);
     match command {
         ToolCommand::Add { dir, replace } => {
             if !dir.join(warden::manifest::MANIFEST_FILE).is_file() {
@@ -59,7 +60,7 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 .into());
             }
             let files = registry::read_tool(&dir, false)?;
-            let runtime = Runtime::new(deployment)?;
+            let runtime = Runtime::new(deployment?)?;
             let name = files.manifest.name.clone();
             let digest = files.digest.clone();
             // Vet everything before anything is written.
@@ -67,21 +68,28 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
                 .load(files.clone(), false)
                 .await
                 .map_err(|e| UsageError(format!("{}: {e:#}", dir.display())))?;
-            let (installed, previous) = registry::install(&runtime.deployment(), &files, replace)
-                .map_err(|e| UsageError(format!("{e:#}")))?;
-            let action = match (replace, &previous) {
-                (true, Some(old)) => {
-                    if *old != digest {
-                        runtime.evict(&old.to_string());
-                    }
-                    ToolAction::Replaced
-                }
-                _ => ToolAction::Added,
-            };
+            // On the chain before the new copy takes the name: no change without its record.
+            let mut replaced = None;
+            let installed = registry::install(
+                &runtime.deployment(),
+                &files,
+                replace,
+                |replacing, previous| {
+                    replaced = previous.cloned();
+                    let action = match replacing {
+                        true => ToolAction::Replaced,
+                        false => ToolAction::Added,
+                    };
+                    Ok(runtime.record_tool_change(action, &name, Some(&digest), previous)?)
+                },
+            )
+            .map_err(|e| UsageError(format!("{e:#}")))?;
+            if let Some(old) = replaced.as_ref().filter(|old| **old != digest) {
+                runtime.evict(&old.to_string());
+            }
             // Keep what was compiled, so the first call does not compile again.
             runtime.keep_compiled(&vetted);
-            runtime.record_tool_change(action, &name, Some(&digest), previous.as_ref())?;
-            match previous {
+            match replaced {
                 Some(old) => println!(
                     "replaced {name} ({old} -> {digest}) at {}",
                     installed.display()
@@ -90,39 +98,24 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        ToolCommand::Sign { dir, key } => {
-            let key = warden::identity::keys::read_private(&key)?;
-            let files = registry::read_tool(&dir, false)?;
-            let manifest_path = dir.join(warden::manifest::MANIFEST_FILE);
-            let pinned = registry::pin_digest(&files.manifest_text, &files.digest);
-            if pinned != files.manifest_text {
-                std::fs::write(&manifest_path, &pinned)?;
-            }
-            let signature = warden::signing::sign(&key, &files.digest, pinned.as_bytes());
-            std::fs::write(
-                dir.join(warden::signing::SIGNATURE_FILE),
-                serde_json::to_string_pretty(&signature)?,
-            )?;
-            println!(
-                "signed {} ({}) with {}",
-                files.manifest.name, files.digest, signature.public_key
-            );
-            Ok(0)
-        }
         ToolCommand::Remove { name } => {
-            let runtime = Runtime::new(deployment)?;
-            let removed = registry::remove(&runtime.deployment(), &name)
-                .map_err(|e| UsageError(format!("{e:#}")))?;
+            let runtime = Runtime::new(deployment?)?;
+            let mut removed = None;
+            registry::remove(&runtime.deployment(), &name, |digest| {
+                removed = digest.cloned();
+                Ok(runtime.record_tool_change(ToolAction::Removed, &name, None, digest)?)
+            })
+            .map_err(|e| UsageError(format!("{e:#}")))?;
             if let Some(digest) = &removed {
                 runtime.evict(&digest.to_string());
             }
-            runtime.record_tool_change(ToolAction::Removed, &name, None, removed.as_ref())?;
             println!("removed {name}");
             Ok(0)
         }
+        ToolCommand::Sign { dir, key } => sign(&dir, &key),
         ToolCommand::List { json } => {
             let mut rows = Vec::new();
-            for dir in registry::tool_dirs(&deployment) {
+            for dir in registry::tool_dirs(&deployment?) {
                 match registry::read_tool(&dir, true) {
                     Ok(t) => rows.push(serde_json::json!({
                         "name": t.manifest.name,
@@ -157,7 +150,7 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
             Ok(0)
         }
         ToolCommand::Inspect { name, json } => {
-            let runtime = Runtime::new(deployment)?;
+            let runtime = Runtime::new(deployment?)?;
             let tool = runtime.tool(&name).await?;
             let m = &tool.manifest;
             let view = serde_json::json!({
@@ -228,4 +221,26 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `warden tool sign`: pins the digest in the author's tool.toml if it is not, then writes
+/// tool.sig beside it.
+fn sign(dir: &Path, key: &Path) -> Result<i32> {
+    let key = warden::identity::keys::read_private(key)?;
+    let files = registry::read_tool(dir, false)?;
+    let manifest_path = dir.join(warden::manifest::MANIFEST_FILE);
+    let pinned = registry::pin_digest(&files.manifest_text, &files.digest);
+    if pinned != files.manifest_text {
+        std::fs::write(&manifest_path, &pinned)?;
+    }
+    let signature = warden::signing::sign(&key, &files.digest, pinned.as_bytes());
+    std::fs::write(
+        dir.join(warden::signing::SIGNATURE_FILE),
+        serde_json::to_string_pretty(&signature)?,
+    )?;
+    println!(
+        "signed {} ({}) with {}",
+        files.manifest.name, files.digest, signature.public_key
+    );
+    Ok(0)
 }

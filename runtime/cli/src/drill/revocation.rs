@@ -307,7 +307,7 @@ impl Drill {
                     .jti
             }
             RevocationKind::Tool => self.digest.to_string(),
-            RevocationKind::Publisher => format!("drill-{}", self.tag),
+            RevocationKind::Publisher => keys::format_public(&self.publisher_key.verifying_key()),
         };
         self.revoke(revoker, kind, &id).await?;
         let _ = release.send(());

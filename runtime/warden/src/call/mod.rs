@@ -239,7 +239,7 @@ impl Runtime {
             }
             match &report.record.error {
                 None => tracing::info!(duration_ms = report.record.duration_ms, egress = report.egress.len(), "call succeeded"),
-                Some(e) => tracing::info!(kind = ?e.kind, message = %e.message, duration_ms = report.record.duration_ms, "call failed"),
+                Some(e) => tracing::info!(kind = ?e.kind, message = %crate::text::printable(&e.message), duration_ms = report.record.duration_ms, "call failed"),
             }
             report
         }
@@ -269,7 +269,7 @@ impl Runtime {
         record.user = acting.as_ref().map(|a| a.user.clone());
         record.delegation = acting.as_ref().map(|a| a.delegation.clone());
         let tool_facts = found.facts();
-        let publisher = found.publisher(&self.deployment());
+        let publisher = found.signer();
         let revocations = self.check_revocations(
             request,
             &agent,

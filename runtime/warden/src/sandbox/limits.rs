@@ -220,9 +220,19 @@ impl Capture {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bytes: Vec<u8> = inner.tail.iter().copied().collect();
+        // Cut after the first line break when the stream began earlier, unless nothing but
+        // a line break would be left.
         let from = match inner.total > bytes.len() as u64 {
-            true => bytes.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1),
+            true => bytes
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(0, |i| i + 1)
+                .min(bytes.len()),
             false => 0,
+        };
+        let from = match bytes[from..].iter().all(u8::is_ascii_whitespace) {
+            true => 0,
+            false => from,
         };
         let text = String::from_utf8_lossy(&bytes[from..]).trim().to_string();
         (!text.is_empty()).then_some(text)

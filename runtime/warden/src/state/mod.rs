@@ -367,7 +367,7 @@ pub enum RevocationKind {
     Credential,
     /// A session, by id.
     Session,
-    /// A publisher of signed tools, by name: every tool it signed.
+    /// A publisher of signed tools, by its key (`ed25519:…`): every tool signed with it.
     Publisher,
 }
 
