@@ -1010,3 +1010,42 @@ fn a_reload_applies_a_new_deployment_file_and_refuses_a_broken_one() {
     );
     assert!(said.contains("`[state]` changed: restart"), "{said}");
 }
+
+/// A revoked tool is not offered: `tools/list` in the same session leaves it out once it is
+/// revoked (listing it would load and describe revoked code; a call would be refused).
+#[test]
+fn a_revoked_tool_is_no_longer_listed() {
+    let f = fixture();
+    let warden = env!("CARGO_BIN_EXE_warden");
+    let results = client(json!({
+        "transport": "stdio",
+        "command": [warden, "--config", f.config(), "mcp",
+                    "--agent", AGENT, "--agent-key", f.key_file(AGENT)],
+        "steps": [
+            { "op": "list" },
+            { "op": "run", "command": [warden, "--config", f.config(), "revoke", "tool", "hello"] },
+            { "op": "list" },
+        ],
+    }));
+    let names = |listed: &Value| -> Vec<String> {
+        listed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        names(&results[0]).contains(&"hello".to_string()),
+        "{results:?}"
+    );
+    assert_eq!(results[1]["code"], 0, "{results:?}");
+    assert!(
+        !names(&results[2]).contains(&"hello".to_string()),
+        "{results:?}"
+    );
+    assert!(
+        names(&results[2]).contains(&"read-file".to_string()),
+        "{results:?}"
+    );
+}

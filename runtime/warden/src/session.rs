@@ -10,7 +10,7 @@ use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::policy::{Access, CallFacts, Origin, SessionFacts, UserFacts};
 use crate::registry;
 use crate::runtime::Runtime;
-use crate::state::{Session, TooManySessions};
+use crate::state::{RevocationKind, Session, TooManySessions};
 
 /// How long a session without a delegation lives.
 pub const SESSION_LIFETIME: i64 = 24 * 3600;
@@ -116,6 +116,18 @@ impl Runtime {
             let Ok(found) = self.find(&name) else {
                 continue;
             };
+            // Nor one revoked, or whose publisher is (or whose revocations cannot be read): a
+            // call would be refused, and listing it would load and run revoked code.
+            let digest = found.facts().digest;
+            let signer = found.signer();
+            let mut ids = vec![(RevocationKind::Tool, digest.as_str())];
+            ids.extend(signer.as_deref().map(|s| (RevocationKind::Publisher, s)));
+            if !self
+                .state()
+                .is_ok_and(|store| matches!(store.revoked(&ids), Ok(None)))
+            {
+                continue;
+            }
             let facts = CallFacts {
                 agent: agent.to_string(),
                 tool: found.facts(),
