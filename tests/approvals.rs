@@ -247,3 +247,42 @@ fn an_agent_cannot_pile_up_pending_approvals() {
     assert_eq!(denied.status.code(), Some(0), "{}", stderr(&denied));
     pending(&f, "one-too-many");
 }
+
+/// `warden approvals watch`: the approvals pending when it starts, then each new one as a call
+/// is held, once each; `--json` gives one object per line.
+#[test]
+fn approvals_watch_shows_each_held_call_as_it_comes() {
+    use std::io::BufRead as _;
+    /// The watch runs until stopped: stopped however the test ends.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let f = fixture();
+    let first = pending(&f, "a");
+    let mut watch = Stopped(
+        f.cli()
+            .args(["approvals", "watch", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["id"], first.as_str());
+    let second = pending(&f, "b");
+    let shown = next();
+    assert_eq!(shown["id"], second.as_str());
+    assert_eq!(shown["tool"], "delete-note");
+    assert_eq!(shown["input"]["name"], "b");
+    let third = pending(&f, "c");
+    assert_eq!(
+        next()["id"],
+        third.as_str(),
+        "the first two are not shown again"
+    );
+}

@@ -165,7 +165,7 @@ pub fn main() -> i32 {
             Command::Session(command) => session::run(&cli.config, command),
             Command::Policy(command) => policy::run(&cli.config, command),
             Command::Audit(command) => audit::run(&cli.config, command),
-            Command::Approvals(command) => approvals::list(&cli.config, command),
+            Command::Approvals(command) => approvals::run(&cli.config, command),
             Command::Approve(args) => approvals::approve(&cli.config, args),
             Command::Deny(args) => approvals::deny(&cli.config, args),
             Command::Revoke(args) => revoke::revoke(&cli.config, args).await,

@@ -1,5 +1,5 @@
-//! `warden approvals list`, `warden approve`, `warden deny`: a person's side of approvals,
-//! on a channel the agent does not hold (its key cannot approve).
+//! `warden approvals list|watch`, `warden approve`, `warden deny`: a person's side of
+//! approvals, on a channel the agent does not hold (its key cannot approve).
 
 use crate::{UsageError, read_key};
 use anyhow::Result;
@@ -22,7 +22,16 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The pending approvals, then each new one as a call is held, until interrupted.
+    Watch {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// How often `watch` looks for new pending approvals.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Args)]
 pub struct ApproveArgs {
@@ -42,8 +51,67 @@ pub struct DenyArgs {
     by: String,
 }
 
-pub fn list(config: &Path, command: ApprovalsCommand) -> Result<i32> {
-    let ApprovalsCommand::List { all, json } = command;
+pub fn run(config: &Path, command: ApprovalsCommand) -> Result<i32> {
+    match command {
+        ApprovalsCommand::List { all, json } => list(config, all, json),
+        ApprovalsCommand::Watch { json } => watch(config, json),
+    }
+}
+
+/// Prints each approval pending now and each that comes, once, until the process is
+/// stopped. Only ids still pending are remembered: a long watch holds no more than the
+/// store does. A store that does not answer is said once per outage, and watched again.
+fn watch(config: &Path, json: bool) -> Result<i32> {
+    use std::io::Write as _;
+    let deployment = Deployment::load(config)?;
+    let store = state::open(&deployment)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut failing = false;
+    loop {
+        match store.approvals(false) {
+            Ok(pending) => {
+                failing = false;
+                let mut stdout = std::io::stdout().lock();
+                for a in pending.iter().filter(|a| !seen.contains(&a.id)) {
+                    match json {
+                        true => writeln!(stdout, "{}", printable_json(&serde_json::to_string(a)?))?,
+                        false => write!(stdout, "{}", describe(a))?,
+                    }
+                }
+                stdout.flush()?;
+                seen = pending.into_iter().map(|a| a.id).collect();
+            }
+            Err(e) if !failing => {
+                failing = true;
+                eprintln!("warning: reading the approvals failed ({e:#}); watching on");
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
+
+/// One approval for a person to read: the exact call, who asks, why, until when; escaped
+/// (the input and much else are the agent's).
+fn describe(a: &state::Approval) -> String {
+    let header = format!(
+        "{}  {:<8}  agent {} calls {} for {}  (expires {})",
+        a.id,
+        a.status.as_str(),
+        a.agent,
+        a.tool,
+        a.user.as_deref().unwrap_or("nobody"),
+        format_unix(a.expires)
+    );
+    format!(
+        "{}\n    input  {}\n    why    {}\n",
+        printable(&header),
+        printable(&a.input.to_string()),
+        printable(&a.reason)
+    )
+}
+
+fn list(config: &Path, all: bool, json: bool) -> Result<i32> {
     let deployment = Deployment::load(config)?;
     let approvals = state::open(&deployment)?.approvals(all)?;
     // The input is the agent's: a person reads it escaped before approving it.
@@ -56,18 +124,7 @@ pub fn list(config: &Path, command: ApprovalsCommand) -> Result<i32> {
         println!("no {}approvals", if all { "" } else { "pending " });
     }
     for a in approvals {
-        let header = format!(
-            "{}  {:<8}  agent {} calls {} for {}  (expires {})",
-            a.id,
-            a.status.as_str(),
-            a.agent,
-            a.tool,
-            a.user.as_deref().unwrap_or("nobody"),
-            format_unix(a.expires)
-        );
-        println!("{}", printable(&header));
-        println!("    input  {}", printable(&a.input.to_string()));
-        println!("    why    {}", printable(&a.reason));
+        print!("{}", describe(&a));
     }
     Ok(0)
 }
