@@ -120,21 +120,6 @@ pub fn entries(
         .collect()
 }
 
-/// The record of a reload.
-pub fn reload_entry(record: &ReloadRecord) -> Result<AuditEntry> {
-    entry(&Record::Reload(record.clone()))
-}
-
-/// The record of a change to the registered tools.
-pub fn tool_entry(record: &ToolRecord) -> Result<AuditEntry> {
-    entry(&Record::Tool(record.clone()))
-}
-
-/// The record of an acknowledged revocation event.
-pub fn event_entry(record: &EventRecord) -> Result<AuditEntry> {
-    entry(&Record::RevocationEvent(record.clone()))
-}
-
 /// The record of a call whose tool is about to run (decided, not yet ended).
 pub fn started(
     record: &CallRecord,
@@ -153,18 +138,38 @@ fn with_input(record: &CallRecord, input: Option<&serde_json::Value>) -> CallRec
     }
 }
 
-fn entry(record: &Record) -> Result<AuditEntry> {
-    let call_id = match record {
-        Record::Call(c) | Record::Started(c) => &c.call_id,
-        Record::Egress(e) => &e.call_id,
-        Record::Reload(r) => &r.id,
-        Record::RevocationEvent(e) => &e.id,
-        Record::Tool(t) => &t.id,
-    };
+/// `record` as the chain keeps it, placed by its call (or its own id: a reload, an event,
+/// a tool change).
+pub fn entry(record: &Record) -> Result<AuditEntry> {
     Ok(AuditEntry {
-        call_id: call_id.clone(),
+        call_id: record.id().to_string(),
         body: serde_json::to_string(record)?,
     })
+}
+
+impl Record {
+    /// The call it belongs to, or its own id.
+    fn id(&self) -> &str {
+        match self {
+            Record::Call(c) | Record::Started(c) => &c.call_id,
+            Record::Egress(e) => &e.call_id,
+            Record::Reload(r) => &r.id,
+            Record::RevocationEvent(e) => &e.id,
+            Record::Tool(t) => &t.id,
+        }
+    }
+
+    /// A record of no call (a reload, an acknowledged revocation event, a tool change) in one
+    /// line, escaped; none for a call's records.
+    fn operation_line(&self, seq: u64) -> Option<String> {
+        let line = match self {
+            Record::Reload(r) => reload_line(seq, r),
+            Record::RevocationEvent(e) => event_line(seq, e),
+            Record::Tool(t) => tool_line(seq, t),
+            Record::Call(_) | Record::Started(_) | Record::Egress(_) => return None,
+        };
+        Some(crate::text::printable(&line).into_owned())
+    }
 }
 
 /// The input as recorded: values under secret-looking keys, and strings that look like
@@ -296,9 +301,8 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
                     running.insert(c.call_id, link.seq);
                 }
                 Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
-                Ok(Record::Reload(r)) if r.id == link.call_id => {}
-                Ok(Record::RevocationEvent(e)) if e.id == link.call_id => {}
-                Ok(Record::Tool(t)) if t.id == link.call_id => {}
+                Ok(r @ (Record::Reload(_) | Record::RevocationEvent(_) | Record::Tool(_)))
+                    if r.id() == link.call_id => {}
                 Ok(_) => return Ok(Err(broken("it names another call".into()))),
                 Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
             }
@@ -352,16 +356,8 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
                      or it still runs)",
                 ),
             )?,
-            Record::Reload(r) => {
-                out.push_str(&crate::text::printable(&reload_line(*seq, r)));
-                out.push('\n');
-            }
-            Record::RevocationEvent(e) => {
-                out.push_str(&crate::text::printable(&event_line(*seq, e)));
-                out.push('\n');
-            }
-            Record::Tool(t) => {
-                out.push_str(&crate::text::printable(&tool_line(*seq, t)));
+            Record::Reload(_) | Record::RevocationEvent(_) | Record::Tool(_) => {
+                out.extend(record.operation_line(*seq));
                 out.push('\n');
             }
             Record::Egress(EgressEntry { request: e, .. }) => {
@@ -534,20 +530,8 @@ fn tool_line(seq: u64, t: &ToolRecord) -> String {
 pub fn summary(link: &AuditLink) -> Result<Option<String>> {
     let (c, ended) = match parse(link)? {
         Record::Egress(_) => return Ok(None),
-        Record::Reload(r) => {
-            return Ok(Some(
-                crate::text::printable(&reload_line(link.seq, &r)).into_owned(),
-            ));
-        }
-        Record::RevocationEvent(e) => {
-            return Ok(Some(
-                crate::text::printable(&event_line(link.seq, &e)).into_owned(),
-            ));
-        }
-        Record::Tool(t) => {
-            return Ok(Some(
-                crate::text::printable(&tool_line(link.seq, &t)).into_owned(),
-            ));
+        r @ (Record::Reload(_) | Record::RevocationEvent(_) | Record::Tool(_)) => {
+            return Ok(r.operation_line(link.seq));
         }
         Record::Started(c) => (c, "started".to_string()),
         Record::Call(c) => {

@@ -367,8 +367,8 @@ impl Runtime {
             deployment_changed,
         };
         // Recorded before it takes effect: no reload without its record.
-        let entry =
-            crate::audit::reload_entry(&record).map_err(Error::internal("recording the reload"))?;
+        let entry = crate::audit::entry(&crate::audit::Record::Reload(record.clone()))
+            .map_err(Error::internal("recording the reload"))?;
         self.state()?
             .append_audit(&[entry])
             .map_err(Error::internal("recording the reload"))?;
@@ -453,7 +453,7 @@ impl Runtime {
             digest: digest.map(ToString::to_string),
             previous: previous.map(ToString::to_string),
         };
-        let entry = crate::audit::tool_entry(&record)
+        let entry = crate::audit::entry(&crate::audit::Record::Tool(record))
             .map_err(Error::internal("recording the tool change"))?;
         self.state()?
             .append_audit(&[entry])

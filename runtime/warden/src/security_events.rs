@@ -256,7 +256,9 @@ impl Runtime {
                 attempts,
             };
             state
-                .append_audit(&[crate::audit::event_entry(&record)?])
+                .append_audit(&[crate::audit::entry(
+                    &crate::audit::Record::RevocationEvent(record),
+                )?])
                 .context("recording a delivered revocation event")?;
         }
         if !state.event_attempted(event, attempt)? {
