@@ -286,3 +286,39 @@ fn approvals_watch_shows_each_held_call_as_it_comes() {
         "the first two are not shown again"
     );
 }
+
+#[test]
+fn an_approval_given_in_one_session_is_used_in_that_session_only() {
+    let f = fixture();
+    let session = |f: &Fixture| {
+        let out = f.run(&["session", "start", "--agent", AGENT]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out).split_whitespace().next().unwrap().to_string()
+    };
+    let (first, second) = (session(&f), session(&f));
+    let input = json!({ "name": "a" }).to_string();
+    let held = f.call_cli("delete-note", &input, &["--json", "--session", &first]);
+    assert_eq!(held.status.code(), Some(4), "{}", stderr(&held));
+    let id = envelope(&held)["approval"].as_str().unwrap().to_string();
+    assert_eq!(approve(&f, &id, "carol").status.code(), Some(0));
+    // The approver was shown the call in `first`: from another session, or none, it is
+    // another call.
+    for elsewhere in [vec!["--session", second.as_str()], vec![]] {
+        let mut extra = vec!["--json", "--approval", &id];
+        extra.extend(elsewhere);
+        let out = f.call_cli("delete-note", &input, &extra);
+        assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+        assert!(
+            envelope(&out)["error"]["message"]
+                .to_string()
+                .contains("another call")
+        );
+    }
+    let out = f.call_cli(
+        "delete-note",
+        &input,
+        &["--json", "--approval", &id, "--session", &first],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!f.path().join("notes/a").exists());
+}

@@ -78,6 +78,9 @@ impl StateStore for Failing {
     fn approvals(&self, all: bool) -> anyhow::Result<Vec<Approval>> {
         self.inner.approvals(all)
     }
+    fn decided_approvals(&self, limit: u32) -> anyhow::Result<Vec<Approval>> {
+        self.inner.decided_approvals(limit)
+    }
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> anyhow::Result<bool> {
         self.inner.decide_approval(id, decision)
     }
@@ -163,7 +166,7 @@ async fn a_node_is_ready_while_its_store_answers_and_stops_when_told() {
     };
     let addr = "127.0.0.1:0".parse().unwrap();
     let server = tokio::spawn(warden_server::http::serve(runtime, addr, stop, move |a| {
-        let _ = bound_tx.send(a);
+        let _ = bound_tx.send(a.mcp);
     }));
     let addr = bound.await.unwrap();
 

@@ -9,6 +9,8 @@ mod audit;
 mod cli;
 mod drill_isolation;
 mod identity;
+mod inbox;
+
 mod isolation;
 mod layering;
 mod library;

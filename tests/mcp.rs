@@ -1049,3 +1049,95 @@ fn a_revoked_tool_is_no_longer_listed() {
         "{results:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_hears_the_decision_egress_stderr_and_progress_at_the_level_it_set() {
+    // The upstream holds the tool's request 6 s: the call runs past a progress tick.
+    let hold: warden_test_support::loopback::Hold =
+        Arc::new(|_| Box::pin(tokio::time::sleep(std::time::Duration::from_secs(6))));
+    let upstream = LoopbackServer::start_with(Some(hold)).await.unwrap();
+    let f = fixture();
+    f.install_tool(
+        "http-get",
+        Some(&loopback_rule(&upstream.url(""), &[], None)),
+    );
+    edit(&f.path().join("tools/http-get/tool.toml"), |t| {
+        t.replace("timeout = \"10s\"", "timeout = \"30s\"")
+    });
+    f.install_tool("hostile-crash", None);
+    example_policies(&f);
+    let server = http_server(&f);
+    let crash = json!({ "op": "call", "tool": "hostile-crash",
+                        "arguments": { "lines": ["first line", "second line"] } });
+    let out = tokio::task::block_in_place(|| {
+        client(json!({
+            "transport": "http", "url": server.url, "token": assertion(&f, AGENT),
+            "steps": [
+                { "op": "log_level", "level": "debug" },
+                { "op": "call", "tool": "http-get", "progress": true,
+                  "arguments": { "url": upstream.url("/hold?token=abc") } },
+                crash,
+                { "op": "log_level", "level": "warning" },
+                crash,
+            ],
+        }))
+    });
+    let events = |step: &Value| -> Vec<Value> {
+        step["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                assert_eq!(l["logger"], "warden");
+                let mut data = l["data"].clone();
+                data["level"] = l["level"].clone();
+                data
+            })
+            .collect()
+    };
+    let fetched = events(&out[1]);
+    let decision = fetched.iter().find(|e| e["event"] == "decision").unwrap();
+    assert_eq!(
+        (&decision["outcome"], &decision["level"]),
+        (&json!("allow"), &json!("info"))
+    );
+    let egress = fetched.iter().find(|e| e["event"] == "egress").unwrap();
+    assert_eq!(egress["method"], "GET");
+    assert_eq!(egress["decision"], "allow");
+    // Shown as the audit shows it: without the query.
+    assert_eq!(egress["url"], upstream.url("/hold").as_str());
+    assert!(!out[1].to_string().contains("token=abc"), "{}", out[1]);
+    let progress = out[1]["progress"].as_array().unwrap();
+    assert!(
+        !progress.is_empty(),
+        "no progress in a 6 s call: {}",
+        out[1]
+    );
+    assert!(
+        progress[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`http-get` runs")
+    );
+    // The tool's stderr lines, as it wrote them, at debug.
+    let crashed = events(&out[2]);
+    let lines: Vec<&Value> = crashed
+        .iter()
+        .filter(|e| e["event"] == "stderr")
+        .map(|e| &e["line"])
+        .collect();
+    assert_eq!(lines[..2], [&json!("first line"), &json!("second line")]);
+    assert!(
+        crashed
+            .iter()
+            .all(|e| e["event"] != "stderr" || e["level"] == "debug")
+    );
+    // At warning, an allowed call's decision and its stderr are not sent.
+    let quiet = events(&out[4]);
+    assert!(
+        quiet
+            .iter()
+            .all(|e| e["event"] != "stderr" && e["event"] != "decision"),
+        "{quiet:?}"
+    );
+}

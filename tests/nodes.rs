@@ -190,14 +190,17 @@ fn an_approval_raced_from_both_nodes_runs_once() {
         .unwrap()
         .to_string();
     assert_eq!(asked[1]["code"], 0, "{}", asked[1]);
-    // The same call with it, from both nodes at once, three times each.
+    // The same call with it, in the session it was asked in (an approval is for that
+    // session), from both nodes at once, three times each.
+    let session = asked[0]["session"].as_str().unwrap().to_string();
     let racers: Vec<_> = [&a, &b, &a, &b, &a, &b]
         .into_iter()
         .map(|node| {
             let plan = json!({
                 "transport": "http", "url": node.url, "token": assertion(&d.f, AGENT),
+                "stateless": true,
                 "steps": [{ "op": "call", "tool": "delete-note", "arguments": { "name": "a" },
-                            "meta": { "warden/approval": approval } }],
+                            "meta": { "warden/approval": approval, "warden/session": session } }],
             });
             std::thread::spawn(move || client(plan))
         })

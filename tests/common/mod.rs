@@ -369,6 +369,8 @@ pub struct Node {
     pub child: std::process::Child,
     /// Its MCP endpoint (`http://ADDR/mcp`).
     pub url: String,
+    /// Its approval inbox's origin, if it serves one.
+    pub inbox: Option<String>,
     /// What it writes to stderr after the line that announces its address.
     said: Option<std::thread::JoinHandle<String>>,
 }
@@ -380,19 +382,23 @@ impl Node {
         let mut child = cli.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let line = lines.next().unwrap().unwrap();
-        let url = line
-            .split("at ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in: {line}"))
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
+        let after = |said: &str| {
+            line.split(said).nth(1).map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches([';', '/'])
+                    .to_string()
+            })
+        };
+        let url = after(" at ").unwrap_or_else(|| panic!("no address in: {line}"));
+        let inbox = after("approval inbox at ");
         let said =
             std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
         Node {
             child,
             url,
+            inbox,
             said: Some(said),
         }
     }

@@ -39,14 +39,23 @@ pub struct Stop<F> {
     pub drain: Duration,
 }
 
+/// Where a node serves, once bound.
+pub struct Bound {
+    /// The MCP endpoint's address (`http://ADDR/mcp`).
+    pub mcp: SocketAddr,
+    /// The approval inbox's origin, if the deployment has one (`[approvals.inbox]`).
+    pub inbox: Option<String>,
+}
+
 /// Serves MCP at `http://ADDR/mcp`, liveness at `/healthz` and readiness at `/readyz` (503
-/// while the state store does not answer: a call could not be recorded), until `stop`.
-/// `bound` hears the address actually bound (ADDR may ask for port 0).
+/// while the state store does not answer: a call could not be recorded), and the approval
+/// inbox on its own listener if the deployment has one, until `stop`. `bound` hears where
+/// (ADDR may ask for port 0).
 pub async fn serve<F>(
     runtime: Arc<Runtime>,
     addr: SocketAddr,
     stop: Stop<F>,
-    bound: impl FnOnce(SocketAddr),
+    bound: impl FnOnce(Bound),
 ) -> Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -64,16 +73,36 @@ where
         // which a browser page cannot.
         config = config.disable_allowed_hosts();
     }
+    let inbox = match &runtime.deployment().approvals.inbox {
+        Some(settings) => Some(crate::inbox::bind(settings).await?),
+        None => None,
+    };
+    let inbox_origin = inbox.as_ref().map(|(_, origin)| origin.clone());
+    if let Some(origin) = &inbox_origin {
+        runtime.set_inbox_origin(origin.clone());
+    }
     let handlers = runtime.clone();
     let shared = in_flight.clone();
+    let linked = inbox_origin.clone();
     let service = StreamableHttpService::new(
-        move || Ok(WardenMcp::new(handlers.clone(), None).sharing(shared.clone())),
+        move || {
+            Ok(WardenMcp::new(handlers.clone(), None)
+                .sharing(shared.clone())
+                .inbox(linked.clone()))
+        },
         Arc::new(LocalSessionManager::default()),
         config,
     );
     let auth = Arc::new(Bearers {
         runtime: runtime.clone(),
         verified: Mutex::new(BearerCache::new(MAX_BEARERS, MAX_BEARERS_PER_AGENT)),
+    });
+    let inbox_app = inbox.map(|(listener, origin)| {
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        (
+            listener,
+            crate::inbox::router(runtime.clone(), origin, loopback),
+        )
     });
     let probes = axum::Router::new()
         .route("/healthz", axum::routing::get(live))
@@ -91,15 +120,33 @@ where
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    bound(listener.local_addr()?);
+    bound(Bound {
+        mcp: listener.local_addr()?,
+        inbox: inbox_origin,
+    });
     let (stopping, mut told) = tokio::sync::watch::channel(false);
+    // The inbox stops taking requests when the node does; a decision being written finishes.
+    let inbox_served = inbox_app.map(|(listener, app)| {
+        let mut told = told.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = told.wait_for(|stopping| *stopping).await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "the approval inbox stopped");
+            }
+        })
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = told.wait_for(|stopping| *stopping).await;
     });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
-        served = &mut server => {
+                served = &mut server => {
             delivering.abort();
+            if let Some(inbox) = inbox_served {
+                inbox.abort();
+            }
             return Ok(served?);
         }
         () = stop.shutdown => {}
@@ -120,6 +167,10 @@ where
     let closing = tokio::time::Instant::now() + Duration::from_secs(2);
     if tokio::time::timeout_at(closing, &mut server).await.is_err() {
         tracing::warn!("connections still open after the sessions ended: stopping anyway");
+    }
+    // A browser's idle connection to the inbox would hold it open.
+    if let Some(inbox) = inbox_served {
+        inbox.abort();
     }
     Ok(())
 }

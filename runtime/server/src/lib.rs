@@ -14,7 +14,10 @@
 //! (MCP 2026-07-28) has no connection: it names its session in `_meta` (`warden/session`, or
 //! `new`), or runs outside any, which the example policies treat as unvetted.
 
+mod elicit;
+mod following;
 pub mod http;
+pub mod inbox;
 pub mod stdio;
 
 use rmcp::model::{
@@ -69,6 +72,13 @@ pub struct WardenMcp {
     /// Set once the client is gone: the cancellation of its requests that follows is no
     /// client's wish, and the calls in flight finish (bounded by their tools' limits).
     client_gone: Arc<std::sync::atomic::AtomicBool>,
+    /// The approval inbox's origin, if this node serves one: a held call's client that can
+    /// show a person a URL is sent there (`elicit::wait_for_person`).
+    inbox: Option<String>,
+    /// The level the client asked for log notifications at (`logging/setLevel`); none
+    /// until it does.
+    #[allow(deprecated)]
+    log_level: Arc<Mutex<Option<rmcp::model::LoggingLevel>>>,
 }
 
 /// The calls a server has running, and whether it still takes new ones.
@@ -77,6 +87,8 @@ pub struct InFlight {
     /// Calls in flight hold it shared; `drain` takes it exclusively.
     calls: Arc<RwLock<()>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Agent → its calls waiting for a person (`elicit`).
+    waiting: Mutex<HashMap<String, u64>>,
 }
 
 impl InFlight {
@@ -97,7 +109,15 @@ impl WardenMcp {
             sessions: Arc::default(),
             in_flight: Arc::default(),
             client_gone: Arc::default(),
+            inbox: None,
+            log_level: Arc::default(),
         }
+    }
+
+    /// The same handler, sending clients that can open a URL to the inbox at `origin`.
+    pub fn inbox(mut self, origin: Option<String>) -> WardenMcp {
+        self.inbox = origin;
+        self
     }
 
     /// Marks the client as gone (its input closed): calls in flight are no longer cancelled
@@ -205,14 +225,35 @@ impl WardenMcp {
 }
 
 impl ServerHandler for WardenMcp {
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what clients read
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Tools run sandboxed by Warden. A call may be denied by policy, or held for a \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Tools run sandboxed by Warden. A call may be denied by policy, or held for a \
                  person's approval: then a person approves it out of band and you repeat the \
-                 same call with the approval id in `_meta` under `warden/approval`.",
-            )
+                 same call, in the same session, with the approval id in `_meta` under \
+                 `warden/approval`.",
+        )
+    }
+
+    /// The level of the log notifications the client hears while its calls run.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(request.level);
+        Ok(())
     }
 
     async fn list_tools(
@@ -268,21 +309,65 @@ impl ServerHandler for WardenMcp {
         let session = self.session(&principal, &context, named)?;
         let trace = trace_context(&request, &context);
         let input = serde_json::Value::Object(request.arguments.unwrap_or_default());
-        // The call runs in its own task, so that it finishes and is recorded even when the
-        // transport drops this request: a client's cancellation cancels it, the client going
-        // away does not.
+        let origin = Self::origin(&context);
+        let call = |approval: Option<String>| {
+            CallRequest::new(
+                request.name.to_string(),
+                input.clone(),
+                Caller::Authenticated(principal.agent.clone()),
+            )
+            .on_behalf_of(principal.on_behalf_of.clone())
+            .session(session.clone())
+            .origin(origin.clone())
+            .approval(approval)
+            .trace(trace.clone())
+        };
+        let mut report = self.run(call(approval), &context).await?;
+        // Held for a person: a client that can open a URL waits for them in the inbox, and
+        // the call runs once they approve it.
+        if let (Some(inbox), Some(id)) = (&self.inbox, held(&report))
+            && elicit::can_open_urls(&context)
+        {
+            let agent = principal.agent.agent();
+            match elicit::wait_for_person(self, &context, agent, inbox, &id).await {
+                elicit::Waited::Approved => report = self.run(call(Some(id)), &context).await?,
+                elicit::Waited::NotOpened => {}
+                elicit::Waited::Ended(ended) => return Ok(ended.into()),
+            }
+        }
+        if let Some(e) = report
+            .record
+            .error
+            .as_ref()
+            .filter(|e| e.kind == ErrorKind::UnknownTool)
+        {
+            return Err(McpError::invalid_params(e.message.clone(), None));
+        }
+        let mut result = result(&report);
+        // Which call this was (`warden audit show`), and the session it ran in.
+        let mut meta = rmcp::model::MetaObject::default();
+        meta.0
+            .insert(CALL_META.to_string(), report.record.call_id.clone().into());
+        if let Some(id) = &report.record.session {
+            meta.0.insert(SESSION_META.to_string(), id.clone().into());
+        }
+        result.meta = Some(meta);
+        Ok(result.into())
+    }
+}
+
+impl WardenMcp {
+    /// Runs one call in its own task, so that it finishes and is recorded even when the
+    /// transport drops this request: a client's cancellation cancels it, the client going
+    /// away does not.
+    async fn run(
+        &self,
+        call: CallRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallReport, McpError> {
         let cancel = CancellationToken::new();
-        let call = CallRequest::new(
-            request.name.to_string(),
-            input,
-            Caller::Authenticated(principal.agent),
-        )
-        .on_behalf_of(principal.on_behalf_of)
-        .session(session)
-        .origin(Self::origin(&context))
-        .approval(approval)
-        .trace(trace)
-        .cancel(cancel.clone());
+        let call = call.cancel(cancel.clone());
+        let running_tool = format!("`{}` runs", call.tool);
         if self
             .in_flight
             .stopping
@@ -293,6 +378,17 @@ impl ServerHandler for WardenMcp {
                 None,
             ));
         }
+        let level = *self
+            .log_level
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (call, relay) = match level {
+            Some(level) => {
+                let (listener, relay) = following::Relay::start(context.peer.clone(), level);
+                (call.events(listener), Some(relay))
+            }
+            None => (call, None),
+        };
         let in_flight = self.in_flight.calls.clone().read_owned().await;
         let runtime = self.runtime.clone();
         let running = tokio::spawn(async move {
@@ -313,29 +409,21 @@ impl ServerHandler for WardenMcp {
                 () = done.cancelled() => {}
             }
         });
-        let report = running.await;
+        let report = following::with_progress(context, &running_tool, running).await;
         // Ends the watcher (the call is over; cancelling it now changes nothing).
         cancel.cancel();
-        let report = report
-            .map_err(|e| McpError::internal_error(format!("the call's task failed: {e}"), None))?;
-        if let Some(e) = report
-            .record
-            .error
-            .as_ref()
-            .filter(|e| e.kind == ErrorKind::UnknownTool)
-        {
-            return Err(McpError::invalid_params(e.message.clone(), None));
+        if let Some(relay) = relay {
+            relay.finish().await;
         }
-        let mut result = result(&report);
-        // Which call this was (`warden audit show`), and the session it ran in.
-        let mut meta = rmcp::model::MetaObject::default();
-        meta.0
-            .insert(CALL_META.to_string(), report.record.call_id.clone().into());
-        if let Some(id) = &report.record.session {
-            meta.0.insert(SESSION_META.to_string(), id.clone().into());
-        }
-        result.meta = Some(meta);
-        Ok(result.into())
+        report.map_err(|e| McpError::internal_error(format!("the call's task failed: {e}"), None))
+    }
+}
+
+/// The approval a call was held for, if it was.
+fn held(report: &CallReport) -> Option<String> {
+    match &report.record.error {
+        Some(e) if e.kind == ErrorKind::ApprovalRequired => report.record.approval.clone(),
+        _ => None,
     }
 }
 
@@ -407,7 +495,7 @@ fn result(report: &CallReport) -> CallToolResult {
             let text = match (error.kind, &report.record.approval) {
                 (ErrorKind::ApprovalRequired, Some(id)) => format!(
                     "approval required: a person must approve this call out of band (approval \
-                     {id}); once approved, repeat the same call with `_meta` \
+                     {id}); once approved, repeat the same call in this session with `_meta` \
                      {{\"{APPROVAL_META}\": \"{id}\"}}. {}",
                     report.record.decision.summary()
                 ),

@@ -27,6 +27,24 @@ pub enum Record {
     RevocationEvent(EventRecord),
     /// A tool was registered, replaced or removed (`warden tool add|remove`).
     Tool(ToolRecord),
+    /// A held call was announced to the approvals webhook, or could not be.
+    Notification(NotificationRecord),
+}
+
+/// What became of announcing a held call (`[approvals.notify]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// `notify-<approval id>`: its place in the chain, as a call id is.
+    pub id: String,
+    /// Unix milliseconds, of the last attempt.
+    pub time_ms: i64,
+    pub approval: String,
+    /// The webhook, without its path and query.
+    pub webhook: String,
+    pub attempts: u32,
+    pub delivered: bool,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
 }
 
 /// A change to the registered tools.
@@ -156,7 +174,16 @@ impl Record {
             Record::Reload(r) => &r.id,
             Record::RevocationEvent(e) => &e.id,
             Record::Tool(t) => &t.id,
+            Record::Notification(n) => &n.id,
         }
+    }
+
+    /// Whether it is a record of no call (a reload, an event, a tool change, a notification).
+    fn is_operation(&self) -> bool {
+        !matches!(
+            self,
+            Record::Call(_) | Record::Started(_) | Record::Egress(_)
+        )
     }
 
     /// A record of no call (a reload, an acknowledged revocation event, a tool change) in one
@@ -166,6 +193,7 @@ impl Record {
             Record::Reload(r) => reload_line(seq, r),
             Record::RevocationEvent(e) => event_line(seq, e),
             Record::Tool(t) => tool_line(seq, t),
+            Record::Notification(n) => notification_line(seq, n),
             Record::Call(_) | Record::Started(_) | Record::Egress(_) => return None,
         };
         Some(crate::text::printable(&line).into_owned())
@@ -301,8 +329,7 @@ pub fn verify(store: &dyn StateStore) -> Result<Result<Verified, Broken>> {
                     running.insert(c.call_id, link.seq);
                 }
                 Ok(Record::Egress(e)) if e.call_id == link.call_id => {}
-                Ok(r @ (Record::Reload(_) | Record::RevocationEvent(_) | Record::Tool(_)))
-                    if r.id() == link.call_id => {}
+                Ok(r) if r.is_operation() && r.id() == link.call_id => {}
                 Ok(_) => return Ok(Err(broken("it names another call".into()))),
                 Err(e) => return Ok(Err(broken(format!("it is not an audit record: {e}")))),
             }
@@ -356,7 +383,10 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
                      or it still runs)",
                 ),
             )?,
-            Record::Reload(_) | Record::RevocationEvent(_) | Record::Tool(_) => {
+            Record::Reload(_)
+            | Record::RevocationEvent(_)
+            | Record::Tool(_)
+            | Record::Notification(_) => {
                 out.extend(record.operation_line(*seq));
                 out.push('\n');
             }
@@ -508,6 +538,20 @@ fn event_line(seq: u64, e: &EventRecord) -> String {
     )
 }
 
+/// A held call's announcement, in one line.
+fn notification_line(seq: u64, n: &NotificationRecord) -> String {
+    let when = crate::units::format_unix(n.time_ms.div_euclid(1000));
+    let outcome = match (&n.error, n.delivered) {
+        (_, true) => "announced".to_string(),
+        (Some(e), false) => format!("not announced ({e})"),
+        (None, false) => "not announced".to_string(),
+    };
+    format!(
+        "#{seq:<6} {when}  approval {} {outcome} to {} ({} attempt(s))",
+        n.approval, n.webhook, n.attempts
+    )
+}
+
 /// A change to the registered tools, in one line.
 fn tool_line(seq: u64, t: &ToolRecord) -> String {
     let when = crate::units::format_unix(t.time_ms.div_euclid(1000));
@@ -530,7 +574,10 @@ fn tool_line(seq: u64, t: &ToolRecord) -> String {
 pub fn summary(link: &AuditLink) -> Result<Option<String>> {
     let (c, ended) = match parse(link)? {
         Record::Egress(_) => return Ok(None),
-        r @ (Record::Reload(_) | Record::RevocationEvent(_) | Record::Tool(_)) => {
+        r @ (Record::Reload(_)
+        | Record::RevocationEvent(_)
+        | Record::Tool(_)
+        | Record::Notification(_)) => {
             return Ok(r.operation_line(link.seq));
         }
         Record::Started(c) => (c, "started".to_string()),

@@ -134,23 +134,92 @@ pub struct Approver {
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalSettings {
     /// How long a pending approval can be approved and then used (default 15m).
-    #[serde(
-        default = "default_approval_lifetime",
-        deserialize_with = "crate::units::serde_text::de_duration"
-    )]
     pub lifetime: std::time::Duration,
+    /// `[approvals.inbox]`: the web page where approvers decide (served by `warden serve`).
+    pub inbox: Option<InboxSettings>,
+    /// `[approvals.notify]`: where a held call is announced.
+    pub notify: Option<NotifySettings>,
 }
 
 impl Default for ApprovalSettings {
     fn default() -> Self {
         ApprovalSettings {
             lifetime: default_approval_lifetime(),
+            inbox: None,
+            notify: None,
         }
     }
+}
+
+/// The approval inbox's listener, apart from the agents' MCP endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxSettings {
+    /// Where it listens (default 127.0.0.1:8932).
+    pub listen: std::net::SocketAddr,
+    /// The origin approvers open (`https://approvals.example`), when a proxy stands in front;
+    /// None: `http://` and the address bound. Links in notifications and elicitations use it,
+    /// and state-changing requests must come from it.
+    pub url: Option<String>,
+}
+
+/// Where a held call is announced: a JSON POST (Slack-compatible `text`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifySettings {
+    pub webhook: crate::outbound::Endpoint,
+}
+
+/// Where the inbox listens unless told.
+pub const DEFAULT_INBOX_ADDR: &str = "127.0.0.1:8932";
+
+/// `[approvals]` as written (its URLs checked outside the TOML parser, like `[telemetry]`'s).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    #[serde(
+        default = "default_approval_lifetime",
+        deserialize_with = "crate::units::serde_text::de_duration"
+    )]
+    lifetime: std::time::Duration,
+    inbox: Option<RawInbox>,
+    notify: Option<RawNotify>,
+}
+
+impl Default for RawApprovals {
+    fn default() -> Self {
+        RawApprovals {
+            lifetime: default_approval_lifetime(),
+            inbox: None,
+            notify: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbox {
+    listen: Option<std::net::SocketAddr>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook: String,
+}
+
+/// An inbox URL is an origin: `http(s)://host[:port]`, nothing after it.
+fn inbox_origin(text: &str) -> Result<String, String> {
+    let endpoint = crate::outbound::Endpoint::parse(text)?;
+    let origin = text.trim_end_matches('/');
+    if endpoint.to_string().trim_end_matches('/') != origin || origin.matches('/').count() != 2 {
+        return Err(
+            "must be an origin like https://approvals.example, without a path or query".into(),
+        );
+    }
+    Ok(origin.to_ascii_lowercase())
 }
 
 fn default_approval_lifetime() -> std::time::Duration {
@@ -392,7 +461,8 @@ struct RawDeployment {
     #[serde(default)]
     approvers: BTreeMap<String, Approver>,
     #[serde(default)]
-    approvals: ApprovalSettings,
+    approvals: RawApprovals,
+
     #[serde(default)]
     audit: AuditSettings,
     #[serde(default)]
@@ -513,6 +583,48 @@ impl Deployment {
                 )));
             }
         }
+        if let Some(inbox) = &raw.approvals.inbox
+            && inbox.listen.is_some_and(|a| !a.ip().is_loopback())
+            && !inbox
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        {
+            // Over plain HTTP anyone on the path could change the page and take the key an
+            // approver loads into it.
+            return Err(error(
+                "field `approvals.inbox.listen`: beyond loopback the inbox must be reached over \
+                 TLS: put a proxy that terminates it in front and set `approvals.inbox.url = \
+                 \"https://…\"`"
+                    .into(),
+            ));
+        }
+        let approvals = ApprovalSettings {
+            lifetime: raw.approvals.lifetime,
+            inbox: match &raw.approvals.inbox {
+                None => None,
+                Some(inbox) => Some(InboxSettings {
+                    listen: inbox.listen.unwrap_or_else(|| {
+                        DEFAULT_INBOX_ADDR.parse().expect("a fixed, valid address")
+                    }),
+                    url: match &inbox.url {
+                        None => None,
+                        Some(url) => Some(
+                            inbox_origin(url)
+                                .map_err(|e| error(format!("field `approvals.inbox.url`: {e}")))?,
+                        ),
+                    },
+                }),
+            },
+            notify: match &raw.approvals.notify {
+                None => None,
+                Some(notify) => Some(NotifySettings {
+                    webhook: crate::outbound::Endpoint::parse(&notify.webhook)
+                        .map_err(|e| error(format!("field `approvals.notify.webhook`: {e}")))?
+                        .shown_as_origin(),
+                }),
+            },
+        };
         if raw.approvals.lifetime.is_zero() {
             return Err(error(
                 "field `approvals.lifetime`: must be at least 1s".into(),
@@ -600,7 +712,8 @@ impl Deployment {
             agents: raw.agents,
             users: raw.users,
             approvers: raw.approvers,
-            approvals: raw.approvals,
+            approvals,
+
             audit: raw.audit,
             state: raw.state,
             telemetry,
@@ -759,6 +872,50 @@ host = "data"
         assert_eq!(d.mount_for("read-file", "/other"), None);
         assert_eq!(d.policy_dir, dir.path().join("policies"));
         assert_eq!(d.agents["bot"].trust, Trust::High);
+    }
+
+    #[test]
+    fn the_inbox_is_an_origin_and_beyond_loopback_behind_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Deployment::load(&path).map_err(|e| e.to_string())
+        };
+        let d = load("[approvals.inbox]\n").unwrap();
+        let inbox = d.approvals.inbox.unwrap();
+        assert_eq!(inbox.listen.to_string(), DEFAULT_INBOX_ADDR);
+        assert_eq!(inbox.url, None);
+        let behind =
+            "[approvals.inbox]\nlisten = \"0.0.0.0:8932\"\nurl = \"https://Approvals.example/\"\n";
+        assert_eq!(
+            load(behind)
+                .unwrap()
+                .approvals
+                .inbox
+                .unwrap()
+                .url
+                .as_deref(),
+            Some("https://approvals.example")
+        );
+        let e = load("[approvals.inbox]\nlisten = \"0.0.0.0:8932\"\n").unwrap_err();
+        assert!(
+            e.contains("approvals.inbox.listen") && e.contains("TLS"),
+            "{e}"
+        );
+        for bad in [
+            "https://a.example/inbox",
+            "https://a.example/?x=1",
+            "ftp://a.example",
+        ] {
+            let e = load(&format!("[approvals.inbox]\nurl = \"{bad}\"\n")).unwrap_err();
+            assert!(e.contains("approvals.inbox.url") && !e.contains(bad), "{e}");
+        }
+        let e = load("[approvals.notify]\nwebhook = \"hooks.example/T0/secret\"\n").unwrap_err();
+        assert!(
+            e.contains("approvals.notify.webhook") && !e.contains("secret"),
+            "{e}"
+        );
     }
 
     #[test]

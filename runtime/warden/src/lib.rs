@@ -62,6 +62,7 @@ mod files;
 pub mod identity;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
 
 pub mod policy;

@@ -34,6 +34,19 @@ struct Counted {
     trace_spans: BTreeMap<&'static str, u64>,
     /// (acknowledged, failed) attempts to deliver revocation events.
     event_deliveries: (u64, u64),
+    /// Result (delivered, failed, dropped) → attempts to announce held calls.
+    notifications: BTreeMap<&'static str, u64>,
+}
+
+/// A counter by result, from a bounded set of results; nothing until one is counted.
+fn by_result(out: &mut String, name: &str, help: &str, counts: &BTreeMap<&'static str, u64>) {
+    if counts.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (result, count) in counts {
+        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {count}");
+    }
 }
 
 /// Upper bounds, in seconds, of the latency buckets: 10 µs to 1 s.
@@ -132,6 +145,11 @@ impl Metrics {
         *self.counted().trace_spans.entry(result).or_default() += spans;
     }
 
+    /// Counts an attempt to announce a held call (`delivered`, `failed`), or one dropped.
+    pub(crate) fn notification(&self, result: &'static str) {
+        *self.counted().notifications.entry(result).or_default() += 1;
+    }
+
     /// Counts an attempt to deliver a revocation event to a receiver.
     pub(crate) fn event_delivery(&self, acknowledged: bool) {
         let mut counted = self.counted();
@@ -208,18 +226,18 @@ impl Metrics {
              warden_revocation_event_deliveries_total{{result=\"failed\"}} {}",
             counted.event_deliveries.0, counted.event_deliveries.1
         );
-        if !counted.trace_spans.is_empty() {
-            out.push_str(
-                "# HELP warden_trace_spans_total Spans of calls' traces, by what became of them (exported, failed, dropped).\n\
-                 # TYPE warden_trace_spans_total counter\n",
-            );
-        }
-        for (result, spans) in &counted.trace_spans {
-            let _ = writeln!(
-                out,
-                "warden_trace_spans_total{{result=\"{result}\"}} {spans}"
-            );
-        }
+        by_result(
+            &mut out,
+            "warden_trace_spans_total",
+            "Spans of calls' traces, by what became of them (exported, failed, dropped).",
+            &counted.trace_spans,
+        );
+        by_result(
+            &mut out,
+            "warden_approval_notifications_total",
+            "Attempts to announce held calls to the approvals webhook, by result (delivered, failed, dropped).",
+            &counted.notifications,
+        );
         for (name, help, value) in gauges {
             let _ = writeln!(
                 out,

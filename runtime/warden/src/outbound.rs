@@ -115,6 +115,14 @@ impl Endpoint {
         }
     }
 
+    /// This endpoint shown (in logs, errors, the audit) as its origin only: its path carries
+    /// a token (a chat service's webhook).
+    pub fn shown_as_origin(mut self) -> Endpoint {
+        let scheme = if self.tls { "https" } else { "http" };
+        self.shown = format!("{scheme}://{}/…", self.authority());
+        self
+    }
+
     fn authority(&self) -> String {
         match self.host.contains(':') {
             true => format!("[{}]:{}", self.host, self.port),
@@ -222,6 +230,12 @@ mod tests {
             "https://collector.example/otlp/v1/traces"
         );
         assert_eq!(joined.target, "/otlp/v1/traces?token=x");
+        let hook = Endpoint::parse("https://hooks.example/services/T0/B0/s3cret")
+            .unwrap()
+            .shown_as_origin();
+        assert_eq!(hook.to_string(), "https://hooks.example:443/…");
+        assert!(!format!("{hook:?}").contains("s3cret"));
+        assert_eq!(hook.target, "/services/T0/B0/s3cret");
         let e = Endpoint::parse("http://[::1]:9/x").unwrap();
         assert_eq!((e.host.as_str(), e.authority()), ("::1", "[::1]:9".into()));
         for bad in [

@@ -51,6 +51,10 @@ pub struct Runtime {
     metrics: Arc<crate::metrics::Metrics>,
     /// Sends each call's trace to the deployment's collector, if it names one.
     traces: Option<crate::trace::export::Exporter>,
+    /// Announces held calls (`[approvals.notify]`), started at the first.
+    notifier: OnceLock<crate::notify::Notifier>,
+    /// Where this process serves the approval inbox, once bound (`set_inbox_origin`).
+    inbox_origin: OnceLock<String>,
 }
 
 type WarmTools = HashMap<String, Arc<LoadedTool>>;
@@ -182,6 +186,8 @@ impl RuntimeBuilder {
             delegations: delegation::Verifier::default(),
             metrics,
             traces,
+            notifier: OnceLock::new(),
+            inbox_origin: OnceLock::new(),
         };
         if let Some(store) = self.state {
             runtime.evictor().watch(&store);
@@ -192,8 +198,8 @@ impl RuntimeBuilder {
 }
 
 /// Refuses a new deployment that differs from the one in force where only a restart can
-/// apply it: where the state lives (the store is open), and where traces go (the exporter
-/// runs).
+/// apply it: where the state lives (the store is open), where traces go (the exporter
+/// runs), and where the approval inbox listens.
 fn needs_restart(current: &Deployment, fresh: &Deployment) -> Result<(), String> {
     let file = fresh.file.display();
     if fresh.state_dir != current.state_dir || fresh.state != current.state {
@@ -212,6 +218,12 @@ fn needs_restart(current: &Deployment, fresh: &Deployment) -> Result<(), String>
     if fresh.telemetry != current.telemetry {
         return Err(format!(
             "{file}: `[telemetry]` changed: restart the node to apply it"
+        ));
+    }
+    // The inbox's listener is bound, and its origin checked, from the start.
+    if fresh.approvals.inbox != current.approvals.inbox {
+        return Err(format!(
+            "{file}: `[approvals.inbox]` changed: restart the node to apply it"
         ));
     }
     Ok(())
@@ -282,6 +294,55 @@ impl Runtime {
             cache_dir: self.engine.cache_dir().map(Into::into),
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// Where this process serves the approval inbox (its server sets it once bound): links
+    /// to approvals point there.
+    pub fn set_inbox_origin(&self, origin: String) {
+        let _ = self.inbox_origin.set(origin);
+    }
+
+    /// The link to approval `id` in the deployment's approval inbox, if it has one: where this
+    /// process serves it, else its configured URL or address.
+    pub fn inbox_link(&self, id: &str) -> Option<String> {
+        let deployment = self.deployment();
+        let inbox = deployment.approvals.inbox.as_ref()?;
+        let origin = self
+            .inbox_origin
+            .get()
+            .cloned()
+            .or_else(|| inbox.url.clone())
+            .unwrap_or_else(|| format!("http://{}", inbox.listen));
+        Some(crate::approval::inbox_link(&origin, id))
+    }
+
+    /// Announces a call just held for `approval` to the deployment's webhook, if it has one,
+    /// off the call's path (`crate::notify`).
+    pub(crate) fn announce_held(&self, approval: &crate::state::Approval) {
+        let deployment = self.deployment();
+        let Some(notify) = &deployment.approvals.notify else {
+            return;
+        };
+        let notifier = match self.notifier.get() {
+            Some(notifier) => notifier,
+            None => match crate::notify::Notifier::start(self.metrics.clone()) {
+                Ok(started) => self.notifier.get_or_init(|| started),
+                Err(e) => {
+                    tracing::error!(error = %e, "starting the announcer of held calls failed");
+                    return;
+                }
+            },
+        };
+        let audit = match deployment.audit.enabled {
+            true => self.state().ok().cloned(),
+            false => None,
+        };
+        notifier.announce(crate::notify::Announcement {
+            approval: approval.clone(),
+            link: self.inbox_link(&approval.id),
+            webhook: notify.webhook.clone(),
+            audit,
+        });
     }
 
     /// The exporter of calls' traces, when the deployment names a collector.
@@ -597,6 +658,7 @@ async fn describe(
         context,
         None,
         tokio::time::Instant::now() + timeout,
+        None,
     )?;
     let mut store = crate::sandbox::run::new_store(pre.engine(), state, &grants.limits);
     let run = async {

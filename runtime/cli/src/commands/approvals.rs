@@ -132,10 +132,14 @@ fn list(config: &Path, all: bool, json: bool) -> Result<i32> {
 pub fn approve(config: &Path, args: ApproveArgs) -> Result<i32> {
     let deployment = Deployment::load(config)?;
     let key = read_key(&args.key)?;
-    let approver = match approval::approver_of(&deployment, &key) {
+    let approver = match approval::approver_of(&deployment, &key.verifying_key()) {
         Ok(name) => name.to_string(),
         Err(reason) => {
-            eprintln!("error: cannot approve {}: {reason}", args.id);
+            let whose = match reason {
+                approval::NotAnApprover::Unknown => format!(" in {}", deployment.file.display()),
+                approval::NotAnApprover::Agent(_) => String::new(),
+            };
+            eprintln!("error: cannot approve {}: {reason}{whose}", args.id);
             return Ok(3);
         }
     };
@@ -182,7 +186,13 @@ pub fn deny(config: &Path, args: DenyArgs) -> Result<i32> {
     if store.approval(&args.id)?.is_none() {
         return Err(UsageError(format!("no approval `{}`", args.id)).into());
     }
-    if !store.decide_approval(&args.id, &ApprovalDecision::Denied { by: args.by })? {
+    if !store.decide_approval(
+        &args.id,
+        &ApprovalDecision::Denied {
+            by: args.by,
+            signature: None,
+        },
+    )? {
         eprintln!("error: approval {} is no longer pending", args.id);
         return Ok(3);
     }

@@ -49,7 +49,11 @@ pub async fn run(config: &Path, args: McpArgs) -> Result<i32> {
     if let Some(addr) = args.http {
         // `warden serve` with its drain period.
         super::serve::serve(runtime, addr, super::serve::DEFAULT_DRAIN, |bound| {
-            eprintln!("warden: MCP over streamable HTTP at http://{bound}/mcp");
+            eprintln!(
+                "warden: MCP over streamable HTTP at http://{}/mcp{}",
+                bound.mcp,
+                super::serve::inbox_said(&bound)
+            );
         })
         .await?;
         return Ok(0);

@@ -35,11 +35,21 @@ pub async fn run(config: &Path, args: ServeArgs) -> Result<i32> {
     let runtime = Arc::new(Runtime::new(Deployment::load(config)?)?);
     serve(runtime, args.addr, args.drain, |bound| {
         eprintln!(
-            "warden: serving MCP at http://{bound}/mcp (liveness /healthz, readiness /readyz)"
+            "warden: serving MCP at http://{}/mcp (liveness /healthz, readiness /readyz){}",
+            bound.mcp,
+            inbox_said(&bound)
         );
     })
     .await?;
     Ok(0)
+}
+
+/// How the node's first line names its approval inbox, if it has one.
+pub fn inbox_said(bound: &http::Bound) -> String {
+    match &bound.inbox {
+        Some(origin) => format!("; approval inbox at {origin}/"),
+        None => String::new(),
+    }
 }
 
 /// Serves `runtime` at `addr` until SIGTERM or SIGINT, then drains.
@@ -47,7 +57,7 @@ pub async fn serve(
     runtime: Arc<Runtime>,
     addr: SocketAddr,
     drain: Duration,
-    bound: impl FnOnce(SocketAddr),
+    bound: impl FnOnce(http::Bound),
 ) -> Result<()> {
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving MCP beyond loopback");

@@ -11,6 +11,7 @@
 //! A call that runs its tool commits two write transactions (three with an approval): the
 //! count with its decision and start record, (the approval's use,) the final records.
 
+pub mod events;
 mod mediator;
 
 use crate::approval;
@@ -59,6 +60,8 @@ pub struct CallRequest {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
     /// The caller's trace, which the call's joins (when traces are exported).
     pub trace: TraceContext,
+    /// Hears what the call does as it happens (`events`).
+    pub events: events::Listener,
 }
 
 impl CallRequest {
@@ -78,6 +81,7 @@ impl CallRequest {
             approval: None,
             cancel: None,
             trace: TraceContext::default(),
+            events: None,
         }
     }
 
@@ -115,6 +119,18 @@ impl CallRequest {
     pub fn trace(mut self, context: TraceContext) -> CallRequest {
         self.trace = context;
         self
+    }
+
+    /// Tells `listener` what the call does as it happens.
+    pub fn events(mut self, listener: Arc<dyn events::CallEvents>) -> CallRequest {
+        self.events = Some(listener);
+        self
+    }
+
+    fn tell(&self, event: events::CallEvent) {
+        if let Some(listener) = &self.events {
+            listener.event(event);
+        }
     }
 
     /// Stopped when `token` is cancelled, even while its tool runs.
@@ -281,6 +297,8 @@ impl Runtime {
         let identity = approval::CallIdentity {
             agent: &agent,
             user: acting.as_ref().map(|a| a.user.as_str()),
+            delegation: acting.as_ref().map(|a| a.delegation.as_str()),
+            session: request.session.as_deref(),
             tool: &request.tool,
             tool_digest: &tool_facts.digest,
             input_digest: &record.input_digest,
@@ -335,6 +353,11 @@ impl Runtime {
             user: acting.map(|a| a.user),
         };
         let running = (SystemTime::now(), Instant::now());
+        let following = crate::sandbox::run::Following {
+            accepted: accepted.into(),
+            cancel: request.cancel.as_ref(),
+            events: request.events.clone(),
+        };
         let ran = run(
             &tool.prepared,
             &tool.grants,
@@ -342,8 +365,7 @@ impl Runtime {
             minter,
             context,
             &request.input,
-            accepted.into(),
-            request.cancel.as_ref(),
+            following,
         )
         .await;
         record.timings.ran = Some((running.0, running.1.elapsed()));
@@ -556,6 +578,13 @@ impl Runtime {
         }
         let decision = &record.decision;
         tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
+        request.tell(events::CallEvent::Decided {
+            outcome: serde_json::to_value(decision.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            summary: decision.summary(),
+        });
         match decision.outcome {
             Outcome::Deny => Err(CallFailure::new(
                 ErrorKind::Denied,
@@ -579,13 +608,7 @@ impl Runtime {
         }
         let summary = record.decision.summary();
         let id = self
-            .request_approval(
-                request,
-                &record.input_digest,
-                facts,
-                identity,
-                summary.clone(),
-            )
+            .request_approval(request, record, facts, identity, summary.clone())
             .map_err(|e| match e.downcast::<TooManyPending>() {
                 Ok(full) => CallFailure::new(ErrorKind::Denied, format!("denied: {full}")),
                 Err(e) => {
@@ -597,6 +620,9 @@ impl Runtime {
              `warden approve {id} --key APPROVER_KEY`, then repeat this exact call with \
              --approval {id}"
         );
+        request.tell(events::CallEvent::Held {
+            approval: id.clone(),
+        });
         record.approval = Some(id);
         Err(CallFailure::new(ErrorKind::ApprovalRequired, message))
     }
@@ -606,7 +632,7 @@ impl Runtime {
     fn request_approval(
         &self,
         request: &CallRequest,
-        input_digest: &str,
+        record: &CallRecord,
         facts: &CallFacts,
         digest: String,
         reason: String,
@@ -619,7 +645,7 @@ impl Runtime {
             user: facts.user.as_ref().map(|u| u.name.clone()),
             tool: facts.tool.name.clone(),
             tool_digest: facts.tool.digest.clone(),
-            input_digest: input_digest.to_string(),
+            input_digest: record.input_digest.clone(),
             input: request.input.clone(),
             reason,
             created: now,
@@ -630,11 +656,17 @@ impl Runtime {
             approver: None,
             signature: None,
             used_by: None,
+            session: record.session.clone(),
+            delegation: record.delegation.clone(),
         };
-        Ok(self
+        let stored = self
             .state()?
-            .request_approval(&pending, approval::MAX_PENDING_PER_AGENT)?
-            .id)
+            .request_approval(&pending, approval::MAX_PENDING_PER_AGENT)?;
+        // A call asked for again finds its approval pending, announced already.
+        if stored.id == pending.id {
+            self.announce_held(&stored);
+        }
+        Ok(stored.id)
     }
 
     /// Appends a call's records to the audit chain (unless the deployment turned it off).

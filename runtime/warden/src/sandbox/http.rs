@@ -178,6 +178,8 @@ pub struct EgressLog(Arc<LogInner>);
 
 struct LogInner {
     kept: Mutex<Kept>,
+    /// Told each request as it is decided (a caller following the call).
+    listener: crate::call::events::Listener,
     denials_left: AtomicU32,
     /// Cancelled when the last denied request of the budget is spent.
     spent: tokio_util::sync::CancellationToken,
@@ -194,7 +196,15 @@ struct Kept {
 
 impl Default for EgressLog {
     fn default() -> Self {
+        EgressLog::told_to(None)
+    }
+}
+
+impl EgressLog {
+    /// A log that tells `listener` (if any) each request as it is decided.
+    pub fn told_to(listener: crate::call::events::Listener) -> Self {
         EgressLog(Arc::new(LogInner {
+            listener,
             kept: Mutex::default(),
             denials_left: AtomicU32::new(MAX_DENIED_REQUESTS),
             spent: Default::default(),
@@ -260,6 +270,15 @@ impl EgressLog {
 
     /// Keeps `record` (its index, for updates) or, past `MAX_RECORDS`, only counts it.
     fn push(&self, record: EgressRecord) -> Option<usize> {
+        if let Some(listener) = &self.0.listener {
+            listener.event(crate::call::events::CallEvent::Egress {
+                method: record.method.clone(),
+                url: record.url(),
+                decision: record.decision.as_str().to_string(),
+                rule: record.rule.clone(),
+                reason: record.reason.clone(),
+            });
+        }
         let mut kept = self.kept();
         if kept.records.len() >= MAX_RECORDS {
             kept.omitted += 1;

@@ -185,6 +185,8 @@ struct CaptureInner {
     tail: std::collections::VecDeque<u8>,
     total: u64,
     cap: usize,
+    /// Its lines, told as they are written (a caller following the call).
+    lines: Option<crate::call::events::Lines>,
 }
 
 /// How much of a stream's end is kept for the message of a tool that trapped.
@@ -197,7 +199,17 @@ impl Capture {
             tail: std::collections::VecDeque::new(),
             total: 0,
             cap: cap as usize,
+            lines: None,
         })))
+    }
+
+    /// The same capture, telling `listener` (if any) each line written.
+    pub fn told_to(self, listener: crate::call::events::Listener) -> Self {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lines = listener.map(crate::call::events::Lines::new);
+        self
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -210,6 +222,9 @@ impl Capture {
         inner.tail.extend(last);
         let over = inner.tail.len().saturating_sub(TAIL);
         inner.tail.drain(..over);
+        if let Some(lines) = &mut inner.lines {
+            lines.feed(bytes);
+        }
     }
 
     /// The last lines written (at most `TAIL` bytes, from a line's start when one is in

@@ -73,6 +73,7 @@ impl CallState {
         context: CallContext,
         stdin: Option<Vec<u8>>,
         deadline: tokio::time::Instant,
+        events: crate::call::events::Listener,
     ) -> Result<(CallState, Observed)> {
         // A command's stdout is its output, so it is kept up to the output limit.
         let stdout_cap = if stdin.is_some() {
@@ -82,8 +83,8 @@ impl CallState {
         };
         let observed = Observed {
             stdout: Capture::new(stdout_cap),
-            stderr: Capture::new(grants.limits.stdio.0),
-            egress: EgressLog::default(),
+            stderr: Capture::new(grants.limits.stdio.0).told_to(events.clone()),
+            egress: EgressLog::told_to(events),
             disk: DiskQuota::new(grants.limits.disk),
         };
         let mut wasi = WasiCtxBuilder::new();

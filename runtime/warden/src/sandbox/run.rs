@@ -51,8 +51,16 @@ pub fn new_store(engine: &wasmtime::Engine, state: CallState, limits: &Limits) -
     store
 }
 
+/// How the caller follows a run: when the call was accepted (its timeout counts from then),
+/// its cancellation, and who hears its egress and stderr as they happen.
+pub struct Following<'a> {
+    pub accepted: tokio::time::Instant,
+    pub cancel: Option<&'a tokio_util::sync::CancellationToken>,
+    pub events: crate::call::events::Listener,
+}
+
 /// Runs `prepared` with `input` in a fresh sandbox with exactly `grants`, under every limit,
-/// until it is done, its timeout (counted from `accepted`) passes or the caller cancels it.
+/// until it is done, its timeout passes or the caller cancels it.
 pub async fn run(
     prepared: &Prepared,
     grants: &Grants,
@@ -60,26 +68,34 @@ pub async fn run(
     minter: Option<Arc<Minter>>,
     context: CallContext,
     input: &serde_json::Value,
-    accepted: tokio::time::Instant,
-    cancel: Option<&tokio_util::sync::CancellationToken>,
+    following: Following<'_>,
 ) -> Ran {
     let limits = &grants.limits;
     let input_text = input.to_string();
-    let deadline = accepted + limits.timeout;
+    let deadline = following.accepted + limits.timeout;
+    let cancel = following.cancel;
     let stdin = matches!(prepared, Prepared::Command(_)).then(|| input_text.clone().into_bytes());
-    let (state, observed) =
-        match CallState::new(grants, Some(gate), minter, context, stdin, deadline) {
-            Ok(built) => built,
-            Err(e) => {
-                return Ran {
-                    result: Err(CallFailure::new(
-                        ErrorKind::Internal,
-                        format!("preparing the sandbox: {e:#}"),
-                    )),
-                    observed: None,
-                };
-            }
-        };
+    let sandbox = CallState::new(
+        grants,
+        Some(gate),
+        minter,
+        context,
+        stdin,
+        deadline,
+        following.events,
+    );
+    let (state, observed) = match sandbox {
+        Ok(built) => built,
+        Err(e) => {
+            return Ran {
+                result: Err(CallFailure::new(
+                    ErrorKind::Internal,
+                    format!("preparing the sandbox: {e:#}"),
+                )),
+                observed: None,
+            };
+        }
+    };
     let mut store = new_store(prepared.engine(), state, limits);
 
     let outcome = match prepared {

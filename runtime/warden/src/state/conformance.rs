@@ -97,6 +97,8 @@ pub(super) fn approval(id: &str, agent: &str, expires: i64) -> Approval {
         approver: None,
         signature: None,
         used_by: None,
+        session: Some("s1".into()),
+        delegation: None,
     }
 }
 
@@ -401,12 +403,24 @@ fn approvals_are_requested_decided_and_used_once(
     };
     assert!(other.decide_approval("1", &approve).unwrap());
     assert!(
-        !one.decide_approval("1", &ApprovalDecision::Denied { by: "dan".into() })
-            .unwrap()
+        !one.decide_approval(
+            "1",
+            &ApprovalDecision::Denied {
+                by: "dan".into(),
+                signature: None
+            }
+        )
+        .unwrap()
     );
     assert!(
-        one.decide_approval("2", &ApprovalDecision::Denied { by: "dan".into() })
-            .unwrap()
+        one.decide_approval(
+            "2",
+            &ApprovalDecision::Denied {
+                by: "dan".into(),
+                signature: Some("no".into())
+            }
+        )
+        .unwrap()
     );
     assert!(
         !one.use_approval("2", "call-x").unwrap(),
@@ -431,6 +445,16 @@ fn approvals_are_requested_decided_and_used_once(
     );
     assert_eq!(one.approvals(false).unwrap().len(), 1);
     assert_eq!(one.approvals(true).unwrap().len(), 3);
+    // The decided ones, newest first, as many as asked for; a deny keeps its signature.
+    let decided = one.decided_approvals(10).unwrap();
+    assert_eq!(decided.len(), 2);
+    assert!(decided.iter().all(|a| a.status != ApprovalStatus::Pending));
+    assert_eq!(one.decided_approvals(1).unwrap().len(), 1);
+    let denied = decided
+        .iter()
+        .find(|a| a.status == ApprovalStatus::Denied)
+        .unwrap();
+    assert_eq!(denied.signature.as_deref(), Some("no"));
     // A decided approval leaves room for another request.
     one.request_approval(&approval("5", "a", later), 2).unwrap();
 }

@@ -88,6 +88,8 @@ pub trait StateStore: Send + Sync {
     fn approval(&self, id: &str) -> Result<Option<Approval>>;
     /// Approvals, newest first; only pending ones unless `all`.
     fn approvals(&self, all: bool) -> Result<Vec<Approval>>;
+    /// The `limit` most recent approvals that are no longer pending (decided or used).
+    fn decided_approvals(&self, limit: u32) -> Result<Vec<Approval>>;
     /// Records a human's decision on a pending approval. False if it is no longer pending.
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool>;
     /// Marks an approved approval used by `call_id`, atomically: false if it was not
@@ -319,6 +321,10 @@ pub struct Approval {
     pub signature: Option<String>,
     /// The call that used it.
     pub used_by: Option<String>,
+    /// The session the held call was made in, and the delegation it acted under: shown to
+    /// the approver (not part of what they sign; the call digest binds the call).
+    pub session: Option<String>,
+    pub delegation: Option<String>,
 }
 
 /// A new pending approval refused: its agent already has `max` waiting for a person (an agent
@@ -350,8 +356,16 @@ pub struct TooManySessions {
 /// A human's answer to a pending approval.
 #[derive(Debug, Clone)]
 pub enum ApprovalDecision {
-    Approved { approver: String, signature: String },
-    Denied { by: String },
+    Approved {
+        approver: String,
+        signature: String,
+    },
+    /// Denied by `by`; from the inbox, with their signature over the deny message
+    /// (`approval::deny_message`).
+    Denied {
+        by: String,
+        signature: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -154,6 +154,11 @@ CREATE TABLE revocation_events (
 );
 CREATE INDEX revocation_events_due ON revocation_events (next_attempt) WHERE delivered IS NULL;
 ",
+    "
+-- Version 3: the session and delegation of a held call, for the approver to see.
+ALTER TABLE approvals ADD COLUMN session TEXT;
+ALTER TABLE approvals ADD COLUMN delegation TEXT;
+",
 ];
 
 /// Opens the deployment's PostgreSQL state store, shared.
@@ -1037,8 +1042,8 @@ impl StateStore for PostgresStore {
             }
             tx.execute(
                 "INSERT INTO approvals (id, digest, agent, user_name, tool, tool_digest,
-                 input_digest, input, reason, created, expires, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
+                 input_digest, input, reason, created, expires, status, session, delegation)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
                 &[
                     &request.id,
                     &request.digest,
@@ -1051,6 +1056,8 @@ impl StateStore for PostgresStore {
                     &request.reason,
                     &request.created,
                     &request.expires,
+                    &request.session,
+                    &request.delegation,
                 ],
             )
             .await?;
@@ -1079,13 +1086,23 @@ impl StateStore for PostgresStore {
         rows.iter().map(approval).collect()
     }
 
+    fn decided_approvals(&self, limit: u32) -> Result<Vec<Approval>> {
+        let query =
+            format!("{APPROVAL_COLUMNS} WHERE status != 'pending' ORDER BY created DESC LIMIT $1");
+        let limit = i64::from(limit);
+        let rows = self.statement(async move |c| Ok(c.query(&query, &[&limit]).await?))?;
+        rows.iter().map(approval).collect()
+    }
+
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
         let (status, approver, signature) = match decision {
             ApprovalDecision::Approved {
                 approver,
                 signature,
             } => (ApprovalStatus::Approved, approver, Some(signature.clone())),
-            ApprovalDecision::Denied { by } => (ApprovalStatus::Denied, by, None),
+            ApprovalDecision::Denied { by, signature } => {
+                (ApprovalStatus::Denied, by, signature.clone())
+            }
         };
         let (id, approver) = (id.to_string(), approver.clone());
         let changed = self.statement(move |c| async move {
@@ -1444,8 +1461,8 @@ fn audit_link(row: &Row) -> Result<AuditLink> {
 }
 
 const APPROVAL_COLUMNS: &str = "SELECT id, digest, agent, user_name, tool, tool_digest,
-    input_digest, input, reason, created, expires, status, approver, signature, used_by
-    FROM approvals";
+    input_digest, input, reason, created, expires, status, approver, signature, used_by,
+    session, delegation FROM approvals";
 
 fn approval(row: &Row) -> Result<Approval> {
     let id: String = row.try_get(0)?;
@@ -1466,6 +1483,8 @@ fn approval(row: &Row) -> Result<Approval> {
         approver: row.try_get(12)?,
         signature: row.try_get(13)?,
         used_by: row.try_get(14)?,
+        session: row.try_get(15)?,
+        delegation: row.try_get(16)?,
     })
 }
 

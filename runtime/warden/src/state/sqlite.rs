@@ -107,6 +107,11 @@ CREATE TABLE revocation_events (
 );
 CREATE INDEX revocation_events_due ON revocation_events (delivered, next_attempt);
 ",
+    "
+-- Version 5: the session and delegation of a held call, for the approver to see.
+ALTER TABLE approvals ADD COLUMN session TEXT;
+ALTER TABLE approvals ADD COLUMN delegation TEXT;
+",
 ];
 
 /// Opens the deployment's SQLite state store, shared.
@@ -400,8 +405,8 @@ impl StateStore for SqliteStore {
             }
             tx.prepare_cached(
                 "INSERT INTO approvals (id, digest, agent, user, tool, tool_digest, input_digest,
-                 input, reason, created, expires, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending')",
+                 input, reason, created, expires, status, session, delegation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13)",
             )?
             .execute(params![
                 request.id,
@@ -415,6 +420,8 @@ impl StateStore for SqliteStore {
                 request.reason,
                 request.created,
                 request.expires,
+                request.session,
+                request.delegation,
             ])?;
             Ok(request.clone())
         })?;
@@ -440,6 +447,15 @@ impl StateStore for SqliteStore {
         rows.map(|row| row?).collect()
     }
 
+    fn decided_approvals(&self, limit: u32) -> Result<Vec<Approval>> {
+        let conn = self.conn();
+        let mut query = conn.prepare_cached(&format!(
+            "{APPROVAL_COLUMNS} WHERE status != 'pending' ORDER BY created DESC LIMIT ?1"
+        ))?;
+        let rows = query.query_map(params![limit], approval)?;
+        rows.map(|row| row?).collect()
+    }
+
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
         let conn = self.conn();
         let (status, approver, signature) = match decision {
@@ -447,7 +463,9 @@ impl StateStore for SqliteStore {
                 approver,
                 signature,
             } => (ApprovalStatus::Approved, approver, Some(signature)),
-            ApprovalDecision::Denied { by } => (ApprovalStatus::Denied, by, None),
+            ApprovalDecision::Denied { by, signature } => {
+                (ApprovalStatus::Denied, by, signature.as_ref())
+            }
         };
         let changed = conn
             .prepare_cached(
@@ -660,7 +678,8 @@ fn audit_link(row: &Row) -> rusqlite::Result<AuditLink> {
 }
 
 const APPROVAL_COLUMNS: &str = "SELECT id, digest, agent, user, tool, tool_digest, input_digest,
-    input, reason, created, expires, status, approver, signature, used_by FROM approvals";
+    input, reason, created, expires, status, approver, signature, used_by, session, delegation
+    FROM approvals";
 
 /// A row of `APPROVAL_COLUMNS`; the inner error is a row that does not parse.
 fn approval(row: &Row) -> rusqlite::Result<Result<Approval>> {
@@ -685,6 +704,8 @@ fn approval(row: &Row) -> rusqlite::Result<Result<Approval>> {
         approver: row.get(12)?,
         signature: row.get(13)?,
         used_by: row.get(14)?,
+        session: row.get(15)?,
+        delegation: row.get(16)?,
     }))
 }
 
