@@ -6,6 +6,7 @@ mod common;
 
 mod approvals;
 mod audit;
+mod authoring;
 mod cli;
 mod drill_isolation;
 mod identity;

@@ -16,6 +16,10 @@ fn main() {
 
     // Shared by every profile of the host build, so the guests are built once.
     let target_dir = out.ancestors().nth(4).unwrap().join("wasm-tools");
+    println!(
+        "cargo:rustc-env=WARDEN_GUEST_TARGET_DIR={}",
+        target_dir.display()
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -88,7 +92,9 @@ fn find_manifests(dir: &Path) -> Vec<PathBuf> {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
-            if path.join("tool.toml").is_file() {
+            // Python and JavaScript tools are built by `warden tool build` (tests/authoring.rs).
+            let interpreted = path.join("app.py").is_file() || path.join("package.json").is_file();
+            if path.join("tool.toml").is_file() && !interpreted {
                 found.push(path.join("tool.toml"));
             }
             found.extend(find_manifests(&path));

@@ -13,8 +13,8 @@ pub mod standin;
 pub mod tool_test;
 
 use commands::{
-    approvals, audit, bench, call, demo, drill as drill_command, keys, mcp, policy, revoke, serve,
-    session, test, tool,
+    approvals, audit, bench, call, demo, drill as drill_command, keys, mcp, new, policy, revoke,
+    serve, session, test, tool,
 };
 
 use clap::{Parser, Subcommand};
@@ -80,6 +80,8 @@ enum Command {
     Assert(mcp::AssertArgs),
     /// Make many calls of one tool in one process; print calls per second and latency.
     Bench(bench::BenchArgs),
+    /// Make a new tool's directory (Rust, Python or JavaScript) that builds as it is.
+    New(new::NewArgs),
     /// Make an Ed25519 key pair (for an agent, a user or an approver).
     Keygen(keys::KeygenArgs),
     /// Issue a delegation: a user lets an agent call some tools on their behalf.
@@ -177,6 +179,7 @@ pub fn main() -> i32 {
             Command::Serve(args) => serve::run(&cli.config, args).await,
             Command::Assert(args) => mcp::assert(args),
             Command::Bench(args) => bench::run(&cli.config, args).await,
+            Command::New(args) => new::run(&cli.config, args),
             Command::Keygen(args) => keys::keygen(args),
             Command::Delegate(args) => keys::delegate(args),
             Command::Jwks => keys::jwks(&cli.config),

@@ -15,6 +15,10 @@ pub mod synthetic;
 /// `tool.toml`.
 pub const BUILT_TOOLS_DIR: &str = env!("WARDEN_BUILT_TOOLS");
 
+/// Where the guests of `tools/` are compiled: a Rust tool built with it as its target
+/// directory reuses their compiled dependencies.
+pub const GUEST_TARGET_DIR: &str = env!("WARDEN_GUEST_TARGET_DIR");
+
 /// A tool built from `tools/`, embedded in the binary that uses it.
 #[derive(Debug, Clone, Copy)]
 pub struct BuiltTool {

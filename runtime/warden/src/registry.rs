@@ -236,17 +236,27 @@ fn delete_aside(aside: &Path) {
     }
 }
 
+/// Whether a manifest line sets the digest.
+fn is_digest_line(line: &str) -> bool {
+    line.trim_start()
+        .strip_prefix("digest")
+        .is_some_and(|rest| rest.trim_start().starts_with('='))
+}
+
 /// Adds `digest = "..."` to a manifest text that does not pin one yet.
 pub fn pin_digest(manifest_text: &str, digest: &Digest) -> String {
-    if manifest_text
-        .lines()
-        .any(|l| l.trim_start().starts_with("digest"))
-    {
-        return manifest_text.to_string();
+    match manifest_text.lines().any(is_digest_line) {
+        true => manifest_text.to_string(),
+        false => set_digest(manifest_text, digest),
     }
+}
+
+/// The manifest text pinning `digest` (after `component`), whatever it pinned before (a
+/// rebuilt tool, `warden tool build`).
+pub fn set_digest(manifest_text: &str, digest: &Digest) -> String {
     let mut out = String::new();
     let mut pinned = false;
-    for line in manifest_text.lines() {
+    for line in manifest_text.lines().filter(|l| !is_digest_line(l)) {
         out.push_str(line);
         out.push('\n');
         if !pinned && line.trim_start().starts_with("component") {
@@ -255,4 +265,26 @@ pub fn pin_digest(manifest_text: &str, digest: &Digest) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_is_pinned_once_and_set_anew_after_a_rebuild() {
+        let old = Digest::of(b"old");
+        let new = Digest::of(b"new");
+        let text = "name = \"t\"\ncomponent = \"t.wasm\"\nimpact = \"read\"\n";
+        let pinned = pin_digest(text, &old);
+        assert_eq!(
+            pinned,
+            format!("name = \"t\"\ncomponent = \"t.wasm\"\ndigest = \"{old}\"\nimpact = \"read\"\n")
+        );
+        // Pinning keeps what is pinned; setting replaces it, once.
+        assert_eq!(pin_digest(&pinned, &new), pinned);
+        let rebuilt = set_digest(&pinned, &new);
+        assert_eq!(rebuilt, pinned.replace(old.as_str(), new.as_str()));
+        assert_eq!(rebuilt.matches("digest").count(), 1);
+    }
 }

@@ -34,6 +34,9 @@ pub enum ToolCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Build the tool in DIR (Rust, Python or JavaScript, as `warden new` made it) and pin
+    /// the component's digest in its tool.toml.
+    Build { dir: PathBuf },
     /// List the registered tools.
     List {
         #[arg(long)]
@@ -113,6 +116,7 @@ pub async fn run(config: &Path, command: ToolCommand) -> Result<i32> {
             Ok(0)
         }
         ToolCommand::Sign { dir, key } => sign(&dir, &key),
+        ToolCommand::Build { dir } => super::build::run(&dir),
         ToolCommand::List { json } => {
             let mut rows = Vec::new();
             for dir in registry::tool_dirs(&deployment?) {

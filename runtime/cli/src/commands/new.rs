@@ -1,0 +1,195 @@
+//! `warden new NAME --lang rust|python|js`: a tool directory that builds as it is — source
+//! with `describe` and `invoke` for a typed input and its JSON Schema declared once, a
+//! mounted-file read, `tool.toml` named as `describe` names it, the WIT it targets (and for
+//! Rust the SDK) vendored in, the build tool pinned, a short README and a test input. It
+//! prints the Cedar permit and the `warden call` line to try it.
+
+use crate::UsageError;
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct NewArgs {
+    /// The tool's name: 1-64 lowercase letters, digits or '-'.
+    name: String,
+    #[arg(long, value_enum)]
+    lang: Lang,
+    /// Where to make it (default ./NAME); it must not exist yet.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl Lang {
+    fn builder(self) -> &'static str {
+        match self {
+            Lang::Rust => "cargo, target wasm32-wasip2",
+            Lang::Python => "componentize-py 0.25.1, `pip install -r requirements.txt`",
+            Lang::Js => "componentize-js 0.23.0 from npm, installed on the first build",
+        }
+    }
+
+    /// Python's and JavaScript's interpreters live in the component's memory.
+    fn memory(self) -> &'static str {
+        match self {
+            Lang::Rust => "64MiB",
+            Lang::Python | Lang::Js => "128MiB",
+        }
+    }
+}
+
+const WIT: &str = include_str!("../../../../host-api/wit/world.wit");
+
+/// (path in the tool directory, template) for a language; `{{…}}` are filled in.
+fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
+    let mut files = vec![
+        ("tool.toml", include_str!("../../templates/tool.toml")),
+        ("input.json", include_str!("../../templates/input.json")),
+        ("README.md", include_str!("../../templates/README.md")),
+    ];
+    files.extend(match lang {
+        Lang::Rust => vec![
+            (
+                "Cargo.toml",
+                include_str!("../../templates/rust/Cargo.toml"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("../../templates/rust/src/lib.rs"),
+            ),
+            // The SDK, as this Warden has it: no registry needed, and no version skew.
+            (
+                "host-api/Cargo.toml",
+                include_str!("../../../../host-api/Cargo.toml"),
+            ),
+            (
+                "host-api/src/lib.rs",
+                include_str!("../../../../host-api/src/lib.rs"),
+            ),
+            ("host-api/wit/world.wit", WIT),
+        ],
+        Lang::Python => vec![
+            ("app.py", include_str!("../../templates/python/app.py")),
+            (
+                "requirements.txt",
+                include_str!("../../templates/python/requirements.txt"),
+            ),
+            ("wit/world.wit", WIT),
+        ],
+        Lang::Js => vec![
+            ("app.js", include_str!("../../templates/js/app.js")),
+            (
+                "package.json",
+                include_str!("../../templates/js/package.json"),
+            ),
+            ("wit/world.wit", WIT),
+        ],
+    });
+    files
+}
+
+/// `hello-world` → `HelloWorld`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+/// `template` with this tool's names in it.
+fn fill(template: &str, name: &str, lang: Lang) -> String {
+    let mut type_name = type_name(name);
+    if type_name.starts_with(|c: char| c.is_ascii_digit()) {
+        type_name.insert(0, 'T');
+    }
+    template
+        .replace("{{name}}", name)
+        .replace("{{crate}}", &name.replace('-', "_"))
+        .replace("{{type}}", &type_name)
+        .replace("{{memory}}", lang.memory())
+        .replace("{{builder}}", lang.builder())
+}
+
+pub fn run(config: &Path, args: NewArgs) -> Result<i32> {
+    if !warden::manifest::is_tool_name(&args.name) {
+        return Err(UsageError(format!(
+            "`{}`: a tool's name is 1-64 lowercase letters, digits or '-'",
+            args.name
+        ))
+        .into());
+    }
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    if dir.exists() {
+        return Err(UsageError(format!("{}: already exists", dir.display())).into());
+    }
+    // Written beside it and renamed into place: no half-made tool directory is left.
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("{}: cannot create it", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".warden-new-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("{}: cannot write in it", parent.display()))?;
+    for (path, template) in files(args.lang) {
+        let target = staging.path().join(path);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&target, fill(template, &args.name, args.lang))
+            .with_context(|| format!("writing {path}"))?;
+    }
+    std::fs::rename(staging.path(), &dir)
+        .with_context(|| format!("{}: cannot create it", dir.display()))?;
+    // Renamed away: nothing is left for the guard to delete.
+    let _ = staging.keep();
+    let name = &args.name;
+    let config = config.display();
+    println!(
+        "made {} ({}): build it, register it, permit it, call it:\n\
+         \n  warden tool build {dir}\
+         \n  warden --config {config} tool add --replace {dir}\
+         \n\n  # in the deployment's policy directory, for the agent that calls it:\
+         \n  permit(principal == Agent::\"AGENT\", action == Action::\"invoke\", resource == Tool::\"{name}\");\
+         \n\n  warden --config {config} call {name} --agent AGENT --agent-key AGENT.key --input-file {dir}/input.json",
+        dir.display(),
+        args.lang
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
+        dir = dir.display(),
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fill_every_template() {
+        assert_eq!(type_name("hello-big-world"), "HelloBigWorld");
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            for (path, template) in files(lang) {
+                let filled = fill(template, "9-lives", lang);
+                assert!(!filled.contains("{{"), "{path} keeps a placeholder");
+                if path.ends_with(".rs") && !path.starts_with("host-api") {
+                    assert!(filled.contains("struct T9Lives;"), "{filled}");
+                }
+            }
+        }
+    }
+}
