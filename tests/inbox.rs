@@ -9,26 +9,10 @@ use crate::mcp::{assertion, client, fixture};
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use serde_json::{Value, json};
-use std::io::{Read as _, Write as _};
 
-/// Whether headless Chromium and its driver are installed. Without them a browser test is
-/// skipped loudly, or fails when `CI=true` (`.ci/run` installs them).
+/// Whether headless Chromium and its driver are installed (`.ci/run` installs them).
 fn browser() -> bool {
-    let found = ["chromium", "chromedriver"].iter().all(|program| {
-        std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-    });
-    if !found {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "CI=true and no headless Chromium (chromium, chromium-driver) for the inbox's tests"
-        );
-        eprintln!(
-            "\n*** SKIPPED: an approval inbox test, for want of chromium and chromedriver \
-             (apt-get install chromium chromium-driver) ***\n"
-        );
-    }
-    found
+    installed(&["chromium", "chromedriver"], "an approval inbox test")
 }
 
 /// The MCP fixture (tester may invoke anything; deleting a note needs carol's approval) with
@@ -48,39 +32,6 @@ fn key(f: &Fixture, name: &str) -> String {
     f.key_file(name).to_str().unwrap().to_string()
 }
 
-/// One raw HTTP/1.1 request to the inbox: (status, headers, body).
-fn request(
-    origin: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> (u16, String, String) {
-    let address = origin.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if !headers.iter().any(|(name, _)| *name == "host") {
-        head.push_str(&format!("host: {address}\r\n"));
-    }
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    write!(stream, "{head}\r\n{body}").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_lowercase(), body.to_string())
-}
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -88,7 +39,7 @@ fn b64(bytes: &[u8]) -> String {
 /// A fresh challenge from the inbox at `origin`.
 fn challenge(origin: &str) -> String {
     let from = [("origin", origin)];
-    let (status, _, body) = request(origin, "POST", "/api/challenge", &from, Some(&json!({})));
+    let (status, _, body) = http_request(origin, "POST", "/api/challenge", &from, Some(&json!({})));
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Value>(&body).unwrap()["challenge"]
         .as_str()
@@ -107,7 +58,7 @@ fn sign_in_with(origin: &str, name: &str, challenge: &str) -> (u16, Value) {
         "signature": b64(&signed.to_bytes()),
     });
     let from = [("origin", origin)];
-    let (status, _, body) = request(origin, "POST", "/api/sign-in", &from, Some(&answer));
+    let (status, _, body) = http_request(origin, "POST", "/api/sign-in", &from, Some(&answer));
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
@@ -292,7 +243,7 @@ fn the_inbox_refuses_agents_forgeries_altered_approvals_and_other_origins() {
     // Without a sign-in, or with a made-up token: nothing is shown.
     for auth in [None, Some("Bearer made-up")] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
-        let (status, _, body) = request(&origin, "GET", "/api/approvals", &headers, None);
+        let (status, _, body) = http_request(&origin, "GET", "/api/approvals", &headers, None);
         assert_eq!(status, 401, "{body}");
         assert!(!body.contains(&id) && !body.contains("harmless"), "{body}");
     }
@@ -327,7 +278,7 @@ fn the_inbox_refuses_agents_forgeries_altered_approvals_and_other_origins() {
         ("origin", origin.as_str()),
         ("authorization", token.as_str()),
     ];
-    let (status, _, body) = request(&origin, "POST", "/api/decide", &carol, Some(&decide));
+    let (status, _, body) = http_request(&origin, "POST", "/api/decide", &carol, Some(&decide));
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("cannot be approved"), "{body}");
     assert_eq!(
@@ -352,13 +303,14 @@ fn the_inbox_refuses_agents_forgeries_altered_approvals_and_other_origins() {
     let foreign = signed("mallory", warden::approval::message(&held));
     for signature in [&deny_signature, &foreign] {
         let approve = json!({ "id": other, "decision": "approve", "signature": signature });
-        let (status, _, body) = request(&origin, "POST", "/api/decide", &carol, Some(&approve));
+        let (status, _, body) =
+            http_request(&origin, "POST", "/api/decide", &carol, Some(&approve));
         assert_eq!(status, 400, "{body}");
     }
     let deny = json!({ "id": other, "decision": "deny", "signature": deny_signature });
-    let (status, _, body) = request(&origin, "POST", "/api/decide", &carol, Some(&deny));
+    let (status, _, body) = http_request(&origin, "POST", "/api/decide", &carol, Some(&deny));
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = request(&origin, "POST", "/api/decide", &carol, Some(&deny));
+    let (status, _, body) = http_request(&origin, "POST", "/api/decide", &carol, Some(&deny));
     assert_eq!(status, 409, "{body}");
     let denied = stored_approval(&f, &other);
     assert_eq!(denied.status, warden::state::ApprovalStatus::Denied);
@@ -366,23 +318,25 @@ fn the_inbox_refuses_agents_forgeries_altered_approvals_and_other_origins() {
     // The altered one may be denied, never approved.
     let deny = json!({ "id": id, "decision": "deny",
                        "signature": signed("carol", warden::approval::deny_message(&pending)) });
-    let (status, _, body) = request(&origin, "POST", "/api/decide", &carol, Some(&deny));
+    let (status, _, body) = http_request(&origin, "POST", "/api/decide", &carol, Some(&deny));
     assert_eq!(status, 200, "{body}");
 
     // A state-changing request from another origin, or none, is refused; so is another host.
     for from in [vec![("origin", "http://evil.example")], vec![]] {
         let mut headers = from.clone();
         headers.push(("authorization", token.as_str()));
-        let (status, _, body) = request(&origin, "POST", "/api/decide", &headers, Some(&decide));
+        let (status, _, body) =
+            http_request(&origin, "POST", "/api/decide", &headers, Some(&decide));
         assert_eq!(status, 403, "{body}");
-        let (status, _, _) = request(&origin, "POST", "/api/challenge", &from, Some(&json!({})));
+        let (status, _, _) =
+            http_request(&origin, "POST", "/api/challenge", &from, Some(&json!({})));
         assert_eq!(status, 403);
     }
-    let (status, _, _) = request(&origin, "GET", "/", &[("host", "evil.example")], None);
+    let (status, _, _) = http_request(&origin, "GET", "/", &[("host", "evil.example")], None);
     assert_eq!(status, 421);
 
     // The page: no inline script, nothing from elsewhere, never framed.
-    let (status, head, page) = request(&origin, "GET", "/", &[], None);
+    let (status, head, page) = http_request(&origin, "GET", "/", &[], None);
     assert_eq!(status, 200);
     for header in [
         "content-security-policy: default-src 'none'; script-src 'self'",

@@ -17,6 +17,7 @@ mod layering;
 mod library;
 mod mcp;
 mod nodes;
+mod oauth;
 mod policy;
 mod properties;
 mod revocation;

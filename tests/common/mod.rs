@@ -450,3 +450,66 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// One raw HTTP/1.1 request to `origin` (`http://host:port`) with a JSON body: (status,
+/// lowercased head, body).
+pub fn http_request(
+    origin: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> (u16, String, String) {
+    let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+    http_raw(origin, method, path, headers, &body)
+}
+
+/// The same with any body.
+pub fn http_raw(
+    origin: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read as _, Write as _};
+    let address = origin.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(name, _)| *name == "host") {
+        head.push_str(&format!("host: {address}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    write!(stream, "{head}\r\n{body}").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_lowercase(), body.to_string())
+}
+
+/// Whether `programs` are all on PATH. Without them the test `what` is skipped loudly, or
+/// fails when `CI=true` (`.ci/run` installs them).
+pub fn installed(programs: &[&str], what: &str) -> bool {
+    let found = programs.iter().all(|program| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    });
+    if !found {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true and {programs:?} are not installed for {what}"
+        );
+        eprintln!("\n*** SKIPPED: {what}, for want of {programs:?} (see .ci/run) ***\n");
+    }
+    found
+}

@@ -17,6 +17,10 @@ a list of
       Chromium with that key file and prints what it shows: the sign-in error, or the cards)
 Prints one JSON line per step.
 
+"oauth": {"client_id": AGENT, "key": PATH, "issuer": URL} in an http plan authenticates as the
+SDK's PrivateKeyJWTOAuthProvider does (no Warden code: discovery from the 401, an EdDSA client
+assertion signed with the agent's key, a client_credentials token), instead of "token".
+
 "elicit": {"key": PATH, "decision": "approve"|"deny", "screenshot": PATH} in the plan declares
 URL-mode elicitation: the server's link is opened in the browser, the key loaded, the card of
 the approval decided, then the elicitation accepted; the handler's findings are printed as a
@@ -279,6 +283,50 @@ async def run_steps(session, steps, stateless=False, elicited=None):
         print(json.dumps(out), flush=True)
 
 
+class MemoryStorage:
+    """Where the SDK keeps its token for the plan's length."""
+
+    def __init__(self):
+        self.tokens = None
+        self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+def oauth_provider(url, oauth):
+    from mcp.client.auth.extensions.client_credentials import (
+        PrivateKeyJWTOAuthProvider,
+        SignedJWTParameters,
+    )
+
+    with open(oauth["key"]) as f:
+        key = f.read()
+    signer = SignedJWTParameters(
+        issuer=oauth["client_id"],
+        subject=oauth["client_id"],
+        signing_key=key,
+        signing_algorithm="EdDSA",
+        lifetime_seconds=60,
+    )
+    return PrivateKeyJWTOAuthProvider(
+        server_url=url,
+        storage=MemoryStorage(),
+        client_id=oauth["client_id"],
+        assertion_provider=signer.create_assertion_provider(),
+        issuer=oauth["issuer"],
+    )
+
+
 async def main(plan):
     if plan["transport"] == "stdio":
         command = plan["command"]
@@ -288,12 +336,16 @@ async def main(plan):
                 await run_steps(session, plan["steps"])
     else:
         headers = dict(plan.get("headers", {}))
-        headers["authorization"] = "Bearer " + plan["token"]
+        auth = None
+        if plan.get("oauth"):
+            auth = oauth_provider(plan["url"], plan["oauth"])
+        else:
+            headers["authorization"] = "Bearer " + plan["token"]
         elicited = []
         callbacks = {"logging_callback": on_log}
         if plan.get("elicit"):
             callbacks["elicitation_callback"] = elicitation_handler(plan["elicit"], elicited)
-        async with httpx2.AsyncClient(headers=headers, timeout=60) as client:
+        async with httpx2.AsyncClient(headers=headers, timeout=60, auth=auth) as client:
             async with streamable_http_client(plan["url"], http_client=client) as streams:
                 read, write = streams[0], streams[1]
                 async with ClientSession(read, write, **callbacks) as session:

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use warden::call::AuthenticatedAgent;
 use warden::credentials::Secret;
 use warden::error::Error;
+use warden::identity::oauth::{self, Endpoints};
 use warden::identity::{assertion, jwt};
 use warden::runtime::Runtime;
 
@@ -93,10 +94,21 @@ where
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let mcp_addr = listener.local_addr()?;
+    // The MCP endpoint is the one resource Warden, its authorization server, issues for.
+    let endpoints = Endpoints {
+        issuer: format!("http://{mcp_addr}"),
+        resource: format!("http://{mcp_addr}/mcp"),
+    };
     let auth = Arc::new(Bearers {
         runtime: runtime.clone(),
         verified: Mutex::new(BearerCache::new(MAX_BEARERS, MAX_BEARERS_PER_AGENT)),
+        endpoints: endpoints.clone(),
     });
+    let oauth = crate::oauth::router(runtime.clone(), endpoints);
     let inbox_app = inbox.map(|(listener, origin)| {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         (
@@ -116,12 +128,10 @@ where
     let app = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(auth, authenticate))
-        .merge(probes);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+        .merge(probes)
+        .merge(oauth);
     bound(Bound {
-        mcp: listener.local_addr()?,
+        mcp: mcp_addr,
         inbox: inbox_origin,
     });
     let (stopping, mut told) = tokio::sync::watch::channel(false);
@@ -359,10 +369,29 @@ const MAX_BEARERS_PER_AGENT: usize = 64;
 struct Bearers {
     runtime: Arc<Runtime>,
     verified: Mutex<BearerCache<AuthenticatedAgent>>,
+    /// Where this node's resource and authorization server are (access tokens).
+    endpoints: Endpoints,
 }
 
 impl Bearers {
-    fn verify(&self, token: &str) -> Result<AuthenticatedAgent, Error> {
+    /// A bearer: an OAuth access token (`at+jwt`, checked whole at every request, so that a
+    /// revocation ends it at the next), or a signed agent assertion.
+    /// The agent, and the delegation an access token acts under (a token exchange's).
+    fn verify(&self, token: &str) -> Result<(AuthenticatedAgent, Option<Secret>), Error> {
+        let access = jwt::peek_header(token)
+            .ok()
+            .and_then(|h| h.typ)
+            .is_some_and(|t| oauth::is_access_token_type(&t));
+        if access {
+            let bearer = self
+                .runtime
+                .authenticate_access_token(token, &self.endpoints)?;
+            return Ok((bearer.agent, bearer.on_behalf_of));
+        }
+        Ok((self.verify_assertion(token)?, None))
+    }
+
+    fn verify_assertion(&self, token: &str) -> Result<AuthenticatedAgent, Error> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jwt::now();
         // Held while verifying: two requests bringing one new assertion at once (a client's
@@ -491,8 +520,10 @@ async fn authenticate(
     };
     let Some(token) = token else {
         return unauthorized(
-            "a signed agent assertion is required: `Authorization: Bearer` with the output of \
-             `warden assert`",
+            &bearers.endpoints,
+            None,
+            "a bearer token is required: an OAuth access token (see the resource metadata \
+             this answer names) or a signed agent assertion (`warden assert`)",
         );
     };
     // Verifying may touch the state file: off the async threads.
@@ -507,17 +538,29 @@ async fn authenticate(
         )))
     });
     match verified {
-        Ok(agent) => {
+        // A token that acts for a user says for whom: a header cannot change it.
+        Ok((_, Some(_))) if delegation.is_some() => unauthorized(
+            &bearers.endpoints,
+            Some("invalid_request"),
+            &format!(
+                "this access token acts for a user already: send no `{DELEGATION_HEADER}` with it"
+            ),
+        ),
+        Ok((agent, from_token)) => {
             request.extensions_mut().insert(Principal {
                 agent,
-                on_behalf_of: delegation,
+                on_behalf_of: from_token.or(delegation),
                 session: None,
             });
             next.run(request).await
         }
         Err(Error::Refused(reason)) => {
             tracing::info!(%reason, "MCP request refused");
-            unauthorized(&format!("authentication failed: {reason}"))
+            unauthorized(
+                &bearers.endpoints,
+                Some("invalid_token"),
+                &format!("authentication failed: {reason}"),
+            )
         }
         // Warden failed, not the client: it may try again, and is not told it is unknown.
         Err(e) => {
@@ -531,13 +574,23 @@ async fn authenticate(
     }
 }
 
-fn unauthorized(reason: &str) -> Response {
-    (
-        http::StatusCode::UNAUTHORIZED,
-        [(http::header::WWW_AUTHENTICATE, "Bearer")],
-        reason.to_string(),
-    )
-        .into_response()
+/// 401, pointing the client at the resource's metadata (RFC 9728, section 5.1), whence the
+/// authorization server; `error` when the token given was refused (RFC 6750, section 3).
+fn unauthorized(endpoints: &Endpoints, error: Option<&str>, reason: &str) -> Response {
+    let mut challenge = format!(
+        "Bearer resource_metadata=\"{}\"",
+        crate::oauth::resource_metadata_url(endpoints)
+    );
+    if let Some(error) = error {
+        challenge.push_str(&format!(", error=\"{error}\""));
+    }
+    let mut response = (http::StatusCode::UNAUTHORIZED, reason.to_string()).into_response();
+    if let Ok(value) = http::HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 #[cfg(test)]

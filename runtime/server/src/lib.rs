@@ -18,6 +18,7 @@ mod elicit;
 mod following;
 pub mod http;
 pub mod inbox;
+pub mod oauth;
 pub mod stdio;
 
 use rmcp::model::{

@@ -291,9 +291,10 @@ impl Manifest {
         if raw.component.is_empty()
             || raw.component.contains(['/', '\\'])
             || raw.component.starts_with('.')
+            || !raw.component.ends_with(".wasm")
         {
             return Err(error(format!(
-                "field `component`: `{}` must be a file name beside the manifest",
+                "field `component`: `{}` must be a `.wasm` file name beside the manifest",
                 raw.component
             )));
         }

@@ -279,7 +279,9 @@ mod tests {
         let pinned = pin_digest(text, &old);
         assert_eq!(
             pinned,
-            format!("name = \"t\"\ncomponent = \"t.wasm\"\ndigest = \"{old}\"\nimpact = \"read\"\n")
+            format!(
+                "name = \"t\"\ncomponent = \"t.wasm\"\ndigest = \"{old}\"\nimpact = \"read\"\n"
+            )
         );
         // Pinning keeps what is pinned; setting replaces it, once.
         assert_eq!(pin_digest(&pinned, &new), pinned);

@@ -47,6 +47,8 @@ pub struct Runtime {
     /// Opened on first use, so that commands that only read (or refuse) write nothing.
     state: OnceLock<Arc<dyn StateStore>>,
     minter: OnceLock<Arc<Minter>>,
+    /// The key that signs OAuth access tokens (`identity::oauth`), apart from the minter's.
+    access_token_key: OnceLock<Arc<Minter>>,
     pub(crate) delegations: delegation::Verifier,
     metrics: Arc<crate::metrics::Metrics>,
     /// Sends each call's trace to the deployment's collector, if it names one.
@@ -183,6 +185,7 @@ impl RuntimeBuilder {
             tools: Arc::default(),
             state: OnceLock::new(),
             minter: OnceLock::new(),
+            access_token_key: OnceLock::new(),
             delegations: delegation::Verifier::default(),
             metrics,
             traces,
@@ -370,6 +373,18 @@ impl Runtime {
         }
         let loaded = Arc::new(KeyStore::new(&self.deployment().state_dir).current()?);
         Ok(self.minter.get_or_init(|| loaded).clone())
+    }
+
+    /// The key that signs OAuth access tokens, loaded (or made) on first use: its own, in
+    /// `state_dir/oauth/keys`, so that no upstream that trusts `warden jwks` accepts an access
+    /// token, and no access token is a minted credential.
+    pub(crate) fn access_token_key(&self) -> Result<Arc<Minter>> {
+        if let Some(key) = self.access_token_key.get() {
+            return Ok(key.clone());
+        }
+        let dir = self.deployment().state_dir.join("oauth");
+        let loaded = Arc::new(KeyStore::new(&dir).current()?);
+        Ok(self.access_token_key.get_or_init(|| loaded).clone())
     }
 
     /// The deployment in force now (`reload` may replace it).

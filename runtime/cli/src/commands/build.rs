@@ -36,7 +36,10 @@ fn language(dir: &Path) -> Result<Lang, UsageError> {
 fn program(name: &str, install: &str) -> Result<PathBuf, UsageError> {
     std::env::var_os("PATH")
         .and_then(|path| {
+            // Only absolute entries: a relative one would find the program in the tool's
+            // directory, which the build runs in.
             std::env::split_paths(&path)
+                .filter(|dir| dir.is_absolute())
                 .map(|dir| dir.join(name))
                 .find(|candidate| candidate.is_file())
         })
@@ -55,25 +58,58 @@ fn step(what: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Where cargo puts the crate's component.
-fn cargo_artifact(dir: &Path) -> Result<PathBuf> {
-    let cargo_toml = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&cargo_toml)
-        .with_context(|| format!("{}: cannot read", cargo_toml.display()))?;
-    let parsed: toml::Table = text
-        .parse()
-        .map_err(|_| UsageError(format!("{}: not TOML", cargo_toml.display())))?;
-    let package = parsed
-        .get("package")
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| UsageError(format!("{}: no [package] name", cargo_toml.display())))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("target"));
-    Ok(target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", package.replace('-', "_"))))
+/// Builds the crate in `dir` with cargo, in `dir` (its own `.cargo/config.toml` and
+/// toolchain file apply), and returns the component cargo says it made: wherever its target
+/// directory is, never one left from an earlier build.
+fn cargo_build(dir: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    eprintln!("warden: building with cargo (wasm32-wasip2, release; a first build takes a minute)");
+    let output = Command::new(cargo)
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building with cargo: cannot start it")?;
+    if !output.status.success() {
+        return Err(UsageError(format!(
+            "building with cargo failed ({}); its output is above",
+            output.status
+        ))
+        .into());
+    }
+    // The last `.wasm` of a cdylib cargo reports made is the crate's.
+    let made = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"))
+        })
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"));
+    made.ok_or_else(|| {
+        UsageError(
+            "cargo built no component: the crate must be a `cdylib` (`[lib] crate-type = \
+             [\"cdylib\"]`)"
+                .into(),
+        )
+        .into()
+    })
 }
 
 pub fn run(dir: &Path) -> Result<i32> {
@@ -83,23 +119,7 @@ pub fn run(dir: &Path) -> Result<i32> {
     let component = dir.join(&manifest.component);
     let started = Instant::now();
     let built = match lang {
-        Lang::Rust => {
-            let cargo =
-                std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
-            step(
-                "building with cargo (wasm32-wasip2, release; a first build takes a minute)",
-                Command::new(cargo)
-                    .args([
-                        "build",
-                        "--release",
-                        "--target",
-                        "wasm32-wasip2",
-                        "--manifest-path",
-                    ])
-                    .arg(dir.join("Cargo.toml")),
-            )?;
-            cargo_artifact(dir)?
-        }
+        Lang::Rust => cargo_build(dir)?,
         Lang::Python => {
             let componentize = program(
                 "componentize-py",
@@ -149,9 +169,30 @@ pub fn run(dir: &Path) -> Result<i32> {
     let digest = Digest::of(&bytes);
     let text = std::fs::read_to_string(&manifest_path)?;
     let pinned = warden::registry::set_digest(&text, &digest);
+    let file = manifest_path.display().to_string();
+    // What is written must say what was built: checked, then put in place whole.
+    match Manifest::parse(&pinned, &file) {
+        Ok(m) if m.digest.as_ref() == Some(&digest) => {}
+        _ => {
+            return Err(UsageError(format!(
+                "{file}: cannot pin the digest in it (write `component = \"…\"` and \
+                 `digest = \"…\"` as plain top-level keys); the component is {digest}"
+            ))
+            .into());
+        }
+    }
     if pinned != text {
-        std::fs::write(&manifest_path, pinned)
-            .with_context(|| format!("{}: cannot write", manifest_path.display()))?;
+        let staged = manifest_path.with_file_name(".tool.toml.warden-build");
+        std::fs::write(&staged, &pinned)
+            .and_then(|()| std::fs::rename(&staged, &manifest_path))
+            .with_context(|| format!("{file}: cannot write"))?;
+    }
+    if dir.join(warden::signing::SIGNATURE_FILE).is_file() {
+        eprintln!(
+            "warden: {} is now stale (it signs the previous build): sign again with `warden tool \
+             sign`",
+            dir.join(warden::signing::SIGNATURE_FILE).display()
+        );
     }
     println!(
         "built {}: {} ({:.1} MB) in {:.0} s, {digest} pinned in {}\nnext: warden tool add --replace {}",

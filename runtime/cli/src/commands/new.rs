@@ -95,28 +95,101 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
     files
 }
 
-/// `hello-world` → `HelloWorld`.
+/// `hello-world` → `HelloWorldTool`: a Rust type name, never a keyword nor a name the
+/// template imports (`Tool`, `Value`, `Input`).
 fn type_name(name: &str) -> String {
-    name.split('-')
+    let camel: String = name
+        .split('-')
         .map(|part| {
             let mut chars = part.chars();
             chars.next().map_or(String::new(), |first| {
                 first.to_ascii_uppercase().to_string() + chars.as_str()
             })
         })
-        .collect()
+        .collect();
+    match camel.starts_with(|c: char| c.is_ascii_digit()) {
+        true => format!("T{camel}Tool"),
+        false => format!("{camel}Tool"),
+    }
+}
+
+/// Why cargo would refuse `name` as a package (it names the crate), if it would.
+fn not_a_crate_name(name: &str) -> Option<&'static str> {
+    const RESERVED: &[&str] = &[
+        "abstract",
+        "alloc",
+        "as",
+        "async",
+        "await",
+        "become",
+        "box",
+        "break",
+        "const",
+        "continue",
+        "core",
+        "crate",
+        "do",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "final",
+        "fn",
+        "for",
+        "gen",
+        "host-api",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "macro",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "override",
+        "priv",
+        "proc-macro",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "serde",
+        "static",
+        "std",
+        "struct",
+        "super",
+        "test",
+        "trait",
+        "true",
+        "try",
+        "type",
+        "typeof",
+        "unsafe",
+        "unsized",
+        "use",
+        "virtual",
+        "warden-host-api",
+        "where",
+        "while",
+        "yield",
+    ];
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Some("a Rust crate's name cannot start with a digit");
+    }
+    RESERVED
+        .contains(&name)
+        .then_some("it is a Rust keyword or the name of a crate the tool uses")
 }
 
 /// `template` with this tool's names in it.
 fn fill(template: &str, name: &str, lang: Lang) -> String {
-    let mut type_name = type_name(name);
-    if type_name.starts_with(|c: char| c.is_ascii_digit()) {
-        type_name.insert(0, 'T');
-    }
     template
         .replace("{{name}}", name)
         .replace("{{crate}}", &name.replace('-', "_"))
-        .replace("{{type}}", &type_name)
+        .replace("{{type}}", &type_name(name))
         .replace("{{memory}}", lang.memory())
         .replace("{{builder}}", lang.builder())
 }
@@ -125,6 +198,15 @@ pub fn run(config: &Path, args: NewArgs) -> Result<i32> {
     if !warden::manifest::is_tool_name(&args.name) {
         return Err(UsageError(format!(
             "`{}`: a tool's name is 1-64 lowercase letters, digits or '-'",
+            args.name
+        ))
+        .into());
+    }
+    if args.lang == Lang::Rust
+        && let Some(why) = not_a_crate_name(&args.name)
+    {
+        return Err(UsageError(format!(
+            "`{}`: not a name for a Rust tool: {why}",
             args.name
         ))
         .into());
@@ -181,15 +263,27 @@ mod tests {
 
     #[test]
     fn names_fill_every_template() {
-        assert_eq!(type_name("hello-big-world"), "HelloBigWorld");
+        assert_eq!(type_name("hello-big-world"), "HelloBigWorldTool");
+        assert_eq!(type_name("tool"), "ToolTool");
+        assert_eq!(type_name("9-lives"), "T9LivesTool");
         for lang in [Lang::Rust, Lang::Python, Lang::Js] {
             for (path, template) in files(lang) {
-                let filled = fill(template, "9-lives", lang);
+                let filled = fill(template, "my-tool", lang);
                 assert!(!filled.contains("{{"), "{path} keeps a placeholder");
-                if path.ends_with(".rs") && !path.starts_with("host-api") {
-                    assert!(filled.contains("struct T9Lives;"), "{filled}");
+                if path == "src/lib.rs" {
+                    assert!(filled.contains("struct MyToolTool;"), "{filled}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn names_cargo_refuses_are_refused_for_rust() {
+        for bad in ["9-lives", "self", "std", "test", "serde", "core"] {
+            assert!(not_a_crate_name(bad).is_some(), "{bad}");
+        }
+        for good in ["greeter", "my-tool", "tool", "selfie"] {
+            assert!(not_a_crate_name(good).is_none(), "{good}");
         }
     }
 }

@@ -163,6 +163,18 @@ impl AuthenticatedAgent {
     pub fn agent(&self) -> &str {
         &self.agent
     }
+
+    /// `agent` as registered now, authenticated by a proof checked elsewhere (an access
+    /// token whose client assertion it signed); none if it is not an agent with a key.
+    pub(crate) fn registered(
+        deployment: &crate::Deployment,
+        agent: &str,
+    ) -> Option<AuthenticatedAgent> {
+        agent_key(deployment, agent).map(|key| AuthenticatedAgent {
+            agent: agent.to_string(),
+            key: Some(key),
+        })
+    }
 }
 
 impl Runtime {

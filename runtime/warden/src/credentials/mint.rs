@@ -114,7 +114,18 @@ impl Minter {
 
     /// `claims` signed as a Security Event Token.
     pub fn sign_event(&self, claims: &impl Serialize) -> String {
-        jwt::sign_typed(&self.key, Some(&self.kid), "secevent+jwt", claims)
+        self.sign_typed("secevent+jwt", claims)
+    }
+
+    /// `claims` signed with this key, the header typed `typ` (a kind of token no other kind
+    /// passes for: `secevent+jwt`, `at+jwt`).
+    pub fn sign_typed(&self, typ: &str, claims: &impl Serialize) -> String {
+        jwt::sign_typed(&self.key, Some(&self.kid), typ, claims)
+    }
+
+    /// The key that verifies what this key signs.
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
     }
 
     /// A token of `credential` for `call`; `ids` are the revocable ids the call runs under.

@@ -46,9 +46,15 @@ pub fn public_from_base64url(encoded: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid Ed25519 public key".to_string())
 }
 
-/// Writes a private key readable by its owner only. Refuses to overwrite an existing file.
+/// Writes a private key readable by its owner only, as PKCS#8 v1 (RFC 8410: the seed alone),
+/// which every library reads (OpenSSL, Python's `cryptography`, WebCrypto); v2, with the
+/// public key, is refused by some. Refuses to overwrite an existing file.
 pub fn write_private(path: &Path, key: &SigningKey) -> Result<()> {
-    let pem = key
+    let seed_only = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let pem = seed_only
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
     let mut file = std::fs::OpenOptions::new()

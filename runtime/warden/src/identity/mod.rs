@@ -5,6 +5,7 @@ pub mod delegation;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod oauth;
 
 /// Who one call runs as: its id, its tool, its agent and the user it acts for. The tool may
 /// read it (`warden:tool/context`); a token minted for the call names them.

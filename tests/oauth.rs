@@ -1,0 +1,329 @@
+//! MCP over HTTP with the specification's own authorization: the official Python SDK's
+//! `PrivateKeyJWTOAuthProvider`, given only the agent's key, finds Warden's authorization
+//! server from a 401, gets an access token and lists and calls tools as that agent; what an
+//! attacker tries at the token endpoint and with tokens is refused, each with its reason.
+
+use crate::common::*;
+use crate::mcp::{client, fixture};
+use serde_json::{Value, json};
+use warden::identity::jwt;
+
+/// `warden mcp --http 127.0.0.1:0`: (node, its origin).
+fn node(f: &Fixture) -> (Node, String) {
+    let mut cli = f.cli();
+    cli.args(["mcp", "--http", "127.0.0.1:0"]);
+    let node = Node::start(cli);
+    let origin = node.base().to_string();
+    (node, origin)
+}
+
+/// A client assertion (RFC 7523) signed by the key named `key`, claiming `agent`.
+fn assertion(key: &str, agent: &str, aud: &str, exp_in: i64) -> String {
+    let now = jwt::now();
+    let claims = json!({
+        "iss": agent, "sub": agent, "aud": aud, "iat": now, "exp": now + exp_in,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    jwt::sign(&agent_key(key), None, &claims)
+}
+
+/// `POST /oauth/token` with these form fields: (status, answer).
+fn token_request(origin: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, _, body) = http_raw(origin, "POST", "/oauth/token", &headers, &body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+fn grant<'a>(assertion: &'a str, resource: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion),
+        ("resource", resource),
+    ]
+}
+
+/// The status of an MCP `initialize` carrying `token`.
+fn initialize(origin: &str, token: &str) -> (u16, String) {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}});
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("authorization", bearer.as_str()),
+    ];
+    let (status, _, body) = http_request(origin, "POST", "/mcp", &headers, Some(&body));
+    (status, body)
+}
+
+#[test]
+fn the_python_sdk_gets_a_token_with_the_agents_key_and_calls_as_that_agent() {
+    let f = fixture();
+    let (node, origin) = node(&f);
+    let out = client(json!({
+        "transport": "http",
+        "url": node.url,
+        "oauth": { "client_id": AGENT, "key": f.key_file(AGENT), "issuer": origin },
+        "steps": [
+            { "op": "list" },
+            { "op": "call", "tool": "hello", "arguments": { "name": "oauth" } },
+        ],
+    }));
+    let tools: Vec<&str> = out[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"hello"), "{tools:?}");
+    assert_eq!(out[1]["is_error"], false, "{}", out[1]);
+    // The audit says who: the agent whose key signed the client assertion.
+    let call = out[1]["call"].as_str().unwrap();
+    let shown = stdout(&f.run(&["audit", "show", call]));
+    assert!(shown.contains(AGENT) && shown.contains("mcp"), "{shown}");
+}
+
+#[test]
+fn tokens_and_assertions_an_attacker_brings_are_refused_each_with_its_reason() {
+    let f = fixture();
+    let (_node, origin) = node(&f);
+    let resource = format!("{origin}/mcp");
+
+    // Discovery: a 401 names the resource's metadata, which names the authorization server.
+    let (status, head, _) = http_request(&origin, "POST", "/mcp", &[], Some(&json!({})));
+    assert_eq!(status, 401);
+    let metadata_url = format!("{origin}/.well-known/oauth-protected-resource/mcp");
+    assert!(
+        head.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+        "{head}"
+    );
+    let (_, _, prm) = http_request(
+        &origin,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        &[],
+        None,
+    );
+    let prm: Value = serde_json::from_str(&prm).unwrap();
+    assert_eq!(
+        (&prm["resource"], &prm["authorization_servers"][0]),
+        (&json!(resource), &json!(origin))
+    );
+    let (_, _, asm) = http_request(
+        &origin,
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        &[],
+        None,
+    );
+    let asm: Value = serde_json::from_str(&asm).unwrap();
+    assert_eq!(
+        asm["token_endpoint"],
+        format!("{origin}/oauth/token").as_str()
+    );
+    assert_eq!(
+        asm["token_endpoint_auth_methods_supported"],
+        json!(["private_key_jwt"])
+    );
+
+    let refused = |fields: &[(&str, &str)], status: u16, error: &str, reason: &str| {
+        let (got, answer) = token_request(&origin, fields);
+        assert_eq!(got, status, "{answer}");
+        assert_eq!(answer["error"], error, "{answer}");
+        let description = answer["error_description"].as_str().unwrap();
+        assert!(description.contains(reason), "{description}");
+    };
+    // Signed by another key than the agent's.
+    let forged = assertion("bob", AGENT, &origin, 60);
+    refused(
+        &grant(&forged, &resource),
+        401,
+        "invalid_client",
+        "does not verify",
+    );
+    // An unknown client gets the same answer (names are not for probing).
+    let stranger = assertion("mallory", "mallory", &origin, 60);
+    refused(
+        &grant(&stranger, &resource),
+        401,
+        "invalid_client",
+        "does not verify",
+    );
+    // An assertion for this server and others too.
+    let now = jwt::now();
+    let wide = jwt::sign(
+        &agent_key(AGENT),
+        None,
+        &json!({ "iss": AGENT, "sub": AGENT, "aud": [origin, "http://other.example"],
+                 "iat": now, "exp": now + 60, "jti": "wide" }),
+    );
+    refused(
+        &grant(&wide, &resource),
+        401,
+        "invalid_client",
+        "not for this server",
+    );
+    // Expired; too long-lived; for another server.
+    refused(
+        &grant(&assertion(AGENT, AGENT, &origin, -5), &resource),
+        401,
+        "invalid_client",
+        "expired",
+    );
+    refused(
+        &grant(&assertion(AGENT, AGENT, &origin, 3600), &resource),
+        401,
+        "invalid_client",
+        "at most",
+    );
+    refused(
+        &grant(
+            &assertion(AGENT, AGENT, "http://other.example", 60),
+            &resource,
+        ),
+        401,
+        "invalid_client",
+        "not for this server",
+    );
+    // Another grant, another client authentication, another resource.
+    let good = assertion(AGENT, AGENT, &origin, 60);
+    let mut password = grant(&good, &resource);
+    password[0] = ("grant_type", "password");
+    refused(
+        &password,
+        400,
+        "unsupported_grant_type",
+        "client_credentials",
+    );
+    let mut secret = grant(&good, &resource);
+    secret[1] = ("client_assertion_type", "client_secret");
+    refused(&secret, 401, "invalid_client", "private_key_jwt");
+    refused(
+        &grant(&good, "http://other.example/mcp"),
+        400,
+        "invalid_target",
+        "tokens for",
+    );
+    // The good one, once; replayed, refused.
+    let (status, issued) = token_request(&origin, &grant(&good, &resource));
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["token_type"], "Bearer");
+    refused(&grant(&good, &resource), 401, "invalid_client", "replay");
+    let token = issued["access_token"].as_str().unwrap();
+    assert_eq!(initialize(&origin, token).0, 200);
+
+    // A token Warden signed for another resource is refused here.
+    let signer = warden::credentials::mint::KeyStore::new(&f.path().join("state/oauth"))
+        .current()
+        .unwrap();
+    let mut claims = jwt::peek_claims::<Value>(token).unwrap();
+    claims["aud"] = json!("http://other.example/mcp");
+    let (status, body) = initialize(&origin, &signer.sign_typed("at+jwt", &claims));
+    assert_eq!(status, 401);
+    assert!(body.contains("another resource"), "{body}");
+    // The same claims signed by anyone else, or by the key Warden mints credentials with
+    // (which upstreams trust), are refused.
+    let claims = jwt::peek_claims::<Value>(token).unwrap();
+    let mallory = jwt::sign_typed(&agent_key("mallory"), Some(signer.kid()), "at+jwt", &claims);
+    assert_eq!(initialize(&origin, &mallory).0, 401);
+    let minter = warden::credentials::mint::KeyStore::new(&f.path().join("state"))
+        .current()
+        .unwrap();
+    assert_eq!(
+        initialize(&origin, &minter.sign_typed("at+jwt", &claims)).0,
+        401
+    );
+
+    // Revoking the agent ends the token at its next request.
+    assert_exit(&f.run(&["revoke", "agent", AGENT]), 0);
+    let (status, body) = initialize(&origin, token);
+    assert_eq!(status, 401);
+    assert!(body.contains("revoked"), "{body}");
+    // And no new one is issued.
+    let again = assertion(AGENT, AGENT, &origin, 60);
+    refused(&grant(&again, &resource), 401, "invalid_client", "revoked");
+}
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+#[test]
+fn an_agent_exchanges_a_users_delegation_and_its_calls_are_decided_for_that_user() {
+    let f = fixture();
+    let (node, origin) = node(&f);
+    let resource = format!("{origin}/mcp");
+    let delegation = |agent: &str, ttl: &str| {
+        let out = f
+            .cli()
+            .args([
+                "delegate", "--user", "alice", "--agent", agent, "--tools", "hello",
+            ])
+            .args(["--ttl", ttl, "--user-key"])
+            .arg(f.key_file("alice"))
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        stdout(&out).trim().to_string()
+    };
+    let exchange = |subject: &str| {
+        let actor = assertion(AGENT, AGENT, &origin, 60);
+        token_request(
+            &origin,
+            &[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("subject_token", subject),
+                ("subject_token_type", JWT_TYPE),
+                ("actor_token", &actor),
+                ("actor_token_type", JWT_TYPE),
+                ("resource", &resource),
+            ],
+        )
+    };
+    let (status, issued) = exchange(&delegation(AGENT, "5m"));
+    assert_eq!(status, 200, "{issued}");
+    let token = issued["access_token"].as_str().unwrap().to_string();
+    let claims: Value = jwt::peek_claims(&token).unwrap();
+    assert_eq!(
+        (&claims["sub"], &claims["act"]["sub"]),
+        (&json!("alice"), &json!(AGENT))
+    );
+    assert_eq!(claims["scope"], "hello");
+    // Its calls are the agent's for alice, within the delegation's tools.
+    let out = client(json!({
+        "transport": "http", "url": node.url, "token": token,
+        "steps": [
+            { "op": "call", "tool": "hello", "arguments": { "name": "x" } },
+            { "op": "call", "tool": "read-file", "arguments": { "path": "/data/hello.txt" } },
+        ],
+    }));
+    assert_eq!(out[0]["is_error"], false, "{}", out[0]);
+    let shown = stdout(&f.run(&["audit", "show", out[0]["call"].as_str().unwrap()]));
+    assert!(shown.contains("alice") && shown.contains(AGENT), "{shown}");
+    assert!(
+        out[1]["is_error"] == true || out[1]["rpc_error"].is_string(),
+        "a tool outside the delegation ran: {}",
+        out[1]
+    );
+    // Another agent's delegation, or an expired one, gets no token.
+    let invalid_grant = |subject: &str, reason: &str| {
+        let (status, refused) = exchange(subject);
+        assert_eq!(
+            (status, &refused["error"]),
+            (400, &json!("invalid_grant")),
+            "{refused}"
+        );
+        let description = refused["error_description"].as_str().unwrap();
+        assert!(description.contains(reason), "{refused}");
+    };
+    invalid_grant(&delegation("limited", "5m"), "issued to agent");
+    let short = delegation(AGENT, "1s");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    invalid_grant(&short, "expired");
+}
