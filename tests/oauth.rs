@@ -27,6 +27,21 @@ fn assertion(key: &str, agent: &str, aud: &str, exp_in: i64) -> String {
     jwt::sign(&agent_key(key), None, &claims)
 }
 
+/// Asks `/mcp` at `origin` without a token: the 401 names the resource's metadata under
+/// `issuer`; returns that metadata.
+fn discovered(origin: &str, issuer: &str) -> Value {
+    let (status, head, _) = http_request(origin, "POST", "/mcp", &[], Some(&json!({})));
+    assert_eq!(status, 401);
+    let metadata = format!("{issuer}/.well-known/oauth-protected-resource/mcp");
+    assert!(
+        head.contains(&format!("resource_metadata=\"{metadata}\"")),
+        "{head}"
+    );
+    let path = "/.well-known/oauth-protected-resource/mcp";
+    let (_, _, prm) = http_request(origin, "GET", path, &[], None);
+    serde_json::from_str(&prm).unwrap()
+}
+
 /// `POST /oauth/token` with these form fields: (status, answer).
 fn token_request(origin: &str, fields: &[(&str, &str)]) -> (u16, Value) {
     let body: String = form_urlencoded::Serializer::new(String::new())
@@ -97,21 +112,7 @@ fn tokens_and_assertions_an_attacker_brings_are_refused_each_with_its_reason() {
     let resource = format!("{origin}/mcp");
 
     // Discovery: a 401 names the resource's metadata, which names the authorization server.
-    let (status, head, _) = http_request(&origin, "POST", "/mcp", &[], Some(&json!({})));
-    assert_eq!(status, 401);
-    let metadata_url = format!("{origin}/.well-known/oauth-protected-resource/mcp");
-    assert!(
-        head.contains(&format!("resource_metadata=\"{metadata_url}\"")),
-        "{head}"
-    );
-    let (_, _, prm) = http_request(
-        &origin,
-        "GET",
-        "/.well-known/oauth-protected-resource/mcp",
-        &[],
-        None,
-    );
-    let prm: Value = serde_json::from_str(&prm).unwrap();
+    let prm = discovered(&origin, &origin);
     assert_eq!(
         (&prm["resource"], &prm["authorization_servers"][0]),
         (&json!(resource), &json!(origin))
@@ -326,4 +327,24 @@ fn an_agent_exchanges_a_users_delegation_and_its_calls_are_decided_for_that_user
     let short = delegation(AGENT, "1s");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     invalid_grant(&short, "expired");
+}
+
+#[test]
+fn behind_a_proxy_the_configured_issuer_names_the_resource_and_its_tokens() {
+    let f = fixture();
+    f.extend_deployment("[oauth]\nissuer = \"https://warden.example\"\n");
+    let (_node, origin) = node(&f);
+    let prm = discovered(&origin, "https://warden.example");
+    assert_eq!(prm["resource"], "https://warden.example/mcp");
+    // An assertion for the node's own address is not for this issuer; one for it is.
+    let resource = "https://warden.example/mcp";
+    let own = assertion(AGENT, AGENT, &origin, 60);
+    let (status, _) = token_request(&origin, &grant(&own, resource));
+    assert_eq!(status, 401);
+    let named = assertion(AGENT, AGENT, "https://warden.example", 60);
+    let (status, issued) = token_request(&origin, &grant(&named, resource));
+    assert_eq!(status, 200, "{issued}");
+    let token = issued["access_token"].as_str().unwrap();
+    assert_eq!(jwt::peek_claims::<Value>(token).unwrap()["aud"], resource);
+    assert_eq!(initialize(&origin, token).0, 200);
 }

@@ -98,10 +98,16 @@ where
         .await
         .with_context(|| format!("binding {addr}"))?;
     let mcp_addr = listener.local_addr()?;
-    // The MCP endpoint is the one resource Warden, its authorization server, issues for.
+    // The MCP endpoint is the one resource Warden, its authorization server, issues for:
+    // named as clients reach it (`[oauth] issuer`), else by this node's own address.
+    let issuer = runtime
+        .deployment()
+        .oauth_issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{mcp_addr}"));
     let endpoints = Endpoints {
-        issuer: format!("http://{mcp_addr}"),
-        resource: format!("http://{mcp_addr}/mcp"),
+        resource: format!("{issuer}/mcp"),
+        issuer,
     };
     let auth = Arc::new(Bearers {
         runtime: runtime.clone(),

@@ -30,6 +30,10 @@ pub struct Deployment {
     pub state: StateSettings,
     /// Where calls' traces go (`[telemetry]`), if anywhere.
     pub telemetry: TelemetrySettings,
+    /// `[oauth] issuer`: the origin clients reach the MCP endpoint at (`https://warden.example`),
+    /// behind a proxy or load balancer; the authorization server's issuer, and the resource
+    /// its `/mcp`. None: each node's own bound address.
+    pub oauth_issuer: Option<String>,
     /// The downstream systems told of every revocation (`[event_receivers.NAME]`).
     pub event_receivers: BTreeMap<String, EventReceiver>,
     /// Who may sign tools (`[publishers.NAME]`), and which tools must be signed (`[signing]`).
@@ -210,8 +214,16 @@ struct RawNotify {
     webhook: String,
 }
 
-/// An inbox URL is an origin: `http(s)://host[:port]`, nothing after it.
-fn inbox_origin(text: &str) -> Result<String, String> {
+/// `[oauth]` as written (its URL checked outside the TOML parser, like `[telemetry]`'s).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    issuer: Option<String>,
+}
+
+/// A public URL of Warden's (the inbox's, the issuer's) is an origin: `http(s)://host[:port]`,
+/// nothing after it.
+fn origin(text: &str) -> Result<String, String> {
     let endpoint = crate::outbound::Endpoint::parse(text)?;
     let origin = text.trim_end_matches('/');
     if endpoint.to_string().trim_end_matches('/') != origin || origin.matches('/').count() != 2 {
@@ -470,6 +482,8 @@ struct RawDeployment {
     #[serde(default)]
     telemetry: RawTelemetry,
     #[serde(default)]
+    oauth: RawOAuth,
+    #[serde(default)]
     event_receivers: BTreeMap<String, RawReceiver>,
     #[serde(default)]
     publishers: BTreeMap<String, Publisher>,
@@ -610,7 +624,7 @@ impl Deployment {
                     url: match &inbox.url {
                         None => None,
                         Some(url) => Some(
-                            inbox_origin(url)
+                            origin(url)
                                 .map_err(|e| error(format!("field `approvals.inbox.url`: {e}")))?,
                         ),
                     },
@@ -717,6 +731,12 @@ impl Deployment {
             audit: raw.audit,
             state: raw.state,
             telemetry,
+            oauth_issuer: match &raw.oauth.issuer {
+                Some(issuer) => {
+                    Some(origin(issuer).map_err(|e| error(format!("field `oauth.issuer`: {e}")))?)
+                }
+                None => None,
+            },
             event_receivers,
             publishers: raw.publishers,
             signing: raw.signing,
@@ -911,6 +931,13 @@ host = "data"
             let e = load(&format!("[approvals.inbox]\nurl = \"{bad}\"\n")).unwrap_err();
             assert!(e.contains("approvals.inbox.url") && !e.contains(bad), "{e}");
         }
+        let issuer = load("[oauth]\nissuer = \"https://Warden.example/\"\n").unwrap();
+        assert_eq!(
+            issuer.oauth_issuer.as_deref(),
+            Some("https://warden.example")
+        );
+        let e = load("[oauth]\nissuer = \"https://warden.example/mcp\"\n").unwrap_err();
+        assert!(e.contains("oauth.issuer"), "{e}");
         let e = load("[approvals.notify]\nwebhook = \"hooks.example/T0/secret\"\n").unwrap_err();
         assert!(
             e.contains("approvals.notify.webhook") && !e.contains("secret"),

@@ -223,6 +223,11 @@ fn needs_restart(current: &Deployment, fresh: &Deployment) -> Result<(), String>
             "{file}: `[telemetry]` changed: restart the node to apply it"
         ));
     }
+    if fresh.oauth_issuer != current.oauth_issuer {
+        return Err(format!(
+            "{file}: `[oauth] issuer` changed: restart the node to apply it"
+        ));
+    }
     // The inbox's listener is bound, and its origin checked, from the start.
     if fresh.approvals.inbox != current.approvals.inbox {
         return Err(format!(
