@@ -9,7 +9,7 @@
 //! Each MCP session (`Mcp-Session-Id`) is a Warden session per agent (`super::WardenMcp`); a
 //! stateless request names its session in `_meta` or runs outside any.
 
-use super::{InFlight, Principal, WardenMcp};
+use super::{InFlight, Principal, WardenMcp, json_response};
 use anyhow::{Context as _, Result};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -357,11 +357,6 @@ async fn metrics(State(readiness): State<Arc<Readiness>>) -> Response {
     }
     let text = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
     (text, runtime.metrics().render(&gauges)).into_response()
-}
-
-fn json_response(status: http::StatusCode, body: serde_json::Value) -> Response {
-    let json = [(http::header::CONTENT_TYPE, "application/json")];
-    (status, json, body.to_string()).into_response()
 }
 
 /// How many verified assertions the server remembers. An assertion lives a minute, so this is

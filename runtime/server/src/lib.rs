@@ -428,6 +428,20 @@ fn held(report: &CallReport) -> Option<String> {
     }
 }
 
+/// A JSON answer of the HTTP side (probes, OAuth, the inbox), never cached: some carry tokens
+/// or what a person is asked to decide.
+pub(crate) fn json_response(
+    status: ::http::StatusCode,
+    body: serde_json::Value,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let headers = [
+        (::http::header::CONTENT_TYPE, "application/json"),
+        (::http::header::CACHE_CONTROL, "no-store"),
+    ];
+    (status, headers, body.to_string()).into_response()
+}
+
 /// The string under `key` in the call's `_meta`, if any.
 fn meta_string(
     request: &CallToolRequestParams,

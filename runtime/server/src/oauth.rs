@@ -4,9 +4,10 @@
 //! `client_credentials` grants with `private_key_jwt` (`warden::identity::oauth`). Any MCP
 //! client that speaks the specification's authorization finds its way from a 401.
 
+use crate::json_response as json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::StatusCode;
 use std::sync::Arc;
 use warden::identity::oauth::{
@@ -53,18 +54,6 @@ pub fn router(runtime: Arc<Runtime>, endpoints: Endpoints) -> axum::Router {
         )
         .route("/oauth/authorize", get(authorize))
         .with_state(Arc::new(Served { runtime, endpoints }))
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [
-            (http::header::CONTENT_TYPE, "application/json"),
-            (http::header::CACHE_CONTROL, "no-store"),
-        ],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// RFC 9728: this resource, and who issues its tokens.

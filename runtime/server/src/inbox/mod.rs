@@ -10,6 +10,7 @@
 
 mod sign_in;
 
+use crate::json_response as json;
 use anyhow::{Context as _, Result};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -108,6 +109,7 @@ pub fn router(runtime: Arc<Runtime>, origin: String, loopback: bool) -> axum::Ro
         .route("/api/sign-in", post(sign_in))
         .route("/api/approvals", get(list))
         .route("/api/decide", post(decide))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(inbox.clone(), guard))
         .with_state(inbox)
 }
@@ -164,15 +166,6 @@ async fn guard(State(inbox): State<Arc<Inbox>>, request: Request, next: Next) ->
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 fn failure(status: StatusCode, reason: &str) -> Response {
