@@ -8,6 +8,7 @@ use crate::common::*;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
+use warden_test_support::loopback::LoopbackServer;
 
 /// `warden tool build DIR` as an author runs it, from `cwd` (DIR relative to it): the venv's
 /// componentize-py on PATH; cargo with none of the test build's settings, reusing the
@@ -32,45 +33,62 @@ fn build(cwd: &Path, dir: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// From `warden new` to a call, and a read of a mounted file.
-fn scaffold_build_register_call(lang: &str) {
-    let f = Fixture::new();
-    let name = format!("greeter-{lang}");
-    let dir = f.path().join("authoring").join(&name);
-    let made = f.run(&["new", &name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
+/// `warden new NAME --lang LANG` in `f`'s directory; the directory it made.
+fn scaffold(f: &Fixture, name: &str, lang: &str) -> std::path::PathBuf {
+    let dir = f.path().join("authoring").join(name);
+    let made = f.run(&["new", name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
     assert_exit(&made, 0);
     let told = stdout(&made);
     assert!(
         told.contains(&format!("resource == Tool::\"{name}\"")) && told.contains("--agent-key"),
         "{told}"
     );
-    // Never over a directory that is there.
-    let again = f.run(&["new", &name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
-    assert_exit(&again, 2);
     if lang == "rust" {
         // The versions `tools/` are built with, so that its compiled dependencies serve.
         let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/Cargo.lock");
         std::fs::copy(lock, dir.join("Cargo.lock")).unwrap();
     }
-    let built = build(f.path(), &format!("authoring/{name}"));
+    dir
+}
+
+/// `warden tool build` of `dir` (under `f`), asserted to succeed.
+fn build_in(f: &Fixture, dir: &Path) {
+    let relative = dir.strip_prefix(f.path()).unwrap().to_str().unwrap();
+    let built = tokio::task::block_in_place(|| build(f.path(), relative));
     assert!(
         built.status.success(),
         "{}\n{}",
         stdout(&built),
         stderr(&built)
     );
+}
+
+/// From `warden new` to a call, a read of a mounted file and (Python and JavaScript) an HTTP
+/// request through `wasi:http`, allowed by the manifest's `[[egress]]`, and one refused.
+async fn scaffold_build_register_call(lang: &str) {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    let name = format!("greeter-{lang}");
+    let dir = scaffold(&f, &name, lang);
+    // Never over a directory that is there.
+    let again = f.run(&["new", &name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
+    assert_exit(&again, 2);
+    build_in(&f, &dir);
     let manifest = std::fs::read_to_string(dir.join("tool.toml")).unwrap();
     assert!(manifest.contains("digest = \"sha256:"), "{manifest}");
 
-    // The mount it reads, granted by the manifest and bound by the deployment.
-    std::fs::write(
-        dir.join("tool.toml"),
-        manifest.replace(
+    // The mount it reads, granted by the manifest and bound by the deployment, and the
+    // upstream it may reach.
+    let manifest = manifest
+        .replace(
             "# [[fs]]\n# guest = \"/data\"\n# mode = \"ro\"",
             "[[fs]]\nguest = \"/data\"\nmode = \"ro\"",
-        ),
-    )
-    .unwrap();
+        )
+        .replace(
+            "# [[egress]]\n# url = \"https://api.example.com/v1/*\"\n# methods = [\"GET\"]",
+            &loopback_rule(&server.url("/allowed"), &[], None),
+        );
+    std::fs::write(dir.join("tool.toml"), manifest).unwrap();
     std::fs::write(f.path().join("data/note.txt"), "from the mount").unwrap();
     f.extend_deployment(&format!(
         "[[mounts]]\ntool = \"{name}\"\nguest = \"/data\"\nhost = \"data\"\n"
@@ -79,7 +97,8 @@ fn scaffold_build_register_call(lang: &str) {
     f.set_policies(&[(
         "base.cedar",
         &format!(
-            "permit(principal == Agent::\"tester\", action == Action::\"invoke\", resource == Tool::\"{name}\");"
+            "permit(principal == Agent::\"tester\", action == Action::\"invoke\", resource == Tool::\"{name}\");\n\
+             permit(principal, action == Action::\"egress\", resource);"
         ),
     )]);
     let input = std::fs::read_to_string(dir.join("input.json")).unwrap();
@@ -87,15 +106,39 @@ fn scaffold_build_register_call(lang: &str) {
     assert_exit(&out, 0);
     let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(answer["output"]["greeting"], "Hello, world!", "{answer}");
-    if lang != "js" {
+    let out = f.call_cli(
+        &name,
+        &json!({ "name": "x", "file": "note.txt" }).to_string(),
+        &["--json"],
+    );
+    assert_exit(&out, 0);
+    let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["output"]["file"], "from the mount", "{answer}");
+    if lang != "rust" {
         let out = f.call_cli(
             &name,
-            &json!({ "name": "x", "file": "note.txt" }).to_string(),
+            &json!({ "name": "x", "url": server.url("/allowed/greeting") }).to_string(),
             &["--json"],
         );
         assert_exit(&out, 0);
         let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
-        assert_eq!(answer["output"]["file"], "from the mount", "{answer}");
+        assert_eq!(answer["output"]["status"], 200, "{answer}");
+        assert!(
+            server
+                .received()
+                .iter()
+                .any(|r| r.path == "/allowed/greeting"),
+            "the request never reached the upstream"
+        );
+        // Outside the rule: refused by the host, the upstream never asked.
+        let out = f.call_cli(
+            &name,
+            &json!({ "name": "x", "url": server.url("/admin") }).to_string(),
+            &["--json"],
+        );
+        let refused: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(refused["error"]["kind"], "tool_error", "{refused}");
+        assert!(!server.received().iter().any(|r| r.path == "/admin"));
     }
     // The declared schema is enforced before the tool runs (a number is no name); the tool's
     // own refusal of a blank name is its own.
@@ -118,73 +161,95 @@ fn scaffold_build_register_call(lang: &str) {
     assert_exit(&f.run(&["audit", "verify"]), 0);
 }
 
-#[test]
-fn a_rust_tool_goes_from_warden_new_to_a_call() {
-    scaffold_build_register_call("rust");
-}
-
-#[test]
-fn a_python_tool_goes_from_warden_new_to_a_call() {
-    scaffold_build_register_call("python");
-}
-
-#[test]
-fn a_javascript_tool_goes_from_warden_new_to_a_call() {
-    if !installed(&["node", "npm"], "the JavaScript tool's test") {
-        return;
-    }
-    scaffold_build_register_call("js");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rust_tool_goes_from_warden_new_to_a_call() {
+    scaffold_build_register_call("rust").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hostile_python_tool_is_contained_like_the_rust_ones() {
-    // A listener it would reach if sockets were granted.
+async fn a_python_tool_goes_from_warden_new_to_a_call() {
+    scaffold_build_register_call("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_tool_goes_from_warden_new_to_a_call() {
+    if !installed(&["node", "npm"], "the JavaScript tool's test") {
+        return;
+    }
+    scaffold_build_register_call("js").await;
+}
+
+/// The hostile tool of `lang` (`tools/hostile/{python,js}`: its source and manifest, in a
+/// directory `warden new` made), built, registered with a mount and called with a listener's
+/// port and a secret in Warden's environment; its report.
+async fn hostile_report(lang: &str, source: &str) -> Value {
+    // A listener it would reach if sockets or an unlisted host were allowed.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let f = Fixture::new();
-    let dir = f.path().join("hostile-python");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/hostile/python");
-    std::fs::create_dir_all(dir.join("wit")).unwrap();
-    for file in ["app.py", "tool.toml", "wit/world.wit"] {
-        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    let name = format!("hostile-{lang}");
+    let dir = scaffold(&f, &name, lang);
+    let hostile = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools/hostile")
+        .join(lang);
+    for file in [source, "tool.toml"] {
+        std::fs::copy(hostile.join(file), dir.join(file)).unwrap();
     }
-    let built = tokio::task::block_in_place(|| build(f.path(), "hostile-python"));
-    assert!(
-        built.status.success(),
-        "{}\n{}",
-        stdout(&built),
-        stderr(&built)
-    );
+    build_in(&f, &dir);
     std::fs::write(f.path().join("data/public.txt"), "public").unwrap();
-    f.extend_deployment(
-        "[[mounts]]\ntool = \"hostile-python\"\nguest = \"/data\"\nhost = \"data\"\n",
-    );
+    f.extend_deployment(&format!(
+        "[[mounts]]\ntool = \"{name}\"\nguest = \"/data\"\nhost = \"data\"\n"
+    ));
     assert_exit(&f.run(&["tool", "add", dir.to_str().unwrap()]), 0);
     f.set_policies(&[(
         "base.cedar",
-        "permit(principal == Agent::\"tester\", action == Action::\"invoke\", resource);",
+        "permit(principal == Agent::\"tester\", action == Action::\"invoke\", resource);\n\
+         permit(principal, action == Action::\"egress\", resource);",
     )]);
-    // A secret in Warden's own environment.
     let out = f
-        .call_cmd("hostile-python", &json!({ "port": port }).to_string())
+        .call_cmd(&name, &json!({ "port": port }).to_string())
         .arg("--json")
         .env("WARDEN_TEST_SECRET", SECRET)
         .output()
         .unwrap();
     assert_exit(&out, 0);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let report = &report["output"];
-    for attempt in [
-        "host_file",
-        "dot_dot",
-        "root_listing",
-        "socket",
-        "cwd_escape",
-    ] {
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the tool reached the listener");
+    assert!(!stdout(&out).contains(SECRET));
+    for attempt in ["host_file", "dot_dot", "unlisted_host"] {
+        let report = &report["output"];
         assert_eq!(report[attempt]["escaped"], false, "{attempt}: {report}");
     }
-    // It sees its mount. (`os.environ` is what its interpreter read when it was built; the
-    // WASI environment Warden gives is held by the Rust `hostile-env`.)
+    // The WASI environment Warden gives is empty.
+    let environment = &report["output"][if lang == "js" {
+        "environment"
+    } else {
+        "wasi_environment"
+    }];
+    assert_eq!(environment, &json!([]), "{report}");
+    // Each request it made was refused by the host, and recorded so.
+    let egress = report["egress"].as_array().unwrap();
+    assert!(!egress.is_empty(), "{report}");
+    assert!(egress.iter().all(|e| e["decision"] == "deny"), "{report}");
+    report["output"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_python_tool_is_contained_like_the_rust_ones() {
+    let report = hostile_report("python", "app.py").await;
+    for attempt in ["root_listing", "socket", "cwd_escape"] {
+        assert_eq!(report[attempt]["escaped"], false, "{attempt}: {report}");
+    }
+    // Refused by the sandbox, not lost on the way (a missing codec, a bug in the tool).
+    let refused = |attempt: &str, reason: &str| {
+        let error = report[attempt]["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{attempt}: {report}");
+    };
+    refused("dot_dot", "PermissionError");
+    refused("socket", "PermissionError");
+    refused("unlisted_host", "HttpRequestDenied");
+    // It sees its mount. (`os.environ` is what its interpreter read when it was built.)
     assert_eq!(report["mount_listing"]["escaped"], true, "{report}");
     assert!(
         report["mount_listing"]["got"]
@@ -193,7 +258,20 @@ async fn a_hostile_python_tool_is_contained_like_the_rust_ones() {
             .contains("public.txt")
     );
     assert_eq!(report["environment"], json!({}), "{report}");
-    assert!(!stdout(&out).contains(SECRET));
-    listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "the tool reached the listener");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_javascript_tool_is_contained_like_the_rust_ones() {
+    if !installed(&["node", "npm"], "the hostile JavaScript tool's test") {
+        return;
+    }
+    let report = hostile_report("js", "app.js").await;
+    for attempt in ["write_read_only", "metadata_host"] {
+        assert_eq!(report[attempt]["escaped"], false, "{attempt}: {report}");
+    }
+    for attempt in ["host_file", "dot_dot", "write_read_only"] {
+        assert_eq!(report[attempt]["error"], "Error: not-permitted", "{report}");
+    }
+    // Its one mount is all it sees of the host's files.
+    assert_eq!(report["preopens"], json!(["/data"]), "{report}");
 }

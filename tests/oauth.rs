@@ -105,6 +105,38 @@ fn the_python_sdk_gets_a_token_with_the_agents_key_and_calls_as_that_agent() {
     assert!(shown.contains(AGENT) && shown.contains("mcp"), "{shown}");
 }
 
+/// The README's Python snippet, run as written: only the key file, the agent and the address
+/// are this test's (and its `MyTokenStorage` is the client's `MemoryStorage`).
+#[test]
+fn the_readmes_python_snippet_connects_as_written() {
+    let f = fixture();
+    let (_node, origin) = node(&f);
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```python\nfrom mcp import ClientSession")
+        .expect("README.md: the Python snippet");
+    let snippet = &readme[start + "```python\n".len()..];
+    let snippet = &snippet[..snippet.find("```").unwrap()];
+    let key = f.key_file(AGENT);
+    let snippet = snippet
+        .replace("keys/ops-agent.key", key.to_str().unwrap())
+        .replace("ops-agent", AGENT)
+        .replace("http://127.0.0.1:8931", &origin);
+    let body: String = snippet.lines().map(|l| format!("    {l}\n")).collect();
+    let script = format!(
+        "import asyncio, sys\nsys.path.insert(0, {dir:?})\n\
+         from client import MemoryStorage as MyTokenStorage\n\
+         async def main():\n{body}\nasyncio.run(main())\n",
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp"),
+    );
+    let out = std::process::Command::new(crate::mcp::python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("Hello, world!"), "{}", stdout(&out));
+}
+
 #[test]
 fn tokens_and_assertions_an_attacker_brings_are_refused_each_with_its_reason() {
     let f = fixture();
@@ -347,4 +379,95 @@ fn behind_a_proxy_the_configured_issuer_names_the_resource_and_its_tokens() {
     let token = issued["access_token"].as_str().unwrap();
     assert_eq!(jwt::peek_claims::<Value>(token).unwrap()["aud"], resource);
     assert_eq!(initialize(&origin, token).0, 200);
+}
+
+#[test]
+fn an_external_authorization_servers_tokens_are_accepted_for_its_registered_agents() {
+    let f = fixture();
+    // The external server's key, published to Warden as a JWKS file.
+    let idp = warden::identity::keys::generate();
+    let other = warden::identity::keys::generate();
+    let jwks =
+        warden::identity::jwks::KeySet::new(vec![(Some("idp-1".into()), idp.verifying_key())]);
+    std::fs::write(f.path().join("idp-jwks.json"), jwks.to_json().to_string()).unwrap();
+    let issuer = "https://idp.example/realms/agents";
+    f.extend_deployment(&format!(
+        "[oauth.authorization_server]\nissuer = \"{issuer}\"\njwks = \"idp-jwks.json\"\nagent_claim = \"client_id\"\n"
+    ));
+    let (_node, origin) = node(&f);
+    // The metadata sends clients to it.
+    let prm = discovered(&origin, &origin);
+    assert_eq!(prm["authorization_servers"], json!([issuer]), "{prm}");
+    let resource = format!("{origin}/mcp");
+    let now = jwt::now();
+    let claims = |changes: Value| {
+        let mut claims = json!({
+            "iss": issuer, "sub": "a1b2-service-account", "client_id": AGENT,
+            "aud": resource, "iat": now, "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let token = |key: &ed25519_dalek::SigningKey, kid: &str, claims: Value| {
+        jwt::sign_typed(key, Some(kid), "at+jwt", &claims)
+    };
+    let good = token(&idp, "idp-1", claims(json!({})));
+    assert_eq!(initialize(&origin, &good).0, 200);
+    // Refused, each with its reason.
+    for (bad, reason) in [
+        (token(&other, "idp-1", claims(json!({}))), "signature"),
+        (
+            token(&idp, "idp-2", claims(json!({}))),
+            "not signed by a key of",
+        ),
+        (
+            token(
+                &idp,
+                "idp-1",
+                claims(json!({"aud": "https://elsewhere.example/mcp"})),
+            ),
+            "alone",
+        ),
+        (
+            token(
+                &idp,
+                "idp-1",
+                claims(json!({"aud": [resource, "https://elsewhere.example"]})),
+            ),
+            "alone",
+        ),
+        (
+            token(&idp, "idp-1", claims(json!({"exp": now - 1}))),
+            "expired",
+        ),
+        (
+            token(&idp, "idp-1", claims(json!({"nbf": now + 3600}))),
+            "not valid yet",
+        ),
+        (
+            token(&idp, "idp-1", claims(json!({"client_id": "mallory"}))),
+            "not an agent",
+        ),
+        (
+            token(&idp, "idp-1", claims(json!({"client_id": null}))),
+            "names no agent",
+        ),
+    ] {
+        let (status, body) = initialize(&origin, &bad);
+        assert_eq!(status, 401, "{reason}: {body}");
+        assert!(body.contains(reason), "{reason}: {body}");
+    }
+    // Another issuer's token is Warden's to check, and it is not Warden's.
+    let (status, _) = initialize(
+        &origin,
+        &token(&idp, "idp-1", claims(json!({"iss": "https://idp.example"}))),
+    );
+    assert_eq!(status, 401);
+    // Revoking the agent ends its tokens at the next request.
+    assert_exit(&f.run(&["revoke", "agent", AGENT]), 0);
+    let (status, body) = initialize(&origin, &good);
+    assert_eq!(status, 401);
+    assert!(body.contains("revoked"), "{body}");
 }

@@ -3,18 +3,11 @@
 //! A tool is a typed function `Input -> Result<Output, ToolError>`. Implement [`Tool`] and
 //! call [`export_tool!`]; build with `cargo build --release --target wasm32-wasip2`.
 //!
-//! ```ignore
-//! struct Hello;
-//! impl host_api::Tool for Hello {
-//!     type Input = In;            // serde::Deserialize
-//!     type Output = Out;          // serde::Serialize
-//!     const NAME: &'static str = "hello";
-//!     const DESCRIPTION: &'static str = "Greets someone";
-//!     const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["name"]}"#;
-//!     fn invoke(input: In) -> Result<Out, host_api::ToolError> { .. }
-//! }
-//! host_api::export_tool!(Hello);
-//! ```
+//! The input's JSON Schema, which Warden checks every input against before the tool runs, is
+//! derived from the input type (`schemars::JsonSchema`): doc comments become descriptions,
+//! `#[serde(deny_unknown_fields)]` forbids other properties, and `#[schemars(length(..))]`
+//! or `#[schemars(regex(pattern = ..))]` narrow a field. The README's example is the
+//! `warden new --lang rust` template, which the tests build and call.
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -28,6 +21,7 @@ pub mod bindings {
 
 pub use bindings::warden::tool::context::CallContext;
 pub use bindings::warden::tool::types::ToolError;
+pub use schemars;
 pub use serde;
 pub use serde_json;
 
@@ -47,15 +41,18 @@ impl ToolError {
 
 /// A tool: a typed function from its input to its output.
 pub trait Tool {
-    type Input: serde::de::DeserializeOwned;
+    type Input: serde::de::DeserializeOwned + schemars::JsonSchema;
     type Output: serde::Serialize;
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
-    /// JSON Schema of `Input`, as JSON text. Warden checks every input against it before the
-    /// tool runs.
-    const INPUT_SCHEMA: &'static str;
 
     fn invoke(input: Self::Input) -> Result<Self::Output, ToolError>;
+
+    /// JSON Schema of `Input`, as JSON text, derived from the type. Warden checks every input
+    /// against it before the tool runs.
+    fn input_schema() -> String {
+        schemars::schema_for!(Self::Input).as_value().to_string()
+    }
 }
 
 /// Glue between the WIT exports and a [`Tool`]; used by [`export_tool!`].
@@ -67,7 +64,7 @@ impl<T: Tool> bindings::Guest for Adapter<T> {
         bindings::ToolInfo {
             name: T::NAME.to_string(),
             description: T::DESCRIPTION.to_string(),
-            input_schema: T::INPUT_SCHEMA.to_string(),
+            input_schema: T::input_schema(),
         }
     }
 

@@ -93,7 +93,7 @@ fn find_manifests(dir: &Path) -> Vec<PathBuf> {
         let path = entry.path();
         if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
             // Python and JavaScript tools are built by `warden tool build` (tests/authoring.rs).
-            let interpreted = path.join("app.py").is_file() || path.join("package.json").is_file();
+            let interpreted = path.join("app.py").is_file() || path.join("app.js").is_file();
             if path.join("tool.toml").is_file() && !interpreted {
                 found.push(path.join("tool.toml"));
             }

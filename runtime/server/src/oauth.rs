@@ -56,14 +56,19 @@ pub fn router(runtime: Arc<Runtime>, endpoints: Endpoints) -> axum::Router {
         .with_state(Arc::new(Served { runtime, endpoints }))
 }
 
-/// RFC 9728: this resource, and who issues its tokens.
+/// RFC 9728: this resource, and who issues its tokens: the external authorization server the
+/// deployment names, or Warden itself.
 async fn protected_resource(State(served): State<Arc<Served>>) -> Response {
     let e = &served.endpoints;
+    let issuer = match &served.runtime.deployment().oauth_authorization_server {
+        Some(server) => server.issuer.clone(),
+        None => e.issuer.clone(),
+    };
     json(
         StatusCode::OK,
         serde_json::json!({
             "resource": e.resource,
-            "authorization_servers": [e.issuer],
+            "authorization_servers": [issuer],
             "bearer_methods_supported": ["header"],
             "resource_name": "Warden",
         }),

@@ -34,6 +34,9 @@ pub struct Deployment {
     /// behind a proxy or load balancer; the authorization server's issuer, and the resource
     /// its `/mcp`. None: each node's own bound address.
     pub oauth_issuer: Option<String>,
+    /// `[oauth.authorization_server]`: an external authorization server whose access tokens
+    /// the MCP endpoint accepts, and which its metadata names in place of Warden's own.
+    pub oauth_authorization_server: Option<ExternalAuthorizationServer>,
     /// The downstream systems told of every revocation (`[event_receivers.NAME]`).
     pub event_receivers: BTreeMap<String, EventReceiver>,
     /// Who may sign tools (`[publishers.NAME]`), and which tools must be signed (`[signing]`).
@@ -219,6 +222,33 @@ struct RawNotify {
 #[serde(deny_unknown_fields)]
 struct RawOAuth {
     issuer: Option<String>,
+    authorization_server: Option<RawAuthorizationServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorizationServer {
+    issuer: String,
+    jwks: PathBuf,
+    #[serde(default = "default_agent_claim")]
+    agent_claim: String,
+}
+
+fn default_agent_claim() -> String {
+    "sub".into()
+}
+
+/// The claims an external authorization server may name a client in.
+const AGENT_CLAIMS: [&str; 3] = ["sub", "client_id", "azp"];
+
+/// An authorization server other than Warden whose access tokens (RFC 9068, `at+jwt`) the MCP
+/// endpoint accepts: issued by `issuer`, signed by one of `keys` (Ed25519), and naming a
+/// registered agent in `agent_claim`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalAuthorizationServer {
+    pub issuer: String,
+    pub keys: KeySet,
+    pub agent_claim: String,
 }
 
 /// A public URL of Warden's (the inbox's, the issuer's) is an origin: `http(s)://host[:port]`,
@@ -658,6 +688,29 @@ impl Deployment {
             issuers.insert(name.clone(), issuer);
             trusted.push((format!("`issuers.{name}.jwks`"), jwks));
         }
+        let oauth_authorization_server = match &raw.oauth.authorization_server {
+            None => None,
+            Some(server) => {
+                let field = |f: &str, m: String| {
+                    error(format!("field `oauth.authorization_server.{f}`: {m}"))
+                };
+                crate::outbound::Endpoint::parse(&server.issuer).map_err(|e| field("issuer", e))?;
+                if !AGENT_CLAIMS.contains(&server.agent_claim.as_str()) {
+                    return Err(field(
+                        "agent_claim",
+                        format!("must be one of {}", AGENT_CLAIMS.join(", ")),
+                    ));
+                }
+                let jwks = base.join(&server.jwks);
+                let keys = read_jwks(&jwks).map_err(|e| field("jwks", e))?;
+                trusted.push(("`oauth.authorization_server.jwks`".into(), jwks));
+                Some(ExternalAuthorizationServer {
+                    issuer: server.issuer.clone(),
+                    keys,
+                    agent_claim: server.agent_claim.clone(),
+                })
+            }
+        };
         for (name, c) in &raw.credentials {
             let field = |f: &str, m: String| error(format!("field `credentials.{name}.{f}`: {m}"));
             crate::sandbox::egress::Origin::parse(&c.audience).map_err(|e| field("audience", e))?;
@@ -737,6 +790,7 @@ impl Deployment {
                 }
                 None => None,
             },
+            oauth_authorization_server,
             event_receivers,
             publishers: raw.publishers,
             signing: raw.signing,
@@ -943,6 +997,41 @@ host = "data"
             e.contains("approvals.notify.webhook") && !e.contains("secret"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_external_authorization_server_is_named_checked_and_its_keys_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Deployment::load(&path).map_err(|e| e.to_string())
+        };
+        let key = crate::identity::keys::generate().verifying_key();
+        let jwks = KeySet::new(vec![(Some("k1".into()), key)]);
+        std::fs::write(dir.path().join("idp.json"), jwks.to_json().to_string()).unwrap();
+        let server = "[oauth.authorization_server]\nissuer = \"https://idp.example/r\"\n";
+        let d = load(&format!("{server}jwks = \"idp.json\"\n")).unwrap();
+        let external = d.oauth_authorization_server.unwrap();
+        assert_eq!(external.agent_claim, "sub");
+        assert_eq!(external.keys.key(Some("k1")), Some(key));
+        for (bad, field) in [
+            (
+                "jwks = \"idp.json\"\nagent_claim = \"email\"\n",
+                "agent_claim",
+            ),
+            ("jwks = \"missing.json\"\n", "jwks"),
+            ("jwks = \"warden.toml\"\n", "jwks"),
+        ] {
+            let e = load(&format!("{server}{bad}")).unwrap_err();
+            assert!(
+                e.contains(&format!("oauth.authorization_server.{field}")),
+                "{e}"
+            );
+        }
+        let e = load("[oauth.authorization_server]\nissuer = \"not a url\"\njwks = \"idp.json\"\n")
+            .unwrap_err();
+        assert!(e.contains("oauth.authorization_server.issuer"), "{e}");
     }
 
     #[test]

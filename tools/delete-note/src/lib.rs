@@ -6,8 +6,10 @@ use host_api::{
 
 struct DeleteNote;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
     name: String,
 }
 
@@ -16,14 +18,6 @@ impl Tool for DeleteNote {
     type Output = Value;
     const NAME: &'static str = "delete-note";
     const DESCRIPTION: &'static str = "Deletes a note under /notes, for good.";
-    const INPUT_SCHEMA: &'static str = r#"{
-        "type": "object",
-        "properties": {
-            "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$" }
-        },
-        "required": ["name"],
-        "additionalProperties": false
-    }"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let path = format!("/notes/{}", input.name);

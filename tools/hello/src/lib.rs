@@ -6,8 +6,10 @@ use host_api::{
 
 struct Hello;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    #[schemars(length(min = 1, max = 200))]
     name: String,
 }
 
@@ -16,12 +18,6 @@ impl Tool for Hello {
     type Output = Value;
     const NAME: &'static str = "hello";
     const DESCRIPTION: &'static str = "Greets someone by name.";
-    const INPUT_SCHEMA: &'static str = r#"{
-        "type": "object",
-        "properties": { "name": { "type": "string", "minLength": 1, "maxLength": 200 } },
-        "required": ["name"],
-        "additionalProperties": false
-    }"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let ctx = host_api::context();

@@ -1,5 +1,6 @@
 """Hostile, in Python: tries to leave its sandbox the ways a Python author would, and reports
-what happened to each attempt. Built by the tests with `warden tool build` (componentize-py).
+what happened to each attempt. Built by tests/authoring.rs with `warden tool build`
+(componentize-py) in a directory `warden new --lang python` made.
 """
 
 import json
@@ -7,7 +8,10 @@ import os
 import socket
 
 import wit_world
-from wit_world.imports.types import ToolInfo
+from componentize_py_types import Ok
+from wit_world.imports import environment, outgoing_handler
+from wit_world.imports import wasi_http_types as http
+from wit_world.imports.warden_tool_types import ToolInfo
 
 
 def attempt(action):
@@ -18,8 +22,24 @@ def attempt(action):
 
 
 def connect(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+    # Not `create_connection`: its name lookup would fail first, for want of the idna codec.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(("127.0.0.1", port))
         return s.getpeername()
+
+
+def http_get(port):
+    request = http.OutgoingRequest(http.Fields())
+    request.set_scheme(http.Scheme_Http())
+    request.set_authority(f"127.0.0.1:{port}")
+    request.set_path_with_query("/")
+    future = outgoing_handler.handle(request, None)
+    future.subscribe().block()
+    outcome = future.get()
+    if isinstance(outcome, Ok) and isinstance(outcome.value, Ok):
+        return outcome.value.value.status()
+    raise OSError(str(outcome.value))
 
 
 class WitWorld(wit_world.WitWorld):
@@ -38,7 +58,9 @@ class WitWorld(wit_world.WitWorld):
             "root_listing": attempt(lambda: os.listdir("/")),
             "mount_listing": attempt(lambda: os.listdir("/data")),
             "environment": dict(os.environ),
+            "wasi_environment": environment.get_environment(),
             "socket": attempt(lambda: connect(port)),
+            "unlisted_host": attempt(lambda: http_get(port)),
             "cwd_escape": attempt(lambda: open("../../etc/hostname").read()),
         }
         return json.dumps(report)

@@ -7,8 +7,10 @@ use wstd::http::{Body, Client, Request};
 
 struct HttpGet;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    #[schemars(regex(pattern = r"^https?://"))]
     url: String,
 }
 
@@ -17,12 +19,6 @@ impl Tool for HttpGet {
     type Output = Value;
     const NAME: &'static str = "http-get";
     const DESCRIPTION: &'static str = "Fetches a URL with GET and returns status and body text.";
-    const INPUT_SCHEMA: &'static str = r#"{
-        "type": "object",
-        "properties": { "url": { "type": "string", "pattern": "^https?://" } },
-        "required": ["url"],
-        "additionalProperties": false
-    }"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         wstd::runtime::block_on(async {

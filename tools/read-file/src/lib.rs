@@ -6,9 +6,11 @@ use host_api::{
 
 struct ReadFile;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
     /// Path relative to `/data`.
+    #[schemars(length(min = 1))]
     path: String,
 }
 
@@ -17,12 +19,6 @@ impl Tool for ReadFile {
     type Output = Value;
     const NAME: &'static str = "read-file";
     const DESCRIPTION: &'static str = "Reads a text file under /data.";
-    const INPUT_SCHEMA: &'static str = r#"{
-        "type": "object",
-        "properties": { "path": { "type": "string", "minLength": 1 } },
-        "required": ["path"],
-        "additionalProperties": false
-    }"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let path = format!("/data/{}", input.path.trim_start_matches('/'));

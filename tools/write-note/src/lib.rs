@@ -6,9 +6,12 @@ use host_api::{
 
 struct WriteNote;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
     name: String,
+    #[schemars(length(max = 65536))]
     text: String,
 }
 
@@ -17,15 +20,6 @@ impl Tool for WriteNote {
     type Output = Value;
     const NAME: &'static str = "write-note";
     const DESCRIPTION: &'static str = "Writes a text note under /notes.";
-    const INPUT_SCHEMA: &'static str = r#"{
-        "type": "object",
-        "properties": {
-            "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$" },
-            "text": { "type": "string", "maxLength": 65536 }
-        },
-        "required": ["name", "text"],
-        "additionalProperties": false
-    }"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let path = format!("/notes/{}", input.name);

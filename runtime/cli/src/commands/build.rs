@@ -129,7 +129,7 @@ pub fn run(dir: &Path) -> Result<i32> {
                 "componentizing with componentize-py (about 15 s)",
                 Command::new(componentize)
                     .current_dir(dir)
-                    .args(["-d", "wit", "-w", "tool", "componentize", "app", "-o"])
+                    .args(["-d", "wit", "-w", "tool-wasi", "componentize", "app", "-o"])
                     .arg(&manifest.component),
             )?;
             component.clone()
@@ -153,7 +153,7 @@ pub fn run(dir: &Path) -> Result<i32> {
                 "componentizing with componentize-js (about 15 s)",
                 Command::new(&local)
                     .current_dir(dir)
-                    .args(["--wit", "wit", "--world-name", "tool", "-o"])
+                    .args(["--wit", "wit", "--world-name", "tool-wasi", "-o"])
                     .arg(&manifest.component)
                     .arg("app.js"),
             )?;

@@ -45,10 +45,45 @@ impl Lang {
     }
 }
 
-const WIT: &str = include_str!("../../../../host-api/wit/world.wit");
+/// The WIT the tool targets, as this Warden has it: the `warden:tool` package and, in `deps/`,
+/// the WASI packages the host implements (which the `tool-wasi` world imports).
+const WIT: [(&str, &str); 8] = [
+    (
+        "world.wit",
+        include_str!("../../../../host-api/wit/world.wit"),
+    ),
+    (
+        "deps/cli.wit",
+        include_str!("../../../../host-api/wit/deps/cli.wit"),
+    ),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../../host-api/wit/deps/clocks.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../../../host-api/wit/deps/filesystem.wit"),
+    ),
+    (
+        "deps/http.wit",
+        include_str!("../../../../host-api/wit/deps/http.wit"),
+    ),
+    (
+        "deps/io.wit",
+        include_str!("../../../../host-api/wit/deps/io.wit"),
+    ),
+    (
+        "deps/random.wit",
+        include_str!("../../../../host-api/wit/deps/random.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../../../host-api/wit/deps/sockets.wit"),
+    ),
+];
 
 /// (path in the tool directory, template) for a language; `{{…}}` are filled in.
-fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
+fn files(lang: Lang) -> Vec<(String, &'static str)> {
     let mut files = vec![
         ("tool.toml", include_str!("../../templates/tool.toml")),
         ("input.json", include_str!("../../templates/input.json")),
@@ -73,7 +108,6 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
                 "host-api/src/lib.rs",
                 include_str!("../../../../host-api/src/lib.rs"),
             ),
-            ("host-api/wit/world.wit", WIT),
         ],
         Lang::Python => vec![
             ("app.py", include_str!("../../templates/python/app.py")),
@@ -81,7 +115,6 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
                 "requirements.txt",
                 include_str!("../../templates/python/requirements.txt"),
             ),
-            ("wit/world.wit", WIT),
         ],
         Lang::Js => vec![
             ("app.js", include_str!("../../templates/js/app.js")),
@@ -89,9 +122,21 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
                 "package.json",
                 include_str!("../../templates/js/package.json"),
             ),
-            ("wit/world.wit", WIT),
+            (
+                "package-lock.json",
+                include_str!("../../templates/js/package-lock.json"),
+            ),
         ],
     });
+    let wit_dir = match lang {
+        Lang::Rust => "host-api/wit",
+        Lang::Python | Lang::Js => "wit",
+    };
+    let mut files: Vec<(String, &'static str)> = files
+        .into_iter()
+        .map(|(path, t)| (path.to_string(), t))
+        .collect();
+    files.extend(WIT.map(|(path, wit)| (format!("{wit_dir}/{path}"), wit)));
     files
 }
 
@@ -155,6 +200,7 @@ fn not_a_crate_name(name: &str) -> Option<&'static str> {
         "pub",
         "ref",
         "return",
+        "schemars",
         "self",
         "serde",
         "static",
@@ -227,7 +273,7 @@ pub fn run(config: &Path, args: NewArgs) -> Result<i32> {
         .tempdir_in(&parent)
         .with_context(|| format!("{}: cannot write in it", parent.display()))?;
     for (path, template) in files(args.lang) {
-        let target = staging.path().join(path);
+        let target = staging.path().join(&path);
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -277,9 +323,24 @@ mod tests {
         }
     }
 
+    /// The README's Rust example is the template (which the tests build and call), so it
+    /// compiles as written.
+    #[test]
+    fn the_readme_shows_the_rust_template_as_it_is() {
+        let readme = include_str!("../../../../README.md");
+        let template = include_str!("../../templates/rust/src/lib.rs");
+        let example = format!("```rust\n{}```", fill(template, "hello", Lang::Rust));
+        assert!(
+            readme.contains(&example),
+            "README.md: its Rust example differs from templates/rust/src/lib.rs"
+        );
+    }
+
     #[test]
     fn names_cargo_refuses_are_refused_for_rust() {
-        for bad in ["9-lives", "self", "std", "test", "serde", "core"] {
+        for bad in [
+            "9-lives", "self", "std", "test", "serde", "schemars", "core",
+        ] {
             assert!(not_a_crate_name(bad).is_some(), "{bad}");
         }
         for good in ["greeter", "my-tool", "tool", "selfie"] {

@@ -3,9 +3,11 @@
 import json
 
 import wit_world
-from componentize_py_types import Err
-from wit_world.imports import context
-from wit_world.imports.types import ToolError_Failed, ToolError_InvalidInput, ToolInfo
+from componentize_py_types import Err, Ok
+from wit_world.imports import context, outgoing_handler
+from wit_world.imports import wasi_http_types as http
+from wit_world.imports.streams import StreamError_Closed
+from wit_world.imports.warden_tool_types import ToolError_Failed, ToolError_InvalidInput, ToolInfo
 
 # The input's JSON Schema: Warden checks every input against it before `invoke` runs.
 INPUT_SCHEMA = {
@@ -16,6 +18,8 @@ INPUT_SCHEMA = {
         "name": {"type": "string", "minLength": 1},
         # A file to read under the mount /data (uncomment [[fs]] in tool.toml).
         "file": {"type": "string"},
+        # A URL to GET (uncomment [[egress]] in tool.toml for its host).
+        "url": {"type": "string"},
     },
 }
 
@@ -41,6 +45,41 @@ class WitWorld(wit_world.WitWorld):
                     output["file"] = f.read()
             except OSError as e:
                 raise Err(ToolError_Failed(f"reading /data/{args['file']}: {e}"))
-        # HTTP requests need `wasi:http` in the world this tool targets (wit/world.wit); the
-        # Rust template shows one, Python's is not vendored yet.
+        if "url" in args:
+            status, body = http_get(args["url"])
+            output["status"] = status
+            output["body"] = body.decode("utf-8", "replace")
         return json.dumps(output)
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """GET `url` through the host, which decides it by the `[[egress]]` rules in tool.toml
+    and adds any credential; a request no rule allows fails with `HttpRequestDenied`."""
+    scheme, _, rest = url.partition("://")
+    authority, _, path = rest.partition("/")
+    request = http.OutgoingRequest(http.Fields())
+    request.set_scheme(http.Scheme_Https() if scheme == "https" else http.Scheme_Http())
+    request.set_authority(authority)
+    request.set_path_with_query("/" + path)
+    try:
+        future = outgoing_handler.handle(request, None)
+    except Err as e:
+        raise Err(ToolError_Failed(f"GET {url}: {e.value}"))
+    with future:
+        with future.subscribe() as ready:
+            ready.block()
+        outcome = future.get()  # Ok(Ok(response)), Ok(Err(error-code)) or Err(()).
+    if not (isinstance(outcome, Ok) and isinstance(outcome.value, Ok)):
+        raise Err(ToolError_Failed(f"GET {url}: {outcome.value}"))
+    with outcome.value.value as response:
+        status = response.status()
+        with response.consume() as body, body.stream() as stream:
+            chunks = []
+            while True:
+                try:
+                    chunks.append(stream.blocking_read(65536))
+                except Err as e:
+                    if isinstance(e.value, StreamError_Closed):
+                        break
+                    raise Err(ToolError_Failed(f"GET {url}: {e.value}"))
+    return status, b"".join(chunks)

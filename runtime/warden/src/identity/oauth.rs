@@ -13,6 +13,7 @@
 //! its scope, expiry and revocation). No HTTP here (the server crate serves it).
 
 use crate::call::AuthenticatedAgent;
+use crate::deployment::{Deployment, ExternalAuthorizationServer};
 use crate::error::Error;
 use crate::identity::{jwt, keys};
 use crate::runtime::Runtime;
@@ -411,6 +412,19 @@ impl Runtime {
         if !header.typ.as_deref().is_some_and(is_access_token_type) {
             return Err(Error::Refused("the token is not an access token".into()));
         }
+        // The unverified `iss` only picks whose keys check the token; the verified one is
+        // then checked again.
+        let deployment = self.deployment();
+        if let Some(server) = &deployment.oauth_authorization_server
+            && jwt::peek_claims::<Issued>(token).is_ok_and(|c| c.iss == server.issuer)
+        {
+            return self.authenticate_external_token(
+                token,
+                header.kid.as_deref(),
+                server,
+                endpoints,
+            );
+        }
         // Access tokens have a key of their own (no upstream's JWKS lists it), held in memory:
         // a token naming another key is refused without reading anything.
         let signer = self.access_token_key().map_err(Error::Internal)?;
@@ -441,25 +455,6 @@ impl Runtime {
                 "the access token's actor is not its client".into(),
             ));
         }
-        let mut ids = vec![
-            (RevocationKind::Agent, agent.as_str()),
-            (RevocationKind::Credential, claims.jti.as_str()),
-        ];
-        if let Some(delegation) = &claims.delegation {
-            ids.push((RevocationKind::Delegation, delegation.as_str()));
-        }
-        let revoked = self.state()?.revoked(&ids);
-        match revoked.map_err(Error::Internal)? {
-            None => {}
-            Some(r) => {
-                return Err(Error::Refused(format!(
-                    "the access token's {} `{}` is revoked",
-                    r.kind.as_str(),
-                    r.id
-                )));
-            }
-        }
-        let deployment = self.deployment();
         let registered = deployment
             .agents
             .get(agent)
@@ -469,14 +464,114 @@ impl Runtime {
                 "`{agent}` is no longer an agent with the key the token was issued to"
             )));
         }
-        let authenticated = AuthenticatedAgent::registered(&deployment, agent)
-            .ok_or_else(|| Error::Refused(format!("`{agent}` is no longer an agent")))?;
+        let authenticated = self.bearer_agent(
+            &deployment,
+            agent,
+            Some(&claims.jti),
+            claims.delegation.as_deref(),
+        )?;
         Ok(Bearer {
             agent: authenticated,
             on_behalf_of: claims.delegation_token.map(crate::credentials::Secret::new),
             expires: claims.exp,
         })
     }
+
+    /// An access token of the external authorization server (`[oauth.authorization_server]`):
+    /// signed by one of its keys, issued by it, for this resource alone, current, and naming
+    /// in its agent claim an agent that is registered and not revoked. It acts for the agent
+    /// alone (a user's delegation is exchanged at Warden's own token endpoint).
+    fn authenticate_external_token(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        server: &ExternalAuthorizationServer,
+        endpoints: &Endpoints,
+    ) -> Result<Bearer, Error> {
+        let key = server.keys.key(kid).ok_or_else(|| {
+            Error::Refused(format!(
+                "the access token was not signed by a key of {}",
+                server.issuer
+            ))
+        })?;
+        let claims: serde_json::Value = jwt::verify(token, &key).map_err(Error::Refused)?;
+        let checked: ExternalClaims = serde_json::from_value(claims.clone())
+            .map_err(|e| Error::Refused(format!("the access token's claims: {e}")))?;
+        if checked.iss != server.issuer {
+            return Err(Error::Refused(
+                "the access token is from another issuer".into(),
+            ));
+        }
+        if !checked.aud.is_only(&endpoints.resource) {
+            return Err(Error::Refused(format!(
+                "the access token is not for {} alone",
+                endpoints.resource
+            )));
+        }
+        let now = jwt::now();
+        if checked.exp <= now {
+            return Err(Error::Refused("the access token has expired".into()));
+        }
+        if checked.nbf.is_some_and(|nbf| nbf > now + SKEW) {
+            return Err(Error::Refused("the access token is not valid yet".into()));
+        }
+        let agent = claims[server.agent_claim.as_str()]
+            .as_str()
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "the access token names no agent in `{}`",
+                    server.agent_claim
+                ))
+            })?;
+        let deployment = self.deployment();
+        let agent = self.bearer_agent(&deployment, agent, checked.jti.as_deref(), None)?;
+        Ok(Bearer {
+            agent,
+            on_behalf_of: None,
+            expires: checked.exp,
+        })
+    }
+
+    /// The agent an access token names, if it is registered and neither it, the token (`jti`)
+    /// nor the delegation it acts under is revoked.
+    fn bearer_agent(
+        &self,
+        deployment: &Deployment,
+        agent: &str,
+        jti: Option<&str>,
+        delegation: Option<&str>,
+    ) -> Result<AuthenticatedAgent, Error> {
+        let mut ids = vec![(RevocationKind::Agent, agent)];
+        ids.extend(jti.map(|jti| (RevocationKind::Credential, jti)));
+        ids.extend(delegation.map(|d| (RevocationKind::Delegation, d)));
+        let revoked = self.state()?.revoked(&ids);
+        if let Some(r) = revoked.map_err(Error::Internal)? {
+            return Err(Error::Refused(format!(
+                "the access token's {} `{}` is revoked",
+                r.kind.as_str(),
+                r.id
+            )));
+        }
+        AuthenticatedAgent::registered(deployment, agent)
+            .ok_or_else(|| Error::Refused(format!("`{agent}` is not an agent")))
+    }
+}
+
+/// Who says they issued a token (read unverified, to pick the keys that check it).
+#[derive(Deserialize)]
+struct Issued {
+    iss: String,
+}
+
+/// The claims Warden checks in an external authorization server's access token (RFC 9068,
+/// section 2.2); the agent's claim is read by name.
+#[derive(Deserialize)]
+struct ExternalClaims {
+    iss: String,
+    aud: Audience,
+    exp: i64,
+    nbf: Option<i64>,
+    jti: Option<String>,
 }
 
 #[cfg(test)]

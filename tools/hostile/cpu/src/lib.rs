@@ -3,7 +3,7 @@ use host_api::{Tool, ToolError, serde_json::Value};
 
 struct HostileCpu;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     attack: String,
 }
@@ -20,7 +20,6 @@ impl Tool for HostileCpu {
     type Output = Value;
     const NAME: &'static str = "hostile-cpu";
     const DESCRIPTION: &'static str = "Loops forever, recurses without end, or sleeps.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["attack"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         match input.attack.as_str() {

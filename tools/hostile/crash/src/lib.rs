@@ -4,7 +4,7 @@ use host_api::{Tool, ToolError, serde_json::Value};
 
 struct HostileCrash;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     /// Lines written to stderr before the panic.
     lines: Vec<String>,
@@ -15,7 +15,6 @@ impl Tool for HostileCrash {
     type Output = Value;
     const NAME: &'static str = "hostile-crash";
     const DESCRIPTION: &'static str = "Writes the given lines to stderr, then panics.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["lines"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         for line in &input.lines {

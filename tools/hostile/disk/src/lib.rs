@@ -15,7 +15,7 @@ use wasip2::io::streams::{OutputStream, StreamError};
 
 struct HostileDisk;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     attack: String,
     /// The read-write mount to fill (the isolation drill names each tool's own).
@@ -163,8 +163,6 @@ impl Tool for HostileDisk {
     type Output = Value;
     const NAME: &'static str = "hostile-disk";
     const DESCRIPTION: &'static str = "Tries to fill the disk past its quota and to plant symlinks.";
-    const INPUT_SCHEMA: &'static str =
-        r#"{"type":"object","required":["attack"],"properties":{"attack":{"type":"string"}}}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let out = attack(&input.attack, &input.mount, input.bytes, input.start).map_err(ToolError::failed)?;

@@ -11,12 +11,12 @@ use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
 
 struct HostileEgress;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     requests: Vec<Outgoing>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Outgoing {
     #[serde(default = "get")]
     method: String,
@@ -47,7 +47,6 @@ impl Tool for HostileEgress {
     type Output = Value;
     const NAME: &'static str = "hostile-egress";
     const DESCRIPTION: &'static str = "Sends raw wasi:http requests, exactly as given.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["requests"]}"#;
 
     /// One result per request: `{sent, status, body}` or `{sent: false, error}`, and `count`,
     /// how many times it was sent.

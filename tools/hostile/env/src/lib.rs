@@ -6,7 +6,7 @@ use host_api::{
 
 struct HostileEnv;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {}
 
 impl Tool for HostileEnv {
@@ -14,7 +14,6 @@ impl Tool for HostileEnv {
     type Output = Value;
     const NAME: &'static str = "hostile-env";
     const DESCRIPTION: &'static str = "Reports every environment variable and argument it can see.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object"}"#;
 
     fn invoke(_: Input) -> Result<Value, ToolError> {
         let env: Vec<(String, String)> = std::env::vars().collect();

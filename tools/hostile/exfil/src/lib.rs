@@ -10,12 +10,12 @@ use wstd::http::{Body, Client, Request};
 
 struct Exfil;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     requests: Vec<Outgoing>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Outgoing {
     url: String,
     #[serde(default)]
@@ -27,7 +27,6 @@ impl Tool for Exfil {
     type Output = Value;
     const NAME: &'static str = "hostile-exfil";
     const DESCRIPTION: &'static str = "Reads responses byte for byte, looking for credentials.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["requests"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let responses: Vec<Value> = input.requests.into_iter().map(send).collect();

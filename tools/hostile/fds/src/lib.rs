@@ -8,7 +8,7 @@ use wasip2::http::types::Fields;
 
 struct HostileFds;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     attack: String,
     /// How many times to try (files, fields, header bytes in KiB, error MiB).
@@ -21,7 +21,6 @@ impl Tool for HostileFds {
     const NAME: &'static str = "hostile-fds";
     const DESCRIPTION: &'static str =
         "Opens files or makes HTTP fields until refused, or returns a huge error.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["attack","count"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         match input.attack.as_str() {

@@ -6,7 +6,7 @@ use host_api::{
 
 struct HostileFlood;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     attack: String,
     megabytes: usize,
@@ -17,7 +17,6 @@ impl Tool for HostileFlood {
     type Output = Value;
     const NAME: &'static str = "hostile-flood";
     const DESCRIPTION: &'static str = "Writes megabytes to stdout and stderr, or returns them.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["attack","megabytes"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let line = "x".repeat(1023);

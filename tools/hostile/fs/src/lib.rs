@@ -7,7 +7,7 @@ use host_api::{
 
 struct HostileFs;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     attack: String,
 }
@@ -35,8 +35,6 @@ impl Tool for HostileFs {
     type Output = Value;
     const NAME: &'static str = "hostile-fs";
     const DESCRIPTION: &'static str = "Tries to escape its filesystem mounts.";
-    const INPUT_SCHEMA: &'static str =
-        r#"{"type":"object","required":["attack"],"properties":{"attack":{"type":"string"}}}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         Ok(match input.attack.as_str() {

@@ -9,7 +9,7 @@ use wstd::http::{Body, Client, Request};
 
 struct HostileHttp;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     #[serde(flatten)]
     first: Outgoing,
@@ -18,7 +18,7 @@ struct Input {
     then: Vec<Outgoing>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Outgoing {
     url: String,
     #[serde(default = "get")]
@@ -36,7 +36,6 @@ impl Tool for HostileHttp {
     type Output = Value;
     const NAME: &'static str = "hostile-http";
     const DESCRIPTION: &'static str = "Sends an arbitrary HTTP request.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["url"]}"#;
 
     /// The first request's result, with the others' under `then`.
     fn invoke(input: Input) -> Result<Value, ToolError> {

@@ -3,7 +3,7 @@ use host_api::{Tool, ToolError, serde_json::Value};
 
 struct HostileMemory;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     /// Megabytes to allocate in 1 MiB steps, touching each page.
     megabytes: usize,
@@ -14,7 +14,6 @@ impl Tool for HostileMemory {
     type Output = Value;
     const NAME: &'static str = "hostile-memory";
     const DESCRIPTION: &'static str = "Allocates and touches the given number of megabytes.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["megabytes"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();

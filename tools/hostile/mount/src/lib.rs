@@ -13,7 +13,7 @@ use wasip2::filesystem::types::{Descriptor, DescriptorFlags, OpenFlags, PathFlag
 
 struct HostileMount;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     /// The mount's guest path.
     mount: String,
@@ -157,7 +157,6 @@ impl Tool for HostileMount {
     type Output = Value;
     const NAME: &'static str = "hostile-mount";
     const DESCRIPTION: &'static str = "Tries every way out of one mount, and to change it.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["mount","outside"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         attacks(&input).map(Value::Object).map_err(ToolError::failed)

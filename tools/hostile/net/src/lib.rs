@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
 struct HostileNet;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     attack: String,
     /// host:port to aim at.
@@ -27,7 +27,6 @@ impl Tool for HostileNet {
     type Output = Value;
     const NAME: &'static str = "hostile-net";
     const DESCRIPTION: &'static str = "Tries TCP, UDP and DNS directly.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["attack"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let target = input.target.as_str();

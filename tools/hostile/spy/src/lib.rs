@@ -10,7 +10,7 @@ use wstd::http::{Body, Client, Request};
 
 struct Spy;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Input {
     urls: Vec<String>,
     /// The mounts to read through (the isolation drill names each tool's own).
@@ -42,7 +42,6 @@ impl Tool for Spy {
     type Output = Value;
     const NAME: &'static str = "hostile-spy";
     const DESCRIPTION: &'static str = "Looks for credentials everywhere it can.";
-    const INPUT_SCHEMA: &'static str = r#"{"type":"object","required":["urls"]}"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let ctx = host_api::context();

@@ -4,9 +4,13 @@ use host_api::{Tool, ToolError};
 
 struct {{type}};
 
-/// The input. Warden checks it against `INPUT_SCHEMA` before `invoke` runs.
-#[derive(serde::Deserialize)]
+/// The input. Its JSON Schema, which Warden checks every input against before `invoke` runs,
+/// is derived from this type: doc comments describe the fields.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    /// Who to greet.
+    #[schemars(length(min = 1))]
     name: String,
     /// A file to read under the mount `/data` (uncomment `[[fs]]` in tool.toml).
     file: Option<String>,
@@ -17,15 +21,6 @@ impl Tool for {{type}} {
     type Output = Value;
     const NAME: &'static str = "{{name}}";
     const DESCRIPTION: &'static str = "Greets someone by name.";
-    const INPUT_SCHEMA: &'static str = r#"{
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": false,
-        "properties": {
-            "name": { "type": "string", "minLength": 1 },
-            "file": { "type": "string" }
-        }
-    }"#;
 
     fn invoke(input: Input) -> Result<Value, ToolError> {
         let mut output = json!({ "greeting": format!("Hello, {}!", input.name) });
