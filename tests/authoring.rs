@@ -139,6 +139,13 @@ async fn scaffold_build_register_call(lang: &str) {
         let refused: Value = serde_json::from_str(&stdout(&out)).unwrap();
         assert_eq!(refused["error"]["kind"], "tool_error", "{refused}");
         assert!(!server.received().iter().any(|r| r.path == "/admin"));
+        // The tool asked, and the host refused it, by the manifest's rules.
+        let asked = &refused["egress"][0];
+        assert_eq!(
+            (&asked["path"], &asked["decision"]),
+            (&json!("/admin"), &json!("deny")),
+            "{refused}"
+        );
     }
     // The declared schema is enforced before the tool runs (a number is no name); the tool's
     // own refusal of a blank name is its own.
@@ -181,7 +188,7 @@ async fn a_javascript_tool_goes_from_warden_new_to_a_call() {
 
 /// The hostile tool of `lang` (`tools/hostile/{python,js}`: its source and manifest, in a
 /// directory `warden new` made), built, registered with a mount and called with a listener's
-/// port and a secret in Warden's environment; its report.
+/// port and a secret in Warden's environment; the call's record (its report is `output`).
 async fn hostile_report(lang: &str, source: &str) -> Value {
     // A listener it would reach if sockets or an unlisted host were allowed.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -232,12 +239,13 @@ async fn hostile_report(lang: &str, source: &str) -> Value {
     let egress = report["egress"].as_array().unwrap();
     assert!(!egress.is_empty(), "{report}");
     assert!(egress.iter().all(|e| e["decision"] == "deny"), "{report}");
-    report["output"].clone()
+    report
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_python_tool_is_contained_like_the_rust_ones() {
-    let report = hostile_report("python", "app.py").await;
+    let call = hostile_report("python", "app.py").await;
+    let report = &call["output"];
     for attempt in ["root_listing", "socket", "cwd_escape"] {
         assert_eq!(report[attempt]["escaped"], false, "{attempt}: {report}");
     }
@@ -265,13 +273,18 @@ async fn a_hostile_javascript_tool_is_contained_like_the_rust_ones() {
     if !installed(&["node", "npm"], "the hostile JavaScript tool's test") {
         return;
     }
-    let report = hostile_report("js", "app.js").await;
+    let call = hostile_report("js", "app.js").await;
+    let report = &call["output"];
     for attempt in ["write_read_only", "metadata_host"] {
         assert_eq!(report[attempt]["escaped"], false, "{attempt}: {report}");
     }
     for attempt in ["host_file", "dot_dot", "write_read_only"] {
         assert_eq!(report[attempt]["error"], "Error: not-permitted", "{report}");
     }
+    // Both requests reached the host, which refused them.
+    let egress = call["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 2, "{egress:?}");
+    assert_eq!(egress[1]["host"], "169.254.169.254");
     // Its one mount is all it sees of the host's files.
     assert_eq!(report["preopens"], json!(["/data"]), "{report}");
 }

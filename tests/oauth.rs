@@ -103,6 +103,13 @@ fn the_python_sdk_gets_a_token_with_the_agents_key_and_calls_as_that_agent() {
     let call = out[1]["call"].as_str().unwrap();
     let shown = stdout(&f.run(&["audit", "show", call]));
     assert!(shown.contains(AGENT) && shown.contains("mcp"), "{shown}");
+    // And the token it was given, before the call.
+    let tail = stdout(&f.run(&["audit", "tail", "-n", "1000"]));
+    assert!(
+        tail.contains(&format!("issued to `{AGENT}` for {}", node.url)),
+        "{tail}"
+    );
+    assert_exit(&f.run(&["audit", "verify"]), 0);
 }
 
 /// The README's Python snippet, run as written: only the key file, the agent and the address
@@ -328,6 +335,15 @@ fn an_agent_exchanges_a_users_delegation_and_its_calls_are_decided_for_that_user
         (&json!("alice"), &json!(AGENT))
     );
     assert_eq!(claims["scope"], "hello");
+    // The audit names the token: to whom, for whom, what ends it.
+    let tail = stdout(&f.run(&["audit", "tail", "-n", "1000"]));
+    let jti = claims["jti"].as_str().unwrap();
+    assert!(
+        tail.lines().any(|l| l.contains(&format!(
+            "access token {jti} issued to `{AGENT}` on behalf of `alice`"
+        ))),
+        "{tail}"
+    );
     // Its calls are the agent's for alice, within the delegation's tools.
     let out = client(json!({
         "transport": "http", "url": node.url, "token": token,
@@ -392,12 +408,18 @@ fn an_external_authorization_servers_tokens_are_accepted_for_its_registered_agen
     std::fs::write(f.path().join("idp-jwks.json"), jwks.to_json().to_string()).unwrap();
     let issuer = "https://idp.example/realms/agents";
     f.extend_deployment(&format!(
-        "[oauth.authorization_server]\nissuer = \"{issuer}\"\njwks = \"idp-jwks.json\"\nagent_claim = \"client_id\"\n"
+        "[oauth.authorization_server]\nissuer = \"{issuer}\"\njwks = \"idp-jwks.json\"\n\
+         agent_claim = \"client_id\"\nagents = [\"{AGENT}\"]\n"
     ));
     let (_node, origin) = node(&f);
     // The metadata sends clients to it.
     let prm = discovered(&origin, &origin);
-    assert_eq!(prm["authorization_servers"], json!([issuer]), "{prm}");
+    // First the external server, then Warden's own (which keeps working).
+    assert_eq!(
+        prm["authorization_servers"],
+        json!([issuer, origin]),
+        "{prm}"
+    );
     let resource = format!("{origin}/mcp");
     let now = jwt::now();
     let claims = |changes: Value| {
@@ -448,7 +470,16 @@ fn an_external_authorization_servers_tokens_are_accepted_for_its_registered_agen
         ),
         (
             token(&idp, "idp-1", claims(json!({"client_id": "mallory"}))),
-            "not an agent",
+            "not an agent https://idp.example/realms/agents may authenticate",
+        ),
+        (
+            token(&idp, "idp-1", claims(json!({"exp": now + 7200}))),
+            "lives longer",
+        ),
+        (token(&idp, "idp-1", claims(json!({"jti": null}))), "jti"),
+        (
+            token(&idp, "idp-1", claims(json!({"act": {"sub": "alice"}}))),
+            "acts for another",
         ),
         (
             token(&idp, "idp-1", claims(json!({"client_id": null}))),
@@ -460,11 +491,32 @@ fn an_external_authorization_servers_tokens_are_accepted_for_its_registered_agen
         assert!(body.contains(reason), "{reason}: {body}");
     }
     // Another issuer's token is Warden's to check, and it is not Warden's.
-    let (status, _) = initialize(
+    let (status, body) = initialize(
         &origin,
         &token(&idp, "idp-1", claims(json!({"iss": "https://idp.example"}))),
     );
     assert_eq!(status, 401);
+    assert!(body.contains("not signed by Warden"), "{body}");
+    // One of its tokens that is no access token is no bearer either.
+    let plain = jwt::sign_typed(&idp, Some("idp-1"), "JWT", &claims(json!({})));
+    assert_eq!(initialize(&origin, &plain).0, 401);
+    // Warden's own tokens keep working beside it.
+    let own = assertion(AGENT, AGENT, &origin, 60);
+    let (status, issued) = token_request(&origin, &grant(&own, &resource));
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(
+        initialize(&origin, issued["access_token"].as_str().unwrap()).0,
+        200
+    );
+    // Revoking one of its tokens (by `jti`) ends that token alone.
+    let jti = uuid::Uuid::new_v4().to_string();
+    let revocable = token(&idp, "idp-1", claims(json!({ "jti": jti })));
+    assert_eq!(initialize(&origin, &revocable).0, 200);
+    assert_exit(&f.run(&["revoke", "credential", &jti]), 0);
+    let (status, body) = initialize(&origin, &revocable);
+    assert_eq!(status, 401);
+    assert!(body.contains("revoked"), "{body}");
+    assert_eq!(initialize(&origin, &good).0, 200);
     // Revoking the agent ends its tokens at the next request.
     assert_exit(&f.run(&["revoke", "agent", AGENT]), 0);
     let (status, body) = initialize(&origin, &good);

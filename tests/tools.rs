@@ -162,3 +162,42 @@ async fn a_tool_that_traps_says_why_with_its_last_stderr_lines() {
         "a terminal escape reached the terminal: {said}"
     );
 }
+
+/// The schemas the Rust SDK derives from the tools' input types (`schemars`) refuse what the
+/// hand-written ones did: lengths, patterns, unknown fields.
+#[test]
+fn the_derived_input_schemas_refuse_what_they_declare() {
+    let f = Fixture::new();
+    f.set_policies(&[(
+        "base.cedar",
+        r#"permit(principal == Agent::"tester", action == Action::"invoke", resource);"#,
+    )]);
+    let long = "x".repeat(201);
+    for (tool, input) in [
+        ("hello", serde_json::json!({ "name": long })),
+        ("hello", serde_json::json!({ "name": "" })),
+        ("hello", serde_json::json!({ "name": "x", "extra": 1 })),
+        (
+            "write-note",
+            serde_json::json!({ "name": "../escape", "text": "x" }),
+        ),
+        (
+            "write-note",
+            serde_json::json!({ "name": "n", "text": "x".repeat(65537) }),
+        ),
+        ("delete-note", serde_json::json!({ "name": "a/b" })),
+        (
+            "http-get",
+            serde_json::json!({ "url": "file:///etc/passwd" }),
+        ),
+        ("read-file", serde_json::json!({ "path": "" })),
+    ] {
+        let out = f.call_cli(tool, &input.to_string(), &["--json"]);
+        assert_exit(&out, 2);
+        let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(
+            answer["error"]["kind"], "invalid_input",
+            "{tool} {input}: {answer}"
+        );
+    }
+}

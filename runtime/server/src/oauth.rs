@@ -57,18 +57,19 @@ pub fn router(runtime: Arc<Runtime>, endpoints: Endpoints) -> axum::Router {
 }
 
 /// RFC 9728: this resource, and who issues its tokens: the external authorization server the
-/// deployment names, or Warden itself.
+/// deployment names, if any, and Warden itself.
 async fn protected_resource(State(served): State<Arc<Served>>) -> Response {
     let e = &served.endpoints;
-    let issuer = match &served.runtime.deployment().oauth_authorization_server {
-        Some(server) => server.issuer.clone(),
-        None => e.issuer.clone(),
-    };
+    // The external one first: the one a client configured for neither is meant to use.
+    let mut issuers = vec![e.issuer.clone()];
+    if let Some(server) = &served.runtime.deployment().oauth_authorization_server {
+        issuers.insert(0, server.issuer.clone());
+    }
     json(
         StatusCode::OK,
         serde_json::json!({
             "resource": e.resource,
-            "authorization_servers": [issuer],
+            "authorization_servers": issuers,
             "bearer_methods_supported": ["header"],
             "resource_name": "Warden",
         }),

@@ -29,6 +29,29 @@ pub enum Record {
     Tool(ToolRecord),
     /// A held call was announced to the approvals webhook, or could not be.
     Notification(NotificationRecord),
+    /// An access token was issued at the token endpoint (MCP over HTTP).
+    Token(TokenRecord),
+}
+
+/// An access token Warden issued (`/oauth/token`): to whom, for what, until when. Never the
+/// token itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// `token-<jti>`: its place in the chain, as a call id is.
+    pub id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// The agent it was issued to (the client).
+    pub agent: String,
+    /// On behalf of a user (a token exchange): the user, and the delegation's id.
+    pub user: Option<String>,
+    pub delegation: Option<String>,
+    /// What `warden revoke credential` ends it by.
+    pub jti: String,
+    /// The resource it is for (its audience).
+    pub resource: String,
+    /// Unix seconds.
+    pub expires: i64,
 }
 
 /// What became of announcing a held call (`[approvals.notify]`).
@@ -175,6 +198,7 @@ impl Record {
             Record::RevocationEvent(e) => &e.id,
             Record::Tool(t) => &t.id,
             Record::Notification(n) => &n.id,
+            Record::Token(t) => &t.id,
         }
     }
 
@@ -194,6 +218,7 @@ impl Record {
             Record::RevocationEvent(e) => event_line(seq, e),
             Record::Tool(t) => tool_line(seq, t),
             Record::Notification(n) => notification_line(seq, n),
+            Record::Token(t) => token_line(seq, t),
             Record::Call(_) | Record::Started(_) | Record::Egress(_) => return None,
         };
         Some(crate::text::printable(&line).into_owned())
@@ -386,7 +411,8 @@ pub fn explain(links: &[AuditLink]) -> Result<String> {
             Record::Reload(_)
             | Record::RevocationEvent(_)
             | Record::Tool(_)
-            | Record::Notification(_) => {
+            | Record::Notification(_)
+            | Record::Token(_) => {
                 out.extend(record.operation_line(*seq));
                 out.push('\n');
             }
@@ -552,6 +578,23 @@ fn notification_line(seq: u64, n: &NotificationRecord) -> String {
     )
 }
 
+/// An issued access token, in one line.
+fn token_line(seq: u64, t: &TokenRecord) -> String {
+    let when = crate::units::format_unix(t.time_ms.div_euclid(1000));
+    let behalf = match (&t.user, &t.delegation) {
+        (Some(user), Some(d)) => format!(" on behalf of `{user}` (delegation {d})"),
+        (Some(user), None) => format!(" on behalf of `{user}`"),
+        _ => String::new(),
+    };
+    format!(
+        "#{seq:<6} {when}  access token {} issued to `{}`{behalf} for {} until {}",
+        t.jti,
+        t.agent,
+        t.resource,
+        crate::units::format_unix(t.expires)
+    )
+}
+
 /// A change to the registered tools, in one line.
 fn tool_line(seq: u64, t: &ToolRecord) -> String {
     let when = crate::units::format_unix(t.time_ms.div_euclid(1000));
@@ -577,7 +620,8 @@ pub fn summary(link: &AuditLink) -> Result<Option<String>> {
         r @ (Record::Reload(_)
         | Record::RevocationEvent(_)
         | Record::Tool(_)
-        | Record::Notification(_)) => {
+        | Record::Notification(_)
+        | Record::Token(_)) => {
             return Ok(r.operation_line(link.seq));
         }
         Record::Started(c) => (c, "started".to_string()),

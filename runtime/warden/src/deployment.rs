@@ -5,7 +5,7 @@ use crate::identity::jwks::KeySet;
 use crate::manifest::{Manifest, ManifestError, is_tool_name, toml_error_unquoted};
 use crate::sandbox::fs::{Mount, overlap, resolved};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub const DEPLOYMENT_FILE: &str = "warden.toml";
@@ -232,6 +232,7 @@ struct RawAuthorizationServer {
     jwks: PathBuf,
     #[serde(default = "default_agent_claim")]
     agent_claim: String,
+    agents: Vec<String>,
 }
 
 fn default_agent_claim() -> String {
@@ -242,13 +243,14 @@ fn default_agent_claim() -> String {
 const AGENT_CLAIMS: [&str; 3] = ["sub", "client_id", "azp"];
 
 /// An authorization server other than Warden whose access tokens (RFC 9068, `at+jwt`) the MCP
-/// endpoint accepts: issued by `issuer`, signed by one of `keys` (Ed25519), and naming a
-/// registered agent in `agent_claim`.
+/// endpoint accepts: issued by `issuer`, signed by one of `keys` (Ed25519), and naming in
+/// `agent_claim` one of `agents`, the registered agents it may speak for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExternalAuthorizationServer {
     pub issuer: String,
     pub keys: KeySet,
     pub agent_claim: String,
+    pub agents: BTreeSet<String>,
 }
 
 /// A public URL of Warden's (the inbox's, the issuer's) is an origin: `http(s)://host[:port]`,
@@ -262,6 +264,32 @@ fn origin(text: &str) -> Result<String, String> {
         );
     }
     Ok(origin.to_ascii_lowercase())
+}
+
+/// An external authorization server's issuer: an `https` URL (`http` on loopback only), with
+/// no query or fragment, and not Warden's own (`[oauth] issuer`), whose tokens it would take.
+fn external_issuer(issuer: &str, own: Option<&str>) -> Result<(), String> {
+    crate::outbound::Endpoint::parse(issuer)?;
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|o| {
+            issuer
+                .strip_prefix(o)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    if !issuer.starts_with("https://") && !loopback {
+        return Err("must be an https:// URL (http:// on loopback only)".into());
+    }
+    if issuer.contains(['?', '#']) {
+        return Err("must have no query or fragment".into());
+    }
+    if own.is_some_and(|own| {
+        own.trim_end_matches('/')
+            .eq_ignore_ascii_case(issuer.trim_end_matches('/'))
+    }) {
+        return Err("is Warden's own `oauth.issuer`".into());
+    }
+    Ok(())
 }
 
 fn default_approval_lifetime() -> std::time::Duration {
@@ -694,7 +722,17 @@ impl Deployment {
                 let field = |f: &str, m: String| {
                     error(format!("field `oauth.authorization_server.{f}`: {m}"))
                 };
-                crate::outbound::Endpoint::parse(&server.issuer).map_err(|e| field("issuer", e))?;
+                external_issuer(&server.issuer, raw.oauth.issuer.as_deref())
+                    .map_err(|e| field("issuer", e))?;
+                if let Some(unknown) = server.agents.iter().find(|a| !raw.agents.contains_key(*a)) {
+                    return Err(field("agents", format!("`{unknown}` is not an agent")));
+                }
+                if server.agents.is_empty() {
+                    return Err(field(
+                        "agents",
+                        "name the agents it may authenticate (none is trusted by default)".into(),
+                    ));
+                }
                 if !AGENT_CLAIMS.contains(&server.agent_claim.as_str()) {
                     return Err(field(
                         "agent_claim",
@@ -708,6 +746,7 @@ impl Deployment {
                     issuer: server.issuer.clone(),
                     keys,
                     agent_claim: server.agent_claim.clone(),
+                    agents: server.agents.iter().cloned().collect(),
                 })
             }
         };
@@ -1010,18 +1049,29 @@ host = "data"
         let key = crate::identity::keys::generate().verifying_key();
         let jwks = KeySet::new(vec![(Some("k1".into()), key)]);
         std::fs::write(dir.path().join("idp.json"), jwks.to_json().to_string()).unwrap();
-        let server = "[oauth.authorization_server]\nissuer = \"https://idp.example/r\"\n";
-        let d = load(&format!("{server}jwks = \"idp.json\"\n")).unwrap();
+        let agent = format!(
+            "[agents.bot]\npublic_key = \"{}\"\n",
+            crate::identity::keys::format_public(&key)
+        );
+        let server =
+            format!("{agent}[oauth.authorization_server]\nissuer = \"https://idp.example/r\"\n");
+        let d = load(&format!(
+            "{server}jwks = \"idp.json\"\nagents = [\"bot\"]\n"
+        ))
+        .unwrap();
         let external = d.oauth_authorization_server.unwrap();
         assert_eq!(external.agent_claim, "sub");
         assert_eq!(external.keys.key(Some("k1")), Some(key));
+        assert!(external.agents.contains("bot"));
         for (bad, field) in [
             (
-                "jwks = \"idp.json\"\nagent_claim = \"email\"\n",
+                "jwks = \"idp.json\"\nagents = [\"bot\"]\nagent_claim = \"email\"\n",
                 "agent_claim",
             ),
-            ("jwks = \"missing.json\"\n", "jwks"),
-            ("jwks = \"warden.toml\"\n", "jwks"),
+            ("jwks = \"missing.json\"\nagents = [\"bot\"]\n", "jwks"),
+            ("jwks = \"warden.toml\"\nagents = [\"bot\"]\n", "jwks"),
+            ("jwks = \"idp.json\"\nagents = []\n", "agents"),
+            ("jwks = \"idp.json\"\nagents = [\"mallory\"]\n", "agents"),
         ] {
             let e = load(&format!("{server}{bad}")).unwrap_err();
             assert!(
@@ -1029,9 +1079,28 @@ host = "data"
                 "{e}"
             );
         }
-        let e = load("[oauth.authorization_server]\nissuer = \"not a url\"\njwks = \"idp.json\"\n")
+        for issuer in [
+            "not a url",
+            "http://idp.example",
+            "https://idp.example/?realm=x",
+            "https://warden.example",
+        ] {
+            let e = load(&format!(
+                "{agent}[oauth]\nissuer = \"https://warden.example\"\n\
+                 [oauth.authorization_server]\nissuer = \"{issuer}\"\njwks = \"idp.json\"\n\
+                 agents = [\"bot\"]\n"
+            ))
             .unwrap_err();
-        assert!(e.contains("oauth.authorization_server.issuer"), "{e}");
+            assert!(
+                e.contains("oauth.authorization_server.issuer"),
+                "{issuer}: {e}"
+            );
+        }
+        let on_loopback = format!(
+            "{agent}[oauth.authorization_server]\nissuer = \"http://127.0.0.1:9000\"\n\
+             jwks = \"idp.json\"\nagents = [\"bot\"]\n"
+        );
+        assert!(load(&on_loopback).is_ok());
     }
 
     #[test]

@@ -16,9 +16,6 @@ use crate::bindings::ToolPre;
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How much of a memory or table slot stays resident between calls.
-const KEEP_RESIDENT: usize = 8 << 20;
-
 /// A component linked against everything Warden provides, ready to instantiate.
 #[derive(Clone)]
 pub enum Prepared {
@@ -57,13 +54,7 @@ impl Engine {
             // is refused when it is compiled.
             .max_core_instances_per_component(limits::MAX_INSTANCES)
             .max_memories_per_component(limits::MAX_MEMORIES)
-            .max_tables_per_component(limits::MAX_TABLES)
-            // An interpreter's heap (Python, JavaScript) is megabytes of snapshot that every call
-            // touches: resetting only the pages a call dirtied (PAGEMAP_SCAN, Linux 6.7+) and
-            // keeping them resident spares the next call a page fault per page.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
-            .pagemap_scan(wasmtime::Enabled::Auto);
+            .max_tables_per_component(limits::MAX_TABLES);
         let mut config = Config::new();
         config
             .epoch_interruption(true)

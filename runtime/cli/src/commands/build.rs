@@ -112,6 +112,15 @@ fn cargo_build(dir: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The world a Python or JavaScript tool targets: `tool-wasi` (files and HTTP by name) when
+/// its vendored WIT has it, else `tool` (a directory `warden new` made before it did).
+fn world(dir: &Path) -> &'static str {
+    match std::fs::read_to_string(dir.join("wit/world.wit")) {
+        Ok(wit) if wit.contains("world tool-wasi") => "tool-wasi",
+        _ => "tool",
+    }
+}
+
 pub fn run(dir: &Path) -> Result<i32> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = Manifest::load(&manifest_path).map_err(|e| UsageError(e.to_string()))?;
@@ -129,7 +138,7 @@ pub fn run(dir: &Path) -> Result<i32> {
                 "componentizing with componentize-py (about 15 s)",
                 Command::new(componentize)
                     .current_dir(dir)
-                    .args(["-d", "wit", "-w", "tool-wasi", "componentize", "app", "-o"])
+                    .args(["-d", "wit", "-w", world(dir), "componentize", "app", "-o"])
                     .arg(&manifest.component),
             )?;
             component.clone()
@@ -139,10 +148,15 @@ pub fn run(dir: &Path) -> Result<i32> {
             let local = std::path::absolute(dir.join("node_modules/.bin/componentize-js"))?;
             if !local.is_file() {
                 let npm = program("npm", "install Node.js 20 or later (with npm)")?;
+                // `ci` installs exactly what package-lock.json pins (and checks its hashes).
+                let install = match dir.join("package-lock.json").is_file() {
+                    true => "ci",
+                    false => "install",
+                };
                 step(
                     "installing componentize-js with npm (once; about 30 s)",
                     Command::new(npm).current_dir(dir).args([
-                        "install",
+                        install,
                         "--no-audit",
                         "--no-fund",
                         "--loglevel=error",
@@ -153,7 +167,7 @@ pub fn run(dir: &Path) -> Result<i32> {
                 "componentizing with componentize-js (about 15 s)",
                 Command::new(&local)
                     .current_dir(dir)
-                    .args(["--wit", "wit", "--world-name", "tool-wasi", "-o"])
+                    .args(["--wit", "wit", "--world-name", world(dir), "-o"])
                     .arg(&manifest.component)
                     .arg("app.js"),
             )?;

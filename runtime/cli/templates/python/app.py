@@ -1,6 +1,7 @@
 """{{name}}: a Warden tool. `warden tool build .` builds it (see README.md)."""
 
 import json
+from urllib.parse import urlsplit
 
 import wit_world
 from componentize_py_types import Err, Ok
@@ -55,12 +56,18 @@ class WitWorld(wit_world.WitWorld):
 def http_get(url: str) -> tuple[int, bytes]:
     """GET `url` through the host, which decides it by the `[[egress]]` rules in tool.toml
     and adds any credential; a request no rule allows fails with `HttpRequestDenied`."""
-    scheme, _, rest = url.partition("://")
-    authority, _, path = rest.partition("/")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise Err(ToolError_InvalidInput(f"{url!r} is not an http(s) URL"))
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     request = http.OutgoingRequest(http.Fields())
-    request.set_scheme(http.Scheme_Https() if scheme == "https" else http.Scheme_Http())
-    request.set_authority(authority)
-    request.set_path_with_query("/" + path)
+    try:
+        request.set_scheme(http.Scheme_Https() if scheme == "https" else http.Scheme_Http())
+        request.set_authority(parts.netloc)
+        request.set_path_with_query(path)
+    except Err:
+        raise Err(ToolError_InvalidInput(f"{url!r} is not a URL the host can send"))
     try:
         future = outgoing_handler.handle(request, None)
     except Err as e:

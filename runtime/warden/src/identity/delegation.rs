@@ -143,6 +143,13 @@ impl Verifier {
 }
 
 fn verify_signature(token: &str, deployment: &Deployment) -> Result<Delegation, String> {
+    // An access token of an issuer trusted for both (an identity provider) is no delegation.
+    if jwt::peek_header(token)?
+        .typ
+        .is_some_and(|t| crate::identity::oauth::is_access_token_type(&t))
+    {
+        return Err("delegation: an access token is not a delegation".into());
+    }
     let claimed: DelegationClaims =
         jwt::peek_claims(token).map_err(|e| format!("delegation: {e}"))?;
     let key = if let Some(user) = claimed.iss.strip_prefix("user:") {

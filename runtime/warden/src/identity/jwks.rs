@@ -33,7 +33,9 @@ impl KeySet {
             .as_array()
             .ok_or("the JWKS has no `keys` array")?
         {
-            if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" {
+            // A key for encryption (`use: enc`) signs nothing Warden accepts.
+            let signs = jwk.get("use").is_none_or(|u| u == "sig");
+            if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" || !signs {
                 continue;
             }
             let key = public_from_base64url(jwk["x"].as_str().unwrap_or(""))

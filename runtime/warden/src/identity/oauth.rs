@@ -260,6 +260,30 @@ impl Runtime {
             claims.delegation_token = Some(token);
         }
         tracing::info!(agent = %claims.client_id, user = ?claims.act.as_ref().map(|_| &claims.sub), jti = %claims.jti, "access token issued");
+        // On the audit chain before it is handed out: its `jti` is what `warden revoke
+        // credential` ends it by.
+        let record = crate::audit::TokenRecord {
+            id: format!("token-{}", claims.jti),
+            time_ms: jwt::now_ms(),
+            agent: claims.client_id.clone(),
+            user: claims.act.as_ref().map(|_| claims.sub.clone()),
+            delegation: claims.delegation.clone(),
+            jti: claims.jti.clone(),
+            resource: claims.aud.clone(),
+            expires: claims.exp,
+        };
+        let recorded = match self.state() {
+            Ok(state) => crate::audit::entry(&crate::audit::Record::Token(record))
+                .and_then(|entry| state.append_audit(&[entry])),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        };
+        if let Err(e) = recorded {
+            tracing::error!("cannot record an access token on the audit chain: {e:#}");
+            return Err(refused(
+                "server_error",
+                "Warden could not record the token; try again",
+            ));
+        }
         Ok(TokenResponse {
             access_token: signer.sign_typed(ACCESS_TOKEN_TYPE, &claims),
             token_type: "Bearer",
@@ -421,6 +445,7 @@ impl Runtime {
             return self.authenticate_external_token(
                 token,
                 header.kid.as_deref(),
+                &deployment,
                 server,
                 endpoints,
             );
@@ -485,6 +510,7 @@ impl Runtime {
         &self,
         token: &str,
         kid: Option<&str>,
+        deployment: &Deployment,
         server: &ExternalAuthorizationServer,
         endpoints: &Endpoints,
     ) -> Result<Bearer, Error> {
@@ -512,8 +538,21 @@ impl Runtime {
         if checked.exp <= now {
             return Err(Error::Refused("the access token has expired".into()));
         }
-        if checked.nbf.is_some_and(|nbf| nbf > now + SKEW) {
+        if checked.nbf.is_some_and(|nbf| nbf > now + SKEW) || checked.iat > now + SKEW {
             return Err(Error::Refused("the access token is not valid yet".into()));
+        }
+        if checked.exp - checked.iat > MAX_EXTERNAL_LIFETIME {
+            return Err(Error::Refused(format!(
+                "the access token lives longer than {MAX_EXTERNAL_LIFETIME} s"
+            )));
+        }
+        // Acting for someone else is a delegation, which Warden's own exchange decides.
+        if checked.act.is_some() {
+            return Err(Error::Refused(
+                "the access token acts for another (`act`): exchange a delegation at Warden's \
+                 token endpoint"
+                    .into(),
+            ));
         }
         let agent = claims[server.agent_claim.as_str()]
             .as_str()
@@ -523,8 +562,16 @@ impl Runtime {
                     server.agent_claim
                 ))
             })?;
-        let deployment = self.deployment();
-        let agent = self.bearer_agent(&deployment, agent, checked.jti.as_deref(), None)?;
+        if !server.agents.contains(agent) {
+            return Err(Error::Refused(format!(
+                "`{agent}` is not an agent {} may authenticate",
+                server.issuer
+            )));
+        }
+        let jti = checked.jti.as_deref().ok_or_else(|| {
+            Error::Refused("the access token has no `jti` (nothing could revoke it)".into())
+        })?;
+        let agent = self.bearer_agent(deployment, agent, Some(jti), None)?;
         Ok(Bearer {
             agent,
             on_behalf_of: None,
@@ -570,9 +617,15 @@ struct ExternalClaims {
     iss: String,
     aud: Audience,
     exp: i64,
+    iat: i64,
     nbf: Option<i64>,
+    /// What `warden revoke credential` ends it by: required.
     jti: Option<String>,
+    act: Option<serde_json::Value>,
 }
+
+/// The longest an external authorization server's access token may live (`exp - iat`).
+const MAX_EXTERNAL_LIFETIME: i64 = 3600;
 
 #[cfg(test)]
 mod tests {
