@@ -597,6 +597,19 @@ async fn a_trusted_issuer_can_delegate_for_its_users() {
             .await,
         "signature",
     );
+    // The issuer's access token with a delegation's claims is no delegation.
+    let access = jwt::sign_typed(&idp, Some("idp-1"), "at+jwt", &claims("corp-idp"));
+    denied_because(
+        &runtime
+            .call(request(
+                AGENT,
+                "hello",
+                json!({ "name": "w" }),
+                Some(&access),
+            ))
+            .await,
+        "an access token is not a delegation",
+    );
 }
 
 // ---- what a tool can read back ----------------------------------------------------------

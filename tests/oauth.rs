@@ -477,6 +477,20 @@ fn an_external_authorization_servers_tokens_are_accepted_for_its_registered_agen
             "lives longer",
         ),
         (token(&idp, "idp-1", claims(json!({"jti": null}))), "jti"),
+        (token(&idp, "idp-1", claims(json!({"jti": ""}))), "jti"),
+        (
+            token(
+                &idp,
+                "idp-1",
+                claims(json!({"iat": i64::MIN, "exp": i64::MAX})),
+            ),
+            "lives longer",
+        ),
+        (
+            token(&idp, "idp-1", claims(json!({"iat": now + 3600}))),
+            "not valid yet",
+        ),
+        (token(&idp, "idp-1", claims(json!({"iat": null}))), "iat"),
         (
             token(&idp, "idp-1", claims(json!({"act": {"sub": "alice"}}))),
             "acts for another",

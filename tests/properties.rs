@@ -76,6 +76,86 @@ proptest! {
     }
 }
 
+/// A runtime with an agent and an external authorization server, for the OAuth properties.
+struct OAuth {
+    runtime: warden::runtime::Runtime,
+    endpoints: warden::identity::oauth::Endpoints,
+    _dir: tempfile::TempDir,
+}
+
+fn oauth() -> &'static OAuth {
+    static OAUTH: std::sync::OnceLock<OAuth> = std::sync::OnceLock::new();
+    OAUTH.get_or_init(|| {
+        use warden::identity::{jwks::KeySet, keys};
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::generate().verifying_key();
+        let jwks = KeySet::new(vec![(Some("k".into()), key)]).to_json();
+        std::fs::write(dir.path().join("idp.json"), jwks.to_string()).unwrap();
+        let file = dir.path().join("warden.toml");
+        let text = format!(
+            "[agents.bot]\npublic_key = \"{}\"\n[oauth.authorization_server]\n\
+             issuer = \"https://idp.example\"\njwks = \"idp.json\"\nagents = [\"bot\"]\n",
+            keys::format_public(&key)
+        );
+        std::fs::write(&file, text).unwrap();
+        let runtime =
+            warden::runtime::Runtime::new(warden::Deployment::load(&file).unwrap()).unwrap();
+        let endpoints = warden::identity::oauth::Endpoints {
+            issuer: "http://127.0.0.1:1".into(),
+            resource: "http://127.0.0.1:1/mcp".into(),
+        };
+        OAuth {
+            runtime,
+            endpoints,
+            _dir: dir,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The token endpoint and the bearer check, on what an agent or a client can send: a
+    /// refusal, never a token, a bearer or a panic, whichever issuer a token claims.
+    #[test]
+    fn no_form_or_bearer_nobodys_key_signed_gets_through(
+        grant in "(client_credentials|urn:ietf:params:oauth:grant-type:token-exchange|[ -~]{0,12})",
+        assertion in TOKEN,
+        subject in TOKEN,
+        kid in "(k|[ -~]{0,6})",
+        typ in "(at\\+jwt|AT\\+JWT|application/at\\+jwt|JWT|[ -~]{0,8})",
+        iss in "(https://idp\\.example|http://127\\.0\\.0\\.1:1|[ -~]{0,10})",
+        claims in "[ -~]{0,80}",
+        signature in "[A-Za-z0-9_\\-]{0,90}",
+    ) {
+        use base64::Engine as _;
+        let o = oauth();
+        let request = warden::identity::oauth::TokenRequest {
+            grant_type: Some(grant),
+            client_id: Some("bot".into()),
+            client_assertion_type: Some(warden::identity::oauth::CLIENT_ASSERTION_TYPE.into()),
+            client_assertion: Some(assertion.clone()),
+            resource: Some(o.endpoints.resource.clone()),
+            scope: None,
+            subject_token: Some(subject),
+            subject_token_type: Some(warden::identity::oauth::JWT_TOKEN_TYPE.into()),
+            actor_token: Some(assertion.clone()),
+            actor_token_type: Some(warden::identity::oauth::JWT_TOKEN_TYPE.into()),
+        };
+        prop_assert!(o.runtime.issue_access_token(&request, &o.endpoints).is_err());
+        let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let header = serde_json::json!({ "alg": "EdDSA", "typ": typ, "kid": kid });
+        let body = serde_json::json!({
+            "iss": iss, "sub": "bot", "client_id": "bot", "aud": o.endpoints.resource,
+            "iat": 0, "exp": i64::MAX, "jti": "j", "agent_key": "", "junk": claims,
+        });
+        let shaped = format!("{}.{}.{signature}", b64(&header), b64(&body));
+        for token in [shaped.as_str(), assertion.as_str()] {
+            prop_assert!(o.runtime.authenticate_access_token(token, &o.endpoints).is_err());
+        }
+    }
+}
+
 /// Inputs that once broke these properties, or that the fuzzers should keep trying.
 #[test]
 fn known_hostile_inputs_hold() {

@@ -116,7 +116,13 @@ fn cargo_build(dir: &Path) -> Result<PathBuf> {
 /// its vendored WIT has it, else `tool` (a directory `warden new` made before it did).
 fn world(dir: &Path) -> &'static str {
     match std::fs::read_to_string(dir.join("wit/world.wit")) {
-        Ok(wit) if wit.contains("world tool-wasi") => "tool-wasi",
+        Ok(wit)
+            if wit
+                .lines()
+                .any(|l| l.trim_start().starts_with("world tool-wasi ")) =>
+        {
+            "tool-wasi"
+        }
         _ => "tool",
     }
 }
@@ -155,8 +161,10 @@ pub fn run(dir: &Path) -> Result<i32> {
                 };
                 step(
                     "installing componentize-js with npm (once; about 30 s)",
+                    // No package in the lock needs an install script: none runs.
                     Command::new(npm).current_dir(dir).args([
                         install,
+                        "--ignore-scripts",
                         "--no-audit",
                         "--no-fund",
                         "--loglevel=error",

@@ -146,7 +146,7 @@ fn verify_signature(token: &str, deployment: &Deployment) -> Result<Delegation, 
     // An access token of an issuer trusted for both (an identity provider) is no delegation.
     if jwt::peek_header(token)?
         .typ
-        .is_some_and(|t| crate::identity::oauth::is_access_token_type(&t))
+        .is_some_and(|t| jwt::is_access_token_type(&t))
     {
         return Err("delegation: an access token is not a delegation".into());
     }

@@ -8,6 +8,14 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+/// RFC 9068's type of a JWT access token.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Whether a JWT header's `typ` says access token (RFC 9068 allows the media type's long form).
+pub fn is_access_token_type(typ: &str) -> bool {
+    typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Header {
     pub alg: String,

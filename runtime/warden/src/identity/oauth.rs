@@ -22,12 +22,7 @@ use serde::{Deserialize, Serialize};
 
 /// RFC 7523's client assertion type.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// RFC 9068's type of a JWT access token.
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-/// Whether a JWT header's `typ` says access token (RFC 9068 allows the media type's long form).
-pub fn is_access_token_type(typ: &str) -> bool {
-    typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
-}
+pub use super::jwt::{ACCESS_TOKEN_TYPE, is_access_token_type};
 
 /// How long an access token lives (seconds).
 pub const ACCESS_TOKEN_LIFETIME: i64 = 300;
@@ -538,10 +533,13 @@ impl Runtime {
         if checked.exp <= now {
             return Err(Error::Refused("the access token has expired".into()));
         }
-        if checked.nbf.is_some_and(|nbf| nbf > now + SKEW) || checked.iat > now + SKEW {
+        let iat = checked
+            .iat
+            .ok_or_else(|| Error::Refused("the access token has no `iat`".into()))?;
+        if checked.nbf.is_some_and(|nbf| nbf > now + SKEW) || iat > now + SKEW {
             return Err(Error::Refused("the access token is not valid yet".into()));
         }
-        if checked.exp - checked.iat > MAX_EXTERNAL_LIFETIME {
+        if checked.exp.saturating_sub(iat) > MAX_EXTERNAL_LIFETIME {
             return Err(Error::Refused(format!(
                 "the access token lives longer than {MAX_EXTERNAL_LIFETIME} s"
             )));
@@ -568,9 +566,13 @@ impl Runtime {
                 server.issuer
             )));
         }
-        let jti = checked.jti.as_deref().ok_or_else(|| {
-            Error::Refused("the access token has no `jti` (nothing could revoke it)".into())
-        })?;
+        let jti = checked
+            .jti
+            .as_deref()
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| {
+                Error::Refused("the access token has no `jti` (nothing could revoke it)".into())
+            })?;
         let agent = self.bearer_agent(deployment, agent, Some(jti), None)?;
         Ok(Bearer {
             agent,
@@ -617,7 +619,8 @@ struct ExternalClaims {
     iss: String,
     aud: Audience,
     exp: i64,
-    iat: i64,
+    /// Required: the lifetime is `exp - iat`.
+    iat: Option<i64>,
     nbf: Option<i64>,
     /// What `warden revoke credential` ends it by: required.
     jti: Option<String>,
