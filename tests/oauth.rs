@@ -295,6 +295,33 @@ const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 #[test]
+fn an_agent_asking_for_tokens_without_end_is_told_to_slow_down() {
+    let f = fixture();
+    let (_node, origin) = node(&f);
+    let resource = format!("{origin}/mcp");
+    let mut statuses = vec![];
+    for _ in 0..=warden::identity::oauth::MAX_TOKENS_PER_MINUTE {
+        let own = assertion(AGENT, AGENT, &origin, 60);
+        statuses.push(token_request(&origin, &grant(&own, &resource)));
+    }
+    let (last, answer) = statuses.pop().unwrap();
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert_eq!(
+        (last, &answer["error"]),
+        (429, &json!("slow_down")),
+        "{answer}"
+    );
+    // Refused before anything is recorded: the chain holds one record per token issued.
+    let tail = stdout(&f.run(&["audit", "tail", "-n", "1000"]));
+    let issued = tail.lines().filter(|l| l.contains("access token")).count();
+    assert_eq!(
+        issued,
+        warden::identity::oauth::MAX_TOKENS_PER_MINUTE,
+        "{tail}"
+    );
+}
+
+#[test]
 fn an_agent_exchanges_a_users_delegation_and_its_calls_are_decided_for_that_user() {
     let f = fixture();
     let (node, origin) = node(&f);

@@ -168,6 +168,7 @@ async fn token(State(served): State<Arc<Served>>, bytes: Bytes) -> Response {
             tracing::info!(error = %e, "a token request was refused");
             let status = match e.code {
                 "invalid_client" => StatusCode::UNAUTHORIZED,
+                "slow_down" => StatusCode::TOO_MANY_REQUESTS,
                 "server_error" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };

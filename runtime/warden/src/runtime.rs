@@ -49,6 +49,8 @@ pub struct Runtime {
     minter: OnceLock<Arc<Minter>>,
     /// The key that signs OAuth access tokens (`identity::oauth`), apart from the minter's.
     access_token_key: OnceLock<Arc<Minter>>,
+    /// When this node issued each agent its recent access tokens (`identity::oauth`).
+    pub(crate) issued_tokens: crate::identity::issuance::IssuedTokens,
     pub(crate) delegations: delegation::Verifier,
     metrics: Arc<crate::metrics::Metrics>,
     /// Sends each call's trace to the deployment's collector, if it names one.
@@ -186,6 +188,7 @@ impl RuntimeBuilder {
             state: OnceLock::new(),
             minter: OnceLock::new(),
             access_token_key: OnceLock::new(),
+            issued_tokens: Default::default(),
             delegations: delegation::Verifier::default(),
             metrics,
             traces,

@@ -2,6 +2,7 @@
 
 pub mod assertion;
 pub mod delegation;
+pub mod issuance;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;

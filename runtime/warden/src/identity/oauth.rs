@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 /// RFC 7523's client assertion type.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub use super::issuance::MAX_TOKENS_PER_MINUTE;
 pub use super::jwt::{ACCESS_TOKEN_TYPE, is_access_token_type};
 
 /// How long an access token lives (seconds).
@@ -218,6 +219,15 @@ impl Runtime {
         }
         let now = jwt::now();
         let agent = self.verify_client_assertion(assertion, request, endpoints, now)?;
+        if !self.issued_tokens.admit(&agent, now) {
+            return Err(refused(
+                "slow_down",
+                format!(
+                    "`{agent}` was issued {MAX_TOKENS_PER_MINUTE} tokens in the last minute: \
+                     use one it has (each lives {ACCESS_TOKEN_LIFETIME} s)"
+                ),
+            ));
+        }
         let acting = match exchange {
             true => Some(self.exchanged_delegation(request, &agent)?),
             false => None,
