@@ -294,6 +294,41 @@ fn tokens_and_assertions_an_attacker_brings_are_refused_each_with_its_reason() {
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// Whatever form a client posts, the token endpoint answers an OAuth error (RFC 6749,
+/// section 5.2) as JSON, never a token, a server error or a hang.
+#[test]
+fn the_token_endpoint_answers_any_form_with_an_oauth_error() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let f = fixture();
+    let (_node, origin) = node(&f);
+    let names = "(grant_type|client_id|client_assertion_type|client_assertion|resource|scope|\
+                 subject_token|subject_token_type|actor_token|actor_token_type|[a-z_%]{0,8})";
+    let values = "(client_credentials|urn:ietf:params:oauth:[a-z:-]{0,30}|[ -~]{0,40})";
+    let form = proptest::collection::vec((names, values), 0..8);
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        ..Config::default()
+    });
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    runner
+        .run(&form, |pairs| {
+            let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let (status, _, answer) =
+                http_raw(&origin, "POST", "/oauth/token", &headers, &body.join("&"));
+            let json: Value = serde_json::from_str(&answer)
+                .map_err(|e| TestCaseError::fail(format!("{status} {answer}: {e}")))?;
+            if !matches!(status, 400 | 401) || !json["error"].is_string() {
+                return Err(TestCaseError::fail(format!("{status} {answer}")));
+            }
+            Ok(())
+        })
+        .unwrap();
+    // A form past the limit is refused before it is read whole.
+    let big = format!("grant_type={}", "x".repeat(64 * 1024));
+    let (status, _, _) = http_raw(&origin, "POST", "/oauth/token", &headers, &big);
+    assert_eq!(status, 413);
+}
+
 #[test]
 fn an_agent_asking_for_tokens_without_end_is_told_to_slow_down() {
     let f = fixture();
