@@ -324,7 +324,7 @@ fn the_token_endpoint_answers_any_form_with_an_oauth_error() {
         })
         .unwrap();
     // A form past the limit is refused before it is read whole.
-    let big = format!("grant_type={}", "x".repeat(64 * 1024));
+    let big = format!("grant_type={}", "x".repeat(warden_server::oauth::MAX_FORM));
     let (status, _, _) = http_raw(&origin, "POST", "/oauth/token", &headers, &big);
     assert_eq!(status, 413);
 }
@@ -334,18 +334,38 @@ fn an_agent_asking_for_tokens_without_end_is_told_to_slow_down() {
     let f = fixture();
     let (_node, origin) = node(&f);
     let resource = format!("{origin}/mcp");
-    let mut statuses = vec![];
-    for _ in 0..=warden::identity::oauth::MAX_TOKENS_PER_MINUTE {
-        let own = assertion(AGENT, AGENT, &origin, 60);
-        statuses.push(token_request(&origin, &grant(&own, &resource)));
+    let limit = warden::identity::oauth::MAX_TOKENS_PER_MINUTE;
+    // Whoever cannot sign as the agent spends none of its tokens.
+    for _ in 0..=limit {
+        let forged = assertion("bob", AGENT, &origin, 60);
+        let (status, _) = token_request(&origin, &grant(&forged, &resource));
+        assert_eq!(status, 401);
     }
-    let (last, answer) = statuses.pop().unwrap();
+    let statuses: Vec<_> = (0..limit)
+        .map(|_| {
+            let own = assertion(AGENT, AGENT, &origin, 60);
+            token_request(&origin, &grant(&own, &resource))
+        })
+        .collect();
     assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    let own = assertion(AGENT, AGENT, &origin, 60);
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(grant(&own, &resource))
+        .finish();
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, head, answer) = http_raw(&origin, "POST", "/oauth/token", &headers, &body);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(
-        (last, &answer["error"]),
+        (status, &answer["error"]),
         (429, &json!("slow_down")),
         "{answer}"
     );
+    let retry_after = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)), "{head}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
     // Refused before anything is recorded: the chain holds one record per token issued.
     let tail = stdout(&f.run(&["audit", "tail", "-n", "1000"]));
     let issued = tail.lines().filter(|l| l.contains("access token")).count();

@@ -16,7 +16,7 @@ use warden::identity::oauth::{
 use warden::runtime::Runtime;
 
 /// The most a token request's body may be.
-const MAX_FORM: usize = 16 * 1024;
+pub const MAX_FORM: usize = 16 * 1024;
 
 /// Where the protected resource's metadata is, for `WWW-Authenticate` (RFC 9728, section 3.1:
 /// the well-known path with the resource's path after it).
@@ -110,10 +110,7 @@ async fn authorize() -> Response {
 
 /// The form's parameters, each at most once (RFC 6749, section 3.2).
 fn form(bytes: &Bytes) -> Result<TokenRequest, OAuthError> {
-    let invalid = |description: &str| OAuthError {
-        code: "invalid_request",
-        description: description.into(),
-    };
+    let invalid = |description: &str| OAuthError::new("invalid_request", description);
     if bytes.len() > MAX_FORM {
         return Err(invalid("the request is too large"));
     }
@@ -150,12 +147,7 @@ async fn token(State(served): State<Arc<Served>>, bytes: Bytes) -> Response {
                     .issue_access_token(&request, &served.endpoints)
             })
             .await
-            .unwrap_or_else(|_| {
-                Err(OAuthError {
-                    code: "server_error",
-                    description: "Warden failed".into(),
-                })
-            })
+            .unwrap_or_else(|_| Err(OAuthError::new("server_error", "Warden failed")))
         }
         Err(e) => Err(e),
     };
@@ -172,10 +164,16 @@ async fn token(State(served): State<Arc<Served>>, bytes: Bytes) -> Response {
                 "server_error" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            json(
+            let mut response = json(
                 status,
                 serde_json::json!({ "error": e.code, "error_description": e.description }),
-            )
+            );
+            if let Some(seconds) = e.retry_after {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, seconds.into());
+            }
+            response
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::identity::{jwt, keys};
 use crate::runtime::Runtime;
 use crate::state::RevocationKind;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// RFC 7523's client assertion type.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -59,12 +60,32 @@ pub struct TokenRequest {
 pub struct OAuthError {
     pub code: &'static str,
     pub description: String,
+    /// For `slow_down`: seconds until the agent may have its next token (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
-fn refused(code: &'static str, description: impl Into<String>) -> OAuthError {
+impl OAuthError {
+    pub fn new(code: &'static str, description: impl Into<String>) -> OAuthError {
+        OAuthError {
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// `agent` had its share of tokens this minute; it may have the next in `wait`.
+fn slow_down(agent: &str, wait: std::time::Duration) -> OAuthError {
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     OAuthError {
-        code,
-        description: description.into(),
+        retry_after: Some(seconds),
+        ..OAuthError::new(
+            "slow_down",
+            format!(
+                "`{agent}` was issued {MAX_TOKENS_PER_MINUTE} tokens in the last minute: use one \
+                 it has (each lives {ACCESS_TOKEN_LIFETIME} s) or ask again in {seconds} s"
+            ),
+        )
     }
 }
 
@@ -172,7 +193,7 @@ impl Runtime {
             Some("client_credentials") => false,
             Some(TOKEN_EXCHANGE) => true,
             Some(other) => {
-                return Err(refused(
+                return Err(OAuthError::new(
                     "unsupported_grant_type",
                     format!(
                         "grant type `{other}` is not supported: use client_credentials, or \
@@ -180,14 +201,14 @@ impl Runtime {
                     ),
                 ));
             }
-            None => return Err(refused("invalid_request", "no grant_type")),
+            None => return Err(OAuthError::new("invalid_request", "no grant_type")),
         };
         // The agent proves itself with its own signed JWT: the client assertion, or in an
         // exchange the actor token.
         let assertion = match (exchange, &request.actor_token) {
             (true, Some(actor)) => {
                 if request.actor_token_type.as_deref() != Some(JWT_TOKEN_TYPE) {
-                    return Err(refused(
+                    return Err(OAuthError::new(
                         "invalid_request",
                         format!("actor_token_type must be {JWT_TOKEN_TYPE}"),
                     ));
@@ -196,7 +217,7 @@ impl Runtime {
             }
             _ => {
                 if request.client_assertion_type.as_deref() != Some(CLIENT_ASSERTION_TYPE) {
-                    return Err(refused(
+                    return Err(OAuthError::new(
                         "invalid_client",
                         format!(
                             "clients authenticate with private_key_jwt ({CLIENT_ASSERTION_TYPE})"
@@ -206,35 +227,26 @@ impl Runtime {
                 request
                     .client_assertion
                     .as_deref()
-                    .ok_or_else(|| refused("invalid_client", "no client_assertion"))?
+                    .ok_or_else(|| OAuthError::new("invalid_client", "no client_assertion"))?
             }
         };
         if let Some(resource) = &request.resource
             && resource.trim_end_matches('/') != endpoints.resource
         {
-            return Err(refused(
+            return Err(OAuthError::new(
                 "invalid_target",
                 format!("this server issues tokens for {} only", endpoints.resource),
             ));
         }
         let now = jwt::now();
         let agent = self.verify_client_assertion(assertion, request, endpoints, now)?;
-        if !self.issued_tokens.admit(&agent, now) {
-            return Err(refused(
-                "slow_down",
-                format!(
-                    "`{agent}` was issued {MAX_TOKENS_PER_MINUTE} tokens in the last minute: \
-                     use one it has (each lives {ACCESS_TOKEN_LIFETIME} s)"
-                ),
-            ));
-        }
         let acting = match exchange {
             true => Some(self.exchanged_delegation(request, &agent)?),
             false => None,
         };
         let signer = self.access_token_key().map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "loading the access tokens' key failed");
-            refused("server_error", "Warden could not issue a token; try again")
+            OAuthError::new("server_error", "Warden could not issue a token; try again")
         })?;
         let agent_key = self
             .deployment()
@@ -277,6 +289,11 @@ impl Runtime {
             resource: claims.aud.clone(),
             expires: claims.exp,
         };
+        // Counted where it is issued, so that a request refused on the way (a delegation, the
+        // signing key) costs the agent nothing.
+        self.issued_tokens
+            .admit(&record.agent, Instant::now())
+            .map_err(|wait| slow_down(&record.agent, wait))?;
         let recorded = match self.state() {
             Ok(state) => crate::audit::entry(&crate::audit::Record::Token(record))
                 .and_then(|entry| state.append_audit(&[entry])),
@@ -284,7 +301,7 @@ impl Runtime {
         };
         if let Err(e) = recorded {
             tracing::error!("cannot record an access token on the audit chain: {e:#}");
-            return Err(refused(
+            return Err(OAuthError::new(
                 "server_error",
                 "Warden could not record the token; try again",
             ));
@@ -304,13 +321,13 @@ impl Runtime {
         agent: &str,
     ) -> Result<(crate::identity::delegation::Delegation, String), OAuthError> {
         if request.subject_token_type.as_deref() != Some(JWT_TOKEN_TYPE) {
-            return Err(refused(
+            return Err(OAuthError::new(
                 "invalid_request",
                 format!("subject_token_type must be {JWT_TOKEN_TYPE} (a delegation)"),
             ));
         }
         let token = request.subject_token.clone().ok_or_else(|| {
-            refused(
+            OAuthError::new(
                 "invalid_request",
                 "no subject_token (the user's delegation)",
             )
@@ -318,8 +335,8 @@ impl Runtime {
         let delegation = self
             .verify_delegation(&crate::credentials::Secret::new(token.clone()), agent)
             .map_err(|e| match e {
-                Error::Refused(reason) => refused("invalid_grant", reason),
-                _ => refused(
+                Error::Refused(reason) => OAuthError::new("invalid_grant", reason),
+                _ => OAuthError::new(
                     "server_error",
                     "Warden could not check the delegation; try again",
                 ),
@@ -327,7 +344,7 @@ impl Runtime {
         let revoked = self
             .state()
             .map_err(|_| {
-                refused(
+                OAuthError::new(
                     "server_error",
                     "Warden could not check revocations; try again",
                 )
@@ -335,11 +352,11 @@ impl Runtime {
             .revoked(&[(RevocationKind::Delegation, delegation.id.as_str())]);
         match revoked {
             Ok(None) => Ok((delegation, token)),
-            Ok(Some(_)) => Err(refused(
+            Ok(Some(_)) => Err(OAuthError::new(
                 "invalid_grant",
                 format!("delegation {} is revoked", delegation.id),
             )),
-            Err(_) => Err(refused(
+            Err(_) => Err(OAuthError::new(
                 "server_error",
                 "Warden could not check revocations; try again",
             )),
@@ -356,7 +373,7 @@ impl Runtime {
         endpoints: &Endpoints,
         now: i64,
     ) -> Result<String, OAuthError> {
-        let invalid = |why: String| refused("invalid_client", why);
+        let invalid = |why: String| OAuthError::new("invalid_client", why);
         let claimed: ClientAssertion =
             jwt::peek_claims(token).map_err(|e| invalid(format!("the client assertion: {e}")))?;
         if claimed.iss != claimed.sub
@@ -381,6 +398,11 @@ impl Runtime {
             .and_then(|k| keys::parse_public(k).ok())
             .ok_or_else(unverified)?;
         let claims: ClientAssertion = jwt::verify(token, &key).map_err(|_| unverified())?;
+        // Before the assertion's `jti` is written: an agent refused for asking too often
+        // writes nothing.
+        if let Some(wait) = self.issued_tokens.wait(&claims.sub, Instant::now()) {
+            return Err(slow_down(&claims.sub, wait));
+        }
         if !claims.aud.is_only(&endpoints.issuer) {
             return Err(invalid(format!(
                 "the client assertion is not for this server (aud must be {})",
@@ -398,7 +420,7 @@ impl Runtime {
             )));
         }
         let state = self.state().map_err(|_| {
-            refused(
+            OAuthError::new(
                 "server_error",
                 "Warden could not check the assertion; try again",
             )
@@ -413,7 +435,7 @@ impl Runtime {
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "recording a client assertion failed");
-                return Err(refused(
+                return Err(OAuthError::new(
                     "server_error",
                     "Warden could not check the assertion; try again",
                 ));
@@ -422,7 +444,7 @@ impl Runtime {
         match state.revoked(&[(RevocationKind::Agent, claims.sub.as_str())]) {
             Ok(None) => Ok(claims.sub),
             Ok(Some(_)) => Err(invalid(format!("agent `{}` is revoked", claims.sub))),
-            Err(_) => Err(refused(
+            Err(_) => Err(OAuthError::new(
                 "server_error",
                 "Warden could not check revocations; try again",
             )),
