@@ -562,54 +562,24 @@ async fn a_trusted_issuer_can_delegate_for_its_users() {
     };
     let token = jwt::sign(&idp, Some("idp-1"), &claims("corp-idp"));
     let runtime = f.runtime();
-    let report = runtime
-        .call(request(
+    let call = |token: String| {
+        runtime.call(request(
             AGENT,
             "hello",
             json!({ "name": "x" }),
             Some(&token),
         ))
-        .await;
-    assert_eq!(ok(&report)["user"], "carol@corp");
+    };
+    assert_eq!(ok(&call(token).await)["user"], "carol@corp");
 
     // The same claims from an issuer nobody trusts, or signed with another key, are refused.
     let untrusted = jwt::sign(&idp, Some("idp-1"), &claims("evil-idp"));
-    denied_because(
-        &runtime
-            .call(request(
-                AGENT,
-                "hello",
-                json!({ "name": "y" }),
-                Some(&untrusted),
-            ))
-            .await,
-        "not trusted",
-    );
+    denied_because(&call(untrusted).await, "not trusted");
     let wrong_key = jwt::sign(&agent_key("limited"), Some("idp-1"), &claims("corp-idp"));
-    denied_because(
-        &runtime
-            .call(request(
-                AGENT,
-                "hello",
-                json!({ "name": "z" }),
-                Some(&wrong_key),
-            ))
-            .await,
-        "signature",
-    );
+    denied_because(&call(wrong_key).await, "signature");
     // The issuer's access token with a delegation's claims is no delegation.
     let access = jwt::sign_typed(&idp, Some("idp-1"), "at+jwt", &claims("corp-idp"));
-    denied_because(
-        &runtime
-            .call(request(
-                AGENT,
-                "hello",
-                json!({ "name": "w" }),
-                Some(&access),
-            ))
-            .await,
-        "an access token is not a delegation",
-    );
+    denied_because(&call(access).await, "an access token is not a delegation");
 }
 
 // ---- what a tool can read back ----------------------------------------------------------

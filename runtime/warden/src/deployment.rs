@@ -987,14 +987,19 @@ host = "data"
         assert_eq!(d.agents["bot"].trust, Trust::High);
     }
 
+    /// Loads `warden.toml` in `dir` written with the text given; the error as text.
+    fn loader(dir: &Path) -> impl Fn(&str) -> Result<Deployment, String> {
+        let path = dir.join("warden.toml");
+        move |text| {
+            std::fs::write(&path, text).unwrap();
+            Deployment::load(&path).map_err(|e| e.to_string())
+        }
+    }
+
     #[test]
     fn the_inbox_is_an_origin_and_beyond_loopback_behind_tls() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("warden.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            Deployment::load(&path).map_err(|e| e.to_string())
-        };
+        let load = loader(dir.path());
         let d = load("[approvals.inbox]\n").unwrap();
         let inbox = d.approvals.inbox.unwrap();
         assert_eq!(inbox.listen.to_string(), DEFAULT_INBOX_ADDR);
@@ -1041,11 +1046,7 @@ host = "data"
     #[test]
     fn an_external_authorization_server_is_named_checked_and_its_keys_read() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("warden.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            Deployment::load(&path).map_err(|e| e.to_string())
-        };
+        let load = loader(dir.path());
         let key = crate::identity::keys::generate().verifying_key();
         let jwks = KeySet::new(vec![(Some("k1".into()), key)]);
         std::fs::write(dir.path().join("idp.json"), jwks.to_json().to_string()).unwrap();

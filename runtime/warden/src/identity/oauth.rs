@@ -548,7 +548,7 @@ impl Runtime {
             ))
         })?;
         let claims: serde_json::Value = jwt::verify(token, &key).map_err(Error::Refused)?;
-        let checked: ExternalClaims = serde_json::from_value(claims.clone())
+        let checked = ExternalClaims::deserialize(&claims)
             .map_err(|e| Error::Refused(format!("the access token's claims: {e}")))?;
         if checked.iss != server.issuer {
             return Err(Error::Refused(
