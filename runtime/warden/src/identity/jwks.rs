@@ -38,9 +38,21 @@ impl KeySet {
             if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" || !signs {
                 continue;
             }
+            // A private key in a public document is a leak to stop, not a key to use.
+            if jwk.get("d").is_some() {
+                return Err(format!(
+                    "key {} holds its private half (`d`): publish public keys only",
+                    jwk["kid"]
+                ));
+            }
             let key = public_from_base64url(jwk["x"].as_str().unwrap_or(""))
                 .map_err(|e| format!("key {}: {e}", jwk["kid"]))?;
-            keys.push((jwk["kid"].as_str().map(str::to_string), key));
+            let kid = jwk["kid"].as_str().map(str::to_string);
+            // Two keys under one `kid`: which one signs would be an accident of order.
+            if kid.is_some() && keys.iter().any(|(k, _)| *k == kid) {
+                return Err(format!("two keys have the kid {}", jwk["kid"]));
+            }
+            keys.push((kid, key));
         }
         if keys.is_empty() {
             return Err("the JWKS holds no Ed25519 keys".into());
@@ -82,5 +94,13 @@ mod tests {
         assert_eq!(back.key(Some("b")), Some(b));
         assert_eq!(back.key(None), None, "ambiguous without a kid");
         assert!(KeySet::from_json(&serde_json::json!({ "keys": [] })).is_err());
+        let mut doubled = set.to_json();
+        doubled["keys"][1]["kid"] = "a".into();
+        let e = KeySet::from_json(&doubled).unwrap_err();
+        assert!(e.contains("two keys"), "{e}");
+        let mut private = set.to_json();
+        private["keys"][0]["d"] = "c2VjcmV0".into();
+        let e = KeySet::from_json(&private).unwrap_err();
+        assert!(e.contains("private") && !e.contains("c2VjcmV0"), "{e}");
     }
 }

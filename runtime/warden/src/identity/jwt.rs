@@ -112,12 +112,12 @@ pub fn check_times(iat: i64, exp: i64, max_lifetime: i64, skew: i64) -> Result<(
         return Err(format!("expired {} s ago", now.saturating_sub(exp)));
     }
     if iat > now.saturating_add(skew) {
-        return Err("issued in the future".into());
+        return Err("not valid yet (issued in the future)".into());
     }
     let lifetime = exp.saturating_sub(iat);
     if lifetime > max_lifetime {
         return Err(format!(
-            "lifetime of {lifetime} s exceeds the maximum of {max_lifetime} s"
+            "lives longer than the maximum of {max_lifetime} s (a lifetime of {lifetime} s)"
         ));
     }
     Ok(())

@@ -531,8 +531,9 @@ impl Runtime {
 
     /// An access token of the external authorization server (`[oauth.authorization_server]`):
     /// signed by one of its keys, issued by it, for this resource alone, current, and naming
-    /// in its agent claim an agent that is registered and not revoked. It acts for the agent
-    /// alone (a user's delegation is exchanged at Warden's own token endpoint).
+    /// in its agent claim an agent that is registered and not revoked. It carries no
+    /// delegation: a user's comes as for any agent's bearer (exchanged at Warden's own token
+    /// endpoint, or the delegation header), verified as issued to this agent.
     fn authenticate_external_token(
         &self,
         token: &str,
@@ -561,20 +562,15 @@ impl Runtime {
                 endpoints.resource
             )));
         }
-        let now = jwt::now();
-        if checked.exp <= now {
-            return Err(Error::Refused("the access token has expired".into()));
-        }
         let iat = checked
             .iat
             .ok_or_else(|| Error::Refused("the access token has no `iat`".into()))?;
-        if checked.nbf.is_some_and(|nbf| nbf > now + SKEW) || iat > now + SKEW {
-            return Err(Error::Refused("the access token is not valid yet".into()));
-        }
-        if checked.exp.saturating_sub(iat) > MAX_EXTERNAL_LIFETIME {
-            return Err(Error::Refused(format!(
-                "the access token lives longer than {MAX_EXTERNAL_LIFETIME} s"
-            )));
+        jwt::check_times(iat, checked.exp, MAX_EXTERNAL_LIFETIME, SKEW)
+            .map_err(|e| Error::Refused(format!("the access token: {e}")))?;
+        if checked.nbf.is_some_and(|nbf| nbf > jwt::now() + SKEW) {
+            return Err(Error::Refused(
+                "the access token is not valid yet (nbf)".into(),
+            ));
         }
         // Acting for someone else is a delegation, which Warden's own exchange decides.
         if checked.act.is_some() {
