@@ -241,9 +241,9 @@ fn needs_restart(current: &Deployment, fresh: &Deployment) -> Result<(), String>
 }
 
 /// A tool's input schema is checked against its meta-schema when the tool loads, and
-/// `jsonschema` compiles that meta-schema's validator once per process: 9 ms alone, 15–20 ms
-/// of a `warden call` process. Compiled on a spare thread while the runtime starts, it is
-/// ready when the first tool loads. Best effort: without the thread, the first load compiles it.
+/// `jsonschema` compiles that meta-schema's validator once per process (about 1 ms). Compiled
+/// on a spare thread while the runtime starts, it is ready when the first tool loads. Best
+/// effort: without the thread, the first load compiles it.
 fn warm_schema_checks() {
     let _ = std::thread::Builder::new()
         .name("warden-schema-warmup".into())

@@ -741,11 +741,11 @@ fn check_input(tool: &LoadedTool, request: &CallRequest) -> Result<(), CallFailu
         .map(|error| {
             // Where and which rule, never the value: an input is the agent's, may hold a
             // secret, and the error is recorded even where inputs are not.
-            let at = error.instance_path.to_string();
-            let rule = error.schema_path.to_string();
+            let at = error.instance_path().to_string();
+            let rule = error.schema_path().to_string();
             let keyword = rule.rsplit('/').next().unwrap_or_default();
             // A missing field's name is the schema's, not the agent's: say it.
-            let missing = match &error.kind {
+            let missing = match error.kind() {
                 jsonschema::error::ValidationErrorKind::Required { property } => {
                     format!(": {property} is missing")
                 }

@@ -200,12 +200,10 @@ pub(super) fn load_schema(dir: &Path) -> Result<(Schema, serde_json::Value), Pol
             message,
         }])
     };
-    let parse = || {
-        SchemaFragment::from_cedarschema_str(input_src)
-            .map(|(fragment, _)| fragment)
-            .map_err(|e| fail(line_of(input_src, &e), one_line(&e)))
-    };
-    let fragment_json = parse()?
+    let (fragment, _) = SchemaFragment::from_cedarschema_str(input_src)
+        .map_err(|e| fail(line_of(input_src, &e), one_line(&e)))?;
+    let fragment_json = fragment
+        .clone()
         .to_json_value()
         .map_err(|e| fail(None, one_line(&e)))?;
     // The file may declare `Input` and nothing else, outside any namespace.
@@ -234,7 +232,7 @@ pub(super) fn load_schema(dir: &Path) -> Result<(Schema, serde_json::Value), Pol
     let (base, _) =
         SchemaFragment::from_cedarschema_str(SCHEMA).expect("the shipped schema parses");
     let schema =
-        Schema::from_schema_fragments([base, parse()?]).map_err(|e| fail(None, one_line(&e)))?;
+        Schema::from_schema_fragments([base, fragment]).map_err(|e| fail(None, one_line(&e)))?;
     Ok((schema, input_type))
 }
 

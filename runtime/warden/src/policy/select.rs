@@ -16,7 +16,7 @@ use cedar_policy::{
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The policies that can apply to a request, and the context attributes they read.
 pub struct Chosen {
@@ -36,21 +36,17 @@ impl Chosen {
 }
 
 pub struct Selector {
-    /// Every policy, with the context attributes it reads.
-    policies: Vec<(Policy, Option<BTreeSet<String>>)>,
+    /// Every policy, with the context attributes it reads, found the first time a request
+    /// can apply it (finding them converts the policy to JSON: a process that makes one call
+    /// does so only for the policies of that call).
+    policies: Vec<(Policy, OnceLock<Option<BTreeSet<String>>>)>,
     chosen: Cache<(EntityUid, EntityUid, EntityUid), Chosen>,
 }
 
 impl Selector {
     pub fn new(policies: Vec<Policy>) -> Selector {
         Selector {
-            policies: policies
-                .into_iter()
-                .map(|p| {
-                    let reads = context_reads(&p);
-                    (p, reads)
-                })
-                .collect(),
+            policies: policies.into_iter().map(|p| (p, OnceLock::new())).collect(),
             chosen: Cache::default(),
         }
     }
@@ -69,6 +65,7 @@ impl Selector {
             let mut permit_reads_input = false;
             for (policy, its_reads) in &self.policies {
                 if can_apply(policy, principal, action, resource) {
+                    let its_reads = its_reads.get_or_init(|| context_reads(policy));
                     set.add(policy.clone()).expect("policy ids are unique");
                     permit_reads_input |= policy.effect() == cedar_policy::Effect::Permit
                         && its_reads.as_ref().is_none_or(|r| r.contains("input"));

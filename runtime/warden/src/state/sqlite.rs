@@ -138,6 +138,13 @@ impl SqliteStore {
         // processes opening the same new file at once retry, as the busy timeout would.
         let settings =
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;";
+        // Commits stay in the log when the process exits (moved into the file once the log
+        // holds 1000 pages): a `warden call` process would otherwise copy its pages and sync
+        // the file at every exit. Backups must take the log too (the README says how).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while let Err(e) = conn.execute_batch(settings) {
             let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
@@ -725,9 +732,17 @@ fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
 /// Brings the file to the current schema version, in one transaction that concurrent
 /// processes take in turn (each re-reads the version inside it).
 fn migrate(conn: &mut Connection) -> Result<()> {
+    // A file at this version is read, not written: every process opens the file, and the
+    // write lock and a commit of the header page would cost each one.
+    let version = |conn: &Connection| {
+        conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+            .map(|v| v as usize)
+    };
+    if version(conn)? == MIGRATIONS.len() {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: usize =
-        tx.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    let version = version(&tx)?;
     if version > MIGRATIONS.len() {
         anyhow::bail!(
             "the state file is at schema version {version}, newer than this Warden knows ({}); \
@@ -809,6 +824,34 @@ mod tests {
         drop(conn);
         let e = super::SqliteStore::open(dir.path()).err().unwrap();
         assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
+    }
+
+    /// Every `warden call` process opens the file: opening a current one commits nothing, and
+    /// what a process committed is there for the next though it left it in the log.
+    #[test]
+    fn opening_a_current_file_commits_nothing_and_closing_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        assert!(
+            db.use_nonce("kept", crate::identity::jwt::now() + 60)
+                .unwrap()
+        );
+        drop(db);
+        assert!(dir.path().join("warden.db-wal").exists(), "the log is left");
+        let watcher = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
+        // Changes when another connection commits.
+        let commits = || -> i64 {
+            watcher
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = commits();
+        let db = super::SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(commits(), before, "opening a current file committed");
+        assert!(
+            !db.use_nonce("kept", crate::identity::jwt::now() + 60)
+                .unwrap()
+        );
     }
 
     #[test]
