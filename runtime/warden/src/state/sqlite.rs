@@ -131,13 +131,15 @@ impl SqliteStore {
         // fewer than there are, so a busy server would prepare some again and again).
         conn.set_prepared_statement_cache_capacity(64);
         // WAL with NORMAL sync: a committed transaction survives the process being killed
-        // (the OS holds the write); only a power loss can take the last commits.
+        // (the OS holds the write); only a power loss can take the commits since the log was
+        // last moved into the file, never a revocation, a decision or an approval's use
+        // (`write_synced`). The log is kept under 8 MiB when it is emptied.
         // A 16 MiB page cache keeps the tables' hot pages (the ends of the audit chain and its
         // index, the counters) in memory however long the chain grows.
         // Switching a new file to WAL takes an exclusive lock that SQLite does not wait for:
         // processes opening the same new file at once retry, as the busy timeout would.
-        let settings =
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;";
+        let settings = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384; \
+             PRAGMA journal_size_limit=8388608;";
         // Commits stay in the log when the process exits (moved into the file once the log
         // holds 1000 pages): a `warden call` process would otherwise copy its pages and sync
         // the file at every exit. Backups must take the log too (the README says how).
@@ -213,14 +215,23 @@ impl SqliteStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that
-    /// concurrent processes queue instead of failing on upgrade).
+    /// Runs `f` in one write transaction (`transaction`).
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
+        transaction(&mut self.conn(), f)
+    }
+
+    /// `write`, synced to the disk before it returns: for what a power loss must not undo
+    /// once a caller was told it happened (a revocation, a person's decision, an approval
+    /// spent). Other commits reach the disk when SQLite next moves the log into the file.
+    fn write_synced<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let out = transaction(&mut conn, f);
+        // Left at FULL only costs later commits a sync each: logged, not the caller's failure.
+        if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::warn!(error = %e, "the state file stays synced at every commit");
+        }
+        out
     }
 }
 
@@ -464,7 +475,6 @@ impl StateStore for SqliteStore {
     }
 
     fn decide_approval(&self, id: &str, decision: &ApprovalDecision) -> Result<bool> {
-        let conn = self.conn();
         let (status, approver, signature) = match decision {
             ApprovalDecision::Approved {
                 approver,
@@ -474,31 +484,33 @@ impl StateStore for SqliteStore {
                 (ApprovalStatus::Denied, by, signature.as_ref())
             }
         };
-        let changed = conn
-            .prepare_cached(
-                "UPDATE approvals SET status = ?2, approver = ?3, signature = ?4
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, status.as_str(), approver, signature])?;
+        let changed = self.write_synced(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE approvals SET status = ?2, approver = ?3, signature = ?4
+                     WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![id, status.as_str(), approver, signature])?)
+        })?;
         Ok(changed == 1)
     }
 
     fn use_approval(&self, id: &str, call_id: &str) -> Result<bool> {
-        // One statement: SQLite runs it under the write lock, so two processes cannot both
-        // see `approved`.
-        let changed = self
-            .conn()
-            .prepare_cached(
-                "UPDATE approvals SET status = 'used', used_by = ?2
-                 WHERE id = ?1 AND status = 'approved'",
-            )?
-            .execute(params![id, call_id])?;
+        // One statement under the write lock: two processes cannot both see `approved`.
+        let changed = self.write_synced(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE approvals SET status = 'used', used_by = ?2
+                     WHERE id = ?1 AND status = 'approved'",
+                )?
+                .execute(params![id, call_id])?)
+        })?;
         Ok(changed == 1)
     }
 
     fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool> {
         let kind = revocation.kind.as_str();
-        let inserted = self.write(|tx| {
+        let inserted = self.write_synced(|tx| {
             let inserted = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO revocations (kind, id, at, reason) VALUES (?1, ?2, ?3, ?4)",
@@ -731,6 +743,18 @@ fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
 
 /// Brings the file to the current schema version, in one transaction that concurrent
 /// processes take in turn (each re-reads the version inside it).
+/// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that concurrent
+/// processes queue instead of failing on upgrade).
+fn transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction) -> Result<T>,
+) -> Result<T> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     // A file at this version is read, not written: every process opens the file, and the
     // write lock and a commit of the header page would cost each one.
