@@ -33,17 +33,22 @@ impl KeySet {
             .as_array()
             .ok_or("the JWKS has no `keys` array")?
         {
+            // A private key in a public document is a leak to stop, not a key to use or skip,
+            // whatever its type (RFC 7518 section 6: `d`, RSA's primes and CRT values, a
+            // symmetric key's `k`).
+            if let Some(member) = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
+                .into_iter()
+                .find(|m| jwk.get(m).is_some())
+            {
+                return Err(format!(
+                    "key {} holds private key material (`{member}`): publish public keys only",
+                    jwk["kid"]
+                ));
+            }
             // A key for encryption (`use: enc`) signs nothing Warden accepts.
             let signs = jwk.get("use").is_none_or(|u| u == "sig");
             if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" || !signs {
                 continue;
-            }
-            // A private key in a public document is a leak to stop, not a key to use.
-            if jwk.get("d").is_some() {
-                return Err(format!(
-                    "key {} holds its private half (`d`): publish public keys only",
-                    jwk["kid"]
-                ));
             }
             let key = public_from_base64url(jwk["x"].as_str().unwrap_or(""))
                 .map_err(|e| format!("key {}: {e}", jwk["kid"]))?;
@@ -102,5 +107,12 @@ mod tests {
         private["keys"][0]["d"] = "c2VjcmV0".into();
         let e = KeySet::from_json(&private).unwrap_err();
         assert!(e.contains("private") && !e.contains("c2VjcmV0"), "{e}");
+        // Also where the key is one Warden would skip (an RSA key's private exponent).
+        let mut rsa = set.to_json();
+        let private_rsa =
+            serde_json::json!({ "kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "c2VjcmV0" });
+        rsa["keys"].as_array_mut().unwrap().push(private_rsa);
+        let e = KeySet::from_json(&rsa).unwrap_err();
+        assert!(e.contains("`d`") && !e.contains("c2VjcmV0"), "{e}");
     }
 }

@@ -132,8 +132,8 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
         // WAL with NORMAL sync: a committed transaction survives the process being killed
         // (the OS holds the write); only a power loss can take the commits since the log was
-        // last moved into the file, never a revocation, a decision or an approval's use
-        // (`write_synced`). The log is kept under 8 MiB when it is emptied.
+        // last moved into the file, never a revocation, a decision, an approval's use or a
+        // taint (`write_synced`). The log is kept under 8 MiB when it is emptied.
         // A 16 MiB page cache keeps the tables' hot pages (the ends of the audit chain and its
         // index, the counters) in memory however long the chain grows.
         // Switching a new file to WAL takes an exclusive lock that SQLite does not wait for:
@@ -222,7 +222,7 @@ impl SqliteStore {
 
     /// `write`, synced to the disk before it returns: for what a power loss must not undo
     /// once a caller was told it happened (a revocation, a person's decision, an approval
-    /// spent). Other commits reach the disk when SQLite next moves the log into the file.
+    /// spent, a session's taint). Other commits reach the disk when SQLite next moves the log into the file.
     fn write_synced<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -313,12 +313,17 @@ impl StateStore for SqliteStore {
     }
 
     fn taint(&self, session: &str, reason: &str) -> Result<()> {
-        let conn = self.conn();
-        conn.prepare_cached(
-            "UPDATE sessions SET tainted = 1, taint_reason = COALESCE(taint_reason, ?2) WHERE id = ?1",
-        )?
-        .execute(params![session, reason])?;
-        Ok(())
+        // Synced: a session a power loss found clean again would let its agent, which still
+        // holds what tainted it, past the policies on tainted sessions. A session already
+        // tainted with a reason is left as it is, and costs no write and no sync.
+        self.write_synced(|tx| {
+            tx.prepare_cached(
+                "UPDATE sessions SET tainted = 1, taint_reason = COALESCE(taint_reason, ?2)
+                 WHERE id = ?1 AND (tainted = 0 OR taint_reason IS NULL)",
+            )?
+            .execute(params![session, reason])?;
+            Ok(())
+        })
     }
 
     fn record_call(
@@ -741,8 +746,6 @@ fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
     }))
 }
 
-/// Brings the file to the current schema version, in one transaction that concurrent
-/// processes take in turn (each re-reads the version inside it).
 /// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that concurrent
 /// processes queue instead of failing on upgrade).
 fn transaction<T>(
@@ -755,6 +758,8 @@ fn transaction<T>(
     Ok(out)
 }
 
+/// Brings the file to the current schema version, in one transaction that concurrent
+/// processes take in turn (each re-reads the version inside it).
 fn migrate(conn: &mut Connection) -> Result<()> {
     // A file at this version is read, not written: every process opens the file, and the
     // write lock and a commit of the header page would cost each one.
@@ -765,22 +770,22 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     if version(conn)? == MIGRATIONS.len() {
         return Ok(());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version = version(&tx)?;
-    if version > MIGRATIONS.len() {
-        anyhow::bail!(
-            "the state file is at schema version {version}, newer than this Warden knows ({}); \
-             use a newer warden",
-            MIGRATIONS.len()
-        );
-    }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.execute_batch(migration)
-            .with_context(|| format!("migrating the state file to schema version {}", i + 1))?;
-    }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
-    tx.commit()?;
-    Ok(())
+    transaction(conn, |tx| {
+        let version = version(tx)?;
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the state file is at schema version {version}, newer than this Warden knows ({}); \
+                 use a newer warden",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(migration)
+                .with_context(|| format!("migrating the state file to schema version {}", i + 1))?;
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+        Ok(())
+    })
 }
 
 fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result<u64> {
