@@ -4,8 +4,9 @@
 
 use crate::common::*;
 use serde_json::json;
-use warden::ErrorKind;
+use warden::identity::assertion;
 use warden::policy::Outcome;
+use warden::{CallRequest, Caller, ErrorKind, Secret, StateStore as _};
 use warden_test_support::loopback::LoopbackServer;
 
 fn json_of(output: &std::process::Output) -> serde_json::Value {
@@ -215,6 +216,101 @@ async fn calls_over_the_rate_in_policy_are_denied_from_the_right_call_on() {
         .call(request("limited", "hello", json!({"name": "x"}), None))
         .await;
     assert!(other.record.error.is_none(), "{:?}", other.record.error);
+}
+
+/// Commits in the state file's write-ahead log so far: frames that end a transaction, of
+/// the log's current generation (its salts).
+fn commits(f: &Fixture) -> usize {
+    let log = std::fs::read(f.path().join("state/warden.db-wal")).unwrap_or_default();
+    let Some(header) = log.get(..32) else {
+        return 0;
+    };
+    let page = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
+    log[32..]
+        .chunks_exact(24 + page)
+        .filter(|frame| frame[8..16] == header[16..24])
+        .filter(|frame| frame[4..8] != [0; 4])
+        .count()
+}
+
+/// One write per call where nothing needs one before the call ends; the count it then
+/// carries is the one later decisions read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_can_change_nothing_outside_it_is_one_write_and_still_counted() {
+    let server = LoopbackServer::start().await.unwrap();
+    let f = Fixture::new();
+    f.install_tool("http-get", Some(&loopback_rule(&server.url(""), &[], None)));
+    // read-file is decided on the agent's recent calls (allowed up to 6, hello's counted or
+    // not), the other tools on no count.
+    f.set_policies(&[(
+        "base.cedar",
+        &format!(
+            "{POLICIES}
+@id(\"read-after-six\")
+forbid(principal, action == Action::\"invoke\", resource == Tool::\"read-file\")
+when {{ context.calls_last_minute >= 6 }};"
+        ),
+    )]);
+    let runtime = f.runtime();
+    // Authenticated once, as a server's agent is: a call assertion would add its nonce's write.
+    let proof = assertion::sign_session(&agent_key(AGENT), AGENT);
+    let agent = Caller::Authenticated(runtime.authenticate(&Secret::new(proof)).unwrap());
+    let call = |tool: &str, input: serde_json::Value| {
+        runtime.call(CallRequest::new(tool, input, agent.clone()))
+    };
+    let calls = [
+        ("hello", json!({ "name": "x" })),
+        ("write-note", json!({ "name": "n.txt", "text": "t" })),
+        ("http-get", json!({ "url": server.url("/x") })),
+        ("read-file", json!({ "path": "hello.txt" })),
+    ];
+    // Each tool loaded once, so that only the calls write below (4 calls counted).
+    for (tool, input) in &calls {
+        ok(&call(tool, input.clone()).await);
+    }
+    let mut writes = Vec::new();
+    for (tool, input) in &calls[..3] {
+        let before = commits(&f);
+        ok(&call(tool, input.clone()).await);
+        writes.push((*tool, commits(&f) - before));
+    }
+    assert_eq!(
+        writes,
+        [
+            // Nothing of the call is seen before its end: counted with its final record.
+            ("hello", 1),
+            // A tool that can write to a mount or send a request is on record first.
+            ("write-note", 2),
+            ("http-get", 2),
+        ]
+    );
+    // Seven calls so far, two of hello among them: read-file, decided on the count, is denied.
+    let before = commits(&f);
+    let denied = call("read-file", json!({ "path": "hello.txt" })).await;
+    assert_eq!(failed(&denied), ErrorKind::Denied);
+    assert_eq!(denied.record.decision.policies, ["read-after-six"]);
+    // Counted under the write lock with its decision, then its record: two writes.
+    assert_eq!(commits(&f) - before, 2);
+    // A denied call of a tool decided on no count is one write, and counted too.
+    f.set_policies(&[(
+        "base.cedar",
+        "@id(\"no-hello\")\nforbid(principal, action, resource == Tool::\"hello\");\n",
+    )]);
+    let other = f.runtime();
+    let before = commits(&f);
+    let denied = other
+        .call(request(AGENT, "hello", json!({ "name": "x" }), None))
+        .await;
+    assert_eq!(failed(&denied), ErrorKind::Denied);
+    // (Its assertion's nonce is the other write.)
+    assert_eq!(commits(&f) - before, 2);
+    let store = warden::SqliteStore::open(&f.path().join("state")).unwrap();
+    assert_eq!(
+        store
+            .recent_calls(AGENT, warden::identity::jwt::now_ms())
+            .unwrap(),
+        9
+    );
 }
 
 /// `warden session start` as tester; returns the id.

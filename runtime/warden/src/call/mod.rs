@@ -8,8 +8,11 @@
 //! the `CallFailure` that ends the call; the report is assembled once from them, and its
 //! audit records are committed before it returns.
 //!
-//! A call that runs its tool commits two write transactions (three with an approval): the
-//! count with its decision and start record, (the approval's use,) the final records.
+//! A call commits one write transaction when nothing needs its count or a record before its
+//! end: no policy of the call reads a count, and its tool can change nothing outside the
+//! call (no egress rule, no writable mount), spends no approval and is heard by nobody as
+//! it runs; the count then goes with the final records. Otherwise two (three with an
+//! approval): the count with its start record, (the approval's use,) the final records.
 
 pub mod events;
 mod mediator;
@@ -29,8 +32,7 @@ use crate::sandbox::http::EgressRecord;
 use crate::sandbox::run::run;
 use crate::session::ActingFor;
 use crate::state::{
-    Approval, ApprovalStatus, AuditEntry, CallCounts, RevocationKind, Session, StateStore,
-    TooManyPending,
+    Approval, ApprovalStatus, AuditEntry, RevocationKind, Session, StateStore, TooManyPending,
 };
 use crate::trace::TraceContext;
 use mediator::Mediator;
@@ -244,15 +246,14 @@ impl Runtime {
                     ..Timings::default()
                 },
             };
-            let mut observed = None;
-            let result = self
-                .steps(&request, &mut record, &mut observed, accepted)
-                .await;
-                        let mut report = CallReport::assemble(record, result, observed, accepted.elapsed());
+            let mut after = After::default();
+            let result = self.steps(&request, &mut record, &mut after, accepted).await;
+            let mut report =
+                CallReport::assemble(record, result, after.observed, accepted.elapsed());
             // The record is durable before the caller sees the result; without it, no result.
             let writing = Instant::now();
-            let written = self.audit(&request, &report.record, &report.egress, crate::audit::entries);
-                        report.record.timings.store += writing.elapsed();
+            let written = self.commit(&request, &report, after.count);
+            report.record.timings.store += writing.elapsed();
             if let Err(e) = written {
                 self.metrics().store_error();
                 tracing::error!(error = %format!("{e:#}"), "writing the audit record failed");
@@ -276,13 +277,13 @@ impl Runtime {
     }
 
     /// The steps of one call. `record` holds what the steps established, for the report
-    /// however the call ends; `observed`, what its tool did, once it ran. `accepted`: when
-    /// the call was accepted; its timeout counts from then.
+    /// however the call ends; `after`, what is left for its end. `accepted`: when the call
+    /// was accepted; its timeout counts from then.
     async fn steps(
         &self,
         request: &CallRequest,
         record: &mut CallRecord,
-        observed: &mut Option<Observed>,
+        after: &mut After,
         accepted: Instant,
     ) -> Result<serde_json::Value, CallFailure> {
         let found = self.find_tool(&request.tool)?;
@@ -345,7 +346,14 @@ impl Runtime {
             calls_last_minute: 0,
             time: 0,
         };
-        let facts = self.decide_and_record(request, record, facts, &policies, state.as_ref())?;
+        let facts = self.decide_and_record(
+            request,
+            record,
+            facts,
+            (&policies, &tool),
+            state.as_ref(),
+            &mut after.count,
+        )?;
         self.hold_for_approval(request, record, &facts, identity)?;
         // The signing key is needed only by tools whose rules carry credentials.
         let minter = match tool.grants.credentials.is_empty() {
@@ -381,7 +389,7 @@ impl Runtime {
         )
         .await;
         record.timings.ran = Some((running.0, running.1.elapsed()));
-        *observed = ran.observed;
+        after.observed = ran.observed;
         // What the tool brought in is untrusted from now on, whether or not it succeeded.
         if let (true, Some(id)) = (tool.manifest.ingests_untrusted, &request.session)
             && let Err(e) = state.taint(
@@ -533,60 +541,70 @@ impl Runtime {
 
     /// Step: counted, decided and, if allowed, on record (`started`) in one write, long
     /// before its tool runs: a process killed while the tool runs leaves a call that started
-    /// and never finished, not effects without a record. Returns the facts it was decided
-    /// with; a denial ends the call.
+    /// and never finished, not effects without a record. Where nothing needs the count or a
+    /// record before the call ends (`needs_start_record`), the call is decided without the
+    /// store and `count` says it is counted with its final records: one write per call.
+    /// Returns the facts it was decided with; a denial ends the call.
     fn decide_and_record(
         &self,
         request: &CallRequest,
         record: &mut CallRecord,
         mut facts: CallFacts,
-        policies: &crate::policy::Policies,
+        (policies, tool): (&crate::policy::Policies, &LoadedTool),
         state: &dyn StateStore,
+        count: &mut Count,
     ) -> Result<CallFacts, CallFailure> {
         let now_ms = jwt::now_ms();
         facts.time = now_ms / 1000;
         let agent = facts.agent.clone();
-        let mut decided = false;
-        let mut deciding = Duration::ZERO;
-        let mut decided_at = None;
+        let session = request.session.as_deref();
         let recording = Instant::now();
-        let mut decide = |counts: CallCounts| {
-            decided = true;
-            decided_at = Some(SystemTime::now());
-            let started = Instant::now();
-            facts.session.calls = counts.in_session;
-            facts.calls_last_minute = counts.last_minute;
-            record.decision = policies.decide_invoke(
-                &facts,
-                &request.input,
-                request.untrusted_input,
-                request.approval.is_some(),
-            );
-            deciding = started.elapsed();
-            match record.decision.outcome {
-                Outcome::Allow => {
-                    let mut started = record.clone();
-                    started.outcome = CallOutcome::Started;
-                    self.audit_entries(request, &started, &[], crate::audit::started)
+        let mut deciding = Duration::ZERO;
+        let stored = if policies.invoke_reads_counts(&facts) {
+            // Counted and decided under the store's write lock: concurrent calls see each
+            // other's counts.
+            let mut decided = false;
+            let counts = state.record_call(&agent, session, now_ms, &mut |counts| {
+                decided = true;
+                facts.session.calls = counts.in_session;
+                facts.calls_last_minute = counts.last_minute;
+                deciding = decide(policies, request, &facts, record);
+                self.start_record(request, record)
+            });
+            if counts.is_ok() && !decided {
+                // A store that never asked for the decision: nothing was decided, nothing runs.
+                return Err(CallFailure::new(
+                    ErrorKind::Internal,
+                    "the state store recorded the call without deciding it".into(),
+                ));
+            }
+            counts.map(Some)
+        } else {
+            // No count can change this decision: the call is decided first, and counted
+            // first only if something before its end needs that.
+            deciding = decide(policies, request, &facts, record);
+            match needs_start_record(request, record, tool) {
+                true => state
+                    .record_call(&agent, session, now_ms, &mut |_| {
+                        self.start_record(request, record)
+                    })
+                    .map(Some),
+                false => {
+                    *count = Count::AtEnd { agent, now_ms };
+                    Ok(None)
                 }
-                Outcome::Deny | Outcome::ApprovalRequired => Ok(vec![]),
             }
         };
-        state
-            .record_call(&agent, request.session.as_deref(), now_ms, &mut decide)
-            .map_err(|e| {
-                self.metrics().store_error();
-                internal("recording the call")(e)
-            })?;
         record.timings.decision = deciding;
-        record.timings.decided_at = decided_at;
         record.timings.store += recording.elapsed().saturating_sub(deciding);
-        if !decided {
-            // A store that never asked for the decision: nothing was decided, nothing runs.
-            return Err(CallFailure::new(
-                ErrorKind::Internal,
-                "the state store recorded the call without deciding it".into(),
-            ));
+        let counts = stored.map_err(|e| {
+            self.metrics().store_error();
+            internal("recording the call")(e)
+        })?;
+        // Egress decisions see the counts too.
+        if let Some(counts) = counts {
+            facts.session.calls = counts.in_session;
+            facts.calls_last_minute = counts.last_minute;
         }
         let decision = &record.decision;
         tracing::info!(outcome = ?decision.outcome, policies = ?decision.policies, reasons = ?decision.reasons, "decision");
@@ -603,6 +621,22 @@ impl Runtime {
                 format!("denied: {}", decision.summary()),
             )),
             Outcome::Allow | Outcome::ApprovalRequired => Ok(facts),
+        }
+    }
+
+    /// The record that an allowed call started (none for another decision).
+    fn start_record(
+        &self,
+        request: &CallRequest,
+        record: &CallRecord,
+    ) -> anyhow::Result<Vec<AuditEntry>> {
+        match record.decision.outcome {
+            Outcome::Allow => {
+                let mut started = record.clone();
+                started.outcome = CallOutcome::Started;
+                self.audit_entries(request, &started, &[], crate::audit::started)
+            }
+            Outcome::Deny | Outcome::ApprovalRequired => Ok(vec![]),
         }
     }
 
@@ -681,19 +715,28 @@ impl Runtime {
         Ok(stored.id)
     }
 
-    /// Appends a call's records to the audit chain (unless the deployment turned it off).
-    fn audit(
+    /// Commits a call's final records to the audit chain (unless the deployment turned it
+    /// off), with its count if that was left to its end.
+    fn commit(
         &self,
         request: &CallRequest,
-        record: &CallRecord,
-        egress: &[EgressRecord],
-        records: Records,
+        report: &CallReport,
+        count: Count,
     ) -> anyhow::Result<()> {
-        let entries = self.audit_entries(request, record, egress, records)?;
-        if entries.is_empty() {
-            return Ok(());
+        let entries = self.audit_entries(
+            request,
+            &report.record,
+            &report.egress,
+            crate::audit::entries,
+        )?;
+        match count {
+            Count::AtEnd { agent, now_ms } => {
+                self.state()?
+                    .count_call(&agent, request.session.as_deref(), now_ms, &entries)
+            }
+            Count::Done if entries.is_empty() => Ok(()),
+            Count::Done => self.state()?.append_audit(&entries),
         }
-        self.state()?.append_audit(&entries)
     }
 
     /// A call's records as `records` (`audit::started` or `audit::entries`) makes them, with
@@ -716,6 +759,51 @@ impl Runtime {
             settings.record_input.then_some(&request.input),
         )
     }
+}
+
+/// What the steps leave for the end of the call.
+#[derive(Default)]
+struct After {
+    /// What its tool did, once it ran.
+    observed: Option<Observed>,
+    count: Count,
+}
+
+/// Whether the call is still to be counted when it ends.
+#[derive(Default)]
+enum Count {
+    /// Counted already, or never to be (it ended before its decision).
+    #[default]
+    Done,
+    /// Decided at `now_ms` (unix ms) without its count, which goes with its final records.
+    AtEnd { agent: String, now_ms: i64 },
+}
+
+/// Decides `facts`' call into `record`; returns how long the policies took.
+fn decide(
+    policies: &crate::policy::Policies,
+    request: &CallRequest,
+    facts: &CallFacts,
+    record: &mut CallRecord,
+) -> Duration {
+    record.timings.decided_at = Some(SystemTime::now());
+    let started = Instant::now();
+    record.decision = policies.decide_invoke(
+        facts,
+        &request.input,
+        request.untrusted_input,
+        request.approval.is_some(),
+    );
+    started.elapsed()
+}
+
+/// Must an allowed call be on record before its tool runs? Yes if anything of it can be
+/// seen before its end: its tool can change something outside the call, it spends an
+/// approval (a spent approval always has its call), or a listener hears it as it runs.
+/// A call that is not allowed never runs its tool.
+fn needs_start_record(request: &CallRequest, record: &CallRecord, tool: &LoadedTool) -> bool {
+    record.decision.outcome == Outcome::Allow
+        && (tool.grants.can_act_outside() || request.approval.is_some() || request.events.is_some())
 }
 
 /// How the audit makes a call's records (`audit::started`, `audit::entries`).

@@ -111,11 +111,7 @@ impl Policies {
             set.add(policy.clone()).expect("policy ids are unique");
         }
         // Every policy, with the whole context (what the chosen ones are checked against).
-        let all = select::Chosen {
-            set,
-            reads: None,
-            permit_reads_input: true,
-        };
+        let all = select::Chosen::new(set, None, true);
         let names = Names::new();
         Ok(Policies {
             principals: Principals::of(deployment, &names),
@@ -166,6 +162,18 @@ impl Policies {
         approved: bool,
     ) -> Decision {
         self.invoke(call, input, untrusted_input, approved, Selection::Chosen)
+    }
+
+    /// Can the decision on `call` depend on a count (`calls_last_minute`, `session.calls`)?
+    /// When it cannot, the call may be decided before it is counted.
+    pub fn invoke_reads_counts(&self, call: &CallFacts) -> bool {
+        self.selector
+            .select(
+                &self.names.uid(&self.names.agent, &call.agent),
+                &self.names.invoke,
+                &self.names.uid(&self.names.tool, &call.tool.name),
+            )
+            .reads_counts()
     }
 
     /// May the running tool of `call` send this request? (No approval can be attached to a

@@ -8,7 +8,9 @@
 //!
 //! Building the context costs about as much as evaluating a few policies, so a decision also
 //! builds only the context attributes the chosen policies read (`context.x` or `context has
-//! x`); a policy that uses `context` as a whole gets all of it.
+//! x`); a policy that uses `context` as a whole gets all of it. What they read is known to the
+//! field (`context.session.tainted`), so a call also knows whether its decision can depend on
+//! a count (`Chosen::reads_counts`).
 
 use super::cache::Cache;
 use cedar_policy::{
@@ -21,18 +23,52 @@ use std::sync::{Arc, OnceLock};
 /// The policies that can apply to a request, and the context attributes they read.
 pub struct Chosen {
     pub set: PolicySet,
-    /// None: every attribute.
-    pub reads: Option<BTreeSet<String>>,
+    /// The top-level context attributes they read; None: every one.
+    attributes: Option<BTreeSet<String>>,
     /// Some permit among them reads the input (or the whole context): what it allows may
     /// depend on the input.
     pub permit_reads_input: bool,
+    /// Their decision can depend on how many calls were made before (`calls_last_minute`,
+    /// `session.calls`, or a record holding one, read whole).
+    reads_counts: bool,
 }
 
 impl Chosen {
+    /// `set`, which reads the context paths `reads` (`session`, `session.tainted`; None: the
+    /// whole context).
+    pub fn new(
+        set: PolicySet,
+        reads: Option<BTreeSet<String>>,
+        permit_reads_input: bool,
+    ) -> Chosen {
+        let reads_counts = reads.as_ref().is_none_or(|r| {
+            ["calls_last_minute", "session", "session.calls"]
+                .iter()
+                .any(|path| r.contains(*path))
+        });
+        Chosen {
+            set,
+            attributes: reads.map(|r| r.iter().map(|p| top_level(p).to_string()).collect()),
+            permit_reads_input,
+            reads_counts,
+        }
+    }
+
     /// Should the context carry `attribute`?
     pub fn reads(&self, attribute: &str) -> bool {
-        self.reads.as_ref().is_none_or(|r| r.contains(attribute))
+        self.attributes
+            .as_ref()
+            .is_none_or(|a| a.contains(attribute))
     }
+
+    pub fn reads_counts(&self) -> bool {
+        self.reads_counts
+    }
+}
+
+/// The attribute of the context a path (`session.tainted`) starts at.
+fn top_level(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
 }
 
 pub struct Selector {
@@ -68,7 +104,9 @@ impl Selector {
                     let its_reads = its_reads.get_or_init(|| context_reads(policy));
                     set.add(policy.clone()).expect("policy ids are unique");
                     permit_reads_input |= policy.effect() == cedar_policy::Effect::Permit
-                        && its_reads.as_ref().is_none_or(|r| r.contains("input"));
+                        && its_reads
+                            .as_ref()
+                            .is_none_or(|r| r.iter().any(|p| top_level(p) == "input"));
                     reads = match (reads, its_reads) {
                         (Some(mut all), Some(its)) => {
                             all.extend(its.iter().cloned());
@@ -78,24 +116,20 @@ impl Selector {
                     };
                 }
             }
-            Chosen {
-                set,
-                reads,
-                permit_reads_input,
-            }
+            Chosen::new(set, reads, permit_reads_input)
         })
     }
 }
 
-/// The context attributes `policy` reads; None when it uses `context` as a whole.
+/// The paths into the context `policy` reads; None when it uses `context` as a whole.
 fn context_reads(policy: &Policy) -> Option<BTreeSet<String>> {
     let json = policy.to_json().ok()?;
     let mut reads = BTreeSet::new();
     walk(&json, &mut reads).then_some(reads)
 }
 
-/// Collects `context.x` and `context has x` into `reads`; false if `context` appears in any
-/// other way.
+/// Collects `context.x.y` and `context.x has y` as `x.y` into `reads`; false if `context`
+/// appears in any other way.
 fn walk(value: &Value, reads: &mut BTreeSet<String>) -> bool {
     match value {
         Value::Object(map) => {
@@ -106,15 +140,11 @@ fn walk(value: &Value, reads: &mut BTreeSet<String>) -> bool {
                 let Some(inner) = map.get(access) else {
                     continue;
                 };
-                let on_context = inner
-                    .get("left")
-                    .and_then(|l| l.get("Var"))
-                    .and_then(Value::as_str)
-                    == Some("context");
-                if let (true, Some(attribute)) =
-                    (on_context, inner.get("attr").and_then(Value::as_str))
-                {
-                    reads.insert(attribute.to_string());
+                if let (Some(path), Some(attribute)) = (
+                    inner.get("left").and_then(context_path),
+                    inner.get("attr").and_then(Value::as_str),
+                ) {
+                    reads.insert(join(path, attribute));
                     return true;
                 }
             }
@@ -122,6 +152,26 @@ fn walk(value: &Value, reads: &mut BTreeSet<String>) -> bool {
         }
         Value::Array(items) => items.iter().all(|v| walk(v, reads)),
         _ => true,
+    }
+}
+
+/// `value`'s path into the context: "" for `context`, `x.y` for `context.x.y`; None if it is
+/// not one.
+fn context_path(value: &Value) -> Option<String> {
+    if value.get("Var").and_then(Value::as_str) == Some("context") {
+        return Some(String::new());
+    }
+    let access = value.get(".")?;
+    Some(join(
+        context_path(access.get("left")?)?,
+        access.get("attr")?.as_str()?,
+    ))
+}
+
+fn join(path: String, attribute: &str) -> String {
+    match path.is_empty() {
+        true => attribute.to_string(),
+        false => format!("{path}.{attribute}"),
     }
 }
 
@@ -168,7 +218,7 @@ mod tests {
             reads(
                 "forbid(principal, action, resource) when { context has user && context.input.path like \"x\" } unless { context.approved };"
             ),
-            Some(vec!["approved".into(), "input".into(), "user".into()])
+            Some(vec!["approved".into(), "input.path".into(), "user".into()])
         );
         assert_eq!(
             reads("permit(principal, action, resource) when { context == {} };"),
@@ -178,5 +228,45 @@ mod tests {
             reads("permit(principal, action, resource) when { [context].contains({}) };"),
             None
         );
+    }
+
+    /// A decision made without the counts must be one that cannot depend on them.
+    #[test]
+    fn a_decision_that_can_read_a_count_is_known() {
+        let reads_counts = |text: &str| {
+            let policy = Policy::parse(None, text).unwrap();
+            let set = Chosen::new(PolicySet::new(), context_reads(&policy), false);
+            (set.reads_counts(), set.reads("session"), set.reads("input"))
+        };
+        for (condition, counts) in [
+            ("context.calls_last_minute > 5", true),
+            ("context.session.calls > 5", true),
+            ("context[\"session\"][\"calls\"] > 5", true),
+            (
+                "context.session == {id: \"\", tainted: false, calls: 0}",
+                true,
+            ),
+            ("context.session has calls", true),
+            ("context has calls_last_minute", true),
+            ("context == {}", true),
+            ("context.session.tainted", false),
+            (
+                "context.session.id == \"s\" && context.input.a.b == 1",
+                false,
+            ),
+            ("context has user && context.approved", false),
+        ] {
+            let text = format!("forbid(principal, action, resource) when {{ {condition} }};");
+            let (read, session, _) = reads_counts(&text);
+            assert_eq!(read, counts, "{condition}");
+            // Whatever reads a field of the session gets the session in its context.
+            if condition.contains("session") {
+                assert!(session, "{condition}");
+            }
+        }
+        let (_, _, input) = reads_counts(
+            "permit(principal, action, resource) when { context.input.path like \"/x*\" };",
+        );
+        assert!(input, "a field of the input is a read of the input");
     }
 }

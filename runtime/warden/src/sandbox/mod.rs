@@ -43,6 +43,18 @@ pub struct Grants {
     pub limits: Limits,
 }
 
+impl Grants {
+    /// Can the tool change anything outside its call while it runs (send a request, write
+    /// to a mount)? One that cannot has done nothing anyone sees until its result is returned.
+    pub fn can_act_outside(&self) -> bool {
+        !self.egress.is_empty()
+            || self
+                .mounts
+                .iter()
+                .any(|m| m.mode == crate::manifest::MountMode::Rw)
+    }
+}
+
 /// The data of one call's `Store`.
 pub struct CallState {
     wasi: WasiCtx,

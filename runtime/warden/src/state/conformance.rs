@@ -52,6 +52,7 @@ backends!(
     a_nonce_is_used_once_by_any_handle,
     sessions_start_taint_and_are_capped,
     calls_are_counted_per_agent_and_session,
+    a_call_counted_at_its_end_is_counted_with_its_records,
     a_failed_start_writes_nothing,
     concurrent_calls_are_counted_once_each_in_one_order,
     the_chain_links_every_record_of_every_writer,
@@ -251,6 +252,32 @@ fn calls_are_counted_per_agent_and_session(one: Arc<dyn StateStore>, other: Arc<
             .is_err()
     );
     assert_eq!(one.recent_calls("a", base + 66_000).unwrap(), 4);
+}
+
+/// A call counted at its end: counted as `record_call` counts, its records in the same commit.
+fn a_call_counted_at_its_end_is_counted_with_its_records(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    one.start_session(&session("s", "a", now() + 600)).unwrap();
+    let at = now() * 1000;
+    one.count_call("a", Some("s"), at, &[entry("end-1", 0)])
+        .unwrap();
+    other.count_call("a", None, at, &[]).unwrap();
+    assert_eq!(one.recent_calls("a", at).unwrap(), 2);
+    assert_eq!(other.session("s").unwrap().unwrap().calls, 1);
+    assert_eq!(other.audit_of_call("end-1").unwrap().len(), 1);
+    let counts = one
+        .record_call("a", Some("s"), at, &mut |_| Ok(vec![]))
+        .unwrap();
+    assert_eq!((counts.last_minute, counts.in_session), (2, 1));
+    // A session that does not exist is an error, and writes nothing.
+    assert!(
+        one.count_call("a", Some("nope"), at, &[entry("end-2", 1)])
+            .is_err()
+    );
+    assert_eq!(one.recent_calls("a", at).unwrap(), 3);
+    assert!(other.audit_of_call("end-2").unwrap().is_empty());
 }
 
 fn a_failed_start_writes_nothing(one: Arc<dyn StateStore>, other: Arc<dyn StateStore>) {

@@ -66,6 +66,18 @@ pub trait StateStore: Send + Sync {
         now_ms: i64,
         start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
     ) -> Result<CallCounts>;
+    /// Records a call by `agent` (in `session`) at `now_ms` and appends its `records`, in
+    /// one write: for a call whose decision read no count, counted when it ends.
+    fn count_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        records: &[AuditEntry],
+    ) -> Result<()> {
+        self.record_call(agent, session, now_ms, &mut |_| Ok(records.to_vec()))
+            .map(|_| ())
+    }
     /// Calls by `agent` in the last 60 s (to the second) before `now_ms`.
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64>;
 

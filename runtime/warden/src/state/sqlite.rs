@@ -333,33 +333,33 @@ impl StateStore for SqliteStore {
         now_ms: i64,
         start: &mut dyn FnMut(CallCounts) -> Result<Vec<AuditEntry>>,
     ) -> Result<CallCounts> {
-        // Counters of past minutes are not counted (`count_recent`) and go with the pruning.
         let counts = self.write(|tx| {
-            let second = now_ms.div_euclid(1000);
             let last_minute = count_recent(tx, agent, now_ms)?;
-            tx.prepare_cached(
-                "INSERT INTO call_counts (agent, second, calls) VALUES (?1, ?2, 1)
-                 ON CONFLICT (agent, second) DO UPDATE SET calls = calls + 1",
-            )?
-            .execute(params![agent, second])?;
-            let in_session = match session {
-                None => 0,
-                Some(id) => {
-                    tx.prepare_cached(
-                        "UPDATE sessions SET calls = calls + 1 WHERE id = ?1 RETURNING calls - 1",
-                    )?
-                    .query_row(params![id], |row| row.get::<_, i64>(0))? as u64
-                }
-            };
             let counts = CallCounts {
                 last_minute,
-                in_session,
+                in_session: count(tx, agent, session, now_ms)?,
             };
             append_audit(tx, &start(counts)?)?;
             Ok(counts)
         })?;
         self.grew();
         Ok(counts)
+    }
+
+    fn count_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        records: &[AuditEntry],
+    ) -> Result<()> {
+        // The counts before the call are not read: nothing decides with them.
+        self.write(|tx| {
+            count(tx, agent, session, now_ms)?;
+            append_audit(tx, records)
+        })?;
+        self.grew();
+        Ok(())
     }
 
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
@@ -786,6 +786,29 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
         Ok(())
     })
+}
+
+/// Counts a call by `agent` (in `session`, which must exist) at `now_ms`; returns the
+/// session's calls before it (0 without a session).
+fn count(
+    tx: &rusqlite::Transaction,
+    agent: &str,
+    session: Option<&str>,
+    now_ms: i64,
+) -> Result<u64> {
+    // Counters of past minutes are not counted (`count_recent`) and go with the pruning.
+    tx.prepare_cached(
+        "INSERT INTO call_counts (agent, second, calls) VALUES (?1, ?2, 1)
+         ON CONFLICT (agent, second) DO UPDATE SET calls = calls + 1",
+    )?
+    .execute(params![agent, now_ms.div_euclid(1000)])?;
+    let Some(id) = session else {
+        return Ok(0);
+    };
+    let before = tx
+        .prepare_cached("UPDATE sessions SET calls = calls + 1 WHERE id = ?1 RETURNING calls - 1")?
+        .query_row(params![id], |row| row.get::<_, i64>(0))?;
+    Ok(u64::try_from(before).unwrap_or(0))
 }
 
 fn count_recent(conn: &Connection, agent: &str, now_ms: i64) -> rusqlite::Result<u64> {
