@@ -325,6 +325,45 @@ async fn a_call_killed_while_its_tool_runs_is_named_as_started_and_never_finishe
     assert_eq!(answer["chain"]["unfinished"].as_array().unwrap().len(), 1);
 }
 
+/// A call whose final record cannot be written gives nothing of what its tool produced: not
+/// its result, nor the stdout that is a command's result, nor its stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_record_cannot_be_written_gives_nothing_of_its_tool() {
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let echoed = call(
+        &runtime,
+        "echo-command",
+        json!({ "v": "kept-from-the-caller" }),
+    )
+    .await;
+    assert!(
+        echoed.stdout.contains("kept-from-the-caller"),
+        "{}",
+        echoed.stdout
+    );
+    // The store refuses every call's final record from now on, as a full disk would.
+    db(&f)
+        .execute_batch(
+            "CREATE TRIGGER refuse_final BEFORE INSERT ON audit
+             WHEN NEW.body LIKE '%\"record\":\"call\"%'
+             BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
+        )
+        .unwrap();
+    let report = call(
+        &runtime,
+        "echo-command",
+        json!({ "v": "kept-from-the-caller" }),
+    )
+    .await;
+    assert_eq!(failed(&report), warden::ErrorKind::Internal);
+    let said = &report.record.error.as_ref().unwrap().message;
+    assert!(said.contains("result is withheld"), "{said}");
+    assert_eq!(report.output, None);
+    let envelope = serde_json::to_string(&report).unwrap();
+    assert!(!envelope.contains("kept-from-the-caller"), "{envelope}");
+}
+
 /// Characters a terminal acts on (clear the screen, return to the line's start, reverse the
 /// text) appear in none of `text`.
 fn assert_no_terminal_controls(text: &str) {

@@ -605,9 +605,13 @@ async fn a_stateless_http_call_runs_in_the_session_it_names_or_in_none() {
 #[test]
 fn a_terminated_node_finishes_the_call_in_flight() {
     let f = Fixture::new();
+    // With a rate policy the call is counted, and on record as started, before its tool
+    // runs: the test waits for that record.
     f.set_policies(&[(
         "all.cedar",
-        r#"permit(principal == Agent::"tester", action, resource);"#,
+        r#"permit(principal == Agent::"tester", action, resource);
+           forbid(principal, action == Action::"invoke", resource)
+           when { context.calls_last_minute > 100 };"#,
     )]);
     // hostile-cpu's `sleep` runs until its timeout: 4 s in flight.
     edit(&f.path().join("tools/hostile-cpu/tool.toml"), |t| {

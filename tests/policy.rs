@@ -234,82 +234,103 @@ fn commits(f: &Fixture) -> usize {
 }
 
 /// One write per call where nothing needs one before the call ends; the count it then
-/// carries is the one later decisions read.
+/// carries is the one later decisions read. A deployment whose policies read a count counts
+/// every call first.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_that_can_change_nothing_outside_it_is_one_write_and_still_counted() {
     let server = LoopbackServer::start().await.unwrap();
     let f = Fixture::new();
     f.install_tool("http-get", Some(&loopback_rule(&server.url(""), &[], None)));
-    // read-file is decided on the agent's recent calls (allowed up to 6, hello's counted or
-    // not), the other tools on no count.
-    f.set_policies(&[(
-        "base.cedar",
-        &format!(
-            "{POLICIES}
-@id(\"read-after-six\")
-forbid(principal, action == Action::\"invoke\", resource == Tool::\"read-file\")
-when {{ context.calls_last_minute >= 6 }};"
-        ),
-    )]);
     let runtime = f.runtime();
     // Authenticated once, as a server's agent is: a call assertion would add its nonce's write.
-    let proof = assertion::sign_session(&agent_key(AGENT), AGENT);
-    let agent = Caller::Authenticated(runtime.authenticate(&Secret::new(proof)).unwrap());
-    let call = |tool: &str, input: serde_json::Value| {
-        runtime.call(CallRequest::new(tool, input, agent.clone()))
+    let authenticate = |runtime: &warden::Runtime| {
+        let proof = Secret::new(assertion::sign_session(&agent_key(AGENT), AGENT));
+        Caller::Authenticated(runtime.authenticate(&proof).unwrap())
     };
     let calls = [
         ("hello", json!({ "name": "x" })),
+        ("read-file", json!({ "path": "hello.txt" })),
         ("write-note", json!({ "name": "n.txt", "text": "t" })),
         ("http-get", json!({ "url": server.url("/x") })),
-        ("read-file", json!({ "path": "hello.txt" })),
     ];
-    // Each tool loaded once, so that only the calls write below (4 calls counted).
-    for (tool, input) in &calls {
-        ok(&call(tool, input.clone()).await);
-    }
-    let mut writes = Vec::new();
-    for (tool, input) in &calls[..3] {
-        let before = commits(&f);
-        ok(&call(tool, input.clone()).await);
-        writes.push((*tool, commits(&f) - before));
-    }
+    // The writes of each call, once each tool is loaded (8 calls counted).
+    let writes = async |runtime: &warden::Runtime, agent: &Caller| {
+        for (tool, input) in &calls {
+            let request = CallRequest::new(*tool, input.clone(), agent.clone());
+            ok(&runtime.call(request).await);
+        }
+        let mut writes = Vec::new();
+        for (tool, input) in &calls {
+            let before = commits(&f);
+            let request = CallRequest::new(*tool, input.clone(), agent.clone());
+            ok(&runtime.call(request).await);
+            writes.push((*tool, commits(&f) - before));
+        }
+        writes
+    };
     assert_eq!(
-        writes,
+        writes(&runtime, &authenticate(&runtime)).await,
         [
             // Nothing of the call is seen before its end: counted with its final record.
             ("hello", 1),
+            ("read-file", 1),
             // A tool that can write to a mount or send a request is on record first.
             ("write-note", 2),
             ("http-get", 2),
         ]
     );
-    // Seven calls so far, two of hello among them: read-file, decided on the count, is denied.
-    let before = commits(&f);
-    let denied = call("read-file", json!({ "path": "hello.txt" })).await;
+
+    // A policy that reads a count, whatever it applies to: every call is counted first.
+    f.set_policies(&[(
+        "base.cedar",
+        &format!(
+            "{POLICIES}
+@id(\"read-after-eight\")
+forbid(principal, action == Action::\"invoke\", resource == Tool::\"read-file\")
+when {{ context.calls_last_minute >= 8 }};"
+        ),
+    )]);
+    let runtime = f.runtime();
+    let agent = authenticate(&runtime);
+    // The eight calls above, the four counted at their end among them: read-file is denied.
+    let denied = runtime
+        .call(CallRequest::new(
+            "read-file",
+            json!({ "path": "hello.txt" }),
+            agent.clone(),
+        ))
+        .await;
     assert_eq!(failed(&denied), ErrorKind::Denied);
-    assert_eq!(denied.record.decision.policies, ["read-after-six"]);
-    // Counted under the write lock with its decision, then its record: two writes.
+    assert_eq!(denied.record.decision.policies, ["read-after-eight"]);
+    let before = commits(&f);
+    ok(&runtime
+        .call(CallRequest::new(
+            "hello",
+            json!({ "name": "x" }),
+            agent.clone(),
+        ))
+        .await);
     assert_eq!(commits(&f) - before, 2);
-    // A denied call of a tool decided on no count is one write, and counted too.
+
+    // A denied call, where no policy reads a count, is one write (and counted too).
     f.set_policies(&[(
         "base.cedar",
         "@id(\"no-hello\")\nforbid(principal, action, resource == Tool::\"hello\");\n",
     )]);
-    let other = f.runtime();
+    let runtime = f.runtime();
+    let agent = authenticate(&runtime);
     let before = commits(&f);
-    let denied = other
-        .call(request(AGENT, "hello", json!({ "name": "x" }), None))
+    let denied = runtime
+        .call(CallRequest::new("hello", json!({ "name": "x" }), agent))
         .await;
     assert_eq!(failed(&denied), ErrorKind::Denied);
-    // (Its assertion's nonce is the other write.)
-    assert_eq!(commits(&f) - before, 2);
+    assert_eq!(commits(&f) - before, 1);
     let store = warden::SqliteStore::open(&f.path().join("state")).unwrap();
     assert_eq!(
         store
             .recent_calls(AGENT, warden::identity::jwt::now_ms())
             .unwrap(),
-        9
+        11
     );
 }
 

@@ -239,11 +239,16 @@ impl CallReport {
         }
     }
 
-    /// The call's result is not given: `failure` says why.
+    /// The call's result is not given: `failure` says why. Nothing the tool or an upstream
+    /// produced is given either (a command's stdout is its result).
     pub(crate) fn withhold(&mut self, failure: CallFailure) {
         self.record.outcome = CallOutcome::Error;
         self.record.error = Some(failure);
         self.output = None;
+        self.stdout.clear();
+        self.stderr.clear();
+        self.stdio_truncated = false;
+        self.egress.clear();
     }
 
     pub fn exit_code(&self) -> i32 {

@@ -8,11 +8,12 @@
 //! the `CallFailure` that ends the call; the report is assembled once from them, and its
 //! audit records are committed before it returns.
 //!
-//! A call commits one write transaction when nothing needs its count or a record before its
-//! end: no policy of the call reads a count, and its tool can change nothing outside the
-//! call (no egress rule, no writable mount), spends no approval and is heard by nobody as
-//! it runs; the count then goes with the final records. Otherwise two (three with an
-//! approval): the count with its start record, (the approval's use,) the final records.
+//! A call's count and records are one write transaction when nothing needs them before its
+//! end: no policy of the deployment reads a count, and the call is denied, or its tool can
+//! change nothing outside the call (no egress rule, no writable mount), and it spends no
+//! approval and is heard by nobody as it runs; the count then goes with the final records.
+//! Otherwise two (three with an approval): the count with its start record, (the approval's
+//! use,) the final records.
 
 pub mod events;
 mod mediator;
@@ -32,7 +33,8 @@ use crate::sandbox::http::EgressRecord;
 use crate::sandbox::run::run;
 use crate::session::ActingFor;
 use crate::state::{
-    Approval, ApprovalStatus, AuditEntry, RevocationKind, Session, StateStore, TooManyPending,
+    Approval, ApprovalStatus, AuditEntry, CallCounts, RevocationKind, Session, StateStore,
+    TooManyPending,
 };
 use crate::trace::TraceContext;
 use mediator::Mediator;
@@ -542,8 +544,9 @@ impl Runtime {
     /// Step: counted, decided and, if allowed, on record (`started`) in one write, long
     /// before its tool runs: a process killed while the tool runs leaves a call that started
     /// and never finished, not effects without a record. Where nothing needs the count or a
-    /// record before the call ends (`needs_start_record`), the call is decided without the
-    /// store and `count` says it is counted with its final records: one write per call.
+    /// record before the call ends (no decision reads a count, and not `counted_first`), the
+    /// call is decided without the store and `count` says it is counted with its final
+    /// records: one write per call.
     /// Returns the facts it was decided with; a denial ends the call.
     fn decide_and_record(
         &self,
@@ -560,35 +563,23 @@ impl Runtime {
         let session = request.session.as_deref();
         let recording = Instant::now();
         let mut deciding = Duration::ZERO;
-        let stored = if policies.invoke_reads_counts(&facts) {
+        let stored = if policies.read_counts(&facts) {
             // Counted and decided under the store's write lock: concurrent calls see each
             // other's counts.
-            let mut decided = false;
-            let counts = state.record_call(&agent, session, now_ms, &mut |counts| {
-                decided = true;
+            count_first(state, &agent, session, now_ms, &mut |counts| {
                 facts.session.calls = counts.in_session;
                 facts.calls_last_minute = counts.last_minute;
                 deciding = decide(policies, request, &facts, record);
                 self.start_record(request, record)
-            });
-            if counts.is_ok() && !decided {
-                // A store that never asked for the decision: nothing was decided, nothing runs.
-                return Err(CallFailure::new(
-                    ErrorKind::Internal,
-                    "the state store recorded the call without deciding it".into(),
-                ));
-            }
-            counts.map(Some)
+            })
         } else {
-            // No count can change this decision: the call is decided first, and counted
-            // first only if something before its end needs that.
+            // No decision reads a count: the call is decided first, and counted first only
+            // if something before its end needs that.
             deciding = decide(policies, request, &facts, record);
-            match needs_start_record(request, record, tool) {
-                true => state
-                    .record_call(&agent, session, now_ms, &mut |_| {
-                        self.start_record(request, record)
-                    })
-                    .map(Some),
+            match counted_first(request, record, tool) {
+                true => count_first(state, &agent, session, now_ms, &mut |_| {
+                    self.start_record(request, record)
+                }),
                 false => {
                     *count = Count::AtEnd { agent, now_ms };
                     Ok(None)
@@ -797,13 +788,40 @@ fn decide(
     started.elapsed()
 }
 
-/// Must an allowed call be on record before its tool runs? Yes if anything of it can be
-/// seen before its end: its tool can change something outside the call, it spends an
-/// approval (a spent approval always has its call), or a listener hears it as it runs.
-/// A call that is not allowed never runs its tool.
-fn needs_start_record(request: &CallRequest, record: &CallRecord, tool: &LoadedTool) -> bool {
-    record.decision.outcome == Outcome::Allow
-        && (tool.grants.can_act_outside() || request.approval.is_some() || request.events.is_some())
+/// Must the call be counted (and, if allowed, on record) before its end? Yes if anything of
+/// it can be seen before then: its tool can change something outside the call, it spends an
+/// approval (a spent approval always has its call) or waits for one, or a listener hears it
+/// as it runs. A denied call never runs its tool.
+fn counted_first(request: &CallRequest, record: &CallRecord, tool: &LoadedTool) -> bool {
+    request.approval.is_some()
+        || request.events.is_some()
+        || match record.decision.outcome {
+            Outcome::Allow => tool.grants.can_act_outside(),
+            Outcome::ApprovalRequired => true,
+            Outcome::Deny => false,
+        }
+}
+
+/// Counts the call under the store's write lock, with the records `start` makes from the
+/// counts before it. A store that never asked for them decided nothing and put nothing on
+/// record: an error, and nothing runs.
+fn count_first(
+    state: &dyn StateStore,
+    agent: &str,
+    session: Option<&str>,
+    now_ms: i64,
+    start: &mut dyn FnMut(CallCounts) -> anyhow::Result<Vec<AuditEntry>>,
+) -> anyhow::Result<Option<CallCounts>> {
+    let mut asked = false;
+    let counts = state.record_call(agent, session, now_ms, &mut |counts| {
+        asked = true;
+        start(counts)
+    })?;
+    anyhow::ensure!(
+        asked,
+        "the state store recorded the call without asking for its decision and records"
+    );
+    Ok(Some(counts))
 }
 
 /// How the audit makes a call's records (`audit::started`, `audit::entries`).

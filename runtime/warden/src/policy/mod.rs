@@ -164,9 +164,12 @@ impl Policies {
         self.invoke(call, input, untrusted_input, approved, Selection::Chosen)
     }
 
-    /// Can the decision on `call` depend on a count (`calls_last_minute`, `session.calls`)?
-    /// When it cannot, the call may be decided before it is counted.
-    pub fn invoke_reads_counts(&self, call: &CallFacts) -> bool {
+    /// Can a decision depend on a count (`calls_last_minute`, `session.calls`)? If none can,
+    /// a call may be decided before it is counted, and counted when it ends. Any decision:
+    /// a call counted late is missing meanwhile from the counts of every other.
+    pub fn read_counts(&self, call: &CallFacts) -> bool {
+        // This call's policies first (known per request triple): in most deployments one
+        // of them does, and the whole set need not be looked at.
         self.selector
             .select(
                 &self.names.uid(&self.names.agent, &call.agent),
@@ -174,6 +177,7 @@ impl Policies {
                 &self.names.uid(&self.names.tool, &call.tool.name),
             )
             .reads_counts()
+            || self.selector.any_reads_counts()
     }
 
     /// May the running tool of `call` send this request? (No approval can be attached to a

@@ -41,16 +41,11 @@ impl Chosen {
         reads: Option<BTreeSet<String>>,
         permit_reads_input: bool,
     ) -> Chosen {
-        let reads_counts = reads.as_ref().is_none_or(|r| {
-            ["calls_last_minute", "session", "session.calls"]
-                .iter()
-                .any(|path| r.contains(*path))
-        });
         Chosen {
             set,
+            reads_counts: reads_a_count(&reads),
             attributes: reads.map(|r| r.iter().map(|p| top_level(p).to_string()).collect()),
             permit_reads_input,
-            reads_counts,
         }
     }
 
@@ -66,6 +61,19 @@ impl Chosen {
     }
 }
 
+/// Do the paths `reads` (None: the whole context) read a count, or a record holding one?
+fn reads_a_count(reads: &Option<BTreeSet<String>>) -> bool {
+    reads.as_ref().is_none_or(|r| {
+        r.iter().any(|path| {
+            let mut parts = path.split('.');
+            matches!(
+                (parts.next(), parts.next()),
+                (Some("calls_last_minute"), _) | (Some("session"), None | Some("calls"))
+            )
+        })
+    })
+}
+
 /// The attribute of the context a path (`session.tainted`) starts at.
 fn top_level(path: &str) -> &str {
     path.split('.').next().unwrap_or(path)
@@ -77,6 +85,8 @@ pub struct Selector {
     /// does so only for the policies of that call).
     policies: Vec<(Policy, OnceLock<Option<BTreeSet<String>>>)>,
     chosen: Cache<(EntityUid, EntityUid, EntityUid), Chosen>,
+    /// Whether any policy reads a count, found the first time it is asked.
+    any_reads_counts: OnceLock<bool>,
 }
 
 impl Selector {
@@ -84,7 +94,17 @@ impl Selector {
         Selector {
             policies: policies.into_iter().map(|p| (p, OnceLock::new())).collect(),
             chosen: Cache::default(),
+            any_reads_counts: OnceLock::new(),
         }
+    }
+
+    /// Does any policy, for any request, read a count?
+    pub fn any_reads_counts(&self) -> bool {
+        *self.any_reads_counts.get_or_init(|| {
+            self.policies
+                .iter()
+                .any(|(policy, reads)| reads_a_count(reads.get_or_init(|| context_reads(policy))))
+        })
     }
 
     /// The policies that can apply to this request, computed once per triple.
@@ -255,6 +275,8 @@ mod tests {
                 false,
             ),
             ("context has user && context.approved", false),
+            ("if context.session.calls > 1 then true else false", true),
+            ("context has session.calls", true),
         ] {
             let text = format!("forbid(principal, action, resource) when {{ {condition} }};");
             let (read, session, _) = reads_counts(&text);
@@ -268,5 +290,23 @@ mod tests {
             "permit(principal, action, resource) when { context.input.path like \"/x*\" };",
         );
         assert!(input, "a field of the input is a read of the input");
+    }
+
+    /// A count one policy reads, for whatever request, is a count the whole set reads.
+    #[test]
+    fn a_count_read_by_any_policy_is_known() {
+        let parse = |id: &str, text: &str| {
+            Policy::parse(Some(cedar_policy::PolicyId::new(id)), text).unwrap()
+        };
+        let calm = parse(
+            "calm",
+            "permit(principal, action, resource) when { context.session.tainted };",
+        );
+        let counted = parse(
+            "counted",
+            "forbid(principal == Agent::\"other\", action, resource) when { context.calls_last_minute > 9 };",
+        );
+        assert!(!Selector::new(vec![calm.clone()]).any_reads_counts());
+        assert!(Selector::new(vec![calm, counted]).any_reads_counts());
     }
 }

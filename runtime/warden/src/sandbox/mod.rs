@@ -46,6 +46,8 @@ pub struct Grants {
 impl Grants {
     /// Can the tool change anything outside its call while it runs (send a request, write
     /// to a mount)? One that cannot has done nothing anyone sees until its result is returned.
+    /// (Reading a read-only mount changes nothing there, unless an operator mounted a pipe
+    /// or a device, whose reads take what another process would have read.)
     pub fn can_act_outside(&self) -> bool {
         !self.egress.is_empty()
             || self
