@@ -4,6 +4,7 @@
 
 use crate::common::*;
 use serde_json::json;
+use warden::call::events::{CallEvent, CallEvents};
 use warden::identity::assertion;
 use warden::policy::Outcome;
 use warden::{CallRequest, Caller, ErrorKind, Secret, StateStore as _};
@@ -268,8 +269,9 @@ async fn a_call_that_can_change_nothing_outside_it_is_one_write_and_still_counte
         }
         writes
     };
+    let agent = authenticate(&runtime);
     assert_eq!(
-        writes(&runtime, &authenticate(&runtime)).await,
+        writes(&runtime, &agent).await,
         [
             // Nothing of the call is seen before its end: counted with its final record.
             ("hello", 1),
@@ -279,6 +281,15 @@ async fn a_call_that_can_change_nothing_outside_it_is_one_write_and_still_counte
             ("http-get", 2),
         ]
     );
+    // Heard live by a listener: counted and on record first.
+    struct Deaf;
+    impl CallEvents for Deaf {
+        fn event(&self, _: CallEvent) {}
+    }
+    let before = commits(&f);
+    let heard = CallRequest::new("hello", json!({ "name": "x" }), agent.clone());
+    ok(&runtime.call(heard.events(std::sync::Arc::new(Deaf))).await);
+    assert_eq!(commits(&f) - before, 2);
 
     // A policy that reads a count, whatever it applies to: every call is counted first.
     f.set_policies(&[(
@@ -292,7 +303,7 @@ when {{ context.calls_last_minute >= 8 }};"
     )]);
     let runtime = f.runtime();
     let agent = authenticate(&runtime);
-    // The eight calls above, the four counted at their end among them: read-file is denied.
+    // The nine calls above, the four counted at their end among them: read-file is denied.
     let denied = runtime
         .call(CallRequest::new(
             "read-file",
@@ -330,7 +341,7 @@ when {{ context.calls_last_minute >= 8 }};"
         store
             .recent_calls(AGENT, warden::identity::jwt::now_ms())
             .unwrap(),
-        11
+        12
     );
 }
 

@@ -239,8 +239,9 @@ impl CallReport {
         }
     }
 
-    /// The call's result is not given: `failure` says why. Nothing the tool or an upstream
-    /// produced is given either (a command's stdout is its result).
+    /// The call's result is not given: `failure` says why. Nor is what the tool wrote (a
+    /// command's stdout is its result). What Warden saw of its requests stays, for the
+    /// metrics and traces of a call whose record is missing.
     pub(crate) fn withhold(&mut self, failure: CallFailure) {
         self.record.outcome = CallOutcome::Error;
         self.record.error = Some(failure);
@@ -248,7 +249,6 @@ impl CallReport {
         self.stdout.clear();
         self.stderr.clear();
         self.stdio_truncated = false;
-        self.egress.clear();
     }
 
     pub fn exit_code(&self) -> i32 {

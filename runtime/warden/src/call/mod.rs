@@ -561,9 +561,10 @@ impl Runtime {
         facts.time = now_ms / 1000;
         let agent = facts.agent.clone();
         let session = request.session.as_deref();
+        let counts_read = policies.read_counts(&facts);
         let recording = Instant::now();
         let mut deciding = Duration::ZERO;
-        let stored = if policies.read_counts(&facts) {
+        let stored = if counts_read {
             // Counted and decided under the store's write lock: concurrent calls see each
             // other's counts.
             count_first(state, &agent, session, now_ms, &mut |counts| {
@@ -789,14 +790,17 @@ fn decide(
 }
 
 /// Must the call be counted (and, if allowed, on record) before its end? Yes if anything of
-/// it can be seen before then: its tool can change something outside the call, it spends an
-/// approval (a spent approval always has its call) or waits for one, or a listener hears it
-/// as it runs. A denied call never runs its tool.
+/// it can be seen before then: its tool can change something outside the call or taints
+/// its session, it spends an approval (a spent approval always has its call) or waits for
+/// one, or a listener hears it as it runs. A denied call never runs its tool.
 fn counted_first(request: &CallRequest, record: &CallRecord, tool: &LoadedTool) -> bool {
     request.approval.is_some()
         || request.events.is_some()
         || match record.decision.outcome {
-            Outcome::Allow => tool.grants.can_act_outside(),
+            Outcome::Allow => {
+                tool.grants.can_act_outside()
+                    || (tool.manifest.ingests_untrusted && request.session.is_some())
+            }
             Outcome::ApprovalRequired => true,
             Outcome::Deny => false,
         }

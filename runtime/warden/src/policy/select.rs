@@ -82,7 +82,8 @@ fn top_level(path: &str) -> &str {
 pub struct Selector {
     /// Every policy, with the context attributes it reads, found the first time a request
     /// can apply it (finding them converts the policy to JSON: a process that makes one call
-    /// does so only for the policies of that call).
+    /// does so only for the policies of that call, and for the others only if none of its
+    /// own reads a count: `any_reads_counts`).
     policies: Vec<(Policy, OnceLock<Option<BTreeSet<String>>>)>,
     chosen: Cache<(EntityUid, EntityUid, EntityUid), Chosen>,
     /// Whether any policy reads a count, found the first time it is asked.
