@@ -242,14 +242,16 @@ impl Runtime {
                 egress_requests: 0,
                 outcome: CallOutcome::Error,
                 error: None,
-                                duration_ms: 0.0,
-                                timings: Timings {
+                duration_ms: 0.0,
+                timings: Timings {
                     accepted: Some(SystemTime::now()),
                     ..Timings::default()
                 },
             };
             let mut after = After::default();
-            let result = self.steps(&request, &mut record, &mut after, accepted).await;
+            let result = self
+                .steps(&request, &mut record, &mut after, accepted)
+                .await;
             let mut report =
                 CallReport::assemble(record, result, after.observed, accepted.elapsed());
             // The record is durable before the caller sees the result; without it, no result.
@@ -261,16 +263,26 @@ impl Runtime {
                 tracing::error!(error = %format!("{e:#}"), "writing the audit record failed");
                 report.withhold(CallFailure::new(
                     ErrorKind::Internal,
-                    format!("the call's audit record could not be written, so its result is withheld: {e:#}"),
-                                ));
+                    format!(
+                        "the call's audit record could not be written, so its result is \
+                         withheld: {e:#}"
+                    ),
+                ));
             }
-                        self.metrics().call(&request.tool, &report);
+            self.metrics().call(&request.tool, &report);
             if let Some(traces) = self.traces() {
                 traces.export(crate::trace::call_spans(&report, &request.trace));
             }
+            let duration_ms = report.record.duration_ms;
             match &report.record.error {
-                None => tracing::info!(duration_ms = report.record.duration_ms, egress = report.egress.len(), "call succeeded"),
-                Some(e) => tracing::info!(kind = ?e.kind, message = %crate::text::printable(&e.message), duration_ms = report.record.duration_ms, "call failed"),
+                None => {
+                    let egress = report.egress.len();
+                    tracing::info!(duration_ms, egress, "call succeeded")
+                }
+                Some(e) => {
+                    let message = crate::text::printable(&e.message);
+                    tracing::info!(kind = ?e.kind, %message, duration_ms, "call failed")
+                }
             }
             report
         }
@@ -348,14 +360,8 @@ impl Runtime {
             calls_last_minute: 0,
             time: 0,
         };
-        let facts = self.decide_and_record(
-            request,
-            record,
-            facts,
-            (&policies, &tool),
-            state.as_ref(),
-            &mut after.count,
-        )?;
+        let facts =
+            self.decide_and_record(request, record, facts, &policies, &tool, &mut after.count)?;
         self.hold_for_approval(request, record, &facts, identity)?;
         // The signing key is needed only by tools whose rules carry credentials.
         let minter = match tool.grants.credentials.is_empty() {
@@ -547,16 +553,18 @@ impl Runtime {
     /// record before the call ends (no decision reads a count, and not `counted_first`), the
     /// call is decided without the store and `count` says it is counted with its final
     /// records: one write per call.
-    /// Returns the facts it was decided with; a denial ends the call.
+    /// Returns the facts it was decided with; a denial ends the call (and is counted at its
+    /// end if `count` says so).
     fn decide_and_record(
         &self,
         request: &CallRequest,
         record: &mut CallRecord,
         mut facts: CallFacts,
-        (policies, tool): (&crate::policy::Policies, &LoadedTool),
-        state: &dyn StateStore,
+        policies: &crate::policy::Policies,
+        tool: &LoadedTool,
         count: &mut Count,
     ) -> Result<CallFacts, CallFailure> {
+        let state = self.state().map_err(CallFailure::from)?.as_ref();
         let now_ms = jwt::now_ms();
         facts.time = now_ms / 1000;
         let agent = facts.agent.clone();

@@ -168,6 +168,9 @@ impl Policies {
     /// a call may be decided before it is counted, and counted when it ends. Any decision:
     /// a call counted late is missing meanwhile from the counts of every other.
     pub fn read_counts(&self, call: &CallFacts) -> bool {
+        if let Some(known) = self.selector.known_any_reads_counts() {
+            return known;
+        }
         // This call's policies first (known per request triple): in most deployments one
         // of them does, and the whole set need not be looked at.
         self.selector

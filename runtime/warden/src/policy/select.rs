@@ -99,6 +99,11 @@ impl Selector {
         }
     }
 
+    /// Whether any policy reads a count, if that is known yet.
+    pub fn known_any_reads_counts(&self) -> Option<bool> {
+        self.any_reads_counts.get().copied()
+    }
+
     /// Does any policy, for any request, read a count?
     pub fn any_reads_counts(&self) -> bool {
         *self.any_reads_counts.get_or_init(|| {

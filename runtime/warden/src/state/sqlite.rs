@@ -222,7 +222,8 @@ impl SqliteStore {
 
     /// `write`, synced to the disk before it returns: for what a power loss must not undo
     /// once a caller was told it happened (a revocation, a person's decision, an approval
-    /// spent, a session's taint). Other commits reach the disk when SQLite next moves the log into the file.
+    /// spent, a session's taint). Other commits reach the disk when SQLite next moves the
+    /// log into the file.
     fn write_synced<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
