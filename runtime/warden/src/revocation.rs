@@ -29,23 +29,35 @@ impl CallIds {
     /// Refused if any of the call's ids, or of `more`, is revoked. A store that cannot be
     /// read refuses: revocation fails closed.
     pub fn check(&self, more: &[(RevocationKind, &str)]) -> Result<(), Refused> {
-        let ids: Vec<(RevocationKind, &str)> = self
-            .ids
+        refused(self.store.revoked(&self.with(more)))
+    }
+
+    /// `check` for a caller in a task: it waits for the store without holding its thread.
+    pub async fn check_in_task(&self) -> Result<(), Refused> {
+        refused(self.store.revoked_in_task(&self.with(&[])).await)
+    }
+
+    fn with<'a>(&'a self, more: &[(RevocationKind, &'a str)]) -> Vec<(RevocationKind, &'a str)> {
+        self.ids
             .iter()
             .map(|(kind, id)| (*kind, id.as_str()))
             .chain(more.iter().copied())
-            .collect();
-        match self.store.revoked(&ids) {
-            Ok(None) => Ok(()),
-            Ok(Some(revoked)) => Err(Refused {
-                kind: Some(revoked.kind),
-                reason: revoked.to_string(),
-            }),
-            Err(e) => Err(Refused {
-                kind: None,
-                reason: format!("checking revocations: {e:#}"),
-            }),
-        }
+            .collect()
+    }
+}
+
+/// What a revocation check found, as a refusal.
+fn refused(found: anyhow::Result<Option<Revocation>>) -> Result<(), Refused> {
+    match found {
+        Ok(None) => Ok(()),
+        Ok(Some(revoked)) => Err(Refused {
+            kind: Some(revoked.kind),
+            reason: revoked.to_string(),
+        }),
+        Err(e) => Err(Refused {
+            kind: None,
+            reason: format!("checking revocations: {e:#}"),
+        }),
     }
 }
 

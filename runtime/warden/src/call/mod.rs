@@ -256,7 +256,7 @@ impl Runtime {
                 CallReport::assemble(record, result, after.observed, accepted.elapsed());
             // The record is durable before the caller sees the result; without it, no result.
             let writing = Instant::now();
-            let written = self.commit(&request, &report, after.count);
+            let written = self.commit(&request, &report, after.count).await;
             report.record.timings.store += writing.elapsed();
             if let Err(e) = written {
                 self.metrics().store_error();
@@ -313,14 +313,16 @@ impl Runtime {
         record.delegation = acting.as_ref().map(|a| a.delegation.clone());
         let tool_facts = found.facts();
         let publisher = found.signer();
-        let revocations = self.check_revocations(
-            request,
-            &agent,
-            acting.as_ref(),
-            &tool_facts,
-            publisher,
-            state.clone(),
-        )?;
+        let revocations = self
+            .check_revocations(
+                request,
+                &agent,
+                acting.as_ref(),
+                &tool_facts,
+                publisher,
+                state.clone(),
+            )
+            .await?;
         let identity = approval::CallIdentity {
             agent: &agent,
             user: acting.as_ref().map(|a| a.user.as_str()),
@@ -469,7 +471,7 @@ impl Runtime {
 
     /// Step: anything the call runs under that is revoked refuses it; a revoked tool is
     /// forgotten. Returns the ids, which the mediator checks again at every request.
-    fn check_revocations(
+    async fn check_revocations(
         &self,
         request: &CallRequest,
         agent: &str,
@@ -495,7 +497,7 @@ impl Runtime {
             .flatten()
             .collect(),
         };
-        match revocations.check(&[]) {
+        match revocations.check_in_task().await {
             Ok(()) => {}
             // The store could not be read: Warden failed, the caller did not.
             Err(Refused { kind: None, reason }) => {
@@ -717,7 +719,7 @@ impl Runtime {
 
     /// Commits a call's final records to the audit chain (unless the deployment turned it
     /// off), with its count if that was left to its end.
-    fn commit(
+    async fn commit(
         &self,
         request: &CallRequest,
         report: &CallReport,
@@ -732,7 +734,8 @@ impl Runtime {
         match count {
             Count::AtEnd { agent, now_ms } => {
                 self.state()?
-                    .count_call(&agent, request.session.as_deref(), now_ms, &entries)
+                    .count_call_in_task(&agent, request.session.as_deref(), now_ms, &entries)
+                    .await
             }
             Count::Done if entries.is_empty() => Ok(()),
             Count::Done => self.state()?.append_audit(&entries),

@@ -56,6 +56,7 @@ backends!(
     a_failed_start_writes_nothing,
     concurrent_calls_are_counted_once_each_in_one_order,
     the_chain_links_every_record_of_every_writer,
+    a_writer_overtaken_by_another_links_to_its_records,
     approvals_are_requested_decided_and_used_once,
     an_approval_raced_from_both_handles_is_used_once,
     revocations_are_seen_by_every_handle,
@@ -345,6 +346,33 @@ fn concurrent_calls_are_counted_once_each_in_one_order(
         .map(|link| link.body.parse().unwrap())
         .collect();
     assert_eq!(chained, (0..total).collect::<Vec<_>>());
+}
+
+/// A writer that appended last and was then overtaken by another links its next records to
+/// the other's: what it kept of the chain's head is never trusted over the chain (PostgreSQL
+/// links to the head it left without reading it, `postgres::Head`), and calls counted in a
+/// write that had to be redone are counted once.
+fn a_writer_overtaken_by_another_links_to_its_records(
+    one: Arc<dyn StateStore>,
+    other: Arc<dyn StateStore>,
+) {
+    let at = now() * 1000;
+    one.append_audit(&[entry("o1", 0)]).unwrap();
+    one.count_call("a", None, at, &[entry("o2", 0)]).unwrap();
+    one.append_audit(&[entry("o3", 0)]).unwrap();
+    other
+        .append_audit(&[entry("x1", 0), entry("x1", 1)])
+        .unwrap();
+    one.count_call("a", None, at, &[entry("o4", 0)]).unwrap();
+    other.count_call("a", None, at, &[entry("x2", 0)]).unwrap();
+    one.append_audit(&[entry("o5", 0)]).unwrap();
+    one.count_call("a", None, at, &[entry("o6", 0)]).unwrap();
+    let chain = whole_chain(other.as_ref());
+    assert_eq!(
+        chain.iter().map(|l| l.call_id.as_str()).collect::<Vec<_>>(),
+        ["o1", "o2", "o3", "x1", "x1", "o4", "x2", "o5", "o6"]
+    );
+    assert_eq!(other.recent_calls("a", at).unwrap(), 4);
 }
 
 fn the_chain_links_every_record_of_every_writer(

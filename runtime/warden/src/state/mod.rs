@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use anyhow::{Context as _, Result};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -78,6 +79,19 @@ pub trait StateStore: Send + Sync {
         self.record_call(agent, session, now_ms, &mut |_| Ok(records.to_vec()))
             .map(|_| ())
     }
+    /// `count_call` for a caller in a task: a store that waits for a server lets the
+    /// caller's thread run other tasks meanwhile. By default, `count_call` itself.
+    fn count_call_in_task<'a>(
+        &'a self,
+        agent: &'a str,
+        session: Option<&'a str>,
+        now_ms: i64,
+        records: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(
+            self.count_call(agent, session, now_ms, records),
+        ))
+    }
     /// Calls by `agent` in the last 60 s (to the second) before `now_ms`.
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64>;
 
@@ -114,6 +128,13 @@ pub trait StateStore: Send + Sync {
     fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool>;
     /// The first of `ids` that is revoked, if any.
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>>;
+    /// `revoked` for a caller in a task, as `count_call_in_task`.
+    fn revoked_in_task<'a>(
+        &'a self,
+        ids: &'a [(RevocationKind, &'a str)],
+    ) -> BoxFuture<'a, Result<Option<Revocation>>> {
+        Box::pin(std::future::ready(self.revoked(ids)))
+    }
     fn revocations(&self) -> Result<Vec<Revocation>>;
     /// Tells `watcher` of revocations made by other processes, as they are made, so that
     /// what a long-running process keeps warm can go at once. Checks still ask the store

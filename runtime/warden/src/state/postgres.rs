@@ -13,7 +13,7 @@
 //!   each caller is answered only after its commit. A call start counts the agent's calls,
 //!   hands the counts to the caller, which decides the call, and writes the counts and its
 //!   start records together, all under the chain's lock, so that calls are counted in the
-//!   order they are chained;
+//!   order they are chained; a call that decided with no count is counted with its records;
 //! - a revocation is announced (`NOTIFY warden_revocations`) in the transaction that stores
 //!   it; nodes listen, and drop what they keep warm of it (`StateStore::on_revocation`).
 //!   Checks still ask the store every time: a node whose listener is down is only slower.
@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
@@ -68,6 +69,7 @@ pub struct PostgresStore {
     handle: Handle,
     pool: Arc<Pool>,
     commits: mpsc::UnboundedSender<Commit>,
+    checks: mpsc::UnboundedSender<Check>,
     /// Writes that added a row an agent can grow, since this node opened the store.
     growth: AtomicU64,
     watchers: Arc<Mutex<Vec<RevocationWatcher>>>,
@@ -204,11 +206,14 @@ impl PostgresStore {
         });
         let (commits, queue) = mpsc::unbounded_channel();
         handle.spawn(group_commits(pool.clone(), queue));
+        let (checks, queue) = mpsc::unbounded_channel();
+        handle.spawn(group_checks(pool.clone(), queue));
         let store = PostgresStore {
             runtime: Some(runtime),
             handle,
             pool,
             commits,
+            checks,
             growth: AtomicU64::new(0),
             watchers: Arc::default(),
             listening: std::sync::Once::new(),
@@ -499,6 +504,14 @@ enum Commit {
         entries: Vec<AuditEntry>,
         done: Reply,
     },
+    /// A call to count with its records, deciding nothing (`StateStore::count_call`).
+    Count {
+        agent: String,
+        session: Option<String>,
+        now_ms: i64,
+        entries: Vec<AuditEntry>,
+        done: Reply,
+    },
     /// A call to count and start (`StateStore::record_call`).
     Call {
         agent: String,
@@ -519,13 +532,29 @@ struct Op {
     commit: Commit,
     /// Its own failure (the batch's failure is every op's).
     failed: Option<anyhow::Error>,
-    /// A call start: whether its counts went to the caller.
+    /// A call counted (a call start: whose counts went to the caller).
     counted: bool,
     /// The records it appends, once known.
     records: Vec<AuditEntry>,
 }
 
 impl Op {
+    fn new(mut commit: Commit) -> Op {
+        // A call start's records come once its caller has decided.
+        let records = match &mut commit {
+            Commit::Append { entries, .. } | Commit::Count { entries, .. } => {
+                std::mem::take(entries)
+            }
+            Commit::Call { .. } => vec![],
+        };
+        Op {
+            commit,
+            failed: None,
+            counted: false,
+            records,
+        }
+    }
+
     /// Answers the op's caller: after the commit, or with the batch's failure.
     fn answer(self, batch_failed: Option<&str>) {
         let outcome = match (batch_failed, self.failed) {
@@ -534,7 +563,7 @@ impl Op {
             (None, None) => Ok(()),
         };
         let done = match self.commit {
-            Commit::Append { done, .. } => done,
+            Commit::Append { done, .. } | Commit::Count { done, .. } => done,
             Commit::Call { counts, done, .. } => {
                 if !self.counted
                     && let Err(e) = &outcome
@@ -548,32 +577,107 @@ impl Op {
     }
 }
 
-/// The node's writer: takes every write queued while the last transaction ran and commits
-/// them in one, under the chain's lock, then answers their callers.
-async fn group_commits(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Commit>) {
+/// A revocation check waiting for the next group read.
+struct Check {
+    ids: Vec<(RevocationKind, String)>,
+    /// The first of `ids` revoked, if any.
+    answer: std::sync::mpsc::SyncSender<Result<Option<Revocation>>>,
+}
+
+/// The node's revocation reader: answers every check queued while the last read ran with one
+/// query, which starts after each of them was asked, so that each sees every revocation
+/// committed before it asked.
+async fn group_checks(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Check>) {
     while let Some(first) = queue.recv().await {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
+        let mut checks = vec![first];
+        while checks.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(next) => ops.push(next),
+                Ok(next) => checks.push(next),
                 Err(_) => break,
             }
         }
-        let mut ops: Vec<Op> = ops
-            .into_iter()
-            .map(|commit| Op {
-                commit,
-                failed: None,
-                counted: false,
-                records: vec![],
-            })
-            .collect();
-        let failure = commit_batch(&pool, &mut ops)
+        let (kinds, names): (Vec<&'static str>, Vec<&str>) = checks
+            .iter()
+            .flat_map(|check| &check.ids)
+            .map(|(kind, id)| (kind.as_str(), id.as_str()))
+            .unzip();
+        let read = tokio::time::timeout(OPERATION_TIMEOUT, async {
+            let mut conn = pool.get().await?;
+            let revoked = conn.prepared(REVOKED).await?;
+            let rows = conn.query(&revoked, &[&kinds, &names]).await?;
+            rows.iter().map(revocation).collect::<Result<Vec<_>>>()
+        })
+        .await
+        .unwrap_or_else(|_| Err(no_answer()));
+        match read {
+            // In order of time: each check's answer is the first that names one of its ids.
+            Ok(revoked) => {
+                for check in checks {
+                    let first = revoked.iter().find(|revocation| {
+                        check
+                            .ids
+                            .iter()
+                            .any(|(kind, id)| *kind == revocation.kind && *id == revocation.id)
+                    });
+                    let _ = check.answer.send(Ok(first.cloned()));
+                }
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                for check in checks {
+                    let _ = check.answer.send(Err(anyhow!("{e}")));
+                }
+            }
+        }
+    }
+}
+
+/// The node's writer: takes every write queued while the last transaction ran and commits
+/// them in one, under the chain's lock, then answers their callers.
+async fn group_commits(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Commit>) {
+    let mut head = Head::default();
+    while let Some(first) = queue.recv().await {
+        let mut ops = vec![Op::new(first)];
+        while ops.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => ops.push(Op::new(next)),
+                Err(_) => break,
+            }
+        }
+        let failure = commit_batch(&pool, &mut ops, &mut head)
             .await
             .err()
             .map(|e| format!("{e:#}"));
+        if failure.is_some() {
+            head = Head::default();
+        }
         for op in ops {
             op.answer(failure.as_deref());
+        }
+    }
+}
+
+/// The chain's head as this node's last commit left it, and whether no other node appended
+/// between this node's last two commits: then the next batch links to it without reading
+/// it first, and finds out from the chain's key if another node appended meanwhile.
+#[derive(Default)]
+struct Head {
+    last: Option<(u64, String)>,
+    alone: bool,
+}
+
+impl Head {
+    /// Where `ops` link without reading the head: none if they need anything read first
+    /// (counts to decide with, sessions to count in) or the head may have moved.
+    fn guess(&self, ops: &[Op]) -> Option<(u64, String)> {
+        let reads = ops.iter().any(|op| match &op.commit {
+            Commit::Call { .. } => true,
+            Commit::Count { session, .. } => session.is_some(),
+            Commit::Append { .. } => false,
+        });
+        match (reads, self.alone) {
+            (false, true) => self.last.clone(),
+            _ => None,
         }
     }
 }
@@ -591,19 +695,244 @@ const COUNT_SESSION_CALLS: &str = "UPDATE sessions SET calls = sessions.calls + 
 const APPEND: &str = "INSERT INTO audit (seq, call_id, body, prev_hash, hash)
     SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])";
 
-/// Writes `ops` in one transaction, in two round trips to the server: the chain's lock, its
-/// head and the counts the batch's calls need; then, once every call's caller has decided
-/// with the counts it was handed, the counts, the records and the commit. Counts are handed
-/// out in batch order, each including the calls before it in the batch (a caller that then
-/// fails leaves the later ones counting one call too many: never too few).
+/// The statements of a group commit, prepared once per connection.
+struct Statements {
+    lock: Statement,
+    head: Statement,
+    calls_since: Statement,
+    session_calls: Statement,
+    count_calls: Statement,
+    count_session_calls: Statement,
+    append: Statement,
+}
+
+impl Statements {
+    async fn prepare(conn: &mut Pooled, deadline: tokio::time::Instant) -> Result<Statements> {
+        let all = [
+            LOCK_CHAIN,
+            CHAIN_HEAD,
+            CALLS_SINCE,
+            SESSION_CALLS,
+            COUNT_CALLS,
+            COUNT_SESSION_CALLS,
+            APPEND,
+        ];
+        let mut prepared = Vec::with_capacity(all.len());
+        for sql in all {
+            prepared.push(within(deadline, conn.prepared(sql)).await?);
+        }
+        let [
+            lock,
+            head,
+            calls_since,
+            session_calls,
+            count_calls,
+            count_session_calls,
+            append,
+        ] = <[Statement; 7]>::try_from(prepared).expect("one per statement");
+        Ok(Statements {
+            lock,
+            head,
+            calls_since,
+            session_calls,
+            count_calls,
+            count_session_calls,
+            append,
+        })
+    }
+}
+
+/// Writes `ops` in one transaction. Where this node appended last and nothing needs reading
+/// (`Head::guess`), in one round trip to the server: the chain's lock, the counts, the
+/// records linked to the head it left, and the commit; if another node appended meanwhile,
+/// the first record's key is taken, the transaction rolls back and the batch is written as
+/// below.
+///
+/// Otherwise in two round trips: the chain's lock, its head, the counts the batch's call
+/// starts decide with and the sessions its calls are counted in; then, once every call
+/// start's caller has decided with the counts it was handed, the counts, the records and the
+/// commit. Counts are handed out in batch order, each including the calls before it in the
+/// batch (a caller that then fails leaves the later ones counting one call too many: never
+/// too few).
 ///
 /// Everything before the commit must end within `OPERATION_TIMEOUT` (a connection dropped
 /// in its transaction is closed, which rolls it back). The commit is not cut short as early:
 /// once it is sent the server may keep it, and its callers are not told otherwise on a guess.
-async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op]) -> Result<()> {
+async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op], head: &mut Head) -> Result<()> {
     let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT;
+    if let Some(last) = head.guess(ops) {
+        let mut conn = within(deadline, pool.get()).await?;
+        let statements = Statements::prepare(&mut conn, deadline).await?;
+        for op in ops.iter_mut() {
+            op.counted = matches!(op.commit, Commit::Count { .. });
+        }
+        let writes = Writes::of(ops, last)?;
+        conn.open_transaction = true;
+        let client: &Client = &conn;
+        let written = committed(async {
+            tokio::try_join!(
+                client.batch_execute("BEGIN"),
+                client.execute(&statements.lock, &[&CHAIN_LOCK]),
+                writes.commit(client, &statements),
+            )
+        })
+        .await;
+        match written {
+            Ok(_) => {
+                conn.open_transaction = false;
+                head.last = Some(writes.head);
+                return Ok(());
+            }
+            // Another node appended: the connection, in its rolled back transaction, goes.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => head.alone = false,
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut conn = within(deadline, pool.get()).await?;
-    write_batch(&mut conn, ops, deadline).await
+    write_batch(&mut conn, ops, head, deadline).await
+}
+
+/// Waits for a batch's commit, which is not cut short before `OPERATION_TIMEOUT`.
+async fn committed<T>(
+    commit: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, CommitError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, commit).await {
+        Ok(done) => done.map_err(CommitError::Refused),
+        Err(_) => Err(CommitError::Unconfirmed),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Refused(tokio_postgres::Error),
+    #[error(
+        "the server did not confirm the commit within {}s: its records may or may not have \
+         been kept",
+        OPERATION_TIMEOUT.as_secs()
+    )]
+    Unconfirmed,
+}
+
+impl CommitError {
+    fn code(&self) -> Option<&SqlState> {
+        match self {
+            CommitError::Refused(e) => e.code(),
+            CommitError::Unconfirmed => None,
+        }
+    }
+}
+
+/// What a batch writes once its records are linked: the counts of its counted calls and the
+/// records of the ops that did not fail.
+struct Writes<'a> {
+    agents: Vec<&'a str>,
+    seconds: Vec<i64>,
+    added: Vec<i64>,
+    sessions: Vec<&'a str>,
+    session_added: Vec<i64>,
+    seqs: Vec<i64>,
+    calls: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    prevs: Vec<String>,
+    hashes: Vec<String>,
+    /// The chain's head after them.
+    head: (u64, String),
+}
+
+impl<'a> Writes<'a> {
+    /// `ops`' writes, the first record linked to `head`.
+    fn of(ops: &'a [Op], head: (u64, String)) -> Result<Writes<'a>> {
+        let (mut counted, mut session_counted) = (
+            BTreeMap::<(&str, i64), i64>::new(),
+            BTreeMap::<&str, i64>::new(),
+        );
+        for op in ops.iter().filter(|op| op.counted && op.failed.is_none()) {
+            if let Commit::Call {
+                agent,
+                session,
+                now_ms,
+                ..
+            }
+            | Commit::Count {
+                agent,
+                session,
+                now_ms,
+                ..
+            } = &op.commit
+            {
+                *counted
+                    .entry((agent.as_str(), now_ms.div_euclid(1000)))
+                    .or_default() += 1;
+                if let Some(id) = session {
+                    *session_counted.entry(id.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let (mut seq, mut prev) = head;
+        let (mut seqs, mut calls, mut bodies, mut prevs, mut hashes) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for entry in ops
+            .iter()
+            .filter(|op| op.failed.is_none())
+            .flat_map(|op| &op.records)
+        {
+            seq += 1;
+            let hash = link_hash(&prev, seq, &entry.call_id, &entry.body);
+            seqs.push(i64::try_from(seq)?);
+            calls.push(entry.call_id.as_str());
+            bodies.push(entry.body.as_str());
+            prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            hashes.push(hash);
+        }
+        let (agents, seconds, added) = counted
+            .into_iter()
+            .map(|((agent, second), n)| (agent, second, n))
+            .collect();
+        let (sessions, session_added) = session_counted.into_iter().unzip();
+        Ok(Writes {
+            agents,
+            seconds,
+            added,
+            sessions,
+            session_added,
+            seqs,
+            calls,
+            bodies,
+            prevs,
+            hashes,
+            head: (seq, prev),
+        })
+    }
+
+    /// Sends the writes and the commit, pipelined.
+    async fn commit(&self, client: &Client, s: &Statements) -> Result<(), tokio_postgres::Error> {
+        let count_params: [&(dyn ToSql + Sync); 3] = [&self.agents, &self.seconds, &self.added];
+        let session_params: [&(dyn ToSql + Sync); 2] = [&self.sessions, &self.session_added];
+        let append_params: [&(dyn ToSql + Sync); 5] = [
+            &self.seqs,
+            &self.calls,
+            &self.bodies,
+            &self.prevs,
+            &self.hashes,
+        ];
+        tokio::try_join!(
+            unless(
+                self.agents.is_empty(),
+                client.execute(&s.count_calls, &count_params)
+            ),
+            unless(
+                self.sessions.is_empty(),
+                client.execute(&s.count_session_calls, &session_params)
+            ),
+            unless(
+                self.seqs.is_empty(),
+                client.execute(&s.append, &append_params)
+            ),
+            client.batch_execute("COMMIT"),
+        )?;
+        Ok(())
+    }
 }
 
 /// `work`'s outcome, or a timeout's error at `deadline`.
@@ -620,42 +949,27 @@ async fn within<T, E: Into<anyhow::Error>>(
 async fn write_batch(
     conn: &mut Pooled,
     ops: &mut [Op],
+    head: &mut Head,
     deadline: tokio::time::Instant,
 ) -> Result<()> {
-    let statements = [
-        LOCK_CHAIN,
-        CHAIN_HEAD,
-        CALLS_SINCE,
-        SESSION_CALLS,
-        COUNT_CALLS,
-        COUNT_SESSION_CALLS,
-        APPEND,
-    ];
-    let mut prepared = Vec::with_capacity(statements.len());
-    for sql in statements {
-        prepared.push(within(deadline, conn.prepared(sql)).await?);
-    }
-    let [
-        lock,
-        head,
-        calls_since,
-        session_calls,
-        count_calls,
-        count_session_calls,
-        append,
-    ] = <[Statement; 7]>::try_from(prepared).expect("one per statement");
+    let statements = Statements::prepare(conn, deadline).await?;
+    // What the batch reads first: the counts its call starts decide with, and the sessions
+    // its calls are counted in.
     let (mut agents, mut sessions, mut since) = (vec![], vec![], i64::MAX);
     for op in ops.iter() {
-        if let Commit::Call {
-            agent,
-            session,
-            now_ms,
-            ..
-        } = &op.commit
-        {
-            agents.push(agent.as_str());
-            sessions.extend(session.as_deref());
-            since = since.min(now_ms.div_euclid(1000) - RATE_WINDOW);
+        match &op.commit {
+            Commit::Call {
+                agent,
+                session,
+                now_ms,
+                ..
+            } => {
+                agents.push(agent.as_str());
+                since = since.min(now_ms.div_euclid(1000) - RATE_WINDOW);
+                sessions.extend(session.as_deref());
+            }
+            Commit::Count { session, .. } => sessions.extend(session.as_deref()),
+            Commit::Append { .. } => {}
         }
     }
     conn.open_transaction = true;
@@ -666,15 +980,20 @@ async fn write_batch(
     let (_, _, last, recent, known) = within(deadline, async {
         tokio::try_join!(
             client.batch_execute("BEGIN"),
-            client.execute(&lock, &[&CHAIN_LOCK]),
-            client.query_opt(&head, &[]),
-            client.query(&calls_since, &since_params),
-            client.query(&session_calls, &session_params),
+            client.execute(&statements.lock, &[&CHAIN_LOCK]),
+            client.query_opt(&statements.head, &[]),
+            unless(
+                agents.is_empty(),
+                client.query(&statements.calls_since, &since_params)
+            ),
+            unless(
+                sessions.is_empty(),
+                client.query(&statements.session_calls, &session_params)
+            ),
         )
     })
     .await?;
-
-    // Hand each call its counts, in batch order.
+    // Count each call, in batch order, and hand each call start its counts.
     let mut per_second: HashMap<(String, i64), i64> = recent
         .iter()
         .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
@@ -684,22 +1003,22 @@ async fn write_batch(
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()?;
     for op in ops.iter_mut() {
-        let Commit::Call {
+        let (Commit::Call {
             agent,
             session,
             now_ms,
-            counts,
             ..
-        } = &op.commit
+        }
+        | Commit::Count {
+            agent,
+            session,
+            now_ms,
+            ..
+        }) = &op.commit
         else {
             continue;
         };
         let second = now_ms.div_euclid(1000);
-        let last_minute: i64 = per_second
-            .iter()
-            .filter(|((a, s), _)| a == agent && *s > second - RATE_WINDOW)
-            .map(|(_, calls)| calls)
-            .sum();
         let before = match session {
             None => 0,
             Some(id) => match in_session.get_mut(id) {
@@ -713,102 +1032,61 @@ async fn write_batch(
                 }
             },
         };
-        *per_second.entry((agent.clone(), second)).or_default() += 1;
-        let given = CallCounts {
-            last_minute: u64::try_from(last_minute).unwrap_or(0),
-            in_session: u64::try_from(before).unwrap_or(0),
+        op.counted = match &op.commit {
+            Commit::Call { counts, .. } => {
+                let last_minute: i64 = per_second
+                    .iter()
+                    .filter(|((a, s), _)| a == agent && *s > second - RATE_WINDOW)
+                    .map(|(_, calls)| calls)
+                    .sum();
+                counts
+                    .send(Ok(CallCounts {
+                        last_minute: u64::try_from(last_minute).unwrap_or(0),
+                        in_session: u64::try_from(before).unwrap_or(0),
+                    }))
+                    .is_ok()
+            }
+            _ => true,
         };
-        op.counted = counts.send(Ok(given)).is_ok();
+        *per_second.entry((agent.clone(), second)).or_default() += 1;
     }
 
-    // The callers decide meanwhile (each has its counts now); then what each appends, in
-    // batch order. A caller that does not answer in time fails alone.
-    let (mut counted, mut session_counted) = (
-        BTreeMap::<(&str, i64), i64>::new(),
-        BTreeMap::<&str, i64>::new(),
-    );
+    // The callers of call starts decide meanwhile (each has its counts now); then what each
+    // op appends, in batch order. A caller that does not answer in time fails alone.
     let decided_by = (tokio::time::Instant::now() + CALLER_DEADLINE).min(deadline);
     for op in ops.iter_mut() {
-        match &mut op.commit {
-            Commit::Append { entries, .. } => op.records = std::mem::take(entries),
-            Commit::Call { entries, .. } if op.counted => {
-                match tokio::time::timeout_at(decided_by, entries).await {
-                    Ok(Ok(Some(start))) => op.records = start,
-                    _ => op.failed = Some(anyhow!("the call was not started")),
-                }
-            }
-            Commit::Call { .. } => {}
-        }
-    }
-    for op in ops.iter() {
-        if let (
-            Commit::Call {
-                agent,
-                session,
-                now_ms,
-                ..
-            },
-            true,
-            None,
-        ) = (&op.commit, op.counted, &op.failed)
-        {
-            *counted
-                .entry((agent.as_str(), now_ms.div_euclid(1000)))
-                .or_default() += 1;
-            if let Some(id) = session {
-                *session_counted.entry(id.as_str()).or_default() += 1;
+        if let (Commit::Call { entries, .. }, true) = (&mut op.commit, op.counted) {
+            match tokio::time::timeout_at(decided_by, entries).await {
+                Ok(Ok(Some(start))) => op.records = start,
+                _ => op.failed = Some(anyhow!("the call was not started")),
             }
         }
     }
-    let (mut seq, mut prev) = match last {
+    let found = match last {
         Some(row) => (
             u64::try_from(row.try_get::<_, i64>(0)?)?,
             row.try_get::<_, String>(1)?,
         ),
         None => (0, GENESIS.to_string()),
     };
-    let (mut seqs, mut calls, mut bodies, mut prevs, mut hashes) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for entry in ops
-        .iter()
-        .filter(|op| op.failed.is_none())
-        .flat_map(|op| &op.records)
-    {
-        seq += 1;
-        let hash = link_hash(&prev, seq, &entry.call_id, &entry.body);
-        seqs.push(i64::try_from(seq)?);
-        calls.push(entry.call_id.as_str());
-        bodies.push(entry.body.as_str());
-        prevs.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash);
-    }
-    let (agents, seconds, added): (Vec<&str>, Vec<i64>, Vec<i64>) = counted
-        .iter()
-        .map(|((agent, second), n)| (*agent, *second, *n))
-        .collect();
-    let (ids, session_added): (Vec<&str>, Vec<i64>) = session_counted.into_iter().unzip();
-    let count_params: [&(dyn ToSql + Sync); 3] = [&agents, &seconds, &added];
-    let session_params: [&(dyn ToSql + Sync); 2] = [&ids, &session_added];
-    let append_params: [&(dyn ToSql + Sync); 5] = [&seqs, &calls, &bodies, &prevs, &hashes];
-    let committed = tokio::time::timeout(OPERATION_TIMEOUT, async {
-        tokio::try_join!(
-            client.execute(&count_calls, &count_params),
-            client.execute(&count_session_calls, &session_params),
-            client.execute(&append, &append_params),
-            client.batch_execute("COMMIT"),
-        )
-    })
-    .await;
-    match committed {
-        Ok(done) => done?,
-        Err(_) => bail!(
-            "the server did not confirm the commit within {}s: its records may or may not \
-             have been kept",
-            OPERATION_TIMEOUT.as_secs()
-        ),
-    };
+    let alone = head.last.as_ref() == Some(&found);
+    let writes = Writes::of(ops, found)?;
+    committed(writes.commit(client, &statements)).await?;
     conn.open_transaction = false;
+    *head = Head {
+        last: Some(writes.head),
+        alone,
+    };
     Ok(())
+}
+
+/// `work`'s outcome, or nothing (the default) without sending it if `skip`: a statement with
+/// nothing to read or write costs the server a parse and a plan.
+async fn unless<T: Default, E>(
+    skip: bool,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    if skip { Ok(T::default()) } else { work.await }
 }
 
 impl StateStore for PostgresStore {
@@ -941,6 +1219,27 @@ impl StateStore for PostgresStore {
         answer_of(&done_rx)?;
         self.grew();
         Ok(counts)
+    }
+
+    fn count_call(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        records: &[AuditEntry],
+    ) -> Result<()> {
+        // Nothing decides with the counts: the call waits for its commit only.
+        let (done, answered) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(Commit::Count {
+            agent: agent.to_string(),
+            session: session.map(str::to_string),
+            now_ms,
+            entries: records.to_vec(),
+            done,
+        })?;
+        answer_of(&answered)?;
+        self.grew();
+        Ok(())
     }
 
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
@@ -1186,14 +1485,19 @@ impl StateStore for PostgresStore {
         if ids.is_empty() {
             return Ok(None);
         }
-        let kinds: Vec<&'static str> = ids.iter().map(|(kind, _)| kind.as_str()).collect();
-        let names: Vec<String> = ids.iter().map(|(_, id)| id.to_string()).collect();
-        // On every call and every request: prepared once per connection.
-        let row = self.statement(move |mut c| async move {
-            let revoked = c.prepared(REVOKED).await?;
-            Ok(c.query_opt(&revoked, &[&kinds, &names]).await?)
-        })?;
-        row.as_ref().map(revocation).transpose()
+        // On every call and every request: read together with the checks of the node's other
+        // calls (`group_checks`).
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.checks
+            .send(Check {
+                ids: ids
+                    .iter()
+                    .map(|(kind, id)| (*kind, id.to_string()))
+                    .collect(),
+                answer,
+            })
+            .map_err(|_| anyhow!("the PostgreSQL store's revocation reader stopped"))?;
+        answer_of(&answered)
     }
 
     fn revocations(&self) -> Result<Vec<Revocation>> {
@@ -1315,7 +1619,7 @@ impl StateStore for PostgresStore {
 }
 
 const REVOKED: &str = "SELECT kind, id, at, reason FROM revocations
-    WHERE (kind, id) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[])) ORDER BY at LIMIT 1";
+    WHERE (kind, id) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[])) ORDER BY at";
 const USE_NONCE: &str =
     "INSERT INTO nonces (nonce, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 
