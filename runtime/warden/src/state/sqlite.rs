@@ -5,7 +5,7 @@
 
 use super::*;
 use anyhow::{Context as _, Result};
-use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -216,7 +216,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in one write transaction (`transaction`).
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         transaction(&mut self.conn(), f)
     }
 
@@ -224,7 +224,7 @@ impl SqliteStore {
     /// once a caller was told it happened (a revocation, a person's decision, an approval
     /// spent, a session's taint). Other commits reach the disk when SQLite next moves the
     /// log into the file.
-    fn write_synced<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
+    fn write_synced<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
         let out = transaction(&mut conn, f);
@@ -671,7 +671,7 @@ impl StateStore for SqliteStore {
 }
 
 /// Appends `entries` after the chain's last record, each linked to the one before.
-fn append_audit(tx: &rusqlite::Transaction, entries: &[AuditEntry]) -> Result<()> {
+fn append_audit(tx: &Connection, entries: &[AuditEntry]) -> Result<()> {
     let last: Option<(i64, String)> = tx
         .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -748,15 +748,26 @@ fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
 }
 
 /// Runs `f` in one IMMEDIATE transaction (the write lock taken up front, so that concurrent
-/// processes queue instead of failing on upgrade).
-fn transaction<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&rusqlite::Transaction) -> Result<T>,
-) -> Result<T> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
+/// processes queue instead of failing on upgrade). Its BEGIN and COMMIT stay prepared: they
+/// run at every call.
+fn transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let open = Open(conn);
+    let out = f(open.0)?;
+    open.0.prepare_cached("COMMIT")?.execute([])?;
     Ok(out)
+}
+
+/// A transaction begun on the connection: rolled back unless it was committed, however `f`
+/// ended (an error, a panic), so that the connection is never left in it.
+struct Open<'c>(&'c Connection);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 /// Brings the file to the current schema version, in one transaction that concurrent
@@ -791,12 +802,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// Counts a call by `agent` (in `session`, which must exist) at `now_ms`; returns the
 /// session's calls before it (0 without a session).
-fn count(
-    tx: &rusqlite::Transaction,
-    agent: &str,
-    session: Option<&str>,
-    now_ms: i64,
-) -> Result<u64> {
+fn count(tx: &Connection, agent: &str, session: Option<&str>, now_ms: i64) -> Result<u64> {
     // Counters of past minutes are not counted (`count_recent`) and go with the pruning.
     tx.prepare_cached(
         "INSERT INTO call_counts (agent, second, calls) VALUES (?1, ?2, 1)
