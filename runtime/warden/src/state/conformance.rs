@@ -574,6 +574,21 @@ fn revocations_are_seen_by_every_handle(one: Arc<dyn StateStore>, other: Arc<dyn
             .unwrap()
             .is_none()
     );
+    // An id a store cannot hold (PostgreSQL text holds no NUL) was never revoked, and fails
+    // no check: neither its own nor, read together with it, another's.
+    let odd = [
+        (RevocationKind::Session, "a\0b"),
+        (RevocationKind::Agent, "a"),
+    ];
+    assert_eq!(other.revoked(&odd).unwrap().unwrap().id, "a");
+    assert!(one.revoked(&odd[..1]).unwrap().is_none());
+    at_once(&one, &other, 8, |store, t| {
+        let ids = match t % 2 {
+            0 => &odd[..1],
+            _ => &ids[..],
+        };
+        store.revoked(ids).unwrap().map(|r| r.id)
+    });
     let all = other.revocations().unwrap();
     assert_eq!(
         all.iter()

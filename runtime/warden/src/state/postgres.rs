@@ -24,6 +24,7 @@
 use super::*;
 use crate::deployment::parse_state_url;
 use anyhow::{Result, anyhow, bail};
+use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,8 +178,11 @@ impl PostgresStore {
         }
         // The server ends what this node left hanging: a statement or a lock wait that outlasts
         // the node's own timeout, a transaction left open by a node that stopped answering.
+        // Transactions read what was committed before each statement, whatever the server's
+        // default: a read after an advisory lock sees what the lock's last holder wrote.
         let limits = format!(
-            "-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={ms}",
+            "-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={ms} \
+             -c default_transaction_isolation=read\\ committed",
             ms = OPERATION_TIMEOUT.as_millis()
         );
         let options = match config.get_options() {
@@ -303,6 +307,46 @@ impl PostgresStore {
             .map_err(|_| anyhow!("the PostgreSQL store's writer stopped"))
     }
 
+    /// Queues a call to count with its records for the next group commit.
+    fn enqueue_count(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        now_ms: i64,
+        records: &[AuditEntry],
+        done: Reply<()>,
+    ) -> Result<()> {
+        self.enqueue(Commit::Count {
+            agent: agent.to_string(),
+            session: session.map(str::to_string),
+            now_ms,
+            entries: records.to_vec(),
+            done,
+        })
+    }
+
+    /// Queues a revocation check (every call's, every request's) for the next group read
+    /// (`group_checks`). An id PostgreSQL cannot store (one holding a NUL) was never revoked,
+    /// and is not sent: it would fail the read of every check in the group.
+    fn enqueue_check(
+        &self,
+        ids: &[(RevocationKind, &str)],
+        answer: Reply<Option<Revocation>>,
+    ) -> Result<()> {
+        let ids: Vec<(RevocationKind, String)> = ids
+            .iter()
+            .filter(|(_, id)| !id.contains('\0'))
+            .map(|(kind, id)| (*kind, id.to_string()))
+            .collect();
+        if ids.is_empty() {
+            answer.send(Ok(None));
+            return Ok(());
+        }
+        self.checks
+            .send(Check { ids, answer })
+            .map_err(|_| anyhow!("the PostgreSQL store's revocation reader stopped"))
+    }
+
     /// Runs `work` on a pooled connection and waits for it.
     fn statement<T, F, Fut>(&self, work: F) -> Result<T>
     where
@@ -342,6 +386,43 @@ fn answer_of<T>(channel: &std::sync::mpsc::Receiver<Result<T>>) -> Result<T> {
             .recv_timeout(2 * OPERATION_TIMEOUT)
             .map_err(|_| no_answer())?
     })
+}
+
+/// `answer_of` for a caller in a task: it waits without holding its thread.
+async fn answer_in_task<T>(channel: oneshot::Receiver<Result<T>>) -> Result<T> {
+    match tokio::time::timeout(2 * OPERATION_TIMEOUT, channel).await {
+        Ok(Ok(answer)) => answer,
+        _ => Err(no_answer()),
+    }
+}
+
+/// Where the store's threads answer a caller: one waiting on its thread (the synchronous
+/// trait), or in its task (`count_call_in_task`, `revoked_in_task`).
+enum Reply<T> {
+    Thread(std::sync::mpsc::SyncSender<Result<T>>),
+    Task(oneshot::Sender<Result<T>>),
+}
+
+impl<T> Reply<T> {
+    /// A reply to a caller waiting on its thread, and where it waits (`answer_of`).
+    fn to_thread() -> (Reply<T>, std::sync::mpsc::Receiver<Result<T>>) {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        (Reply::Thread(reply), answer)
+    }
+
+    /// A reply to a caller waiting in its task, and where it waits (`answer_in_task`).
+    fn to_task() -> (Reply<T>, oneshot::Receiver<Result<T>>) {
+        let (reply, answer) = oneshot::channel();
+        (Reply::Task(reply), answer)
+    }
+
+    /// Answers; a caller that stopped waiting is not an error (a commit it queued stands).
+    fn send(self, answer: Result<T>) {
+        let _ = match self {
+            Reply::Thread(reply) => reply.send(answer).map_err(drop),
+            Reply::Task(reply) => reply.send(answer).map_err(drop),
+        };
+    }
 }
 
 fn no_answer() -> anyhow::Error {
@@ -502,7 +583,7 @@ enum Commit {
     /// Records to append (`StateStore::append_audit`).
     Append {
         entries: Vec<AuditEntry>,
-        done: Reply,
+        done: Reply<()>,
     },
     /// A call to count with its records, deciding nothing (`StateStore::count_call`).
     Count {
@@ -510,7 +591,7 @@ enum Commit {
         session: Option<String>,
         now_ms: i64,
         entries: Vec<AuditEntry>,
-        done: Reply,
+        done: Reply<()>,
     },
     /// A call to count and start (`StateStore::record_call`).
     Call {
@@ -521,11 +602,30 @@ enum Commit {
         counts: std::sync::mpsc::SyncSender<Result<CallCounts>>,
         /// The caller's start records, or None: the caller failed, write nothing.
         entries: oneshot::Receiver<Option<Vec<AuditEntry>>>,
-        done: Reply,
+        done: Reply<()>,
     },
 }
 
-type Reply = std::sync::mpsc::SyncSender<Result<()>>;
+impl Commit {
+    /// The call it counts, if it counts one: agent, session, when.
+    fn call(&self) -> Option<(&str, Option<&str>, i64)> {
+        match self {
+            Commit::Call {
+                agent,
+                session,
+                now_ms,
+                ..
+            }
+            | Commit::Count {
+                agent,
+                session,
+                now_ms,
+                ..
+            } => Some((agent, session.as_deref(), *now_ms)),
+            Commit::Append { .. } => None,
+        }
+    }
+}
 
 /// A write of the batch being committed, and what becomes of it.
 struct Op {
@@ -573,7 +673,7 @@ impl Op {
                 done
             }
         };
-        let _ = done.send(outcome);
+        done.send(outcome);
     }
 }
 
@@ -581,7 +681,7 @@ impl Op {
 struct Check {
     ids: Vec<(RevocationKind, String)>,
     /// The first of `ids` revoked, if any.
-    answer: std::sync::mpsc::SyncSender<Result<Option<Revocation>>>,
+    answer: Reply<Option<Revocation>>,
 }
 
 /// The node's revocation reader: answers every check queued while the last read ran with one
@@ -619,13 +719,13 @@ async fn group_checks(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Check>
                             .iter()
                             .any(|(kind, id)| *kind == revocation.kind && *id == revocation.id)
                     });
-                    let _ = check.answer.send(Ok(first.cloned()));
+                    check.answer.send(Ok(first.cloned()));
                 }
             }
             Err(e) => {
                 let e = format!("{e:#}");
                 for check in checks {
-                    let _ = check.answer.send(Err(anyhow!("{e}")));
+                    check.answer.send(Err(anyhow!("{e}")));
                 }
             }
         }
@@ -657,9 +757,9 @@ async fn group_commits(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Commi
     }
 }
 
-/// The chain's head as this node's last commit left it, and whether no other node appended
-/// between this node's last two commits: then the next batch links to it without reading
-/// it first, and finds out from the chain's key if another node appended meanwhile.
+/// The chain's head as this node's last commit left it, and whether this node found it there
+/// when it last looked: then the next batch links to it without reading it first, and its
+/// transaction checks that it still is the head (`HEAD_IS`) before writing.
 #[derive(Default)]
 struct Head {
     last: Option<(u64, String)>,
@@ -683,6 +783,13 @@ impl Head {
 }
 
 const LOCK_CHAIN: &str = "SELECT pg_advisory_xact_lock($1)";
+/// Fails (`SqlState::DIVISION_BY_ZERO`) unless ($1, $2) is the chain's head: a batch linked
+/// to the head its node left runs it after the chain's lock, before its writes, so that a
+/// head moved by another node — or lost, as on a failover to a replica that lacked the
+/// node's last commits — rolls the batch back instead of linking it wrongly.
+const HEAD_IS: &str = "SELECT 1 / count(*)::INT
+    FROM (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) AS head
+    WHERE seq = $1 AND hash = $2";
 const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
 const CALLS_SINCE: &str =
     "SELECT agent, second, calls FROM call_counts WHERE agent = ANY($1) AND second > $2";
@@ -698,6 +805,7 @@ const APPEND: &str = "INSERT INTO audit (seq, call_id, body, prev_hash, hash)
 /// The statements of a group commit, prepared once per connection.
 struct Statements {
     lock: Statement,
+    head_is: Statement,
     head: Statement,
     calls_since: Statement,
     session_calls: Statement,
@@ -710,6 +818,7 @@ impl Statements {
     async fn prepare(conn: &mut Pooled, deadline: tokio::time::Instant) -> Result<Statements> {
         let all = [
             LOCK_CHAIN,
+            HEAD_IS,
             CHAIN_HEAD,
             CALLS_SINCE,
             SESSION_CALLS,
@@ -723,15 +832,17 @@ impl Statements {
         }
         let [
             lock,
+            head_is,
             head,
             calls_since,
             session_calls,
             count_calls,
             count_session_calls,
             append,
-        ] = <[Statement; 7]>::try_from(prepared).expect("one per statement");
+        ] = <[Statement; 8]>::try_from(prepared).expect("one per statement");
         Ok(Statements {
             lock,
+            head_is,
             head,
             calls_since,
             session_calls,
@@ -743,10 +854,10 @@ impl Statements {
 }
 
 /// Writes `ops` in one transaction. Where this node appended last and nothing needs reading
-/// (`Head::guess`), in one round trip to the server: the chain's lock, the counts, the
-/// records linked to the head it left, and the commit; if another node appended meanwhile,
-/// the first record's key is taken, the transaction rolls back and the batch is written as
-/// below.
+/// (`Head::guess`), in one round trip to the server: the chain's lock, the check that the
+/// head is where this node left it (`HEAD_IS`), the counts, the records linked to that head,
+/// and the commit. If another node appended meanwhile, the check fails, the transaction rolls
+/// back, and the batch is written as below on the same connection.
 ///
 /// Otherwise in two round trips: the chain's lock, its head, the counts the batch's call
 /// starts decide with and the sessions its calls are counted in; then, once every call
@@ -760,21 +871,27 @@ impl Statements {
 /// once it is sent the server may keep it, and its callers are not told otherwise on a guess.
 async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op], head: &mut Head) -> Result<()> {
     let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT;
-    if let Some(last) = head.guess(ops) {
-        let mut conn = within(deadline, pool.get()).await?;
-        let statements = Statements::prepare(&mut conn, deadline).await?;
+    let mut conn = within(deadline, pool.get()).await?;
+    let statements = Statements::prepare(&mut conn, deadline).await?;
+    if let Some((seq, hash)) = head.guess(ops) {
         for op in ops.iter_mut() {
             op.counted = matches!(op.commit, Commit::Count { .. });
         }
-        let writes = Writes::of(ops, last)?;
+        let writes = Writes::of(ops, (seq, hash.clone()))?;
+        let seq = i64::try_from(seq)?;
         conn.open_transaction = true;
         let client: &Client = &conn;
-        let written = committed(async {
-            tokio::try_join!(
+        // Sent at once; every answer is read, so that the connection is out of its
+        // transaction (committed or rolled back) whatever failed.
+        let head_params: [&(dyn ToSql + Sync); 2] = [&seq, &hash];
+        let written = committed(deadline, async {
+            let (begun, locked, found, done) = tokio::join!(
                 client.batch_execute("BEGIN"),
                 client.execute(&statements.lock, &[&CHAIN_LOCK]),
+                client.execute(&statements.head_is, &head_params),
                 writes.commit(client, &statements),
-            )
+            );
+            begun.and(locked).and(found).and(done)
         })
         .await;
         match written {
@@ -783,20 +900,22 @@ async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op], head: &mut Head) -> Resu
                 head.last = Some(writes.head);
                 return Ok(());
             }
-            // Another node appended: the connection, in its rolled back transaction, goes.
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => head.alone = false,
+            Err(CommitError::Refused(e)) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+                conn.open_transaction = false;
+                head.alone = false;
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    let mut conn = within(deadline, pool.get()).await?;
-    write_batch(&mut conn, ops, head, deadline).await
+    write_batch(&mut conn, ops, &statements, head, deadline).await
 }
 
-/// Waits for a batch's commit, which is not cut short before `OPERATION_TIMEOUT`.
+/// Waits for a batch's commit, at most until `until`.
 async fn committed<T>(
+    until: tokio::time::Instant,
     commit: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, CommitError> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, commit).await {
+    match tokio::time::timeout_at(until, commit).await {
         Ok(done) => done.map_err(CommitError::Refused),
         Err(_) => Err(CommitError::Unconfirmed),
     }
@@ -807,20 +926,10 @@ enum CommitError {
     #[error(transparent)]
     Refused(tokio_postgres::Error),
     #[error(
-        "the server did not confirm the commit within {}s: its records may or may not have \
-         been kept",
-        OPERATION_TIMEOUT.as_secs()
+        "the server did not confirm the commit in time: its records may or may not have been \
+         kept"
     )]
     Unconfirmed,
-}
-
-impl CommitError {
-    fn code(&self) -> Option<&SqlState> {
-        match self {
-            CommitError::Refused(e) => e.code(),
-            CommitError::Unconfirmed => None,
-        }
-    }
 }
 
 /// What a batch writes once its records are linked: the counts of its counted calls and the
@@ -848,24 +957,10 @@ impl<'a> Writes<'a> {
             BTreeMap::<&str, i64>::new(),
         );
         for op in ops.iter().filter(|op| op.counted && op.failed.is_none()) {
-            if let Commit::Call {
-                agent,
-                session,
-                now_ms,
-                ..
-            }
-            | Commit::Count {
-                agent,
-                session,
-                now_ms,
-                ..
-            } = &op.commit
-            {
-                *counted
-                    .entry((agent.as_str(), now_ms.div_euclid(1000)))
-                    .or_default() += 1;
+            if let Some((agent, session, now_ms)) = op.commit.call() {
+                *counted.entry((agent, now_ms.div_euclid(1000))).or_default() += 1;
                 if let Some(id) = session {
-                    *session_counted.entry(id.as_str()).or_default() += 1;
+                    *session_counted.entry(id).or_default() += 1;
                 }
             }
         }
@@ -916,7 +1011,8 @@ impl<'a> Writes<'a> {
             &self.prevs,
             &self.hashes,
         ];
-        tokio::try_join!(
+        // Every answer is read, the commit's too: after a failed write it is a rollback.
+        let (counted, session_counted, appended, done) = tokio::join!(
             unless(
                 self.agents.is_empty(),
                 client.execute(&s.count_calls, &count_params)
@@ -930,8 +1026,8 @@ impl<'a> Writes<'a> {
                 client.execute(&s.append, &append_params)
             ),
             client.batch_execute("COMMIT"),
-        )?;
-        Ok(())
+        );
+        counted.and(session_counted).and(appended).and(done)
     }
 }
 
@@ -949,28 +1045,22 @@ async fn within<T, E: Into<anyhow::Error>>(
 async fn write_batch(
     conn: &mut Pooled,
     ops: &mut [Op],
+    statements: &Statements,
     head: &mut Head,
     deadline: tokio::time::Instant,
 ) -> Result<()> {
-    let statements = Statements::prepare(conn, deadline).await?;
     // What the batch reads first: the counts its call starts decide with, and the sessions
     // its calls are counted in.
     let (mut agents, mut sessions, mut since) = (vec![], vec![], i64::MAX);
     for op in ops.iter() {
-        match &op.commit {
-            Commit::Call {
-                agent,
-                session,
-                now_ms,
-                ..
-            } => {
-                agents.push(agent.as_str());
-                since = since.min(now_ms.div_euclid(1000) - RATE_WINDOW);
-                sessions.extend(session.as_deref());
-            }
-            Commit::Count { session, .. } => sessions.extend(session.as_deref()),
-            Commit::Append { .. } => {}
+        let Some((agent, session, now_ms)) = op.commit.call() else {
+            continue;
+        };
+        if let Commit::Call { .. } = op.commit {
+            agents.push(agent);
+            since = since.min(now_ms.div_euclid(1000) - RATE_WINDOW);
         }
+        sessions.extend(session);
     }
     conn.open_transaction = true;
     let client: &Client = conn;
@@ -1003,19 +1093,7 @@ async fn write_batch(
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()?;
     for op in ops.iter_mut() {
-        let (Commit::Call {
-            agent,
-            session,
-            now_ms,
-            ..
-        }
-        | Commit::Count {
-            agent,
-            session,
-            now_ms,
-            ..
-        }) = &op.commit
-        else {
+        let Some((agent, session, now_ms)) = op.commit.call() else {
             continue;
         };
         let second = now_ms.div_euclid(1000);
@@ -1048,7 +1126,7 @@ async fn write_batch(
             }
             _ => true,
         };
-        *per_second.entry((agent.clone(), second)).or_default() += 1;
+        *per_second.entry((agent.to_string(), second)).or_default() += 1;
     }
 
     // The callers of call starts decide meanwhile (each has its counts now); then what each
@@ -1071,7 +1149,11 @@ async fn write_batch(
     };
     let alone = head.last.as_ref() == Some(&found);
     let writes = Writes::of(ops, found)?;
-    committed(writes.commit(client, &statements)).await?;
+    committed(
+        tokio::time::Instant::now() + OPERATION_TIMEOUT,
+        writes.commit(client, statements),
+    )
+    .await?;
     conn.open_transaction = false;
     *head = Head {
         last: Some(writes.head),
@@ -1197,7 +1279,7 @@ impl StateStore for PostgresStore {
     ) -> Result<CallCounts> {
         let (counts_tx, counts_rx) = std::sync::mpsc::sync_channel(1);
         let (entries_tx, entries_rx) = oneshot::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let (done_tx, done_rx) = Reply::to_thread();
         self.enqueue(Commit::Call {
             agent: agent.to_string(),
             session: session.map(str::to_string),
@@ -1228,18 +1310,28 @@ impl StateStore for PostgresStore {
         now_ms: i64,
         records: &[AuditEntry],
     ) -> Result<()> {
-        // Nothing decides with the counts: the call waits for its commit only.
-        let (done, answered) = std::sync::mpsc::sync_channel(1);
-        self.enqueue(Commit::Count {
-            agent: agent.to_string(),
-            session: session.map(str::to_string),
-            now_ms,
-            entries: records.to_vec(),
-            done,
-        })?;
+        let (done, answered) = Reply::to_thread();
+        self.enqueue_count(agent, session, now_ms, records, done)?;
         answer_of(&answered)?;
         self.grew();
         Ok(())
+    }
+
+    fn count_call_in_task<'a>(
+        &'a self,
+        agent: &'a str,
+        session: Option<&'a str>,
+        now_ms: i64,
+        records: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<()>> {
+        let (done, answered) = Reply::to_task();
+        let queued = self.enqueue_count(agent, session, now_ms, records, done);
+        Box::pin(async move {
+            queued?;
+            answer_in_task(answered).await?;
+            self.grew();
+            Ok(())
+        })
     }
 
     fn recent_calls(&self, agent: &str, now_ms: i64) -> Result<u64> {
@@ -1259,7 +1351,7 @@ impl StateStore for PostgresStore {
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
-        let (done, answered) = std::sync::mpsc::sync_channel(1);
+        let (done, answered) = Reply::to_thread();
         self.enqueue(Commit::Append {
             entries: entries.to_vec(),
             done,
@@ -1482,22 +1574,21 @@ impl StateStore for PostgresStore {
     }
 
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>> {
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        // On every call and every request: read together with the checks of the node's other
-        // calls (`group_checks`).
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        self.checks
-            .send(Check {
-                ids: ids
-                    .iter()
-                    .map(|(kind, id)| (*kind, id.to_string()))
-                    .collect(),
-                answer,
-            })
-            .map_err(|_| anyhow!("the PostgreSQL store's revocation reader stopped"))?;
+        let (answer, answered) = Reply::to_thread();
+        self.enqueue_check(ids, answer)?;
         answer_of(&answered)
+    }
+
+    fn revoked_in_task<'a>(
+        &'a self,
+        ids: &'a [(RevocationKind, &'a str)],
+    ) -> BoxFuture<'a, Result<Option<Revocation>>> {
+        let (answer, answered) = Reply::to_task();
+        let queued = self.enqueue_check(ids, answer);
+        Box::pin(async move {
+            queued?;
+            answer_in_task(answered).await
+        })
     }
 
     fn revocations(&self) -> Result<Vec<Revocation>> {
@@ -1837,6 +1928,48 @@ mod tests {
             .unwrap();
         let e = PostgresStore::open(&settings).err().unwrap();
         assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
+    }
+
+    /// A node whose last records are lost (a failover to a replica that lacked them, a
+    /// restore) links its next ones to the chain as it is, not to the head it remembers.
+    #[test]
+    fn a_node_whose_last_records_were_lost_links_to_the_chain_as_it_is() {
+        let Some(server) = warden_test_support::postgres::postgres() else {
+            return;
+        };
+        let schema = server.schema();
+        let settings = PostgresSettings {
+            url: schema.url.clone(),
+            password: Some(crate::credentials::Secret::new(schema.password.clone())),
+            connections: 2,
+        };
+        let store = PostgresStore::open(&settings).unwrap();
+        let entry = |call: &str| AuditEntry {
+            call_id: call.into(),
+            body: format!("{{\"call\":\"{call}\"}}"),
+        };
+        // Twice alone: the third batch links to the head this node left without reading it.
+        for call in ["c1", "c2", "c3"] {
+            store.append_audit(&[entry(call)]).unwrap();
+        }
+        store
+            .statement(
+                |c| async move { Ok(c.execute("DELETE FROM audit WHERE seq = 3", &[]).await?) },
+            )
+            .unwrap();
+        store.append_audit(&[entry("c4")]).unwrap();
+        let chain = store.audit_records(0, 10).unwrap();
+        let mut prev = GENESIS.to_string();
+        for (i, link) in chain.iter().enumerate() {
+            assert_eq!((link.seq, &link.prev_hash), (i as u64 + 1, &prev));
+            assert_eq!(
+                link.hash,
+                link_hash(&prev, link.seq, &link.call_id, &link.body)
+            );
+            prev = link.hash.clone();
+        }
+        let calls: Vec<&str> = chain.iter().map(|l| l.call_id.as_str()).collect();
+        assert_eq!(calls, ["c1", "c2", "c4"]);
     }
 
     /// A revocation made through one store is announced to the watchers of another.

@@ -751,6 +751,8 @@ fn revocation(row: &Row) -> rusqlite::Result<Result<Revocation>> {
 /// processes queue instead of failing on upgrade). Its BEGIN and COMMIT stay prepared: they
 /// run at every call.
 fn transaction<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    // A transaction a failed rollback left open is ended first, not joined.
+    drop(Open(conn));
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let open = Open(conn);
     let out = f(open.0)?;
