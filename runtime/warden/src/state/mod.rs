@@ -458,6 +458,19 @@ impl std::str::FromStr for RevocationKind {
 )]
 pub struct UnknownRevocationKind(String);
 
+/// Refuses a check naming an id no store can hold (one holding a NUL: PostgreSQL text holds
+/// none): such an id was never revoked, but cannot be checked either, and a check that
+/// cannot be made refuses.
+pub(crate) fn checkable(ids: &[(RevocationKind, &str)]) -> Result<()> {
+    match ids.iter().find(|(_, id)| id.contains('\0')) {
+        Some((kind, _)) => anyhow::bail!(
+            "a {} id holding a NUL character cannot be checked",
+            kind.as_str()
+        ),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Revocation {
     pub kind: RevocationKind,

@@ -19,7 +19,9 @@
 //!   Checks still ask the store every time: a node whose listener is down is only slower.
 //!
 //! The trait is synchronous and is called from inside other runtimes' tasks, so the store
-//! drives its connections on a small runtime of its own and waits for the answers.
+//! drives its connections on a small runtime of its own and waits for the answers; the two
+//! waits of every call (its revocation check, and the commit of a call counted at its end)
+//! also have forms a task awaits (`revoked_in_task`, `count_call_in_task`).
 
 use super::*;
 use crate::deployment::parse_state_url;
@@ -291,7 +293,7 @@ impl PostgresStore {
                         &[&(now - RATE_WINDOW)],
                     )
                     .await?;
-                                        anyhow::Ok(())
+                    anyhow::Ok(())
                 });
                 if let Err(e) = pruned.await.unwrap_or_else(|_| Err(no_answer())) {
                     tracing::warn!(error = %format!("{e:#}"), "pruning the PostgreSQL state failed");
@@ -326,16 +328,16 @@ impl PostgresStore {
     }
 
     /// Queues a revocation check (every call's, every request's) for the next group read
-    /// (`group_checks`). An id PostgreSQL cannot store (one holding a NUL) was never revoked,
-    /// and is not sent: it would fail the read of every check in the group.
+    /// (`group_checks`). A check naming an id the server cannot hold is refused here: sent,
+    /// it would fail the read of every check in the group.
     fn enqueue_check(
         &self,
         ids: &[(RevocationKind, &str)],
         answer: Reply<Option<Revocation>>,
     ) -> Result<()> {
+        checkable(ids)?;
         let ids: Vec<(RevocationKind, String)> = ids
             .iter()
-            .filter(|(_, id)| !id.contains('\0'))
             .map(|(kind, id)| (*kind, id.to_string()))
             .collect();
         if ids.is_empty() {
@@ -384,7 +386,7 @@ fn answer_of<T>(channel: &std::sync::mpsc::Receiver<Result<T>>) -> Result<T> {
     wait(|| {
         channel
             .recv_timeout(2 * OPERATION_TIMEOUT)
-            .map_err(|_| no_answer())?
+            .map_err(|_| unanswered())?
     })
 }
 
@@ -392,7 +394,7 @@ fn answer_of<T>(channel: &std::sync::mpsc::Receiver<Result<T>>) -> Result<T> {
 async fn answer_in_task<T>(channel: oneshot::Receiver<Result<T>>) -> Result<T> {
     match tokio::time::timeout(2 * OPERATION_TIMEOUT, channel).await {
         Ok(Ok(answer)) => answer,
-        _ => Err(no_answer()),
+        _ => Err(unanswered()),
     }
 }
 
@@ -416,6 +418,14 @@ impl<T> Reply<T> {
         (Reply::Task(reply), answer)
     }
 
+    /// Whether the caller stopped waiting (known of a task only).
+    fn abandoned(&self) -> bool {
+        match self {
+            Reply::Thread(_) => false,
+            Reply::Task(reply) => reply.is_closed(),
+        }
+    }
+
     /// Answers; a caller that stopped waiting is not an error (a commit it queued stands).
     fn send(self, answer: Result<T>) {
         let _ = match self {
@@ -432,8 +442,18 @@ fn no_answer() -> anyhow::Error {
     )
 }
 
+/// A caller's wait ended without an answer: what it queued may still be done.
+fn unanswered() -> anyhow::Error {
+    anyhow!(
+        "the PostgreSQL state store did not answer within {}s: a write asked for may or may not \
+         be made",
+        (2 * OPERATION_TIMEOUT).as_secs()
+    )
+}
+
 /// Connections to the server, opened when needed, at most `permits` at once. A connection
-/// that broke, or was left in a transaction, is dropped, not reused (closing it rolls back).
+/// that broke, or was left in a transaction, is dropped, not reused (closing it rolls back
+/// what it had not sent a commit for).
 struct Pool {
     config: Config,
     idle: Mutex<Vec<Conn>>,
@@ -696,6 +716,11 @@ async fn group_checks(pool: Arc<Pool>, mut queue: mpsc::UnboundedReceiver<Check>
                 Err(_) => break,
             }
         }
+        // A call that stopped waiting (cancelled) needs no answer.
+        checks.retain(|check| !check.answer.abandoned());
+        if checks.is_empty() {
+            continue;
+        }
         let (kinds, names): (Vec<&'static str>, Vec<&str>) = checks
             .iter()
             .flat_map(|check| &check.ids)
@@ -775,13 +800,18 @@ impl Head {
             Commit::Count { session, .. } => session.is_some(),
             Commit::Append { .. } => false,
         });
-        match (reads, self.alone) {
-            (false, true) => self.last.clone(),
+        // An empty chain has no head to check: its first records are linked the usual way.
+        match (reads, self.alone, &self.last) {
+            (false, true, Some(last)) if last.0 > 0 => Some(last.clone()),
             _ => None,
         }
     }
 }
 
+/// Whatever the server's default (a pooler may drop the connection's options): each statement
+/// reads what was committed before it, so a read after the chain's lock sees what the lock's
+/// last holder wrote.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 const LOCK_CHAIN: &str = "SELECT pg_advisory_xact_lock($1)";
 /// Fails (`SqlState::DIVISION_BY_ZERO`) unless ($1, $2) is the chain's head: a batch linked
 /// to the head its node left runs it after the chain's lock, before its writes, so that a
@@ -867,8 +897,9 @@ impl Statements {
 /// too few).
 ///
 /// Everything before the commit must end within `OPERATION_TIMEOUT` (a connection dropped
-/// in its transaction is closed, which rolls it back). The commit is not cut short as early:
-/// once it is sent the server may keep it, and its callers are not told otherwise on a guess.
+/// in its transaction is closed, which rolls it back). The commit is not cut short as early,
+/// except where it was sent with the rest (a batch linked to the head its node left): once it
+/// is sent the server may keep it, and its callers are told so, not otherwise on a guess.
 async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op], head: &mut Head) -> Result<()> {
     let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT;
     let mut conn = within(deadline, pool.get()).await?;
@@ -886,9 +917,13 @@ async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op], head: &mut Head) -> Resu
         let head_params: [&(dyn ToSql + Sync); 2] = [&seq, &hash];
         let written = committed(deadline, async {
             let (begun, locked, found, done) = tokio::join!(
-                client.batch_execute("BEGIN"),
+                client.batch_execute(BEGIN),
                 client.execute(&statements.lock, &[&CHAIN_LOCK]),
-                client.execute(&statements.head_is, &head_params),
+                // Nothing to check where no record is linked (a batch of counts).
+                unless(
+                    writes.seqs.is_empty(),
+                    client.execute(&statements.head_is, &head_params)
+                ),
                 writes.commit(client, &statements),
             );
             begun.and(locked).and(found).and(done)
@@ -916,8 +951,12 @@ async fn committed<T>(
     commit: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, CommitError> {
     match tokio::time::timeout_at(until, commit).await {
-        Ok(done) => done.map_err(CommitError::Refused),
-        Err(_) => Err(CommitError::Unconfirmed),
+        Ok(Ok(done)) => Ok(done),
+        // The server refused: nothing of the transaction was kept.
+        Ok(Err(e)) if e.code().is_some() => Err(CommitError::Refused(e)),
+        // The connection failed: the commit may have been made before it did.
+        Ok(Err(e)) => Err(CommitError::Unconfirmed(format!(": {e}"))),
+        Err(_) => Err(CommitError::Unconfirmed(" in time".into())),
     }
 }
 
@@ -925,11 +964,8 @@ async fn committed<T>(
 enum CommitError {
     #[error(transparent)]
     Refused(tokio_postgres::Error),
-    #[error(
-        "the server did not confirm the commit in time: its records may or may not have been \
-         kept"
-    )]
-    Unconfirmed,
+    #[error("the server did not confirm the commit{0}: its records may or may not have been kept")]
+    Unconfirmed(String),
 }
 
 /// What a batch writes once its records are linked: the counts of its counted calls and the
@@ -1069,7 +1105,7 @@ async fn write_batch(
     let session_params: [&(dyn ToSql + Sync); 1] = [&sessions];
     let (_, _, last, recent, known) = within(deadline, async {
         tokio::try_join!(
-            client.batch_execute("BEGIN"),
+            client.batch_execute(BEGIN),
             client.execute(&statements.lock, &[&CHAIN_LOCK]),
             client.query_opt(&statements.head, &[]),
             unless(

@@ -537,6 +537,7 @@ impl StateStore for SqliteStore {
     }
 
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>> {
+        checkable(ids)?;
         if ids.is_empty() {
             return Ok(None);
         }
