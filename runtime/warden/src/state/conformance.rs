@@ -582,11 +582,19 @@ fn revocations_are_seen_by_every_handle(one: Arc<dyn StateStore>, other: Arc<dyn
     ];
     let e = other.revoked(&odd).unwrap_err();
     assert!(format!("{e:#}").contains("NUL"), "{e:#}");
-    let answers = at_once(&one, &other, 8, |store, t| match t % 2 {
+    // Both kinds on both handles (`at_once` alternates handles by `t % 2`).
+    let answers = at_once(&one, &other, 8, |store, t| match (t / 2) % 2 {
         0 => store.revoked(&odd).is_err(),
         _ => store.revoked(&ids).unwrap().is_some_and(|r| r.id == "a"),
     });
     assert!(answers.into_iter().all(|holds| holds));
+    let unholdable = Revocation {
+        kind: RevocationKind::Session,
+        id: "a\0b".into(),
+        at: 30,
+        reason: "a NUL".into(),
+    };
+    assert!(one.revoke(&unholdable, &[]).is_err());
     let all = other.revocations().unwrap();
     assert_eq!(
         all.iter()

@@ -126,7 +126,8 @@ pub trait StateStore: Send + Sync {
     /// event for each of `receivers`, in the same transaction: no revocation without the
     /// events that tell downstream systems of it (`claim_events`).
     fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool>;
-    /// The first of `ids` that is revoked, if any.
+    /// The first of `ids` that is revoked, if any. Refused for an id holding a NUL, which no
+    /// store can hold (`checkable`), as is its revocation.
     fn revoked(&self, ids: &[(RevocationKind, &str)]) -> Result<Option<Revocation>>;
     /// `revoked` for a caller in a task, as `count_call_in_task`.
     fn revoked_in_task<'a>(
@@ -458,9 +459,9 @@ impl std::str::FromStr for RevocationKind {
 )]
 pub struct UnknownRevocationKind(String);
 
-/// Refuses a check naming an id no store can hold (one holding a NUL: PostgreSQL text holds
-/// none): such an id was never revoked, but cannot be checked either, and a check that
-/// cannot be made refuses.
+/// Refuses a check (or a revocation) naming an id no store can hold (one holding a NUL:
+/// PostgreSQL text holds none): such an id was never revoked, but cannot be checked either,
+/// and a check that cannot be made refuses.
 pub(crate) fn checkable(ids: &[(RevocationKind, &str)]) -> Result<()> {
     match ids.iter().find(|(_, id)| id.contains('\0')) {
         Some((kind, _)) => anyhow::bail!(

@@ -253,7 +253,7 @@ impl PostgresStore {
     /// Deletes what no decision and no person needs any more, as `SqliteStore::prune` does.
     pub fn prune(&self, now: i64) -> Result<()> {
         self.statement(move |mut conn| async move {
-            let tx = conn.transaction().await?;
+            let tx = read_committed(&mut conn).await?;
             tx.execute("DELETE FROM nonces WHERE expires < $1", &[&now])
                 .await?;
             tx.execute(
@@ -445,8 +445,8 @@ fn no_answer() -> anyhow::Error {
 /// A caller's wait ended without an answer: what it queued may still be done.
 fn unanswered() -> anyhow::Error {
     anyhow!(
-        "the PostgreSQL state store did not answer within {}s: a write asked for may or may not \
-         be made",
+        "the PostgreSQL state store did not answer (in {}s at most): a write it was asked for \
+         may or may not be made",
         (2 * OPERATION_TIMEOUT).as_secs()
     )
 }
@@ -563,7 +563,7 @@ impl Drop for Pooled {
 /// Brings the schema to the current version, in one transaction that nodes starting at once
 /// take in turn.
 async fn migrate(client: &mut Client) -> Result<()> {
-    let tx = client.transaction().await?;
+    let tx = read_committed(client).await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS warden_schema (version INTEGER NOT NULL)")
@@ -801,8 +801,9 @@ impl Head {
             Commit::Append { .. } => false,
         });
         // An empty chain has no head to check: its first records are linked the usual way.
+        let links = ops.iter().any(|op| !op.records.is_empty());
         match (reads, self.alone, &self.last) {
-            (false, true, Some(last)) if last.0 > 0 => Some(last.clone()),
+            (false, true, Some(last)) if last.0 > 0 || !links => Some(last.clone()),
             _ => None,
         }
     }
@@ -899,7 +900,7 @@ impl Statements {
 /// Everything before the commit must end within `OPERATION_TIMEOUT` (a connection dropped
 /// in its transaction is closed, which rolls it back). The commit is not cut short as early,
 /// except where it was sent with the rest (a batch linked to the head its node left): once it
-/// is sent the server may keep it, and its callers are told so, not otherwise on a guess.
+/// is sent the server may keep it, and a commit not confirmed is reported as possibly kept.
 async fn commit_batch(pool: &Arc<Pool>, ops: &mut [Op], head: &mut Head) -> Result<()> {
     let deadline = tokio::time::Instant::now() + OPERATION_TIMEOUT;
     let mut conn = within(deadline, pool.get()).await?;
@@ -1198,6 +1199,16 @@ async fn write_batch(
     Ok(())
 }
 
+/// A transaction in which each statement reads what was committed before it, whatever the
+/// server's default (`BEGIN`).
+async fn read_committed(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await?)
+}
+
 /// `work`'s outcome, or nothing (the default) without sending it if `skip`: a statement with
 /// nothing to read or write costs the server a parse and a plan.
 async fn unless<T: Default, E>(
@@ -1230,7 +1241,7 @@ impl StateStore for PostgresStore {
         let scope = serde_json::to_string(&session.scope)?;
         let now = crate::identity::jwt::now();
         self.statement(move |mut conn| async move {
-            let tx = conn.transaction().await?;
+            let tx = read_committed(&mut conn).await?;
             lock_agent(&tx, "sessions", &session.agent).await?;
             let live: i64 = tx
                 .query_one(
@@ -1437,7 +1448,7 @@ impl StateStore for PostgresStore {
     fn request_approval(&self, request: &Approval, max_pending: u64) -> Result<Approval> {
         let request = request.clone();
         let stored = self.statement(move |mut conn| async move {
-            let tx = conn.transaction().await?;
+            let tx = read_committed(&mut conn).await?;
             lock_agent(&tx, "approvals", &request.agent).await?;
             let now = crate::identity::jwt::now();
             let pending = tx
@@ -1559,10 +1570,11 @@ impl StateStore for PostgresStore {
     }
 
     fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool> {
+        checkable(&[(revocation.kind, &revocation.id)])?;
         let revocation = revocation.clone();
         let receivers: Vec<String> = receivers.iter().map(|r| r.to_string()).collect();
         self.statement(move |mut conn| async move {
-            let tx = conn.transaction().await?;
+            let tx = read_committed(&mut conn).await?;
             let inserted = tx
                 .execute(
                     "INSERT INTO revocations (kind, id, at, reason) VALUES ($1, $2, $3, $4)

@@ -515,6 +515,7 @@ impl StateStore for SqliteStore {
     }
 
     fn revoke(&self, revocation: &Revocation, receivers: &[&str]) -> Result<bool> {
+        checkable(&[(revocation.kind, &revocation.id)])?;
         let kind = revocation.kind.as_str();
         let inserted = self.write_synced(|tx| {
             let inserted = tx
