@@ -17,11 +17,7 @@ fn sqlite() -> Option<(Pair, Box<dyn std::any::Any>)> {
 
 fn postgres() -> Option<(Pair, Box<dyn std::any::Any>)> {
     let schema = warden_test_support::postgres::postgres()?.schema();
-    let settings = postgres::PostgresSettings {
-        url: schema.url.clone(),
-        password: Some(crate::credentials::Secret::new(schema.password.clone())),
-        connections: 8,
-    };
+    let settings = postgres::PostgresSettings::of_test_schema(&schema, 8);
     let open = || postgres::open(&settings).unwrap();
     Some(((open(), open()), Box::new(schema.name)))
 }
@@ -136,7 +132,7 @@ fn at_once<R: Send>(
 }
 
 /// The chain, checked link by link from the first record.
-fn whole_chain(store: &dyn StateStore) -> Vec<AuditLink> {
+pub(super) fn whole_chain(store: &dyn StateStore) -> Vec<AuditLink> {
     let chain = store.audit_records(0, 100_000).unwrap();
     let mut prev = GENESIS.to_string();
     for (i, link) in chain.iter().enumerate() {

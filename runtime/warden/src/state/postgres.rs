@@ -1940,6 +1940,21 @@ fn revocation(row: &Row) -> Result<Revocation> {
     })
 }
 
+/// Settings for a schema of the tests' local server.
+#[cfg(test)]
+impl PostgresSettings {
+    pub(crate) fn of_test_schema(
+        schema: &warden_test_support::postgres::Schema,
+        connections: usize,
+    ) -> PostgresSettings {
+        PostgresSettings {
+            url: schema.url.clone(),
+            password: Some(crate::credentials::Secret::new(schema.password.clone())),
+            connections,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1950,11 +1965,7 @@ mod tests {
             return;
         };
         let schema = server.schema();
-        let settings = PostgresSettings {
-            url: schema.url.clone(),
-            password: Some(crate::credentials::Secret::new(schema.password.clone())),
-            connections: 2,
-        };
+        let settings = PostgresSettings::of_test_schema(&schema, 2);
         let store = PostgresStore::open(&settings).unwrap();
         // Opening again applies nothing twice.
         drop(PostgresStore::open(&settings).unwrap());
@@ -1986,11 +1997,7 @@ mod tests {
             return;
         };
         let schema = server.schema();
-        let settings = PostgresSettings {
-            url: schema.url.clone(),
-            password: Some(crate::credentials::Secret::new(schema.password.clone())),
-            connections: 2,
-        };
+        let settings = PostgresSettings::of_test_schema(&schema, 2);
         let store = PostgresStore::open(&settings).unwrap();
         let entry = |call: &str| AuditEntry {
             call_id: call.into(),
@@ -2006,16 +2013,7 @@ mod tests {
             )
             .unwrap();
         store.append_audit(&[entry("c4")]).unwrap();
-        let chain = store.audit_records(0, 10).unwrap();
-        let mut prev = GENESIS.to_string();
-        for (i, link) in chain.iter().enumerate() {
-            assert_eq!((link.seq, &link.prev_hash), (i as u64 + 1, &prev));
-            assert_eq!(
-                link.hash,
-                link_hash(&prev, link.seq, &link.call_id, &link.body)
-            );
-            prev = link.hash.clone();
-        }
+        let chain = super::super::conformance::whole_chain(&store);
         let calls: Vec<&str> = chain.iter().map(|l| l.call_id.as_str()).collect();
         assert_eq!(calls, ["c1", "c2", "c4"]);
     }
@@ -2027,11 +2025,7 @@ mod tests {
             return;
         };
         let schema = server.schema();
-        let settings = PostgresSettings {
-            url: schema.url.clone(),
-            password: Some(crate::credentials::Secret::new(schema.password.clone())),
-            connections: 2,
-        };
+        let settings = PostgresSettings::of_test_schema(&schema, 2);
         let (one, other) = (
             PostgresStore::open(&settings).unwrap(),
             PostgresStore::open(&settings).unwrap(),
